@@ -1,0 +1,463 @@
+"""Online backups: a consistent copy of a live database, verified, with a manifest; restore.
+
+The copy method (see DESIGN.md, "SQLite facts we verified"): hold a read transaction on a
+second connection (after a PASSIVE checkpoint in WAL mode) while a child process copies the
+database file and then its ``-wal``; end the transaction; open the copy and checkpoint it into
+one self-contained file. It runs at about ``cp`` speed, never restarts under a writer (unlike
+stepped backups), and is safe while the caller holds ``BEGIN IMMEDIATE`` on another connection.
+
+Crash safety: everything is written under ``.<id>.partial`` names that listing never shows
+and the next run removes; the data file is renamed into place first and its manifest last,
+so a backup without a manifest is never "verified".
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sidecar import __version__, copier, database
+from sidecar.catalog import (
+    BACKUP_NAME,
+    MANIFEST_FORMAT,
+    PARTIAL_NAME,
+    BackupInfo,
+    clean_partials,
+    folder_lock,
+    manifest_path,
+    new_backup_path,
+    partial_path,
+)
+from sidecar.copier import create_exclusive, decompressed_chunks, fsync_dir, pump, sha256_file
+from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
+from sidecar.logs import get_logger
+from sidecar.settings import Compression, VerifyLevel
+
+__all__ = [
+    "BACKUP_NAME",
+    "PARTIAL_NAME",
+    "BackupInfo",
+    "RestoreOutcome",
+    "create_backup",
+    "restore_backup",
+    "verify_backup",
+]
+
+log = get_logger(__name__)
+
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _preflight_space(db: Path, backup_dir: Path, margin: int) -> int:
+    # os.stat, never open(): an open+close here would drop the caller's SQLite locks.
+    needed = db.stat().st_size + margin
+    with suppress(FileNotFoundError):
+        needed += Path(f"{db}-wal").stat().st_size
+    free = _free_bytes(backup_dir)
+    if free < needed:
+        raise UnavailableError(
+            f"not enough free space in {backup_dir}: {free >> 20} MiB free, "
+            f"{needed >> 20} MiB needed (database + wal + SIDECAR_MIN_FREE_MARGIN)",
+            hint="free space (sidecar prune, or lower SIDECAR_KEEP) or grow the backups volume",
+        )
+    return needed
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def create_backup(
+    db: Path,
+    backup_dir: Path,
+    *,
+    environment: str,
+    reason: str,
+    verify: VerifyLevel = "quick",
+    compress: Compression = "none",
+    group: int | None = None,
+    min_free_margin: int = 64 << 20,
+    busy_timeout: float = 10.0,
+    now: datetime | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BackupInfo:
+    """Take a verified, consistent backup of the live database ``db`` into ``backup_dir``.
+
+    Safe while the caller holds ``BEGIN IMMEDIATE`` on another connection in this process:
+    the live files are only opened by SQLite and by a child copier process.
+    Raises UnavailableError (exit 5) when the disk is too full or the database stays locked,
+    HealthError (exit 4) when the copy fails verification; leaves no file behind either way.
+    """
+    started = time.monotonic()
+    try:
+        if not db.is_file():
+            raise FileNotFoundError(db)
+    except OSError:
+        raise ConfigError(
+            f"database {db} does not exist",
+            hint="check SIDECAR_DATABASE and that the data volume is mounted",
+        ) from None
+    mode = 0o640 if group is not None else 0o600
+    reporter = on_progress or copier.ProgressReporter(db.name)
+    _prepare_folder(backup_dir, group)
+    with folder_lock(backup_dir):
+        clean_partials(backup_dir)
+        _preflight_space(db, backup_dir, min_free_margin)
+        final = new_backup_path(db, backup_dir, environment, now or datetime.now(UTC), compress)
+        plain = final.with_name(final.name.removesuffix(".zst"))
+        work = partial_path(plain)
+        written: list[Path] = [work, Path(f"{work}-wal"), Path(f"{work}-shm")]
+        try:
+            snap = copier.take_snapshot(
+                db,
+                work,
+                mode=mode,
+                group=group,
+                busy_timeout=busy_timeout,
+                on_progress=reporter,
+            )
+            if isinstance(reporter, copier.ProgressReporter):
+                reporter.finish()
+            facts = _finish_and_verify(work, snap.copied_sha256, verify)
+            stored, stored_size, stored_sha = work, facts["size"], facts["sha256"]
+            if compress == "zstd":
+                stored = partial_path(final)
+                written.append(stored)
+                stored_size, stored_sha = copier.zstd_compress(work, stored, mode=mode, group=group)
+                work.unlink()
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "id": final.name,
+                "source": str(db),
+                "environment": environment,
+                "reason": reason,
+                "created_at": datetime.now(UTC).isoformat(),
+                "verified": True,
+                "verify_level": verify,
+                "compression": compress,
+                "size": stored_size,
+                "stored_sha256": stored_sha,
+                "db_size": facts["size"],
+                "sha256": facts["sha256"],
+                "page_size": facts["page_size"],
+                "page_count": facts["page_count"],
+                "journal_mode": snap.journal_mode,
+                "wal_frames_folded": facts["wal_frames"],
+                "sqlite_version": sqlite3.sqlite_version,
+                "schema_hash": facts["schema_hash"],
+                "row_counts": facts["row_counts"],
+                "tool_version": __version__,
+                "durations": {
+                    "read_lock_s": round(snap.lock_seconds, 3),
+                    "copy_s": round(snap.copy_seconds, 3),
+                    "verify_s": round(facts["seconds"], 3),
+                    "total_s": round(time.monotonic() - started, 3),
+                },
+            }
+            man_partial = partial_path(manifest_path(final))
+            written.append(man_partial)
+            _write_manifest(man_partial, manifest, mode, group)
+            # Data first, manifest last: a crash between the two leaves an unverified file.
+            os.replace(stored, final)
+            os.replace(man_partial, manifest_path(final))
+            fsync_dir(backup_dir)
+        except BaseException as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(backup_dir) from exc
+            if isinstance(exc, OSError):
+                raise UnavailableError(
+                    f"backup of {db} failed: {exc.strerror or exc}",
+                    hint="check the permissions and health of the data and backups volumes",
+                ) from exc
+            raise
+    info = BackupInfo.load(final)
+    assert info is not None  # noqa: S101 - the name was built from the same pattern
+    log.info(
+        "backup.created",
+        id=info.id,
+        reason=reason,
+        bytes=info.size,
+        db_bytes=facts["size"],
+        sha256=facts["sha256"],
+        verify=verify,
+        journal_mode=snap.journal_mode,
+        lock_s=round(snap.lock_seconds, 3),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return info
+
+
+def _disk_full(backup_dir: Path) -> UnavailableError:
+    return UnavailableError(
+        f"the backups volume {backup_dir} filled up during the backup (partial removed)",
+        hint="free space (sidecar prune, or lower SIDECAR_KEEP) or grow the backups volume",
+    )
+
+
+def _prepare_folder(backup_dir: Path, group: int | None) -> None:
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True, mode=0o750 if group is not None else 0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the backups folder {backup_dir}: {exc.strerror}",
+            hint="mount a writable volume at SIDECAR_BACKUP_DIR",
+        ) from exc
+    if not os.access(backup_dir, os.W_OK):
+        raise ConfigError(
+            f"the backups folder {backup_dir} is not writable",
+            hint="fix the volume's owner or run the sidecar with a user that may write to it",
+        )
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any], mode: int, group: int | None) -> None:
+    fd = create_exclusive(path, mode, group)
+    try:
+        pump([json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"], fd)
+    finally:
+        os.close(fd)
+
+
+def _finish_and_verify(work: Path, copied_sha256: str | None, level: VerifyLevel) -> dict[str, Any]:
+    """Fold the copied ``-wal`` into the copy, then check it at ``level``; raise HealthError."""
+    t0 = time.monotonic()
+    conn = sqlite3.connect(str(work), isolation_level=None)
+    try:
+        # A first read opens the -wal; before it, wal_checkpoint reports (0, 0, 0) and the
+        # folding would only happen silently at close.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        # (busy, frames in the wal, frames checkpointed). Nobody else uses the copy, so a
+        # FULL checkpoint folds every frame; closing the last connection removes the -wal.
+        busy, wal_frames, folded = conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        if busy or folded < wal_frames:  # both are -1 when the copy is not in WAL mode
+            raise HealthError(
+                f"could not fold the copied -wal into the backup ({folded}/{wal_frames} frames)",
+                hint="retry the backup",
+            )
+    finally:
+        conn.close()
+    wal_frames = max(int(wal_frames), 0)
+    for side in ("-wal", "-shm"):
+        Path(f"{work}{side}").unlink(missing_ok=True)
+    size, sha = sha256_file(work)
+    problems: list[str] = []
+    # With no wal frames folded in, the file must be byte for byte what the copier read.
+    if copied_sha256 is not None and wal_frames == 0 and sha != copied_sha256:
+        problems.append("the written file differs from the bytes read from the database")
+    facts = inspect_file(work, None if level == "checksum" else level == "full")
+    problems += facts.pop("problems")
+    if facts["page_size"] * facts["page_count"] != size:
+        problems.append(f"size {size} is not page_size x page_count")
+    if problems:
+        raise HealthError(
+            f"the new backup failed verification: {problems[0]}",
+            hint="the database itself may be damaged: run sidecar health --full",
+        )
+    return {**facts, "size": size, "sha256": sha, "wal_frames": wal_frames,
+            "seconds": time.monotonic() - t0}  # fmt: skip
+
+
+def inspect_file(path: Path, full: bool | None) -> dict[str, Any]:
+    """Facts about a database file we own; ``full`` None skips quick/integrity_check.
+
+    ``immutable=1``: no locks, no ``-wal``/``-shm`` created beside a backup.
+    """
+    facts: dict[str, Any] = {"problems": [], "page_size": 0, "page_count": 0}
+    uri = f"file:{database._uri_path(path)}?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            if full is not None:
+                facts["problems"] = database.quick_check(conn, full=full)
+            facts["page_size"] = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            facts["page_count"] = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            facts["schema_hash"] = database.schema_hash(conn)
+            facts["row_counts"] = database.row_counts(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        facts["problems"] = [f"not a readable SQLite database: {exc}"]
+    return facts
+
+
+def verify_backup(info: BackupInfo, *, full: bool = False) -> list[str]:
+    """Problems with a stored backup ([] when it is good): manifest, sha256, quick_check
+    (``integrity_check`` when ``full``). Compressed backups are checked decompressed."""
+    path, man = info.path, info.manifest
+    if path.is_symlink() or not path.is_file():
+        return ["backup file is missing" if not path.is_symlink() else "is a symlink"]
+    if not man:
+        return ["no manifest: not written (or not finished) by sidecar"]
+    problems: list[str] = []
+    size, sha = sha256_file(path)
+    if size != man.get("size"):
+        problems.append(f"size {size} differs from the manifest's {man.get('size')}")
+    if sha != man.get("stored_sha256"):
+        return [*problems, "sha256 differs from the manifest: the file is corrupt"]
+    if not info.compressed:
+        found: list[str] = inspect_file(path, full)["problems"]
+        return problems + found
+    work = path.with_name(f".{info.id}.verify.partial")
+    with folder_lock(path.parent, shared=True):
+        fd = create_exclusive(work, 0o600, None)
+        try:
+            try:
+                _, raw_sha = pump(decompressed_chunks(path), fd)
+            finally:
+                os.close(fd)
+            if raw_sha != man.get("sha256"):
+                problems.append("decompressed sha256 differs from the manifest")
+            problems += inspect_file(work, full)["problems"]
+        except Exception as exc:  # noqa: BLE001 - any decoder error means a corrupt file
+            problems.append(f"cannot decompress: {exc}")
+        finally:
+            work.unlink(missing_ok=True)
+    return problems
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """What a restore did (or, with ``dry_run``, would do)."""
+
+    backup: BackupInfo
+    target: Path
+    dry_run: bool
+    safety_backup: BackupInfo | None = None
+    removed_side_files: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def database_in_use(db: Path, timeout: float = 0.5) -> bool:
+    """Whether another connection (the app) holds ``db``.
+
+    In WAL mode every open connection keeps a SHARED lock on the file, so an exclusive
+    locking-mode transaction fails even against an idle app; in rollback-journal mode only an
+    app inside a transaction is seen. Locks are visible across containers on one volume.
+    """
+    if not db.exists():
+        return False
+    conn = database.connect(db, busy_timeout=timeout)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if database._is_busy(exc):
+            return True
+        raise
+    finally:
+        conn.close()
+    return False
+
+
+def restore_backup(
+    info: BackupInfo,
+    target: Path,
+    *,
+    backup_dir: Path,
+    environment: str,
+    dry_run: bool = False,
+    force: bool = False,
+    group: int | None = None,
+    stop_app: Callable[[], AbstractContextManager[None]] | None = None,
+) -> RestoreOutcome:
+    """Replace ``target`` with the verified backup ``info``, atomically.
+
+    Refuses a backup that fails verification, and (unless ``force``) a target the app is
+    using; ``stop_app`` gives a context manager that stops the app and starts it again at
+    the end whatever happens. An existing target is first backed up (reason ``pre-restore``).
+    """
+    started = time.monotonic()
+    problems = verify_backup(info)
+    if problems:
+        raise RefusedError(
+            f"backup {info.id} failed verification: {'; '.join(problems)}",
+            hint="pick another backup from: sidecar list",
+        )
+    exists = os.path.lexists(target)
+    sides = [f"{target}{s}" for s in SIDE_FILES if os.path.lexists(f"{target}{s}")]
+    actions = [f"verified {info.id}"]
+    if exists:
+        actions.append(f"back up the current {target.name} (reason pre-restore)")
+    actions += [f"remove {Path(s).name}" for s in sides]
+    actions.append(f"replace {target} atomically")
+    if dry_run:
+        return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
+    safety = None
+    with stop_app() if stop_app is not None else nullcontext():
+        if exists and not force and database_in_use(target):
+            raise RefusedError(
+                f"the app is using {target}",
+                hint="stop the app first (docker compose stop <app>), or pass --force",
+            )
+        if exists:
+            # checksum level: the database being replaced may well be the damaged one.
+            safety = create_backup(
+                target, backup_dir, environment=environment, reason="pre-restore",
+                verify="checksum", group=group,
+            )  # fmt: skip
+        _replace(info, target, group)
+    log.info(
+        "backup.restored",
+        id=info.id,
+        target=str(target),
+        safety_backup=safety.id if safety else None,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return RestoreOutcome(
+        info, target, False, safety, [Path(s).name for s in sides], actions,
+        time.monotonic() - started,
+    )  # fmt: skip
+
+
+def _replace(info: BackupInfo, target: Path, group: int | None) -> None:
+    tmp = target.with_name(f".{target.name}.restore-partial")
+    tmp.unlink(missing_ok=True)  # a leftover of an interrupted restore: ours by its name
+    try:
+        old = target.stat()
+        mode, owner = old.st_mode & 0o777, (old.st_uid, old.st_gid)
+    except FileNotFoundError:
+        mode, owner = (0o640 if group is not None else 0o600), None
+    fd = create_exclusive(tmp, mode, group)
+    try:
+        try:
+            _, sha = pump(decompressed_chunks(info.path), fd)
+        finally:
+            os.close(fd)
+        _check_restored(info, tmp, sha)
+        if owner is not None and owner != (os.getuid(), os.getgid()):
+            try:
+                os.chown(tmp, *owner)
+            except PermissionError:
+                log.warning("backup.restore_owner_kept", target=str(target))
+        # The old -wal/-journal would be replayed onto the new file: remove them first.
+        for side in SIDE_FILES:
+            Path(f"{target}{side}").unlink(missing_ok=True)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_restored(info: BackupInfo, tmp: Path, sha: str) -> None:
+    if sha != info.manifest.get("sha256"):
+        raise RefusedError(
+            f"backup {info.id} changed while it was restored (sha256 mismatch)",
+            hint="run sidecar verify, then retry with a good backup",
+        )
+    problems = inspect_file(tmp, False)["problems"]
+    if problems:
+        raise RefusedError(f"the restored copy fails quick_check: {problems[0]}", hint="retry")

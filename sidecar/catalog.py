@@ -1,0 +1,354 @@
+"""The backups folder: names, listing, the retention policy (pure), prune, history.
+
+Only files whose names match sidecar's own patterns are ever listed or deleted: a backups
+volume may hold other things, and "never delete a file it did not create" is a promise.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sidecar.copier import fsync_dir
+from sidecar.errors import RefusedError, UnavailableError
+from sidecar.logs import get_logger
+from sidecar.settings import Compression
+
+log = get_logger(__name__)
+
+HISTORY_NAME = "sidecar-history.jsonl"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TIMESTAMP = "%Y%m%dT%H%M%SZ"
+_ENV = r"[A-Za-z0-9][A-Za-z0-9.-]*"
+_BASE = rf"(?P<stem>.+)_backup_(?P<env>{_ENV})_(?P<ts>\d{{8}}T\d{{6}}Z)(?:_(?P<seq>\d+))?\.db"
+BACKUP_NAME = re.compile(rf"^{_BASE}(?P<zst>\.zst)?$")
+# Everything sidecar writes before it is complete; the next run deletes only these.
+PARTIAL_NAME = re.compile(
+    rf"^\.{_BASE.replace('?P<', '?P<p_')}[A-Za-z0-9.]*\.partial(?:-wal|-shm|-journal)?$"
+)
+LOCK_NAME = ".sidecar-backup.lock"
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup in the backups folder, as named and described by its manifest."""
+
+    id: str
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = EPOCH
+    stem: str = ""
+    environment: str = ""
+    seq: int = 0
+    size: int = 0
+    reason: str = "unknown"
+    compressed: bool = False
+
+    @property
+    def verified(self) -> bool:
+        """A manifest written by sidecar, which it only writes after verification passed."""
+        return bool(self.manifest.get("verified"))
+
+    @property
+    def manifest_path(self) -> Path:
+        return manifest_path(self.path)
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return (self.created_at, self.seq, self.id)
+
+    @classmethod
+    def load(cls, path: Path) -> BackupInfo | None:
+        """The backup at ``path``, or None when the name is not one sidecar gives."""
+        match = BACKUP_NAME.match(path.name)
+        if match is None:
+            return None
+        manifest: dict[str, Any] = {}
+        with suppress(OSError, ValueError):
+            loaded = json.loads(manifest_path(path).read_text(encoding="utf-8"))
+            if isinstance(loaded, dict) and loaded.get("id") == path.name:
+                manifest = loaded
+        try:
+            size = path.lstat().st_size
+        except OSError:
+            size = 0
+        created = datetime.strptime(match["ts"], TIMESTAMP).replace(tzinfo=UTC)
+        return cls(
+            id=path.name,
+            path=path,
+            manifest=manifest,
+            created_at=created,
+            stem=match["stem"],
+            environment=match["env"],
+            seq=int(match["seq"] or 0),
+            size=size,
+            reason=str(manifest.get("reason", "unknown")),
+            compressed=bool(match["zst"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "created_at": self.created_at.isoformat(),
+            "size": self.size,
+            "reason": self.reason,
+            "verified": self.verified,
+            "compressed": self.compressed,
+            "environment": self.environment,
+            "sha256": self.manifest.get("sha256"),
+        }
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.partial")
+
+
+@contextmanager
+def folder_lock(backup_dir: Path, *, shared: bool = False, timeout: float = 60.0) -> Iterator[None]:
+    """Serialise backup runs on one folder, so cleaning leftovers never hits a live partial.
+
+    A separate lock file: an flock on it is unrelated to SQLite's locks on the database.
+    """
+    fd = os.open(backup_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UnavailableError(
+                        f"another sidecar is writing to {backup_dir}",
+                        hint="wait for the running backup to finish, then retry",
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def clean_partials(backup_dir: Path) -> list[str]:
+    """Delete leftovers of interrupted runs: only names matching sidecar's partial pattern."""
+    removed = []
+    for entry in os.scandir(backup_dir):
+        if PARTIAL_NAME.match(entry.name) and not entry.is_dir(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    if removed:
+        fsync_dir(backup_dir)
+        log.info("backup.cleaned", files=removed)
+    return removed
+
+
+def new_backup_path(
+    db: Path, backup_dir: Path, environment: str, now: datetime, compress: Compression
+) -> Path:
+    """``<stem>_backup_<env>_<UTC stamp>.db``; ``_N`` after the stamp when one already exists."""
+    stamp = now.astimezone(UTC).strftime(TIMESTAMP)
+    suffix = ".db.zst" if compress == "zstd" else ".db"
+    for seq in range(1000):
+        name = f"{db.stem}_backup_{environment}_{stamp}{f'_{seq}' if seq else ''}"
+        taken = any(
+            os.path.lexists(backup_dir / f"{name}{ext}{extra}")
+            for ext in (".db", ".db.zst")
+            for extra in ("", ".json")
+        )
+        if not taken:
+            return backup_dir / f"{name}{suffix}"
+    raise RefusedError(f"too many backups named {name} in one second", hint="retry in a second")
+
+
+def list_backups(backup_dir: Path) -> list[BackupInfo]:
+    """Backups sidecar named, newest first. Symlinks and other files are never listed."""
+    try:
+        entries = list(os.scandir(backup_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            continue
+        info = BackupInfo.load(Path(entry.path))
+        if info is not None:
+            found.append(info)
+    return sorted(found, key=lambda b: b.sort_key, reverse=True)
+
+
+def latest_verified(backup_dir: Path) -> BackupInfo | None:
+    """The newest backup with a manifest (written only after verification passed)."""
+    return next((b for b in list_backups(backup_dir) if b.verified), None)
+
+
+def missing_backups(backup_dir: Path) -> list[str]:
+    """IDs whose manifest exists but whose backup file is gone (deleted by hand, lost)."""
+    try:
+        names = set(os.listdir(backup_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        name.removesuffix(".json")
+        for name in names
+        if name.endswith(".json")
+        and BACKUP_NAME.match(name.removesuffix(".json"))
+        and name.removesuffix(".json") not in names
+    )
+
+
+def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False) -> BackupInfo:
+    """The listed backup named ``backup_id`` (or ``latest``). Never a path: no traversal."""
+    if backup_id != os.path.basename(backup_id) or backup_id in ("", ".", ".."):
+        raise RefusedError(
+            f"{backup_id!r} is a path; only backup names from `sidecar list` are accepted",
+            hint="run sidecar list and pass one of the IDs it shows",
+        )
+    backups = list_backups(backup_dir)
+    if backup_id == "latest":
+        pool = [b for b in backups if b.verified] if verified_only else backups
+        if not pool:
+            raise RefusedError(
+                f"no {'verified ' if verified_only else ''}backups in {backup_dir}",
+                hint="take one with: sidecar backup",
+            )
+        return pool[0]
+    for info in backups:
+        if info.id == backup_id:
+            return info
+    candidate = backup_dir / backup_id
+    if candidate.is_symlink():
+        raise RefusedError(f"{backup_id} is a symlink", hint="backups must be regular files")
+    raise RefusedError(
+        f"no backup named {backup_id} in {backup_dir}", hint="run sidecar list to see the IDs"
+    )
+
+
+def _bucket(kind: str, when: datetime) -> tuple[int, ...]:
+    if kind == "daily":
+        return (when.year, when.month, when.day)
+    if kind == "weekly":
+        iso = when.isocalendar()
+        return (iso.year, iso.week)
+    return (when.year, when.month)
+
+
+def retention(
+    backups: Sequence[BackupInfo],
+    *,
+    keep: int,
+    keep_daily: int = 0,
+    keep_weekly: int = 0,
+    keep_monthly: int = 0,
+    now: datetime,
+) -> tuple[list[BackupInfo], list[BackupInfo]]:
+    """Split ``backups`` into (keep, delete). Pure: reads nothing, deletes nothing.
+
+    Keeps the ``keep`` newest verified backups (at least one, whatever ``keep`` says), the
+    newest verified backup of each of the ``keep_daily`` most recent UTC days that have one
+    (likewise ISO weeks and months), every unverified file (it may not be ours: never
+    deleted), and anything dated after ``now`` (a skewed clock is not a reason to delete).
+    """
+    verified = sorted((b for b in backups if b.verified), key=lambda b: b.sort_key, reverse=True)
+    kept = {b.id for b in verified[: max(keep, 1)]}
+    kept |= {b.id for b in verified if b.created_at > now}
+    for kind, count in (("daily", keep_daily), ("weekly", keep_weekly), ("monthly", keep_monthly)):
+        seen: set[tuple[int, ...]] = set()
+        for info in verified:
+            bucket = _bucket(kind, info.created_at.astimezone(UTC))
+            if bucket in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.add(bucket)
+            kept.add(info.id)
+    keep_list = [b for b in backups if not b.verified or b.id in kept]
+    delete_list = [b for b in backups if b.verified and b.id not in kept]
+    return keep_list, delete_list
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    kept: list[BackupInfo] = field(default_factory=list)
+    deleted: list[BackupInfo] = field(default_factory=list)
+    dry_run: bool = False
+    freed_bytes: int = 0
+
+
+def prune(
+    backup_dir: Path,
+    *,
+    keep: int,
+    keep_daily: int = 0,
+    keep_weekly: int = 0,
+    keep_monthly: int = 0,
+    stem: str | None = None,
+    environment: str | None = None,
+    protect: Sequence[str] = (),
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PruneOutcome:
+    """Apply :func:`retention` to the backups of one database (``stem``) and ``environment``.
+
+    Backups of other databases or environments in the same folder are left alone; IDs in
+    ``protect`` (the backup just taken) are never deleted.
+    """
+    backups = [
+        b
+        for b in list_backups(backup_dir)
+        if stem in (None, b.stem) and environment in (None, b.environment)
+    ]
+    keep_list, delete_list = retention(
+        backups,
+        keep=keep,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+        now=now or datetime.now(UTC),
+    )
+    keep_list += [b for b in delete_list if b.id in protect]
+    delete_list = [b for b in delete_list if b.id not in protect]
+    freed = sum(b.size for b in delete_list)
+    if delete_list and not dry_run:
+        with folder_lock(backup_dir):
+            for info in delete_list:
+                # Manifest first: a crash in between leaves an unverified file, not a
+                # manifest that `verify` would report as a missing backup.
+                info.manifest_path.unlink(missing_ok=True)
+                info.path.unlink(missing_ok=True)
+            fsync_dir(backup_dir)
+    log.info(
+        "backup.pruned",
+        deleted=[b.id for b in delete_list],
+        kept=len(keep_list),
+        freed_bytes=freed,
+        dry_run=dry_run,
+    )
+    return PruneOutcome(kept=keep_list, deleted=delete_list, dry_run=dry_run, freed_bytes=freed)
+
+
+def append_history(backup_dir: Path, record: dict[str, Any], *, group: int | None = None) -> None:
+    """Append one JSON line to ``sidecar-history.jsonl`` beside the backups (O_APPEND)."""
+    line = json.dumps({"at": datetime.now(UTC).isoformat(), **record}, default=str) + "\n"
+    mode = 0o640 if group is not None else 0o600
+    fd = os.open(
+        backup_dir / HISTORY_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode
+    )
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,279 @@
+"""argv -> settings -> one command -> rendered result -> exit code. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sidecar import __version__, logs
+from sidecar.errors import ExitCode, SidecarError
+from sidecar.report import Result
+from sidecar.settings import ENV_NAMES, Settings, load_settings
+
+# subcommand -> "module:function" under sidecar.commands, imported only when run, so that
+# `sidecar version` and `--help` stay fast and independent of the heavier modules.
+COMMANDS: dict[str, str] = {
+    "deploy": "deploy:deploy",
+    "backup": "backups:backup",
+    "restore": "backups:restore",
+    "plan": "schema:plan",
+    "migrate": "schema:migrate",
+    "health": "deploy:health",
+    "list": "backups:list_backups",
+    "verify": "backups:verify",
+    "prune": "backups:prune",
+    "version": "info:version",
+}
+
+EXIT_CODES_HELP = """exit codes:
+  0  done, or nothing to do
+  1  unexpected error (a bug: please report it)
+  2  usage or configuration error; subcommand not available
+  3  refused by a safety rule (drift under --strict, impossible change, lease held)
+  4  health check failed; changes rolled back
+  5  dependency unavailable after retries (database locked, Docker API, disk)
+  6  plan --check: changes pending
+"""
+
+
+def _common() -> argparse.ArgumentParser:
+    """Flags every subcommand accepts. Each has a SIDECAR_* environment twin."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options (each also set by its SIDECAR_* variable)")
+    group.add_argument("--database", metavar="PATH|URL", help="SQLite file or file: URL")
+    group.add_argument("--backup-dir", dest="backup_dir", metavar="DIR", help="backups folder")
+    group.add_argument("--schema", metavar="PATH", help="desired schema: .sql file or folder")
+    group.add_argument("--environment", metavar="NAME", help="used in backup names")
+    group.add_argument("--app", metavar="NAME", help="the app's Compose service or container")
+    group.add_argument("--log-format", dest="log_format", choices=("json", "console"))
+    group.add_argument("--log-level", dest="log_level", choices=logs.LEVELS)
+    # SUPPRESS: `sidecar --json list` and `sidecar list --json` both work.
+    group.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="Production-safe deployments for apps that keep their data in SQLite: "
+        "verified backups, additive-only schema updates, health checks, app restarts.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common()
+
+    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            parents=[common],
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = add(
+        "deploy",
+        "wait for quiet, back up, apply additive schema changes, check health, restart the app",
+        "The whole deploy pipeline: preflight, lease, quiesce, verified backup, additive "
+        "migration and health checks in one transaction (rolled back on any failure), commit, "
+        "restart the app through Docker when something changed, prune old backups.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="preflight and plan only; change nothing")
+    p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
+    p.add_argument("--restart", choices=("on-change", "always", "never"), help="restart policy")
+    p.add_argument("--verify", choices=("checksum", "quick", "full"), help="backup verification")
+    p.add_argument("--health-queries", dest="health_queries", metavar="FILE")
+    p.add_argument("--quiet-period", dest="quiet_period", metavar="DURATION")
+    p.add_argument("--wait-timeout", dest="wait_timeout", metavar="DURATION")
+    p.add_argument("--schedule", metavar="CRON|DURATION", help="then stay up for scheduled backups")
+
+    p = add(
+        "backup",
+        "take a verified, consistent backup now (safe while the app writes)",
+        "Copy the database consistently while the app keeps running, verify the copy, write a "
+        "manifest beside it, then prune old backups by the retention policy.",
+    )
+    p.add_argument("--verify", choices=("checksum", "quick", "full"), help="verification level")
+    p.add_argument("--full", action="store_true", help="same as --verify full (integrity_check)")
+    p.add_argument("--compress", choices=("none", "zstd"), help="compress the backup")
+    p.add_argument("--no-prune", dest="no_prune", action="store_true", help="keep all backups")
+    p.add_argument("--reason", choices=("manual", "scheduled"), default="manual")
+
+    p = add(
+        "restore",
+        "replace the database with a listed backup (after a safety backup)",
+        "Verify the backup, take a safety backup of the current database, then replace it "
+        "atomically. Refuses while the app holds the database unless it can stop the app.",
+    )
+    p.add_argument("backup_id", metavar="ID", help="a backup name from `sidecar list`, or latest")
+    p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    p.add_argument("--force", action="store_true", help="restore even if the app seems active")
+    p.add_argument("--to", dest="to", metavar="PATH", help="restore into PATH for inspection")
+
+    p = add(
+        "plan",
+        "show what would change in the schema (read-only)",
+        "Compare the database with the desired schema. Shows what will be applied, the drift "
+        "that will never be applied, and what is refused and why. Never writes.",
+    )
+    p.add_argument("--check", action="store_true", help="exit 6 when changes are pending")
+    p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
+
+    p = add(
+        "migrate",
+        "apply the additive schema changes now (after a verified backup)",
+        "Back up, then apply the additive plan in one transaction with verification inside it. "
+        "Creates the database from the schema when it does not exist yet.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
+
+    p = add(
+        "health",
+        "check the database, schema, backups and your health queries",
+        "Run quick_check (or integrity_check), foreign_key_check, the desired-schema presence "
+        "check, the last backup's age and the user's health queries. Exit 4 on failure.",
+    )
+    p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
+    p.add_argument("--health-queries", dest="health_queries", metavar="FILE")
+    p.add_argument(
+        "--backups-only",
+        dest="backups_only",
+        action="store_true",
+        help="only check that the last verified backup is younger than SIDECAR_MAX_BACKUP_AGE "
+        "(the image's HEALTHCHECK; never opens the database)",
+    )
+
+    add(
+        "list",
+        "list the backups with their verified status, age, size and reason",
+        "List the backups in the backups folder, newest first.",
+    )
+
+    p = add(
+        "verify",
+        "verify one backup, or all of them",
+        "Check each backup's checksum against its manifest and run quick_check (integrity_check "
+        "with --full). Exits non-zero and names every corrupt or missing backup.",
+    )
+    p.add_argument("backup_id", metavar="ID", nargs="?", help="a backup name, or latest")
+    p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
+
+    p = add(
+        "prune",
+        "delete old backups by the retention policy",
+        "Keep the SIDECAR_KEEP most recent verified backups (plus optional daily, weekly and "
+        "monthly ones). Never deletes the newest verified backup nor files it did not create.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
+    p.add_argument("--keep", metavar="N")
+    p.add_argument("--keep-daily", dest="keep_daily", metavar="N")
+    p.add_argument("--keep-weekly", dest="keep_weekly", metavar="N")
+    p.add_argument("--keep-monthly", dest="keep_monthly", metavar="N")
+
+    add("version", "print the version", "Print the sidecar, Python and SQLite versions.")
+    return parser
+
+
+def _resolve(name: str) -> Callable[..., Result]:
+    module_name, function_name = COMMANDS[name].split(":")
+    module = importlib.import_module(f"sidecar.commands.{module_name}")
+    function: Callable[..., Result] = getattr(module, function_name)
+    return function
+
+
+def _split(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate settings flags (they have a SIDECAR_* twin) from command options."""
+    flags: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key in ("command", "json"):
+            continue
+        if key in ENV_NAMES:
+            flags[key] = value
+        else:
+            options[key] = value
+    if options.pop("full", False):
+        flags["verify"] = "full"
+    return flags, options
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run one command; return its exit code. ``env`` defaults to ``os.environ``."""
+    environ = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    flags, options = _split(args)
+    as_json: bool = args.json
+    # Logging must work even when the settings are invalid, so read its two fields first.
+    logs.configure(
+        flags.get("log_format") or environ.get("SIDECAR_LOG_FORMAT") or None,
+        flags.get("log_level") or environ.get("SIDECAR_LOG_LEVEL") or "info",
+    )
+    log = logs.get_logger("sidecar.cli")
+    started = time.monotonic()
+    try:
+        settings: Settings = load_settings(environ, flags)
+        result = _resolve(args.command)(settings, **options)
+    except SidecarError as exc:
+        code = int(exc.exit_code)
+        log.error(
+            "command.failed",
+            command=args.command,
+            error=exc.message,
+            hint=exc.hint,
+            exit_code=code,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        _print_error(exc)
+        if as_json:
+            _emit_json(
+                {
+                    "command": args.command,
+                    "ok": False,
+                    "exit_code": code,
+                    "error": {"message": exc.message, "hint": exc.hint, "type": type(exc).__name__},
+                }
+            )
+        return code
+    except KeyboardInterrupt:
+        log.warning("command.interrupted", command=args.command)
+        return 130
+    except Exception as exc:  # a bug: keep the traceback, exit 1
+        log.exception("command.crashed", command=args.command, error=repr(exc))
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: this is a bug in sidecar; please report it with the log above", file=sys.stderr)
+        return int(ExitCode.BUG)
+    code = int(result.exit_code)
+    if as_json:
+        _emit_json({"command": args.command, "ok": code == 0, "exit_code": code, **result.to_dict()})
+    else:
+        text = result.render()
+        if text:
+            print(text)
+    return code
+
+
+def _print_error(exc: SidecarError) -> None:
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+
+
+def _emit_json(document: dict[str, Any]) -> None:
+    print(json.dumps(document, indent=2, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,336 @@
+"""Subcommands: backup, list, verify, restore, prune. Orchestration only: the work is in
+:mod:`sidecar.backup` and :mod:`sidecar.catalog`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sidecar import catalog
+from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
+from sidecar.catalog import BackupInfo, PruneOutcome
+from sidecar.errors import ExitCode, RefusedError
+from sidecar.logs import get_logger
+from sidecar.settings import Settings
+
+log = get_logger(__name__)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _age(created: datetime, now: datetime) -> str:
+    seconds = max(0.0, (now - created).total_seconds())
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _prune_all(settings: Settings, *, dry_run: bool, protect: tuple[str, ...] = ()) -> PruneOutcome:
+    """Retention per database: each database's backups form their own group."""
+    if settings.database is not None:
+        stems = {settings.database.stem}
+    else:
+        stems = {b.stem for b in catalog.list_backups(settings.backup_dir)}
+    kept: list[BackupInfo] = []
+    deleted: list[BackupInfo] = []
+    for stem in sorted(stems):
+        outcome = catalog.prune(
+            settings.backup_dir,
+            keep=settings.keep,
+            keep_daily=settings.keep_daily,
+            keep_weekly=settings.keep_weekly,
+            keep_monthly=settings.keep_monthly,
+            stem=stem,
+            environment=settings.environment,
+            protect=protect,
+            dry_run=dry_run,
+        )
+        kept += outcome.kept
+        deleted += outcome.deleted
+    return PruneOutcome(kept, deleted, dry_run, sum(b.size for b in deleted))
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    backup: BackupInfo
+    seconds: float
+    pruned: PruneOutcome | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backup": {**self.backup.to_dict(), "manifest": self.backup.manifest},
+            "seconds": round(self.seconds, 3),
+            "pruned": [b.id for b in self.pruned.deleted] if self.pruned else [],
+        }
+
+    def render(self) -> str:
+        level = self.backup.manifest.get("verify_level", "?")
+        text = (
+            f"backup {self.backup.id}: {_size(self.backup.size)}, verified ({level}), "
+            f"{self.seconds:.1f}s"
+        )
+        if self.pruned and self.pruned.deleted:
+            text += f"\npruned {len(self.pruned.deleted)}: " + ", ".join(
+                b.id for b in self.pruned.deleted
+            )
+        return text
+
+
+def backup(
+    settings: Settings, *, reason: str = "manual", no_prune: bool = False, **_: Any
+) -> BackupResult:
+    """Take a verified backup now, then prune by the retention policy (unless ``no_prune``)."""
+    started = time.monotonic()
+    info = create_backup(
+        settings.require_database(),
+        settings.backup_dir,
+        environment=settings.environment,
+        reason=reason,
+        verify=settings.verify,
+        compress=settings.compress,
+        group=settings.backup_group,
+        min_free_margin=settings.min_free_margin,
+        busy_timeout=settings.wait_timeout,
+    )
+    # Prune only now that a new backup exists and passed verification.
+    pruned = None if no_prune else _prune_all(settings, dry_run=False, protect=(info.id,))
+    seconds = time.monotonic() - started
+    catalog.append_history(
+        settings.backup_dir,
+        {
+            "event": "backup",
+            "id": info.id,
+            "reason": reason,
+            "bytes": info.size,
+            "sha256": info.manifest.get("sha256"),
+            "seconds": round(seconds, 3),
+            "pruned": [b.id for b in pruned.deleted] if pruned else [],
+        },
+        group=settings.backup_group,
+    )
+    return BackupResult(info, seconds, pruned)
+
+
+@dataclass(frozen=True)
+class ListResult:
+    backups: list[BackupInfo]
+    missing: list[str] = field(default_factory=list)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backups": [b.to_dict() for b in self.backups], "missing": self.missing}
+
+    def render(self) -> str:
+        if not self.backups and not self.missing:
+            return "no backups"
+        rows = [("ID", "STATUS", "AGE", "SIZE", "REASON")]
+        rows += [
+            (
+                b.id,
+                "verified" if b.verified else "UNVERIFIED",
+                _age(b.created_at, self.now),
+                _size(b.size),
+                b.reason,
+            )
+            for b in self.backups
+        ]
+        rows += [(m, "MISSING", "", "", "") for m in self.missing]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        )
+
+
+def list_backups(settings: Settings, **_: Any) -> ListResult:
+    """The backups in the backups folder, newest first."""
+    result = ListResult(
+        catalog.list_backups(settings.backup_dir), catalog.missing_backups(settings.backup_dir)
+    )
+    log.info("backup.listed", count=len(result.backups), missing=len(result.missing))
+    return result
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    checked: dict[str, list[str]]  # id -> problems ([] when good)
+    level: str
+
+    @property
+    def bad(self) -> list[str]:
+        return [backup_id for backup_id, problems in self.checked.items() if problems]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.HEALTH if self.bad else ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "backups": [{"id": k, "ok": not v, "problems": v} for k, v in self.checked.items()],
+            "bad": self.bad,
+        }
+
+    def render(self) -> str:
+        if not self.checked:
+            return "no backups to verify"
+        lines = [
+            f"{'ok ' if not problems else 'BAD'}  {backup_id}"
+            + (f": {'; '.join(problems)}" if problems else "")
+            for backup_id, problems in self.checked.items()
+        ]
+        if self.bad:
+            lines.append(
+                f"{len(self.bad)} of {len(self.checked)} backups failed: " + ", ".join(self.bad)
+            )
+        return "\n".join(lines)
+
+
+def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> VerifyResult:
+    """Verify one backup (or ``latest``), or all of them and report any that are missing."""
+    full = settings.verify == "full"
+    if backup_id is not None:
+        targets = [catalog.find_backup(settings.backup_dir, backup_id)]
+        missing: list[str] = []
+    else:
+        targets = catalog.list_backups(settings.backup_dir)
+        missing = catalog.missing_backups(settings.backup_dir)
+    checked = {info.id: verify_backup(info, full=full) for info in targets}
+    checked |= {m: ["backup file is missing (its manifest exists)"] for m in missing}
+    result = VerifyResult(checked, "full" if full else "quick")
+    log.info("backup.verified", checked=len(checked), bad=result.bad, level=result.level)
+    return result
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    outcome: RestoreOutcome
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.outcome
+        return {
+            "backup": o.backup.to_dict(),
+            "target": str(o.target),
+            "dry_run": o.dry_run,
+            "safety_backup": o.safety_backup.id if o.safety_backup else None,
+            "removed_side_files": o.removed_side_files,
+            "actions": o.actions,
+            "seconds": round(o.seconds, 3),
+        }
+
+    def render(self) -> str:
+        o = self.outcome
+        if o.dry_run:
+            return "dry run, nothing changed; would:\n" + "\n".join(f"  {a}" for a in o.actions)
+        text = f"restored {o.backup.id} into {o.target}"
+        if o.safety_backup:
+            text += f"\nthe previous database is saved as {o.safety_backup.id}"
+        return text
+
+
+def restore(
+    settings: Settings,
+    *,
+    backup_id: str,
+    dry_run: bool = False,
+    force: bool = False,
+    to: str | None = None,
+    **_: Any,
+) -> RestoreResult:
+    """Replace the database (or create ``to``) from a listed, verified backup."""
+    info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True)
+    if to is not None:
+        target = Path(to)
+        if target.exists() or target.is_symlink():
+            raise RefusedError(
+                f"{target} already exists; --to only writes a new file",
+                hint="choose a path that does not exist yet",
+            )
+    else:
+        target = settings.require_database()
+    outcome = restore_backup(
+        info,
+        target,
+        backup_dir=settings.backup_dir,
+        environment=settings.environment,
+        dry_run=dry_run,
+        force=force,
+        group=settings.backup_group,
+    )
+    if not dry_run:
+        catalog.append_history(
+            settings.backup_dir,
+            {
+                "event": "restore",
+                "id": info.id,
+                "target": str(target),
+                "safety_backup": outcome.safety_backup.id if outcome.safety_backup else None,
+            },
+            group=settings.backup_group,
+        )
+    return RestoreResult(outcome)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    outcome: PruneOutcome
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.outcome
+        return {
+            "dry_run": o.dry_run,
+            "deleted": [b.id for b in o.deleted],
+            "kept": [b.id for b in o.kept],
+            "freed_bytes": o.freed_bytes,
+        }
+
+    def render(self) -> str:
+        o = self.outcome
+        verb = "would delete" if o.dry_run else "deleted"
+        if not o.deleted:
+            return f"nothing to prune ({len(o.kept)} kept)"
+        return (
+            f"{verb} {len(o.deleted)} ({_size(o.freed_bytes)}), kept {len(o.kept)}:\n"
+            + "\n".join(f"  {b.id}" for b in o.deleted)
+        )
+
+
+def prune(settings: Settings, *, dry_run: bool = False, **_: Any) -> PruneResult:
+    """Delete old backups by the retention policy (``dry_run``: only say which)."""
+    outcome = _prune_all(settings, dry_run=dry_run)
+    if outcome.deleted and not dry_run:
+        catalog.append_history(
+            settings.backup_dir,
+            {"event": "prune", "deleted": [b.id for b in outcome.deleted]},
+            group=settings.backup_group,
+        )
+    return PruneResult(outcome)

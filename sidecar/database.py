@@ -1,0 +1,175 @@
+"""SQLite connections, pragmas, introspection and the write lock. No schema logic here."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from sidecar.logs import get_logger
+
+log = get_logger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL: any name SQLite accepts, keywords and spaces included."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection in autocommit mode: transactions are always explicit (``BEGIN ...``)."""
+    if readonly:
+        uri = f"file:{_uri_path(path)}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout)
+    return conn
+
+
+def _uri_path(path: Path) -> str:
+    return str(path.absolute()).replace("?", "%3f").replace("#", "%23")
+
+
+def check_database_file(path: Path) -> None:
+    """Refuse early and clearly when ``path`` is not an existing SQLite database file."""
+    if not path.exists():
+        wal = Path(f"{path}-wal")
+        if wal.exists():
+            raise RefusedError(
+                f"database {path} is missing but its write-ahead log {wal.name} exists",
+                hint="restore the database file (sidecar restore latest) before deploying",
+            )
+        raise ConfigError(
+            f"database {path} does not exist",
+            hint="check SIDECAR_DATABASE and that the data volume is mounted",
+        )
+    if not path.is_file():
+        raise ConfigError(f"database {path} is not a regular file", hint="check SIDECAR_DATABASE")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except PermissionError as exc:
+        raise ConfigError(
+            f"database {path} is not readable: {exc.strerror}",
+            hint="run the sidecar with the app's user id, or fix the file's owner and mode",
+        ) from exc
+    if len(header) == 0:
+        raise RefusedError(
+            f"database {path} is empty (0 bytes)",
+            hint="restore a backup (sidecar restore latest) or remove the empty file",
+        )
+    if header != SQLITE_HEADER:
+        raise RefusedError(
+            f"{path} is not a SQLite database (bad header)",
+            hint="check SIDECAR_DATABASE points at the app's .db file",
+        )
+
+
+def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
+    """Problems reported by ``quick_check`` (or ``integrity_check`` when ``full``); [] when ok."""
+    pragma = "integrity_check" if full else "quick_check"
+    rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
+    return [] if rows == ["ok"] else rows
+
+
+def foreign_key_problems(conn: sqlite3.Connection) -> list[tuple[str, int | None, str, int]]:
+    """Rows of ``PRAGMA foreign_key_check``: (table, rowid, parent, fk index)."""
+    return [(str(r[0]), r[1], str(r[2]), int(r[3])) for r in conn.execute("PRAGMA foreign_key_check")]
+
+
+def user_tables(conn: sqlite3.Connection) -> list[str]:
+    """Names of the app's tables (SQLite's internal ``sqlite_*`` tables excluded)."""
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' "
+        "ESCAPE '\\' ORDER BY name"
+    )
+    return [str(row[0]) for row in rows]
+
+
+def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row count of every user table."""
+    return {
+        table: int(conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0])
+        for table in user_tables(conn)
+    }
+
+
+def journal_mode(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def schema_hash(conn: sqlite3.Connection) -> str:
+    """sha256 over the catalogue (type, name, table, sql), order-independent."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master "
+        "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name"
+    ).fetchall()
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update("\x1f".join(str(v) for v in row).encode("utf-8"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+def begin_immediate(conn: sqlite3.Connection, timeout: float) -> float:
+    """``BEGIN IMMEDIATE`` with bounded exponential retry; returns seconds waited.
+
+    SQLite's own busy handler covers short waits; the retry covers apps that hold the lock
+    for longer. Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception(_is_busy),
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=False,
+        ):
+            with attempt:
+                conn.execute("BEGIN IMMEDIATE")
+    except RetryError as exc:
+        raise UnavailableError(
+            f"could not take the database write lock within {timeout:g}s",
+            hint="the app may hold SQLite in exclusive mode: set SIDECAR_APP so the sidecar "
+            "can stop it, or raise SIDECAR_WAIT_TIMEOUT",
+        ) from exc
+    waited = time.monotonic() - started
+    log.debug("database.locked", waited_s=round(waited, 3))
+    return waited
+
+
+@contextmanager
+def write_lock(path: Path, timeout: float) -> Iterator[sqlite3.Connection]:
+    """A connection holding ``BEGIN IMMEDIATE``. Leaving the block without an explicit
+    ``COMMIT`` rolls back: a change is only ever kept on purpose."""
+    conn = connect(path, busy_timeout=min(timeout, 1.0))
+    try:
+        begin_immediate(conn, timeout)
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    finally:
+        conn.close()

@@ -1,0 +1,304 @@
+"""The deploy pipeline: preflight, lease, quiesce, backup, migrate + health in one
+transaction, commit, restart the app, prune. See DESIGN.md "The deploy pipeline".
+
+Ordering carries the safety: nothing writes before the preflight has passed; the backup is
+taken under the write lock that the change is then made under, so the backup is exactly the
+state the change starts from; any failure before COMMIT rolls back (the lock's context exits
+with ROLLBACK); the app, when it had to be stopped, is started again whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar import catalog, database, health, migrate, schema
+from sidecar.backup import create_backup
+from sidecar.containers import AppControl, AppRef
+from sidecar.errors import RefusedError, UnavailableError
+from sidecar.lease import hold_lease
+from sidecar.logs import get_logger
+from sidecar.quiesce import wait_quiet
+from sidecar.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class DeployReport:
+    """What a deploy did. Its ``to_dict`` is the ``deploy --json`` document (fields only grow)."""
+
+    database: str
+    dry_run: bool = False
+    fresh: bool = False
+    changed: bool = False
+    plan: dict[str, Any] = field(default_factory=dict)
+    drift: list[str] = field(default_factory=list)
+    backup: str | None = None
+    quiet: bool | None = None
+    lock_wait_s: float | None = None
+    # How long the app's writers were blocked by us: from the write lock to COMMIT/ROLLBACK.
+    write_blocked_s: float | None = None
+    app: str | None = None
+    app_stopped: bool = False
+    restarted: bool = False
+    pruned: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Aborted(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """SIGTERM arrived between steps: stop before the next step starts."""
+
+
+def _check(stop: threading.Event | None, step: str) -> None:
+    if stop is not None and stop.is_set():
+        log.warning("deploy.aborted", before_step=step)
+        raise Aborted(step)
+
+
+def run_deploy(
+    settings: Settings,
+    *,
+    apps: AppControl | None,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
+) -> DeployReport:
+    """Run the whole pipeline once. ``apps`` is None when no Docker API is reachable."""
+    started = time.monotonic()
+    db = settings.require_database()
+    report = DeployReport(database=str(db), dry_run=dry_run)
+
+    # 1. Preflight: read-only. Any refusal here changes nothing.
+    desired = schema.load_desired(settings.require_schema())
+    guards = _health_guards(settings)
+    report.warnings += volume_warnings(db)
+    app = _find_app(settings, apps, report)
+    preview = _preview(db, desired, settings, report)
+    if dry_run:
+        report.seconds = time.monotonic() - started
+        return report
+    _check(stop, "lease")
+
+    # 2. Lease: one sidecar per data volume; a second one waits here.
+    with hold_lease(db, wait=settings.lease_wait, command="deploy"):
+        if not db.exists():
+            report.fresh = True
+            migrate.create_fresh(db, desired)
+            report.changed = True
+            report.plan = preview
+            log.info("deploy.created", database=str(db))
+        else:
+            _check(stop, "quiesce")
+            _locked_change(db, desired, guards, settings, apps, app, report, stop)
+    # 8. Restart, outside the lease and after the lock is released.
+    _restart(settings, apps, app, report)
+    # 9. Prune and history.
+    if report.backup:
+        outcome = catalog.prune(
+            settings.backup_dir,
+            keep=settings.keep,
+            keep_daily=settings.keep_daily,
+            keep_weekly=settings.keep_weekly,
+            keep_monthly=settings.keep_monthly,
+            stem=db.stem,
+            environment=settings.environment,
+            protect=[report.backup],
+        )
+        report.pruned = [b.id for b in outcome.deleted]
+    report.seconds = time.monotonic() - started
+    if settings.backup_dir.is_dir():
+        catalog.append_history(
+            settings.backup_dir,
+            {"command": "deploy", "changed": report.changed, "backup": report.backup,
+             "plan": report.plan, "restarted": report.restarted},  # fmt: skip
+            group=settings.backup_group,
+        )
+    return report
+
+
+def _preview(db: Path, desired: schema.Catalogue, settings: Settings, report: DeployReport) -> dict[str, Any]:
+    """Plan against the live database (read-only) and refuse what must be refused now."""
+    if not db.exists():
+        log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
+        return {"fresh": True}
+    database.check_database_file(db)
+    conn = database.connect(db, busy_timeout=settings.wait_timeout)
+    try:
+        conn.execute("BEGIN")
+        problems = database.quick_check(conn)
+        if problems:
+            raise RefusedError(
+                f"database {db} fails quick_check: {problems[0]}",
+                hint="restore a verified backup (sidecar restore latest) before deploying",
+            )
+        plan = schema.make_plan(
+            schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+        )
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            # An app in exclusive locking mode: the plan is made again under the lock.
+            log.info("deploy.preview_locked", hint="the app holds the database; planning later")
+            return {}
+        raise
+    finally:
+        conn.close()
+    _refuse(plan, settings, report)
+    return plan.to_dict()
+
+
+def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None:
+    report.drift = [str(item) for item in plan.drift]
+    if plan.drift:
+        log.warning("deploy.drift", items=report.drift, strict=settings.strict,
+                    hint="destructive drift is reported, never executed")  # fmt: skip
+    if plan.refused:
+        first = plan.refused[0]
+        raise RefusedError(
+            f"refused: {first}" + (f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""),
+            hint=getattr(first, "hint", None) or "see `sidecar plan` for details",
+        )
+    if plan.drift and settings.strict:
+        raise RefusedError(
+            f"destructive drift under --strict: {report.drift[0]}"
+            + (f" (and {len(report.drift) - 1} more)" if len(report.drift) > 1 else ""),
+            hint="see `sidecar plan`; drift is never executed, drop --strict to deploy the rest",
+        )
+
+
+def _locked_change(
+    db: Path,
+    desired: schema.Catalogue,
+    guards: list[Callable[[sqlite3.Connection], None]],
+    settings: Settings,
+    apps: AppControl | None,
+    app: AppRef | None,
+    report: DeployReport,
+    stop: threading.Event | None,
+) -> None:
+    # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
+    quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout)
+    report.quiet = quiet.quiet
+    with ExitStack() as stack:
+        lock_started = time.monotonic()
+        try:
+            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout))
+        except UnavailableError:
+            if apps is None or app is None:
+                raise
+            log.info("deploy.stopping_app", container=app.name,
+                     reason="the app holds the database lock (exclusive locking mode?)")  # fmt: skip
+            stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
+            report.app_stopped = True
+            lock_started = time.monotonic()
+            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout))
+        report.lock_wait_s = round(time.monotonic() - lock_started, 3)
+        locked_at = time.monotonic()
+        try:
+            # Plan again under the lock: this is the state the change is made to.
+            plan = schema.make_plan(
+                schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+            )
+            _refuse(plan, settings, report)
+            report.plan = plan.to_dict()
+            if not plan.operations:
+                log.info("deploy.nothing_to_do")
+                return
+            _check(stop, "backup")
+            # 4. Backup under the lock, from a second connection / child process.
+            info = create_backup(
+                db, settings.backup_dir, environment=settings.environment, reason="deploy",
+                verify=settings.verify, compress=settings.compress, group=settings.backup_group,
+                min_free_margin=settings.min_free_margin,
+            )  # fmt: skip
+            report.backup = info.id
+            _check(stop, "migrate")
+            # 5-6. Apply and verify inside the transaction; any failure rolls back.
+            migrate.apply_plan(conn, plan, desired, extra_checks=guards)
+            # 7. Commit.
+            conn.execute("COMMIT")
+            report.changed = True
+        finally:
+            report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+
+
+def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:
+    if settings.health_queries is None:
+        return []
+    queries = health.load_queries(settings.health_queries)
+    return [health.queries_guard(queries)] if queries else []
+
+
+def _find_app(settings: Settings, apps: AppControl | None, report: DeployReport) -> AppRef | None:
+    if not (settings.app or settings.app_label):
+        log.info("restart.skipped", reason="no app configured (SIDECAR_APP / SIDECAR_APP_LABEL)")
+        return None
+    if apps is None:
+        log.info("restart.skipped", reason="no Docker API reachable")
+        return None
+    app = apps.find(settings.app, label=settings.app_label)
+    report.app = app.name
+    return app
+
+
+def _restart(settings: Settings, apps: AppControl | None, app: AppRef | None, report: DeployReport) -> None:
+    if apps is None or app is None:
+        return
+    if report.app_stopped:
+        # Stopped and started again by the pipeline itself: no second restart on top.
+        apps.wait_healthy(app, timeout=settings.healthy_timeout)
+        return
+    wanted = settings.restart == "always" or (settings.restart == "on-change" and report.changed)
+    if not wanted:
+        log.info("restart.skipped", reason=f"policy {settings.restart}, changed={report.changed}")
+        return
+    apps.restart(app, timeout=settings.stop_timeout)
+    apps.wait_healthy(app, timeout=settings.healthy_timeout)
+    report.restarted = True
+
+
+def volume_warnings(db: Path) -> list[str]:
+    """Warn when, inside a container, the database is not on a mounted volume: it would be
+    baked into the container's own layer and lost whenever the container is replaced."""
+    if not in_container():
+        return []
+    folder = db.parent if db.parent.exists() else Path("/")
+    if mount_point(folder) != "/":
+        return []
+    log.warning("database.not_on_volume", database=str(db),
+                hint="mount a volume (or a PersistentVolumeClaim) at the database's folder")  # fmt: skip
+    return [f"{db} is not on a mounted volume: its data is lost when the container is replaced"]
+
+
+def in_container() -> bool:
+    return (
+        Path("/.dockerenv").exists()
+        or Path("/run/.containerenv").exists()
+        or "KUBERNETES_SERVICE_HOST" in os.environ
+    )
+
+
+def mount_point(path: Path, mountinfo: str | None = None) -> str:
+    """The mount point that holds ``path``, from /proc/self/mountinfo (longest prefix)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return "?"
+    target = str(path.resolve())
+    best = "/"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best = point
+    return best

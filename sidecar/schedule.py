@@ -1,0 +1,91 @@
+"""Long-running mode: scheduled backups after the deploy, until SIGTERM.
+
+``SIDECAR_SCHEDULE`` is an interval (``6h``) or a cron expression (``0 3 * * *``, UTC). A failed
+scheduled backup is logged and retried at the next slot; it never ends the process, and the
+image's HEALTHCHECK turns unhealthy when backups stop succeeding for SIDECAR_MAX_BACKUP_AGE.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from croniter import croniter
+
+from sidecar.errors import ConfigError, SidecarError
+from sidecar.logs import get_logger
+from sidecar.settings import parse_duration
+
+log = get_logger(__name__)
+
+
+def next_run(schedule: str, after: datetime) -> datetime:
+    """The next time ``schedule`` fires strictly after ``after`` (UTC)."""
+    try:
+        seconds = parse_duration(schedule)
+    except ValueError:
+        pass
+    else:
+        if seconds <= 0:
+            raise ConfigError("SIDECAR_SCHEDULE: an interval must be positive", hint="e.g. 6h")
+        return after + timedelta(seconds=seconds)
+    if not croniter.is_valid(schedule):
+        raise ConfigError(
+            f"SIDECAR_SCHEDULE (--schedule): {schedule!r} is neither an interval nor a cron "
+            "expression",
+            hint="use an interval like 6h or a cron expression like '0 3 * * *' (UTC)",
+        )
+    fired: datetime = croniter(schedule, after).get_next(datetime)
+    return fired
+
+
+def validate(schedule: str) -> None:
+    next_run(schedule, datetime.now(UTC))
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event set by SIGTERM/SIGINT, so the current step can finish before the exit."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("signal.received", signal=signal.Signals(signum).name,
+                 hint="finishing the current step, then exiting")  # fmt: skip
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_forever(
+    schedule: str,
+    job: Callable[[], object],
+    stop: threading.Event,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """Run ``job`` at every slot of ``schedule`` until ``stop`` is set; returns the run count."""
+    runs = 0
+    while not stop.is_set():
+        due = next_run(schedule, now())
+        log.info("schedule.next", at=due.isoformat())
+        if stop.wait(max(0.0, (due - now()).total_seconds())):
+            break
+        runs += 1
+        try:
+            job()
+        except SidecarError as exc:
+            log.error("schedule.job_failed", error=exc.message, hint=exc.hint,
+                      exit_code=int(exc.exit_code))  # fmt: skip
+    log.info("schedule.stopped", runs=runs)
+    return runs

@@ -1,0 +1,217 @@
+"""The product end to end: the README's docker-compose.yml on the real engine with the real
+Compose v2 CLI, a live demo app committing rows, and the sidecar doing its whole job."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, SIDECAR_IMAGE, run_once
+from tests.integration.compose import ComposeProject, committed_ids, wait_committed
+
+pytestmark = pytest.mark.integration
+
+V2_TABLES = {"User", "Portfolio", "Transaction", "Watchlist"}
+
+
+@pytest.fixture
+def project(docker_client: Any, tmp_path: Path) -> Iterator[ComposeProject]:
+    project = ComposeProject(docker_client, tmp_path)
+    try:
+        yield project
+    finally:
+        project.down()
+
+
+def start_app(project: ComposeProject, rows: int = 30) -> Any:
+    project.run("up", "-d", "--wait", "app")
+    wait_committed(project, rows)
+    app = project.container("app")
+    app.reload()
+    return app
+
+
+def deploy(project: ComposeProject, *args: str) -> tuple[int, dict[str, Any]]:
+    """Run the sidecar service as Compose does on `up`; its exit code and summary event."""
+    if args:
+        project.override(
+            "services:\n  sidecar:\n    command: " + json.dumps(["deploy", *args]) + "\n"
+        )
+    project.run("up", "-d", "--no-deps", "sidecar")
+    code = project.wait_exit("sidecar")
+    summary = [e for e in project.events("sidecar") if e.get("event", "").startswith("deploy.")]
+    return code, (summary[-1] if summary else {})
+
+
+def tables(project: ComposeProject) -> set[str]:
+    rows = project.query("SELECT name FROM sqlite_master WHERE type='table'")
+    return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+
+
+def columns(project: ComposeProject, table: str) -> set[str]:
+    return {r[1] for r in project.query(f"PRAGMA table_info(\"{table}\")")}
+
+
+def app_starts(project: ComposeProject) -> int:
+    return sum(1 for e in project.events("app") if e.get("event") == "app.started")
+
+
+def test_compose_up_backs_up_migrates_and_restarts_the_app_once(project: ComposeProject) -> None:
+    app = start_app(project)
+    started_before = app.attrs["State"]["StartedAt"]
+    assert "Watchlist" not in tables(project)
+
+    code, summary = deploy(project)
+    assert code == 0, project.logs("sidecar")
+    assert summary["event"] == "deploy.done"
+    assert summary["changed"] is True
+    assert summary["backup"]
+
+    # The app was restarted exactly once, and is healthy again and writing.
+    app = project.wait_healthy("app")
+    assert app.attrs["State"]["StartedAt"] != started_before
+    assert app_starts(project) == 2
+    before = len(committed_ids(project))
+    wait_committed(project, before + 10)
+
+    # The schema is the desired one: new table and columns, nothing lost.
+    assert tables(project) == V2_TABLES
+    assert {"currency"} <= columns(project, "User")
+    assert {"fee"} <= columns(project, "Transaction")
+    assert {"updatedAt", "createdAt", "name", "userId"} <= columns(project, "Portfolio")
+
+    # Every id the app logged as committed is in the database.
+    project.run("stop", "app")
+    logged = set(committed_ids(project))
+    stored = {r[0] for r in project.query('SELECT id FROM "Transaction"')}
+    assert logged, "the app logged no commits"
+    assert logged <= stored, f"lost committed ids: {sorted(logged - stored)[:10]}"
+
+    # The backup taken before the change verifies.
+    verify = project.run("run", "--rm", "--no-deps", "sidecar", "verify", "--json")
+    report = json.loads(verify.stdout)
+    assert report["ok"] is True
+    assert len(report["backups"]) == 1
+
+
+def test_one_shot_backup_while_the_app_writes(project: ComposeProject) -> None:
+    start_app(project)
+    result = project.run("run", "--rm", "--no-deps", "sidecar", "backup", "--json")
+    document = json.loads(result.stdout)
+    assert document["ok"] is True
+    assert document["backup"]["id"].startswith("portfolio_backup_production_")
+    assert document["backup"]["manifest"]["row_counts"]["Transaction"] > 0
+    listed = json.loads(project.run("run", "--rm", "--no-deps", "sidecar", "list", "--json").stdout)
+    assert [b["id"] for b in listed["backups"]] == [document["backup"]["id"]]
+    verified = project.run("run", "--rm", "--no-deps", "sidecar", "verify", "--json")
+    assert json.loads(verified.stdout)["ok"] is True
+    # The app kept committing during the backup.
+    before = len(committed_ids(project))
+    wait_committed(project, before + 5)
+
+
+def test_an_app_that_never_releases_the_lock_is_stopped_and_started_again(
+    project: ComposeProject,
+) -> None:
+    project.override(
+        "services:\n"
+        "  app:\n"
+        "    environment:\n"
+        "      DEMO_LOCKING_MODE: exclusive\n"
+        "  sidecar:\n"
+        "    environment:\n"
+        "      SIDECAR_WAIT_TIMEOUT: 3s\n"
+        "      SIDECAR_QUIET_PERIOD: 500ms\n"
+    )
+    start_app(project)
+    code, summary = deploy(project)
+    assert code == 0, project.logs("sidecar")
+    assert summary["app_stopped"] is True
+    project.wait_healthy("app")
+    assert tables(project) == V2_TABLES
+    # Stopped once and started once: two starts in all, no extra restart on top.
+    assert app_starts(project) == 2
+
+
+def test_destructive_schema_is_reported_never_executed(project: ComposeProject) -> None:
+    project.override(
+        "services:\n  sidecar:\n    volumes:\n"
+        f"      - {ROOT}/deploy/schema/destructive:/schema:ro\n"
+    )
+    app = start_app(project)
+    before_tables = tables(project)
+    code, summary = deploy(project)
+    assert code == 0, project.logs("sidecar")
+    assert summary["drift"], summary
+    assert tables(project) == before_tables
+    app.reload()
+    assert app_starts(project) == 1  # untouched
+
+    code, _ = deploy(project, "--strict")
+    assert code == 3
+    assert "drift" in project.logs("sidecar")
+    assert tables(project) == before_tables
+
+
+def test_failing_health_query_rolls_back_and_leaves_the_app_alone(
+    project: ComposeProject, tmp_path: Path
+) -> None:
+    failing = tmp_path / "health.sql"
+    failing.write_text('SELECT count(*) = -1 FROM "User";\n')
+    project.override(
+        f"services:\n  sidecar:\n    volumes:\n      - {failing}:/health.sql:ro\n"
+    )
+    start_app(project)
+    code, summary = deploy(project)
+    assert code == 4, project.logs("sidecar")
+    assert "health query failed" in project.logs("sidecar")
+    assert "Watchlist" not in tables(project)
+    assert "currency" not in columns(project, "User")
+    assert app_starts(project) == 1
+
+
+def test_two_sidecars_at_once_one_deploys_the_other_waits(project: ComposeProject) -> None:
+    start_app(project)
+    first = project.run("run", "-d", "--no-deps", "sidecar", "deploy")
+    second = project.run("run", "-d", "--no-deps", "sidecar", "deploy")
+    ids = [first.stdout.strip(), second.stdout.strip()]
+    results = []
+    for container_id in ids:
+        container = project.client.containers.get(container_id)
+        code = container.wait(timeout=240)["StatusCode"]
+        logs = container.logs().decode()
+        results.append((code, logs))
+        container.remove(force=True)
+    assert [code for code, _ in results] == [0, 0], results
+    combined = "\n".join(logs for _, logs in results)
+    assert "lease.waiting" in combined
+    changed = [json.loads(line)["changed"] for _, logs in results for line in logs.splitlines()
+               if '"deploy.done"' in line]  # fmt: skip
+    assert sorted(changed) == [False, True]
+    assert tables(project) == V2_TABLES
+
+
+def test_init_container_without_socket_or_app(docker_client: Any, volumes: Any) -> None:
+    """Kubernetes-style: no Docker socket, the app not started yet, a fresh volume."""
+    data, backups = volumes("data"), volumes("backups")
+    mounts = {
+        data: {"bind": "/app/data", "mode": "rw"},
+        backups: {"bind": "/backups", "mode": "rw"},
+        str(ROOT / "deploy/schema/v2"): {"bind": "/schema", "mode": "ro"},
+    }
+    env = {"SIDECAR_DATABASE": "/app/data/portfolio.db", "SIDECAR_SCHEMA": "/schema"}
+    code, output = run_once(docker_client, SIDECAR_IMAGE, ["deploy"], environment=env,
+                            volumes=mounts)  # fmt: skip
+    assert code == 0, output
+    assert "restart.skipped" in output
+    started = time.monotonic()
+    code, output = run_once(docker_client, SIDECAR_IMAGE, ["deploy", "--json"],
+                            environment=env, volumes=mounts)  # fmt: skip
+    assert code == 0, output
+    assert '"changed": false' in output
+    assert time.monotonic() - started < 30

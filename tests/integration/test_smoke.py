@@ -1,0 +1,73 @@
+"""Smoke tests on the real engine: the image builds, runs as non-root, shares the data volume."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import DEMO_IMAGE, ROOT, SIDECAR_IMAGE, run_once
+
+pytestmark = pytest.mark.integration
+
+
+def _base_image(docker_client: Any) -> str:
+    """The base the setup used: recorded as the BASE_IMAGE build arg's effect on the image."""
+    env_file = ROOT / ".env"
+    for line in env_file.read_text().splitlines():
+        if line.startswith("SIDECAR_BASE_IMAGE="):
+            return line.split("=", 1)[1]
+    raise AssertionError(".env has no SIDECAR_BASE_IMAGE; run ./scripts/setup")
+
+
+def test_image_builds_from_the_dockerfile(docker_client: Any, unique_name: Any) -> None:
+    tag = f"{unique_name('build')}:smoke"
+    image, _ = docker_client.images.build(
+        path=str(ROOT), buildargs={"BASE_IMAGE": _base_image(docker_client)}, tag=tag, rm=True
+    )
+    try:
+        config = image.attrs["Config"]
+        assert config["Entrypoint"] == ["sidecar"]
+        assert config["User"] == "sidecar:sidecar"
+        assert config["Healthcheck"]["Test"][-2:] == ["health", "--backups-only"]
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_version_runs_as_non_root(docker_client: Any) -> None:
+    code, output = run_once(docker_client, SIDECAR_IMAGE, ["--json", "version"])
+    assert code == 0, output
+    document = json.loads(output[output.index("{") :])
+    assert document["ok"] is True
+    assert document["sqlite"].startswith("3.")
+    code, uid = run_once(docker_client, SIDECAR_IMAGE, ["-u"], entrypoint=["id"])
+    assert code == 0
+    assert uid.strip() not in ("", "0")
+
+
+def test_demo_app_writes_and_sidecar_sees_the_rows(
+    docker_client: Any, volumes: Any, containers: Any
+) -> None:
+    data = volumes("data")
+    app = containers(DEMO_IMAGE, volumes={data: {"bind": "/app/data", "mode": "rw"}})
+    deadline = time.monotonic() + 30
+    committed: list[int] = []
+    while time.monotonic() < deadline and len(committed) < 20:
+        time.sleep(0.5)
+        logs = app.logs().decode()
+        committed = [
+            json.loads(line)["id"] for line in logs.splitlines() if '"committed"' in line
+        ]
+    assert len(committed) >= 20, app.logs().decode()[-2000:]
+    code, output = run_once(
+        docker_client,
+        SIDECAR_IMAGE,
+        ["--json", "health"],
+        environment={"SIDECAR_DATABASE": "file:/app/data/portfolio.db"},
+        volumes={data: {"bind": "/app/data", "mode": "rw"}},
+    )
+    assert code == 0, output
+    report = json.loads(output[output.index("{\n") :])
+    assert report["row_counts"]["Transaction"] >= len(committed)

@@ -1,0 +1,51 @@
+"""Backup-specific fixtures (prefixed ``bk_``): real SQLite files in ``tmp_path``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+def bk_build_db(path: Path, *, journal: str = "wal", rows: int = 200, blob: int = 512) -> Path:
+    """A small portfolio-like database: users, portfolios, transactions with indexes."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode={journal}")
+    conn.executescript(
+        """
+        CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);
+        CREATE TABLE portfolios (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id),
+                                 name TEXT);
+        CREATE TABLE transactions (id INTEGER PRIMARY KEY, portfolio_id INTEGER, amount REAL,
+                                   note BLOB);
+        CREATE INDEX transactions_portfolio ON transactions(portfolio_id);
+        CREATE TABLE writes (id INTEGER PRIMARY KEY, at REAL);
+        """
+    )
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO users(email) VALUES (?)", [(f"u{i}@x",) for i in range(10)])
+    conn.executemany("INSERT INTO portfolios(user_id, name) VALUES (1, ?)", [("p",)] * 5)
+    conn.executemany(
+        "INSERT INTO transactions(portfolio_id, amount, note) VALUES (?, ?, randomblob(?))",
+        [(i % 5 + 1, i * 1.5, blob) for i in range(rows)],
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def bk_db(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``bk_db(journal="wal"|"delete", rows=..., name=...)`` -> database path."""
+
+    def make(journal: str = "wal", rows: int = 200, name: str = "portfolio.db") -> Path:
+        return bk_build_db(tmp_path / name, journal=journal, rows=rows)
+
+    return make
+
+
+@pytest.fixture
+def bk_dir(tmp_path: Path) -> Path:
+    return tmp_path / "backups"

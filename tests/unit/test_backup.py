@@ -1,0 +1,313 @@
+"""The backup engine on real SQLite files: create, verify, restore, naming, modes, locks."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sidecar import catalog
+from sidecar.backup import (
+    BackupInfo,
+    create_backup,
+    database_in_use,
+    restore_backup,
+    verify_backup,
+)
+from sidecar.errors import ConfigError, RefusedError, UnavailableError
+
+NOW = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
+
+
+def _rows(path: Path, table: str = "transactions") -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_backup_is_a_verified_self_contained_copy(
+    bk_db: Callable[..., Path], bk_dir: Path, journal: str
+) -> None:
+    db = bk_db(journal)
+    info = create_backup(db, bk_dir, environment="production", reason="manual", now=NOW)
+
+    assert info.id == "portfolio_backup_production_20261123T210000Z.db"
+    assert info.verified
+    assert info.reason == "manual"
+    assert info.created_at == NOW
+    m = info.manifest
+    assert m["journal_mode"] == journal
+    assert m["row_counts"] == {"portfolios": 5, "transactions": 200, "users": 10, "writes": 0}
+    assert m["page_size"] * m["page_count"] == m["size"] == info.path.stat().st_size
+    assert m["sqlite_version"] == sqlite3.sqlite_version
+    assert len(m["sha256"]) == 64
+    assert set(m["durations"]) >= {"copy_s", "read_lock_s", "verify_s", "total_s"}
+    # A single file: no -wal/-shm beside it, nothing else left in the folder.
+    assert sorted(os.listdir(bk_dir)) == sorted([info.id, f"{info.id}.json", catalog.LOCK_NAME])
+    assert _rows(info.path) == 200
+    assert verify_backup(info) == []
+    assert verify_backup(info, full=True) == []
+
+
+def test_same_second_names_are_unique_and_sort_newest_first(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    db = bk_db()
+    ids = [
+        create_backup(db, bk_dir, environment="staging", reason="manual", now=NOW).id
+        for _ in range(3)
+    ]
+    assert ids[1].endswith("Z_1.db")
+    assert ids[2].endswith("Z_2.db")
+    assert [b.id for b in catalog.list_backups(bk_dir)] == ids[::-1]
+
+
+def test_backup_files_are_private_or_group_readable(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    db = bk_db()
+    private = create_backup(db, bk_dir, environment="production", reason="manual")
+    assert stat.S_IMODE(private.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(private.manifest_path.stat().st_mode) == 0o600
+    group = os.getgid()
+    shared = create_backup(db, bk_dir, environment="production", reason="manual", group=group)
+    assert stat.S_IMODE(shared.path.stat().st_mode) == 0o640
+    assert shared.path.stat().st_gid == group
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_backup_while_caller_holds_begin_immediate(
+    bk_db: Callable[..., Path], bk_dir: Path, journal: str
+) -> None:
+    db = bk_db(journal)
+    a = sqlite3.connect(db, isolation_level=None)
+    a.execute("BEGIN IMMEDIATE")
+    info = create_backup(db, bk_dir, environment="production", reason="deploy")
+    assert info.manifest["row_counts"]["users"] == 10
+
+    other = sqlite3.connect(db, isolation_level=None, timeout=0.1)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")  # A still holds the write lock
+    a.execute("INSERT INTO users(email) VALUES ('after@x')")
+    a.execute("COMMIT")
+    assert other.execute("SELECT count(*) FROM users").fetchone()[0] == 11
+    other.close()
+    a.close()
+
+
+def test_missing_database_is_a_config_error_and_creates_nothing(
+    tmp_path: Path, bk_dir: Path
+) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_backup(tmp_path / "nope.db", bk_dir, environment="production", reason="manual")
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_preflight_refuses_without_free_space_and_leaves_nothing(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    db = bk_db()
+    with pytest.raises(UnavailableError, match="not enough free space") as caught:
+        create_backup(
+            db, bk_dir, environment="production", reason="manual", min_free_margin=1 << 60
+        )
+    assert caught.value.hint
+    assert catalog.list_backups(bk_dir) == []
+    assert [n for n in os.listdir(bk_dir) if n != catalog.LOCK_NAME] == []
+
+
+def test_stale_partials_are_cleaned_and_other_files_are_not(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    bk_dir.mkdir()
+    stale = [
+        ".portfolio_backup_production_20261123T210000Z.db.partial",
+        ".portfolio_backup_production_20261123T210000Z.db.partial-wal",
+        ".portfolio_backup_production_20261123T210000Z.db.json.partial",
+        ".portfolio_backup_production_20261123T210000Z_1.db.zst.partial",
+    ]
+    foreign = ["notes.txt", ".hidden.partial", "portfolio.db.partial"]
+    for name in stale + foreign:
+        (bk_dir / name).write_bytes(b"x")
+    create_backup(bk_db(), bk_dir, environment="production", reason="manual")
+    names = set(os.listdir(bk_dir))
+    assert not names & set(stale)
+    assert set(foreign) <= names
+
+
+def test_unfinished_or_foreign_files_are_never_listed_as_verified(bk_dir: Path) -> None:
+    bk_dir.mkdir()
+    (bk_dir / "portfolio_backup_production_20261123T210000Z.db").write_bytes(b"x")
+    (bk_dir / ".portfolio_backup_production_20261123T210001Z.db.partial").write_bytes(b"x")
+    (bk_dir / "random.db").write_bytes(b"x")
+    listed = catalog.list_backups(bk_dir)
+    assert [b.id for b in listed] == ["portfolio_backup_production_20261123T210000Z.db"]
+    assert not listed[0].verified
+    assert verify_backup(listed[0]) == ["no manifest: not written (or not finished) by sidecar"]
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_corruption_is_caught_by_verify_and_refused_by_restore(
+    bk_db: Callable[..., Path], bk_dir: Path, tmp_path: Path, compress: str
+) -> None:
+    db = bk_db(rows=500)
+    info = create_backup(
+        db,
+        bk_dir,
+        environment="production",
+        reason="manual",
+        compress=compress,  # type: ignore[arg-type]
+    )
+    assert verify_backup(info) == []
+    _flip_byte(info.path, info.size // 2)
+    problems = verify_backup(info)
+    assert problems
+    assert any("sha256" in p for p in problems)
+    before = db.read_bytes()
+    with pytest.raises(RefusedError, match="failed verification"):
+        restore_backup(info, db, backup_dir=bk_dir, environment="production")
+    assert db.read_bytes() == before
+
+
+def test_verify_catches_a_corrupt_page_even_with_a_matching_manifest(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    """A corrupt source whose manifest was rewritten to match: quick_check still sees it."""
+    info = create_backup(bk_db(rows=500), bk_dir, environment="production", reason="manual")
+    page = info.manifest["page_size"]
+    # Scribble over a b-tree page header in the middle of the file.
+    data = bytearray(info.path.read_bytes())
+    data[page * 3 : page * 3 + 64] = b"\xff" * 64
+    info.path.write_bytes(bytes(data))
+    import hashlib
+    import json
+
+    sha = hashlib.sha256(bytes(data)).hexdigest()
+    manifest = {**info.manifest, "sha256": sha, "stored_sha256": sha}
+    info.manifest_path.write_text(json.dumps(manifest))
+    reloaded = BackupInfo.load(info.path)
+    assert reloaded is not None
+    assert verify_backup(reloaded, full=True) != []
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_restore_round_trips_with_a_safety_backup(
+    bk_db: Callable[..., Path], bk_dir: Path, compress: str
+) -> None:
+    db = bk_db()
+    info = create_backup(
+        db,
+        bk_dir,
+        environment="production",
+        reason="manual",
+        compress=compress,  # type: ignore[arg-type]
+    )
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM transactions")
+    conn.close()
+    Path(f"{db}-journal").write_bytes(b"stale")  # a stale side file must not survive
+
+    outcome = restore_backup(info, db, backup_dir=bk_dir, environment="production")
+
+    assert _rows(db) == 200
+    assert not Path(f"{db}-journal").exists()
+    assert not Path(f"{db}-wal").exists()
+    assert outcome.safety_backup is not None
+    assert outcome.safety_backup.reason == "pre-restore"
+    assert outcome.safety_backup.manifest["row_counts"]["transactions"] == 0
+    assert verify_backup(outcome.safety_backup) == []
+    assert [n for n in os.listdir(db.parent) if "restore-partial" in n] == []
+
+
+def test_restore_dry_run_changes_nothing(bk_db: Callable[..., Path], bk_dir: Path) -> None:
+    db = bk_db()
+    info = create_backup(db, bk_dir, environment="production", reason="manual")
+    before = db.read_bytes()
+    outcome = restore_backup(info, db, backup_dir=bk_dir, environment="production", dry_run=True)
+    assert outcome.dry_run
+    assert any("pre-restore" in a for a in outcome.actions)
+    assert db.read_bytes() == before
+    assert len(catalog.list_backups(bk_dir)) == 1
+
+
+def test_restore_into_a_new_path_takes_no_safety_backup(
+    bk_db: Callable[..., Path], bk_dir: Path, tmp_path: Path
+) -> None:
+    info = create_backup(bk_db(), bk_dir, environment="production", reason="manual")
+    target = tmp_path / "inspect.db"
+    outcome = restore_backup(info, target, backup_dir=bk_dir, environment="production")
+    assert outcome.safety_backup is None
+    assert _rows(target) == 200
+
+
+def _hold_open(db: Path) -> subprocess.Popen[str]:
+    """Another process (the app) with an idle open connection that has read the database."""
+    code = (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "c.execute('SELECT count(*) FROM users').fetchone()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_restore_refuses_while_the_app_holds_the_database_unless_forced(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    db = bk_db("wal")
+    info = create_backup(db, bk_dir, environment="production", reason="manual")
+    app = _hold_open(db)
+    try:
+        assert database_in_use(db)
+        with pytest.raises(RefusedError, match="the app is using"):
+            restore_backup(info, db, backup_dir=bk_dir, environment="production")
+        assert len(catalog.list_backups(bk_dir)) == 1  # refused before the safety backup
+        outcome = restore_backup(info, db, backup_dir=bk_dir, environment="production", force=True)
+        assert outcome.safety_backup is not None
+    finally:
+        app.communicate("\n", timeout=10)
+    assert not database_in_use(db)
+
+
+def test_restore_uses_the_stop_app_hook(bk_db: Callable[..., Path], bk_dir: Path) -> None:
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    db = bk_db("wal")
+    info = create_backup(db, bk_dir, environment="production", reason="manual")
+    app = _hold_open(db)
+    calls: list[str] = []
+
+    @contextmanager
+    def stop_app() -> Iterator[None]:
+        calls.append("stop")
+        app.communicate("\n", timeout=10)  # the app exits: its locks go with it
+        try:
+            yield
+        finally:
+            calls.append("start")
+
+    restore_backup(info, db, backup_dir=bk_dir, environment="production", stop_app=stop_app)
+    assert calls == ["stop", "start"]

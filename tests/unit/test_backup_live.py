@@ -1,0 +1,217 @@
+"""Backups under a live writer process, kill -9, disk full: the promises that need processes.
+
+Run as a module, this file is also the helper the tests start in child processes:
+``writer`` (an app committing every few ms) or a fault-injecting copier (``BK_FAULT``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import catalog, copier
+from sidecar.backup import create_backup, verify_backup
+from sidecar.errors import UnavailableError
+from tests.unit.conftest import bk_build_db
+
+ROOT = Path(__file__).resolve().parents[2]
+HELPER = "tests.unit.test_backup_live"
+
+
+def _writer(db: str, log_path: str, stop_path: str) -> None:
+    """The app: one commit every ~3 ms; records each id only after its COMMIT returned."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=60)
+    with open(log_path, "a", encoding="utf-8") as log:
+        while not os.path.exists(stop_path):
+            conn.execute("BEGIN IMMEDIATE")
+            row_id = conn.execute("INSERT INTO writes(at) VALUES (?)", (time.time(),)).lastrowid
+            conn.execute(
+                "INSERT INTO transactions(portfolio_id, amount, note) "
+                "VALUES (1, 1, randomblob(4000))"
+            )
+            conn.execute("COMMIT")
+            log.write(f"{row_id}\n")
+            log.flush()
+            time.sleep(0.003)
+    conn.close()
+
+
+def _faulty_copier(argv: list[str]) -> int:
+    """The real copier with ``os.write`` slowed down or failing with ENOSPC after N bytes."""
+    real_write = os.write
+    fault = os.environ.get("BK_FAULT", "")
+    written = [0]
+
+    def write(fd: int, data: Any) -> int:  # Any: os.write takes any buffer
+        if fd > 2:
+            if fault == "slow":
+                time.sleep(0.2)
+            elif fault.startswith("enospc:") and written[0] > int(fault.split(":")[1]):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written[0] += len(data)
+        return real_write(fd, data)
+
+    os.write = write
+    return copier.main(argv)
+
+
+def _ids(path: Path) -> list[int]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return [int(r[0]) for r in conn.execute("SELECT id FROM writes ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def _logged(log_path: Path) -> list[int]:
+    text = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
+    return [int(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def bk_writer(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(commit log, stop flag) for a writer; the flag is set afterwards whatever happened."""
+    log_path, stop = tmp_path / "committed.log", tmp_path / "stop"
+    yield log_path, stop
+    stop.touch()
+
+
+def _start_writer(db: Path, log_path: Path, stop: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", HELPER, "writer", str(db), str(log_path), str(stop)], cwd=ROOT
+    )
+    deadline = time.monotonic() + 20
+    while len(_logged(log_path)) < 30:
+        assert proc.poll() is None, "the writer died"
+        assert time.monotonic() < deadline, "the writer never got going"
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_backup_under_a_busy_writer_is_a_gap_free_prefix(
+    tmp_path: Path, bk_writer: tuple[Path, Path], journal: str
+) -> None:
+    log_path, stop = bk_writer
+    db = bk_build_db(tmp_path / "portfolio.db", journal=journal, rows=6000, blob=1024)
+    writer = _start_writer(db, log_path, stop)
+    folded = []
+    try:
+        for _ in range(2):
+            before = _logged(log_path)
+            info = create_backup(
+                db, tmp_path / "backups", environment="production", reason="manual"
+            )
+            ids = _ids(info.path)
+            assert ids == list(range(1, len(ids) + 1)), "the backup has a gap"
+            assert len(ids) >= max(before), "a commit from before the backup is missing"
+            assert verify_backup(info) == []
+            folded.append(info.manifest["wal_frames_folded"])
+        if journal == "wal":
+            assert any(folded), "the -wal path (frames folded into the copy) was not exercised"
+        # The writer kept committing after the backups: nothing was left blocked.
+        after = len(_logged(log_path))
+        time.sleep(0.1)
+        assert len(_logged(log_path)) > after
+    finally:
+        stop.touch()
+        writer.wait(timeout=30)
+    assert set(ids) <= set(_logged(log_path))
+
+
+def _backup_in_subprocess(db: Path, bk_dir: Path, fault: str) -> subprocess.Popen[bytes]:
+    code = (
+        "from pathlib import Path\n"
+        "from sidecar import backup, copier\n"
+        f"copier.CHILD_MODULE = {HELPER!r}\n"
+        f"backup.create_backup(Path({str(db)!r}), Path({str(bk_dir)!r}),"
+        " environment='production', reason='manual')\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "BK_FAULT": fault},
+        start_new_session=True,
+    )
+
+
+def _wait_for_partial(bk_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while not (bk_dir.exists() and any(n.endswith(".partial") for n in os.listdir(bk_dir))):
+        assert proc.poll() is None, "the backup ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("whole_group", [True, False])
+def test_kill_9_leaves_nothing_valid_and_the_next_run_cleans_up(
+    tmp_path: Path, whole_group: bool
+) -> None:
+    db = bk_build_db(tmp_path / "portfolio.db", rows=5000, blob=1024)
+    bk_dir = tmp_path / "backups"
+    proc = _backup_in_subprocess(db, bk_dir, "slow")
+    _wait_for_partial(bk_dir, proc)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGKILL)  # docker kill: parent and copier together
+    else:
+        os.kill(proc.pid, signal.SIGKILL)  # only the parent: the orphaned copier must stop
+    proc.wait(timeout=10)
+
+    assert not any(b.verified for b in catalog.list_backups(bk_dir))
+    if not whole_group:
+        deadline = time.monotonic() + 10  # the orphan notices within one slow chunk
+        while any(n.endswith(".partial") for n in os.listdir(bk_dir)):
+            assert time.monotonic() < deadline, "the orphaned copier kept writing"
+            time.sleep(0.05)
+    info = create_backup(db, bk_dir, environment="production", reason="manual")
+    names = set(os.listdir(bk_dir))
+    assert names == {info.id, f"{info.id}.json", catalog.LOCK_NAME}
+    assert [b.id for b in catalog.list_backups(bk_dir)] == [info.id]
+
+
+def test_disk_full_mid_write_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
+    source_sha = hashlib.sha256(db.read_bytes()).hexdigest()
+    bk_dir = tmp_path / "backups"
+    monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
+    monkeypatch.setenv("BK_FAULT", f"enospc:{1 << 20}")
+    with pytest.raises(UnavailableError, match="filled up") as caught:
+        create_backup(db, bk_dir, environment="production", reason="manual")
+    assert "prune" in (caught.value.hint or "")
+    assert os.listdir(bk_dir) == [catalog.LOCK_NAME]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == source_sha
+
+
+def test_copier_reports_enospc_and_removes_its_file(tmp_path: Path) -> None:
+    """The real copier, unpatched, against /dev/full-like failure: through the fd layer."""
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 << 20))
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError, match="No space") as caught:
+            copier.pump(copier.read_chunks(src.open("rb")), fd)
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.ENOSPC
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "writer":
+        _writer(*sys.argv[2:5])
+    else:
+        raise SystemExit(_faulty_copier(sys.argv[1:]))

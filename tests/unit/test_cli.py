@@ -1,0 +1,88 @@
+"""The CLI contract: help for every subcommand, exit codes, JSON on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sidecar import cli
+from sidecar.errors import ExitCode
+
+SUBCOMMANDS = [
+    "deploy", "backup", "restore", "plan", "migrate", "health", "list", "verify", "prune",
+    "version",
+]  # fmt: skip
+
+
+def test_every_subcommand_is_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out
+    assert "exit codes:" in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_its_own_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([name, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: sidecar {name}" in out
+    # A description beyond the usage line, and the shared options.
+    assert len(out.splitlines()) > 8
+    assert "--database" in out
+
+
+def test_subcommands_map_to_real_functions() -> None:
+    assert set(cli.COMMANDS) == set(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        assert callable(cli._resolve(name))
+
+
+def test_version_json_on_stdout_logs_elsewhere(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["version", "--json"], env={}) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["command"] == "version"
+    assert document["ok"] is True
+    assert document["exit_code"] == 0
+    assert document["version"]
+
+
+def test_bad_configuration_exits_2_with_one_line_error_and_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["list", "--json"], env={"SIDECAR_KEEP": "many", "SIDECAR_LOG_FORMAT": "json"})
+    assert code == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"]["message"].startswith("SIDECAR_KEEP (--keep)")
+    lines = [line for line in captured.err.splitlines() if line.startswith(("error:", "hint:"))]
+    assert lines[0].startswith("error: SIDECAR_KEEP (--keep): expected a whole number")
+    assert lines[1].startswith("hint: ")
+    event = json.loads(captured.err.splitlines()[0])
+    assert event["event"] == "command.failed"
+    assert event["exit_code"] == 2
+
+
+def test_unexpected_exception_is_a_bug_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(settings: object) -> None:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cli, "_resolve", lambda name: boom)
+    assert cli.main(["version"], env={"SIDECAR_LOG_FORMAT": "json"}) == ExitCode.BUG
+    err = capsys.readouterr().err
+    assert "command.crashed" in err
+    assert "Traceback" in err
+    assert "error: unexpected ZeroDivisionError: boom" in err
+
+
+def test_usage_error_exits_2() -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["frobnicate"])
+    assert exited.value.code == 2

@@ -1,0 +1,192 @@
+"""backup, list, verify, restore, prune through ``sidecar.cli.main``: exit codes and JSON."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import catalog, cli
+from sidecar.errors import ExitCode
+
+
+@pytest.fixture
+def bk_env(bk_db: Callable[..., Path], bk_dir: Path) -> dict[str, str]:
+    db = bk_db("wal")
+    return {
+        "SIDECAR_DATABASE": f"file:{db}?connection_limit=1",
+        "SIDECAR_BACKUP_DIR": str(bk_dir),
+        "SIDECAR_LOG_FORMAT": "json",
+    }
+
+
+def _run(
+    capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    code = cli.main([*argv, "--json"], env=env)
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_backup_then_list_then_verify(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str]
+) -> None:
+    code, doc = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    assert doc["ok"] is True
+    backup = doc["backup"]
+    assert backup["verified"] is True
+    assert backup["reason"] == "manual"
+    assert backup["manifest"]["row_counts"]["users"] == 10
+
+    code, doc = _run(capsys, ["backup", "--compress", "zstd", "--reason", "scheduled"], bk_env)
+    assert code == 0
+    assert doc["backup"]["compressed"] is True
+
+    code, doc = _run(capsys, ["list"], bk_env)
+    assert code == 0
+    assert [b["reason"] for b in doc["backups"]] == ["scheduled", "manual"]
+    assert doc["missing"] == []
+
+    code, doc = _run(capsys, ["verify", "--full"], bk_env)
+    assert code == 0
+    assert doc["level"] == "full"
+    assert [b["ok"] for b in doc["backups"]] == [True, True]
+
+
+def test_list_renders_a_table(capsys: pytest.CaptureFixture[str], bk_env: dict[str, str]) -> None:
+    assert cli.main(["backup"], env=bk_env) == 0
+    capsys.readouterr()
+    assert cli.main(["list"], env=bk_env) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON"]
+    assert "verified" in lines[1]
+    assert lines[1].rstrip().endswith("manual")
+
+
+def test_verify_exits_4_and_names_corrupt_and_missing_backups(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    ids = []
+    for _ in range(3):
+        _, doc = _run(capsys, ["backup", "--no-prune"], bk_env)
+        ids.append(doc["backup"]["id"])
+    corrupt, missing, good = ids
+    data = bytearray((bk_dir / corrupt).read_bytes())
+    data[5000] ^= 0x01
+    (bk_dir / corrupt).write_bytes(bytes(data))
+    (bk_dir / missing).unlink()
+
+    code, doc = _run(capsys, ["verify"], bk_env)
+    assert code == ExitCode.HEALTH
+    assert doc["ok"] is False
+    assert sorted(doc["bad"]) == sorted([corrupt, missing])
+
+    assert cli.main(["verify"], env=bk_env) == ExitCode.HEALTH
+    out = capsys.readouterr().out
+    assert f"BAD  {corrupt}" in out
+    assert f"BAD  {missing}" in out
+    assert f"ok   {good}" in out
+
+    code, doc = _run(capsys, ["verify", good], bk_env)
+    assert code == 0
+
+
+def test_restore_latest_round_trip_and_dry_run(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    _, made = _run(capsys, ["backup"], bk_env)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM users")
+    conn.close()
+
+    code, doc = _run(capsys, ["restore", "latest", "--dry-run"], bk_env)
+    assert code == 0
+    assert doc["dry_run"] is True
+    assert len(catalog.list_backups(bk_dir)) == 1
+
+    code, doc = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0
+    assert doc["backup"]["id"] == made["backup"]["id"]
+    assert doc["safety_backup"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 10
+    conn.close()
+    history = (bk_dir / catalog.HISTORY_NAME).read_text().splitlines()
+    assert [json.loads(line)["event"] for line in history] == ["backup", "restore"]
+
+
+def test_restore_refuses_paths_and_unknown_ids(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], tmp_path: Path
+) -> None:
+    _, made = _run(capsys, ["backup"], bk_env)
+    code, doc = _run(capsys, ["restore", f"../backups/{made['backup']['id']}"], bk_env)
+    assert code == ExitCode.REFUSED
+    assert "only backup names" in doc["error"]["message"]
+    code, doc = _run(capsys, ["restore", "nope.db"], bk_env)
+    assert code == ExitCode.REFUSED
+    assert doc["error"]["hint"]
+
+    existing = tmp_path / "exists.db"
+    existing.write_bytes(b"")
+    code, doc = _run(capsys, ["restore", "latest", "--to", str(existing)], bk_env)
+    assert code == ExitCode.REFUSED
+    code, doc = _run(capsys, ["restore", "latest", "--to", str(tmp_path / "copy.db")], bk_env)
+    assert code == 0
+    assert doc["safety_backup"] is None
+
+
+def test_restore_refuses_a_corrupt_backup(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    _, made = _run(capsys, ["backup"], bk_env)
+    path = bk_dir / made["backup"]["id"]
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    code, doc = _run(capsys, ["restore", made["backup"]["id"]], bk_env)
+    assert code == ExitCode.REFUSED
+    assert "failed verification" in doc["error"]["message"]
+
+
+def test_backup_prunes_by_keep_and_prune_dry_run(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    env = {**bk_env, "SIDECAR_KEEP": "2"}
+    ids = []
+    for _ in range(3):
+        code, doc = _run(capsys, ["backup"], env)
+        assert code == 0
+        ids.append(doc["backup"]["id"])
+    assert doc["pruned"] == [ids[0]]
+    assert [b.id for b in catalog.list_backups(bk_dir)] == ids[:0:-1]
+
+    code, doc = _run(capsys, ["prune", "--keep", "1", "--dry-run"], env)
+    assert code == 0
+    assert doc["deleted"] == [ids[1]]
+    assert len(catalog.list_backups(bk_dir)) == 2
+    code, doc = _run(capsys, ["prune", "--keep", "1"], env)
+    assert doc["deleted"] == [ids[1]]
+    assert [b.id for b in catalog.list_backups(bk_dir)] == [ids[2]]
+
+
+def test_backup_without_database_is_a_config_error(
+    capsys: pytest.CaptureFixture[str], bk_dir: Path
+) -> None:
+    code, doc = _run(capsys, ["backup"], {"SIDECAR_BACKUP_DIR": str(bk_dir)})
+    assert code == ExitCode.USAGE
+    assert doc["error"]["hint"]
+
+
+def test_backup_with_no_free_space_exits_5(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str]
+) -> None:
+    env = {**bk_env, "SIDECAR_MIN_FREE_MARGIN": "1000000G"}
+    code, doc = _run(capsys, ["backup"], env)
+    assert code == ExitCode.UNAVAILABLE
+    assert "free space" in doc["error"]["message"]
