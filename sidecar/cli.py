@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", choices=("none", "zstd"), help="compress the backup")
     p.add_argument("--no-prune", dest="no_prune", action="store_true", help="keep all backups")
     p.add_argument("--reason", choices=("manual", "scheduled"), default="manual")
+    p.add_argument(
+        "--schedule",
+        metavar="CRON|DURATION",
+        help="then stay up: one backup at every slot until SIGTERM",
+    )
 
     p = add(
         "restore",
@@ -228,7 +233,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         result = _resolve(args.command)(settings, **options)
     except SidecarError as exc:
         code = int(exc.exit_code)
-        log.error(
+        log.error(  # noqa: TRY400 (an expected failure: one line, no traceback)
             "command.failed",
             command=args.command,
             error=exc.message,
@@ -253,11 +258,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except Exception as exc:  # a bug: keep the traceback, exit 1
         log.exception("command.crashed", command=args.command, error=repr(exc))
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("hint: this is a bug in sidecar; please report it with the log above", file=sys.stderr)
+        hint = "this is a bug in sidecar; please report it with the log above"
+        print(f"hint: {hint}", file=sys.stderr)
         return int(ExitCode.BUG)
     code = int(result.exit_code)
     if as_json:
-        _emit_json({"command": args.command, "ok": code == 0, "exit_code": code, **result.to_dict()})
+        document = {"command": args.command, "ok": code == 0, "exit_code": code}
+        _emit_json({**document, **result.to_dict()})
     else:
         text = result.render()
         if text:

@@ -89,7 +89,9 @@ def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
 
 def foreign_key_problems(conn: sqlite3.Connection) -> list[tuple[str, int | None, str, int]]:
     """Rows of ``PRAGMA foreign_key_check``: (table, rowid, parent, fk index)."""
-    return [(str(r[0]), r[1], str(r[2]), int(r[3])) for r in conn.execute("PRAGMA foreign_key_check")]
+    return [
+        (str(r[0]), r[1], str(r[2]), int(r[3])) for r in conn.execute("PRAGMA foreign_key_check")
+    ]
 
 
 def user_tables(conn: sqlite3.Connection) -> list[str]:

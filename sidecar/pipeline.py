@@ -54,7 +54,7 @@ class DeployReport:
     seconds: float = 0.0
 
 
-class Aborted(Exception):  # noqa: N818 (a control-flow signal, not an error)
+class Aborted(Exception):
     """SIGTERM arrived between steps: stop before the next step starts."""
 
 
@@ -97,7 +97,16 @@ def run_deploy(
             log.info("deploy.created", database=str(db))
         else:
             _check(stop, "quiesce")
-            _locked_change(db, desired, guards, settings, apps, app, report, stop)
+            _locked_change(
+                db,
+                desired,
+                guards=guards,
+                settings=settings,
+                apps=apps,
+                app=app,
+                report=report,
+                stop=stop,
+            )
     # 8. Restart, outside the lease and after the lock is released.
     _restart(settings, apps, app, report)
     # 9. Prune and history.
@@ -117,14 +126,21 @@ def run_deploy(
     if settings.backup_dir.is_dir():
         catalog.append_history(
             settings.backup_dir,
-            {"command": "deploy", "changed": report.changed, "backup": report.backup,
-             "plan": report.plan, "restarted": report.restarted},  # fmt: skip
+            {
+                "command": "deploy",
+                "changed": report.changed,
+                "backup": report.backup,
+                "plan": report.plan,
+                "restarted": report.restarted,
+            },
             group=settings.backup_group,
         )
     return report
 
 
-def _preview(db: Path, desired: schema.Catalogue, settings: Settings, report: DeployReport) -> dict[str, Any]:
+def _preview(
+    db: Path, desired: schema.Catalogue, settings: Settings, report: DeployReport
+) -> dict[str, Any]:
     """Plan against the live database (read-only) and refuse what must be refused now."""
     if not db.exists():
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
@@ -162,7 +178,8 @@ def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None
     if plan.refused:
         first = plan.refused[0]
         raise RefusedError(
-            f"refused: {first}" + (f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""),
+            f"refused: {first}"
+            + (f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""),
             hint=getattr(first, "hint", None) or "see `sidecar plan` for details",
         )
     if plan.drift and settings.strict:
@@ -176,6 +193,7 @@ def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None
 def _locked_change(
     db: Path,
     desired: schema.Catalogue,
+    *,
     guards: list[Callable[[sqlite3.Connection], None]],
     settings: Settings,
     apps: AppControl | None,
@@ -193,8 +211,11 @@ def _locked_change(
         except UnavailableError:
             if apps is None or app is None:
                 raise
-            log.info("deploy.stopping_app", container=app.name,
-                     reason="the app holds the database lock (exclusive locking mode?)")  # fmt: skip
+            log.info(
+                "deploy.stopping_app",
+                container=app.name,
+                reason="the app holds the database lock (exclusive locking mode?)",
+            )
             stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
             report.app_stopped = True
             lock_started = time.monotonic()
@@ -248,7 +269,9 @@ def _find_app(settings: Settings, apps: AppControl | None, report: DeployReport)
     return app
 
 
-def _restart(settings: Settings, apps: AppControl | None, app: AppRef | None, report: DeployReport) -> None:
+def _restart(
+    settings: Settings, apps: AppControl | None, app: AppRef | None, report: DeployReport
+) -> None:
     if apps is None or app is None:
         return
     if report.app_stopped:
@@ -272,8 +295,11 @@ def volume_warnings(db: Path) -> list[str]:
     folder = db.parent if db.parent.exists() else Path("/")
     if mount_point(folder) != "/":
         return []
-    log.warning("database.not_on_volume", database=str(db),
-                hint="mount a volume (or a PersistentVolumeClaim) at the database's folder")  # fmt: skip
+    log.warning(
+        "database.not_on_volume",
+        database=str(db),
+        hint="mount a volume (or a PersistentVolumeClaim) at the database's folder",
+    )
     return [f"{db} is not on a mounted volume: its data is lost when the container is replaced"]
 
 
@@ -299,6 +325,7 @@ def mount_point(path: Path, mountinfo: str | None = None) -> str:
         if len(fields) < 5:
             continue
         point = fields[4].replace("\\040", " ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
             best = point
     return best

@@ -247,9 +247,13 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def read_env(env: Mapping[str, str], name: str) -> str | None:
-    """``name`` from the environment, or the contents of the file named by ``name_FILE``."""
-    direct = env.get(name)
-    file_name = env.get(f"{name}_FILE")
+    """``name`` from the environment, or the contents of the file named by ``name_FILE``.
+
+    An empty variable counts as unset: Compose's ``${X:-}`` idiom passes one through when
+    the user set nothing, and "unset" is what the user meant.
+    """
+    direct = env.get(name) or None
+    file_name = env.get(f"{name}_FILE") or None
     if direct is not None and file_name is not None:
         raise ConfigError(
             f"{name} and {name}_FILE are both set", hint=f"set only one of {name}, {name}_FILE"

@@ -6,6 +6,7 @@ that ``scripts/setup`` builds. They never skip when Docker is missing: they fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +49,9 @@ def unique_name() -> Callable[[str], str]:
 
 
 @pytest.fixture
-def volumes(docker_client: Any, unique_name: Callable[[str], str]) -> Iterator[Callable[[str], str]]:
+def volumes(
+    docker_client: Any, unique_name: Callable[[str], str]
+) -> Iterator[Callable[[str], str]]:
     """Factory of named volumes, removed after the test (with any container still using them)."""
     created: list[str] = []
 
@@ -78,18 +81,14 @@ def containers(docker_client: Any) -> Iterator[Callable[..., Any]]:
 
     yield run
     for container in created:
-        try:
+        with contextlib.suppress(Exception):  # already gone is fine
             container.remove(force=True)
-        except Exception:  # noqa: BLE001, S110 (already gone is fine)
-            pass
 
 
 def run_once(docker_client: Any, image: str, command: list[str], **kwargs: Any) -> tuple[int, str]:
     """Run a container to completion; (exit code, combined output). Always removed."""
     labels = {TEST_LABEL: "1", **kwargs.pop("labels", {})}
-    container = docker_client.containers.run(
-        image, command, detach=True, labels=labels, **kwargs
-    )
+    container = docker_client.containers.run(image, command, detach=True, labels=labels, **kwargs)
     try:
         status = container.wait(timeout=300)
         output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog
+from sidecar import catalog, schedule
 from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ExitCode, RefusedError
@@ -96,7 +96,27 @@ class BackupResult:
 def backup(
     settings: Settings, *, reason: str = "manual", no_prune: bool = False, **_: Any
 ) -> BackupResult:
-    """Take a verified backup now, then prune by the retention policy (unless ``no_prune``)."""
+    """Take a verified backup now, then prune by the retention policy (unless ``no_prune``).
+
+    With SIDECAR_SCHEDULE (``--schedule``) it then stays up and takes a backup at every slot
+    until SIGTERM, as a Kubernetes native sidecar or a Compose service does. A failed
+    scheduled backup is logged and retried at the next slot; it never ends the process.
+    """
+    if not settings.schedule:
+        return take_backup(settings, reason=reason, no_prune=no_prune)
+    schedule.validate(settings.schedule)
+    with schedule.stop_on_sigterm() as stop:
+        first = take_backup(settings, reason=reason, no_prune=no_prune)
+        schedule.run_forever(
+            settings.schedule,
+            lambda: take_backup(settings, reason="scheduled", no_prune=no_prune),
+            stop,
+        )
+    return first
+
+
+def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:
+    """One verified backup, then prune (unless ``no_prune``) and a history record."""
     started = time.monotonic()
     info = create_backup(
         settings.require_database(),

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, containers, database, health, schedule, schema
+from sidecar import catalog, containers, database, schedule, schema
+from sidecar import health as checks
+from sidecar.commands.backups import take_backup
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
@@ -82,10 +84,10 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
             seconds=round(report.seconds, 3),
         )
         if settings.schedule and not dry_run:
-            from sidecar.commands.backups import backup
-
             schedule.run_forever(
-                settings.schedule, lambda: backup(settings, reason="scheduled"), stop
+                settings.schedule,
+                lambda: take_backup(settings, reason="scheduled", no_prune=False),
+                stop,
             )
     return DeployResult(report)
 
@@ -137,34 +139,33 @@ def _database_health(
 ) -> HealthReport:
     db = settings.require_database()
     database.check_database_file(db)
-    queries = health.load_queries(settings.health_queries) if settings.health_queries else []
+    queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
     desired = schema.load_desired(settings.schema) if settings.schema else None
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
         conn.execute("BEGIN")  # one snapshot for every check
-        checks = health.database_checks(conn, full=settings.verify == "full")
+        found = checks.database_checks(conn, full=settings.verify == "full")
         counts = database.row_counts(conn)
         if desired is not None:
             plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts=counts)
             pending = [str(op) for op in plan.operations]
-            checks.append(
-                Check("desired schema present", not pending,
-                      "; ".join(pending[:5]) + (" ..." if len(pending) > 5 else "")
-                      if pending else "ok")  # fmt: skip
-            )
-        checks += health.run_queries(conn, queries)
+            detail = "; ".join(pending[:5]) + (" ..." if len(pending) > 5 else "")
+            found.append(Check("desired schema present", not pending, detail or "ok"))
+        found += checks.run_queries(conn, queries)
         mode = database.journal_mode(conn)
         conn.execute("ROLLBACK")
     except database.sqlite3.OperationalError as exc:
-        raise HealthError(f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?") from None
+        raise HealthError(
+            f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
+        ) from None
     finally:
         conn.close()
-    checks.append(backup_check)
+    found.append(backup_check)
     return HealthReport(
-        checks=tuple(checks),
+        checks=tuple(found),
         row_counts=counts,
         journal_mode=mode,
-        wal_bytes=health.wal_bytes(db),
+        wal_bytes=checks.wal_bytes(db),
         last_backup=last,
         last_backup_age_s=age,
     )
@@ -174,7 +175,8 @@ def _backup_age(settings: Settings, *, required: bool) -> tuple[Check, str | Non
     """The last verified backup's age: a warning in `health`, fatal for the HEALTHCHECK."""
     limit = settings.max_backup_age
     if not settings.backup_dir.is_dir():
-        return Check("last backup", False, f"no backups folder {settings.backup_dir}", required), None, None
+        missing = f"no backups folder {settings.backup_dir}"
+        return Check("last backup", False, missing, required), None, None
     latest = catalog.latest_verified(settings.backup_dir)
     if latest is None:
         return Check("last backup", False, "no verified backup yet", required), None, None

@@ -38,7 +38,9 @@ class ComposeProject:
         return ["docker", "compose", "--project-directory", str(ROOT), "-p", self.name,
                 *files, *args]  # fmt: skip
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "SIDECAR_IMAGE": SIDECAR_IMAGE,
@@ -135,4 +137,6 @@ def wait_committed(project: ComposeProject, count: int, timeout: float = 60) -> 
         if len(ids) >= count:
             return ids
         time.sleep(0.3)
-    raise AssertionError(f"the app committed fewer than {count} rows: {project.logs('app')[-2000:]}")
+    raise AssertionError(
+        f"the app committed fewer than {count} rows: {project.logs('app')[-2000:]}"
+    )

@@ -54,7 +54,7 @@ def tables(project: ComposeProject) -> set[str]:
 
 
 def columns(project: ComposeProject, table: str) -> set[str]:
-    return {r[1] for r in project.query(f"PRAGMA table_info(\"{table}\")")}
+    return {r[1] for r in project.query(f'PRAGMA table_info("{table}")')}
 
 
 def app_starts(project: ComposeProject) -> int:
@@ -163,11 +163,9 @@ def test_failing_health_query_rolls_back_and_leaves_the_app_alone(
 ) -> None:
     failing = tmp_path / "health.sql"
     failing.write_text('SELECT count(*) = -1 FROM "User";\n')
-    project.override(
-        f"services:\n  sidecar:\n    volumes:\n      - {failing}:/health.sql:ro\n"
-    )
+    project.override(f"services:\n  sidecar:\n    volumes:\n      - {failing}:/health.sql:ro\n")
     start_app(project)
-    code, summary = deploy(project)
+    code, _ = deploy(project)
     assert code == 4, project.logs("sidecar")
     assert "health query failed" in project.logs("sidecar")
     assert "Watchlist" not in tables(project)

@@ -57,9 +57,7 @@ def test_demo_app_writes_and_sidecar_sees_the_rows(
     while time.monotonic() < deadline and len(committed) < 20:
         time.sleep(0.5)
         logs = app.logs().decode()
-        committed = [
-            json.loads(line)["id"] for line in logs.splitlines() if '"committed"' in line
-        ]
+        committed = [json.loads(line)["id"] for line in logs.splitlines() if '"committed"' in line]
     assert len(committed) >= 20, app.logs().decode()[-2000:]
     code, output = run_once(
         docker_client,

@@ -190,3 +190,39 @@ def test_backup_with_no_free_space_exits_5(
     code, doc = _run(capsys, ["backup"], env)
     assert code == ExitCode.UNAVAILABLE
     assert "free space" in doc["error"]["message"]
+
+
+def test_backup_schedule_stays_up_until_sigterm_then_exits_0(
+    bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    """`backup --schedule 1s` (the Kubernetes native-sidecar mode) in a real process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "backup", "--schedule", "1s", "--no-prune"],
+        env={**os.environ, **bk_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(catalog.list_backups(bk_dir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    backups = catalog.list_backups(bk_dir)
+    assert len(backups) >= 2
+    assert all(b.verified for b in backups)
+    reasons = {b.manifest.get("reason") for b in backups}
+    assert reasons == {"manual", "scheduled"}
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "schedule.stopped" in events
+    assert out.startswith("backup ")

@@ -111,3 +111,12 @@ def test_require_helpers_give_hints() -> None:
         Settings().require_database()
     with pytest.raises(ConfigError, match="no desired schema"):
         Settings().require_schema()
+
+
+def test_empty_variables_count_as_unset() -> None:
+    # Compose passes `${SIDECAR_SCHEDULE:-}` through as an empty string when the user set
+    # nothing: that must mean "unset", not "invalid".
+    settings = load_settings({"SIDECAR_SCHEDULE": "", "SIDECAR_KEEP": "", "SIDECAR_APP": ""})
+    assert settings.schedule is None
+    assert settings.keep == Settings().keep
+    assert settings.app is None
