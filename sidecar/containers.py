@@ -1,0 +1,515 @@
+"""The Docker seam: find the app container(s), stop/start/restart them, wait until healthy.
+
+Everything Docker sits behind :class:`AppControl`, which takes a ``docker.DockerClient`` (or a
+hand-written fake with the same few methods: ``containers.list``/``containers.get`` and, on a
+container, ``stop``/``start``/``restart``/``logs`` and ``id``/``name``/``labels``/``attrs``).
+
+Scope, because the Docker socket is root on the host:
+
+- When the sidecar runs in a container that belongs to a Compose project, it only ever touches
+  containers carrying that project's label. A container named ``app`` in another project is
+  invisible to it, whatever ``SIDECAR_APP`` says.
+- Outside a Compose project, an explicit container name/id or an explicit label says which
+  containers are the app.
+- Compose one-off containers (``docker compose run``) and the sidecar's own container are never
+  the app.
+
+A scaled service (several replicas) is acted on as a whole: the :class:`AppRef` carries every
+replica, ``stopped`` stops them all (they all hold the database), ``restart`` restarts them one
+after the other and ``wait_healthy`` waits for each.
+
+Every API call goes through bounded retries on transient failures (HTTP 5xx, connection
+errors, timeouts); when they run out, :class:`UnavailableError` (exit 5).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import wait_exponential as wait_exp
+
+from sidecar.errors import ConfigError, HealthError, UnavailableError
+from sidecar.logs import get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+_SHORT_ID = re.compile(r"^[0-9a-f]{12,64}$")
+# Docker (and Podman) bind-mount these per-container files from the container's own folder.
+_MOUNTINFO_ID = re.compile(r"/containers/(?:overlay-containers/)?([0-9a-f]{64})/")
+_SELF_MOUNTS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+_API_HINT = (
+    "check that the Docker engine is up (docker info) and reachable through the socket; "
+    "a socket proxy must allow containers list/inspect/start/stop/restart"
+)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One container of the app."""
+
+    name: str
+    id: str
+
+
+@dataclass(frozen=True)
+class AppRef:
+    """The app: one container, or every replica of a scaled Compose service.
+
+    ``name``/``id`` describe it for logs and reports (for several replicas, ``name`` lists
+    them and ``id`` is the first one's). ``replicas`` is empty for a single container made by
+    hand (a fake); use :attr:`containers` to iterate.
+    """
+
+    name: str
+    id: str
+    project: str | None = None
+    service: str | None = None
+    replicas: tuple[Replica, ...] = field(default=())
+
+    @property
+    def containers(self) -> tuple[Replica, ...]:
+        return self.replicas or (Replica(self.name, self.id),)
+
+
+def connect(*, required: bool) -> AppControl | None:
+    """An :class:`AppControl` on the engine from the environment (``DOCKER_HOST`` or the
+    default socket), or None when there is none and ``required`` is false (a Kubernetes init
+    container has no socket: the restart step is skipped and says so)."""
+    where = os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    attempts = 4 if required else 1
+    try:
+        client = Retrying(
+            retry=retry_if_exception(_transient_connect),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exp(multiplier=0.5, max=4),
+            reraise=True,
+            before_sleep=_log_retry("connect"),
+        )(docker.from_env)
+    except (docker.errors.DockerException, OSError) as exc:
+        reason = _connect_reason(exc)
+        if reason == "permission":
+            message = f"permission denied on the Docker socket {where}"
+            hint = (
+                "give the sidecar's user the socket's group: group_add: [\"${DOCKER_GID}\"] "
+                "with DOCKER_GID=$(stat -c %g /var/run/docker.sock), or use a socket proxy"
+            )
+        elif reason == "missing":
+            message = f"no Docker API: {where} does not exist"
+            hint = (
+                "mount /var/run/docker.sock into the sidecar (and group_add the socket's gid), "
+                "or point DOCKER_HOST at a socket proxy"
+            )
+        else:
+            message = f"the Docker API at {where} is unreachable: {_short(exc)}"
+            hint = _API_HINT
+        if not required:
+            event = log.warning if reason == "permission" else log.info
+            event("docker.unavailable", docker_host=where, reason=message, hint=hint)
+            return None
+        raise UnavailableError(message, hint=hint) from None
+    log.debug("docker.connected", docker_host=where)
+    return AppControl(client)
+
+
+class AppControl:
+    """Find, stop, start, restart and watch the app's containers; nothing else.
+
+    ``project``: the sidecar's own Compose project. By default it is detected from the
+    container the sidecar runs in (its labels); pass it to override (tests), or pass
+    ``detect_project=False`` to act outside any project.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        project: str | None = None,
+        detect_project: bool = True,
+        steady: float = 2.0,
+        poll_interval: float = 0.5,
+        attempts: int = 5,
+        retry_wait: float = 0.5,
+    ) -> None:
+        self._client = client
+        self._project = project
+        self._self_id: str | None = None
+        self._detect = detect_project and project is None
+        self._steady = steady
+        self._poll = poll_interval
+        self._attempts = attempts
+        self._retry_wait = retry_wait
+
+    # -- who are we ------------------------------------------------------------------------
+
+    @property
+    def project(self) -> str | None:
+        """Our Compose project (detected once, on first use), or None outside one."""
+        if self._detect:
+            self._detect = False
+            me = self._find_self()
+            if me is not None:
+                self._self_id = str(me.id)
+                self._project = (me.labels or {}).get(PROJECT_LABEL)
+                log.info("docker.self", container=me.name, project=self._project)
+        return self._project
+
+    def _find_self(self) -> Any | None:
+        candidates = own_container_ids(
+            hostname=socket.gethostname(),
+            env_hostname=os.environ.get("HOSTNAME"),
+            mountinfo=_read("/proc/self/mountinfo"),
+            cgroup=_read("/proc/self/cgroup"),
+        )
+        for candidate in candidates:
+            container = self._get(candidate)
+            if container is not None and str(container.id).startswith(candidate):
+                return container
+        if candidates:
+            log.warning(
+                "docker.self_unknown",
+                candidates=candidates,
+                hint="cannot tell our own container: only explicit names/labels work",
+            )
+        return None
+
+    # -- find ------------------------------------------------------------------------------
+
+    def find(self, app: str | None, *, label: str | None = None) -> AppRef:
+        """The app's container(s). In order: the Compose service ``app`` of our own project;
+        a container named (or with the id) ``app``; containers matching ``label``
+        (``key=value`` or ``key``). Inside a Compose project, every match must carry our
+        project's label. Raises :class:`ConfigError` (exit 2) naming what was searched."""
+        if not app and not label:
+            raise ConfigError("no app configured", hint="set SIDECAR_APP or SIDECAR_APP_LABEL")
+        project = self.project
+        scope = f" in Compose project {project!r}" if project else ""
+        searched: list[str] = []
+        if app and project:
+            searched.append(f"service {app!r}{scope}")
+            found = self._list([f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={app}"])
+            if found:
+                return self._ref(found, how="service")
+        if app:
+            searched.append(f"container name or id {app!r}{scope}")
+            container = self._get(app)
+            if (
+                container is not None
+                and self._is_candidate(container)
+                and (container.name == app or str(container.id).startswith(app))
+            ):
+                return self._ref([container], how="name")
+        if label:
+            if not re.fullmatch(r"[^=\s]+(=.*)?", label):
+                raise ConfigError(
+                    f"SIDECAR_APP_LABEL (--app-label): expected key=value, got {label!r}",
+                    hint="fix SIDECAR_APP_LABEL or --app-label",
+                )
+            searched.append(f"label {label!r}{scope}")
+            labels = [label] + ([f"{PROJECT_LABEL}={project}"] if project else [])
+            found = self._list(labels)
+            if found:
+                return self._ref(found, how="label")
+        raise ConfigError(
+            "no app container found: searched " + "; ".join(searched),
+            hint="is SIDECAR_APP the Compose service name (or the container's name)? "
+            "is the app running in the same Compose project as the sidecar?",
+        )
+
+    def _list(self, labels: list[str]) -> list[Any]:
+        found = self._call(
+            "list containers",
+            lambda: self._client.containers.list(all=True, filters={"label": labels}),
+        )
+        return sorted((c for c in found if self._is_candidate(c)), key=lambda c: str(c.name))
+
+    def _is_candidate(self, container: Any) -> bool:
+        labels = container.labels or {}
+        if labels.get(ONEOFF_LABEL) == "True" or str(container.id) == self._self_id:
+            return False
+        return self._project is None or labels.get(PROJECT_LABEL) == self._project
+
+    def _ref(self, found: list[Any], *, how: str) -> AppRef:
+        replicas = tuple(Replica(str(c.name), str(c.id)) for c in found)
+        labels = found[0].labels or {}
+        ref = AppRef(
+            name=", ".join(r.name for r in replicas),
+            id=replicas[0].id,
+            project=labels.get(PROJECT_LABEL),
+            service=labels.get(SERVICE_LABEL),
+            replicas=replicas,
+        )
+        log.info("app.found", app=ref.name, by=how, replicas=len(replicas), project=ref.project)
+        return ref
+
+    # -- stop / start / restart ------------------------------------------------------------
+
+    @contextmanager
+    def stopped(self, app: AppRef, *, timeout: float) -> Iterator[None]:
+        """Stop the app gracefully for the block; start it again on exit, whatever happens.
+
+        Only containers that were running are stopped, and only those are started again: the
+        undo is exactly what was done.
+        """
+        to_start: list[Replica] = []
+        try:
+            for replica in app.containers:
+                container = self._container(replica)
+                if container.attrs["State"].get("Running") is not True:
+                    log.info("app.not_running", container=replica.name)
+                    continue
+                # Marked before the call: a stop interrupted half-way is still undone.
+                to_start.append(replica)
+                log.info("app.stopping", container=replica.name, timeout_s=timeout)
+                started = time.monotonic()
+                self._call(f"stop {replica.name}", partial(container.stop, timeout=_secs(timeout)))
+                log.info("app.stopped", container=replica.name,
+                         seconds=round(time.monotonic() - started, 3))  # fmt: skip
+            yield
+        finally:
+            self._start_again(to_start)
+
+    def _start_again(self, replicas: list[Replica]) -> None:
+        failures: list[str] = []
+        for replica in replicas:
+            log.info("app.starting", container=replica.name)
+            try:
+                container = self._container(replica)
+                self._call(f"start {replica.name}", container.start)
+            except UnavailableError as exc:
+                # An expected failure with its own message: no traceback in the log.
+                log.error("app.start_failed", container=replica.name, error=str(exc))  # noqa: TRY400
+                failures.append(replica.name)
+                continue
+            log.info("app.started", container=replica.name)
+        if failures:
+            raise UnavailableError(
+                f"could not start the app again: {', '.join(failures)}",
+                hint=f"start it by hand: docker start {' '.join(failures)}",
+            )
+
+    def restart(self, app: AppRef, *, timeout: float) -> None:
+        """Restart every container of the app, one after the other (stopped ones start)."""
+        for replica in app.containers:
+            before = self._container(replica).attrs["State"].get("StartedAt")
+            log.info("app.restarting", container=replica.name, timeout_s=timeout)
+            started = time.monotonic()
+
+            def once(replica: Replica = replica, before: Any = before) -> None:
+                # A retried call may follow one that restarted it before the connection
+                # dropped: restart exactly once.
+                container = self._client.containers.get(replica.id)
+                if container.attrs["State"].get("StartedAt") != before:
+                    return
+                container.restart(timeout=_secs(timeout))
+
+            self._call(f"restart {replica.name}", once)
+            log.info("app.restarted", container=replica.name,
+                     seconds=round(time.monotonic() - started, 3))  # fmt: skip
+
+    # -- health ----------------------------------------------------------------------------
+
+    def wait_healthy(self, app: AppRef, *, timeout: float) -> None:
+        """Wait until Docker reports each container ``healthy`` (with a HEALTHCHECK) or, without
+        one, running steadily (not restarted for ``steady`` seconds). Raises
+        :class:`HealthError` (exit 4) on an exit it will not recover from, or at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        for replica in app.containers:
+            self._wait_one(replica, deadline, timeout)
+
+    def _wait_one(self, replica: Replica, deadline: float, timeout: float) -> None:
+        started = time.monotonic()
+        steady_key: tuple[Any, Any] | None = None
+        steady_since = 0.0
+        while True:
+            container = self._container(replica)
+            state = container.attrs.get("State", {})
+            status = state.get("Status", "?")
+            health = state.get("Health")
+            if status in ("exited", "dead") and not _will_restart(container.attrs):
+                raise HealthError(
+                    f"app container {replica.name} {status} (exit code {state.get('ExitCode')})"
+                    f": {self._last_log_line(container)}",
+                    hint=f"see docker logs {replica.name}",
+                )
+            if health:
+                # A stopped container keeps its last health status: only a running one counts.
+                if state.get("Running") and health.get("Status") == "healthy":
+                    break
+            elif state.get("Running"):
+                key = (state.get("StartedAt"), container.attrs.get("RestartCount"))
+                if key != steady_key:
+                    steady_key, steady_since = key, time.monotonic()
+                elif time.monotonic() - steady_since >= self._steady:
+                    break
+            else:
+                steady_key = None
+            if time.monotonic() >= deadline:
+                raise HealthError(
+                    f"app container {replica.name} not healthy after {timeout:g}s: "
+                    + _describe(state, self._last_log_line(container)),
+                    hint=f"see docker logs {replica.name}; raise SIDECAR_HEALTHY_TIMEOUT "
+                    "if the app starts slowly",
+                )
+            time.sleep(self._poll)
+        log.info("app.healthy", container=replica.name, healthcheck=bool(health),
+                 seconds=round(time.monotonic() - started, 3))  # fmt: skip
+
+    def _last_log_line(self, container: Any) -> str:
+        try:
+            raw = self._call("logs", lambda: container.logs(tail=5))
+        except UnavailableError:
+            return "(no logs)"
+        lines = [line for line in bytes(raw).decode("utf-8", "replace").splitlines() if line]
+        return _clip(lines[-1]) if lines else "(no output)"
+
+    # -- API calls -------------------------------------------------------------------------
+
+    def _container(self, replica: Replica) -> Any:
+        container = self._get(replica.id)
+        if container is None:
+            raise UnavailableError(
+                f"app container {replica.name} is gone",
+                hint="it was removed while the sidecar worked on it: check docker ps -a",
+            )
+        return container
+
+    def _get(self, ref: str) -> Any | None:
+        """A container by name or id (prefix), or None when there is no such container."""
+        try:
+            return self._call(f"inspect {ref}", lambda: self._client.containers.get(ref))
+        except docker.errors.NotFound:
+            return None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with bounded retries on transient errors; UnavailableError when they run
+        out or on any other API error. NotFound passes through for the caller to judge."""
+        try:
+            return Retrying(
+                retry=retry_if_exception(_transient),
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exp(multiplier=self._retry_wait, max=5),
+                reraise=True,
+                before_sleep=_log_retry(what),
+            )(fn)
+        except docker.errors.NotFound:
+            raise
+        except (docker.errors.DockerException, OSError) as exc:
+            raise UnavailableError(
+                f"Docker API: {what} failed: {_short(exc)}", hint=_API_HINT
+            ) from exc
+
+
+def own_container_ids(
+    *, hostname: str | None, env_hostname: str | None, mountinfo: str, cgroup: str
+) -> list[str]:
+    """Ids (full or short) that may be our own container's, most reliable first.
+
+    mountinfo: Docker bind-mounts ``/etc/hostname`` & co. from ``.../containers/<id>/``;
+    cgroup v1 (and v2 with a host cgroup namespace) paths carry the id; the hostname is the
+    short id unless Compose's ``hostname:`` changed it. Each is checked against the engine.
+    """
+    found: list[str] = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] in _SELF_MOUNTS:
+            match = _MOUNTINFO_ID.search(fields[3])
+            if match:
+                found.append(match.group(1))
+    found += _CONTAINER_ID.findall(cgroup)
+    found += [h for h in (env_hostname, hostname) if h and _SHORT_ID.match(h)]
+    return list(dict.fromkeys(found))
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, docker.errors.APIError):
+        return bool(exc.is_server_error())
+    # requests' ConnectionError and Timeout are OSErrors (RequestException derives IOError).
+    return isinstance(exc, OSError)
+
+
+def _transient_connect(exc: BaseException) -> bool:
+    return _connect_reason(exc) == "unreachable"
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why the engine could not be reached: "permission", "missing" or "unreachable"."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain)
+    if any(isinstance(e, PermissionError) for e in chain) or "Permission denied" in text:
+        return "permission"
+    if any(isinstance(e, FileNotFoundError) for e in chain) or "No such file" in text:
+        return "missing"
+    return "unreachable"
+
+
+def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("docker.retrying", call=what, attempt=state.attempt_number,
+                    error=_short(error) if error else None)  # fmt: skip
+
+    return before_sleep
+
+
+def _will_restart(attrs: dict[str, Any]) -> bool:
+    """Whether Docker's restart policy brings an exited container back by itself."""
+    policy = (attrs.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name") or "no"
+    if policy in ("always", "unless-stopped"):
+        return True
+    return policy == "on-failure" and attrs.get("State", {}).get("ExitCode") != 0
+
+
+def _describe(state: dict[str, Any], last_log: str) -> str:
+    health = state.get("Health")
+    if not health:
+        return f"status {state.get('Status', '?')}; last log line: {last_log}"
+    checks: Iterable[dict[str, Any]] = health.get("Log") or []
+    last = list(checks)[-1:] or [{}]
+    output = str(last[0].get("Output") or "").strip().splitlines()
+    detail = _clip(output[-1]) if output else f"exit {last[0].get('ExitCode', '?')}, no output"
+    return f"health {health.get('Status', '?')}; last check: {detail}"
+
+
+def _secs(timeout: float) -> int:
+    return max(0, math.ceil(timeout))
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(exc: BaseException) -> str:
+    return _clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
