@@ -1,23 +1,155 @@
-"""Subcommands: plan, migrate (not implemented yet)."""
+"""Subcommands: plan (read-only) and migrate (the deploy pipeline without containers)."""
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from sidecar.errors import NotAvailableError
-from sidecar.report import Result
+from sidecar import database, schema
+from sidecar import migrate as migrating
+from sidecar.errors import ExitCode, UnavailableError
+from sidecar.logs import get_logger
 from sidecar.settings import Settings
 
+if TYPE_CHECKING:
+    from sidecar.pipeline import DeployReport
 
-def plan(settings: Settings, **options: Any) -> Result:
-    raise NotAvailableError(
-        "this subcommand is not available in this build yet",
-        hint="see the README for the subcommands that work today",
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """``sidecar plan``. Exit 3 when a deploy would be refused (a refusal, or drift under
+    ``--strict``), else 6 with ``--check`` when operations are pending, else 0."""
+
+    plan: schema.Plan
+    database: str
+    fresh: bool = False
+    check: bool = False
+    strict: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.plan.refused or (self.strict and self.plan.drift):
+            return ExitCode.REFUSED
+        if self.check and self.plan.operations:
+            return ExitCode.PENDING
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "fresh": self.fresh,
+            "strict": self.strict,
+            **self.plan.to_dict(),
+        }
+
+    def render(self) -> str:
+        p = self.plan
+        head = f"plan for {self.database}" + (
+            " (no database yet: it will be created)" if self.fresh else ""
+        )
+        sections = [
+            ("Will apply", [str(op) for op in p.operations]),
+            ("Drift (never executed)", [str(item) for item in p.drift]),
+            ("Refused (and why)", [f"{item}\n      hint: {item.hint}" for item in p.refused]),
+        ]
+        lines = [head]
+        for title, items in sections:
+            lines.append(f"\n{title}:")
+            lines += [f"  - {item}" for item in items] or ["  (none)"]
+        return "\n".join(lines)
+
+
+def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
+    """Compare the database with the desired schema. Never writes: a read-only connection
+    and one read transaction. A missing database is planned as created from empty."""
+    started = time.monotonic()
+    desired = schema.load_desired(settings.require_schema())
+    db = settings.require_database()
+    fresh = not db.exists()
+    if fresh:
+        result = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+    else:
+        database.check_database_file(db)
+        conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
+        try:
+            conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
+            result = schema.make_plan(
+                schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+            )
+            result = result.with_refused(migrating.unique_conflicts(conn, result))
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(
+                f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
+            ) from None
+        finally:
+            conn.close()
+    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict)
+    log.info(
+        "plan.done",
+        operations=len(result.operations),
+        drift=len(result.drift),
+        refused=len(result.refused),
+        fresh=fresh,
+        exit_code=int(outcome.exit_code),
+        seconds=round(time.monotonic() - started, 3),
     )
+    return outcome
 
 
-def migrate(settings: Settings, **options: Any) -> Result:
-    raise NotAvailableError(
-        "this subcommand is not available in this build yet",
-        hint="see the README for the subcommands that work today",
+@dataclass(frozen=True)
+class MigrateResult:
+    """``sidecar migrate``: the deploy report (same ``--json`` fields as ``deploy``)."""
+
+    report: DeployReport
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self.report)
+
+    def render(self) -> str:
+        r = self.report
+        if r.dry_run:
+            ops = [op.get("summary", op) for op in r.plan.get("operations", [])]
+            return "dry run: nothing changed\n" + (
+                "\n".join(f"  {op}" for op in ops) or "  (no changes)"
+            )
+        what = (
+            "created the database from the schema"
+            if r.fresh
+            else ("applied the schema changes" if r.changed else "nothing to do")
+        )
+        parts = [what]
+        if r.backup:
+            parts.append(f"backup {r.backup}")
+        if r.drift:
+            parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
+        return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
+
+
+def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateResult:
+    """The deploy pipeline without containers: preflight, lease, quiesce, verified backup,
+    the plan applied and verified in one transaction, commit. Creates a missing database."""
+    # Imported here: the pipeline pulls in the Docker seam, which `plan` never needs.
+    from sidecar.pipeline import run_deploy  # noqa: PLC0415 (keeps `plan` free of Docker)
+
+    report = run_deploy(settings, apps=None, dry_run=dry_run)
+    log.info(
+        "migrate.done",
+        changed=report.changed,
+        fresh=report.fresh,
+        backup=report.backup,
+        drift=report.drift,
+        lock_wait_s=report.lock_wait_s,
+        write_blocked_s=report.write_blocked_s,
+        dry_run=dry_run,
+        seconds=round(report.seconds, 3),
     )
+    return MigrateResult(report)

@@ -1,0 +1,379 @@
+"""Apply a plan inside the caller's transaction, verify it there; verified table rebuilds.
+
+:func:`apply_plan` never commits and never rolls back: the caller holds ``BEGIN IMMEDIATE``
+(:func:`sidecar.database.write_lock`) and rolls back on any exception, which leaves the
+database byte-for-byte as it was. Every check that decides whether the change is kept runs
+inside that transaction, before COMMIT.
+
+A table rebuild follows SQLite's documented procedure for schema changes ALTER TABLE cannot
+make (https://www.sqlite.org/lang_altertable.html#otheralter): create the new table under a
+temporary name, copy the rows, drop the old table, rename, recreate indexes and triggers.
+It keeps every live column definition verbatim and only appends the new ones, and it proves
+that no row and no old column value changed by hashing them before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sidecar import database, schema
+from sidecar.database import quote_ident
+from sidecar.errors import HealthError, RefusedError
+from sidecar.logs import get_logger
+
+log = get_logger(__name__)
+
+Check = Callable[[sqlite3.Connection], None]
+
+
+def apply_plan(
+    conn: sqlite3.Connection,
+    plan: schema.Plan,
+    desired: schema.Catalogue,
+    *,
+    extra_checks: Sequence[Check] = (),
+) -> None:
+    """Apply every operation of ``plan`` in the caller's transaction, then verify there.
+
+    Raises :class:`RefusedError` (a refusal, or a new UNIQUE index over duplicate values) or
+    :class:`HealthError` (a verification failed). The caller rolls back; nothing is committed
+    here.
+    """
+    if not conn.in_transaction:
+        raise RuntimeError("apply_plan needs the caller's transaction (BEGIN IMMEDIATE)")
+    if plan.refused:
+        first = plan.refused[0]
+        raise RefusedError(f"refused: {first}", hint=first.hint)
+    started = time.monotonic()
+    counts = database.row_counts(conn)
+    fk_before = {problem[:3] for problem in database.foreign_key_problems(conn)}
+    conflicts = unique_conflicts(conn, plan)
+    if conflicts:
+        raise RefusedError(f"refused: {conflicts[0]}", hint=conflicts[0].hint)
+    rebuilds = [op for op in plan.operations if isinstance(op, schema.RebuildTable)]
+    if rebuilds and conn.execute("PRAGMA foreign_keys").fetchone()[0]:
+        # PRAGMA foreign_keys cannot change inside a transaction, and with it on, dropping
+        # the old table would run ON DELETE actions on the child tables.
+        raise RefusedError(
+            "foreign key enforcement is on for the migration connection; a table rebuild "
+            "needs it off",
+            hint="this SQLite is built with foreign keys on by default; report it as a bug",
+        )
+    for op in plan.operations:
+        op_started = time.monotonic()
+        try:
+            _apply(conn, op)
+        except sqlite3.IntegrityError as exc:
+            raise RefusedError(
+                f"cannot {op}: {exc}",
+                hint="existing rows do not satisfy the new constraint; nothing was changed",
+            ) from None
+        except sqlite3.Error as exc:
+            raise HealthError(
+                f"applying `{op}` failed: {exc}",
+                hint="the change was rolled back; nothing was changed",
+            ) from None
+        log.info("migrate.applied", op=str(op), seconds=round(time.monotonic() - op_started, 3))
+    verify(conn, desired, counts, fk_before, extra_checks)
+    log.info(
+        "migrate.verified",
+        operations=len(plan.operations),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def verify(
+    conn: sqlite3.Connection,
+    desired: schema.Catalogue,
+    counts_before: dict[str, int],
+    fk_before: set[tuple[str, int | None, str]],
+    extra_checks: Sequence[Check] = (),
+) -> None:
+    """The in-transaction health checks; raises :class:`HealthError` on the first failure."""
+    hint = "the change was rolled back; the database is as it was"
+    problems = database.quick_check(conn)
+    if problems:
+        raise HealthError(f"quick_check failed after the change: {problems[0]}", hint=hint)
+    new_fk = [p for p in database.foreign_key_problems(conn) if p[:3] not in fk_before]
+    if new_fk:
+        table, rowid, parent, _ = new_fk[0]
+        raise HealthError(
+            f"foreign_key_check: {table} rowid {rowid} has no parent row in {parent}"
+            + (f" (and {len(new_fk) - 1} more)" if len(new_fk) > 1 else ""),
+            hint=hint,
+        )
+    if fk_before:
+        log.warning(
+            "migrate.foreign_key_problems_before",
+            count=len(fk_before),
+            hint="these violations existed before the change; run PRAGMA foreign_key_check",
+        )
+    counts = database.row_counts(conn)
+    for table, rows in counts_before.items():
+        if counts.get(table) != rows:
+            raise HealthError(
+                f"table {quote_ident(table)} had {rows} rows, now {counts.get(table)}", hint=hint
+            )
+    again = schema.make_plan(schema.read_catalogue(conn), desired, row_counts=counts)
+    if again.operations:
+        raise HealthError(
+            f"the schema does not match the desired one after the change: {again.operations[0]}",
+            hint=hint,
+        )
+    for check in extra_checks:
+        check(conn)
+
+
+def unique_conflicts(conn: sqlite3.Connection, plan: schema.Plan) -> list[schema.Refusal]:
+    """New UNIQUE indexes on existing tables whose rows already hold duplicates. Read-only.
+
+    Indexes over columns the plan has yet to add are checked when they are created."""
+    fresh = {schema.fold(op.table) for op in plan.operations if isinstance(op, schema.CreateTable)}
+    found = []
+    for op in plan.operations:
+        if isinstance(op, schema.CreateIndex) and op.unique and schema.fold(op.table) not in fresh:
+            try:
+                duplicates = find_duplicates(conn, op)
+            except sqlite3.OperationalError:
+                continue  # over a column this plan adds: checked at creation
+            if duplicates:
+                found.append(_duplicates_refusal(op, duplicates))
+    return found
+
+
+def find_duplicates(conn: sqlite3.Connection, op: schema.CreateIndex, limit: int = 5) -> list[str]:
+    """Up to ``limit`` duplicate key values (as text) that would break the UNIQUE index."""
+    terms, where = schema.index_parts(op.sql)
+    keys = ", ".join(terms)
+    # NULLs are distinct in a UNIQUE index: rows with any NULL key never conflict.
+    filters = [f"({term}) IS NOT NULL" for term in terms] + ([f"({where})"] if where else [])
+    rows = conn.execute(
+        f"SELECT {keys}, count(*) FROM {quote_ident(op.table)} WHERE {' AND '.join(filters)} "
+        f"GROUP BY {keys} HAVING count(*) > 1 LIMIT {int(limit)}"
+    ).fetchall()
+    return [", ".join(repr(value) for value in row[:-1]) + f" ({row[-1]} rows)" for row in rows]
+
+
+def _duplicates_refusal(op: schema.CreateIndex, duplicates: list[str]) -> schema.Refusal:
+    return schema.Refusal(
+        f"unique index {quote_ident(op.name)} on {quote_ident(op.table)}",
+        "existing rows hold duplicate values: " + "; ".join(duplicates),
+        "remove or merge the duplicate rows, then deploy again",
+    )
+
+
+def _apply(conn: sqlite3.Connection, op: schema.Operation) -> None:
+    if isinstance(op, schema.AddColumn):
+        conn.execute(f"ALTER TABLE {quote_ident(op.table)} ADD COLUMN {op.definition}")
+    elif isinstance(op, schema.RebuildTable):
+        rebuild_table(conn, op)
+    elif isinstance(op, schema.CreateIndex):
+        try:
+            conn.execute(op.sql)
+        except sqlite3.IntegrityError:
+            duplicates = find_duplicates(conn, op)
+            refusal = _duplicates_refusal(op, duplicates)
+            raise RefusedError(f"refused: {refusal}", hint=refusal.hint) from None
+    elif isinstance(op, schema.CreateTable | schema.CreateView | schema.CreateTrigger):
+        conn.execute(op.sql)
+    else:  # pragma: no cover (every operation type is handled above)
+        raise TypeError(f"unknown operation {op!r}")
+
+
+# --------------------------------------------------------------------------- rebuild
+
+
+def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
+    """SQLite's 12-step rebuild, inside the caller's transaction, proven lossless."""
+    started = time.monotonic()
+    live = schema.read_catalogue(conn)
+    table = live.table(op.table)
+    if table is None:
+        raise HealthError(
+            f"table {quote_ident(op.table)} vanished before its rebuild",
+            hint="the change was rolled back",
+        )
+    name = quote_ident(table.name)
+    temp = _temp_name(conn, table.name)
+    # Step 3: remember the indexes and triggers (dropped with the table) to recreate them.
+    remembered = [
+        e.sql
+        for e in (*live.indexes, *live.triggers)
+        if schema.fold(e.table) == schema.fold(table.name)
+    ]
+    sequence = _sequence(conn, table.name)
+    before = column_hashes(conn, table)
+    # Step 4: the new table: every live column definition verbatim, then the new ones.
+    columns = [c.definition for c in table.columns if c.hidden != 1]
+    body = ",\n  ".join((*columns, *op.columns, *table.constraints, *op.constraints))
+    conn.execute(f"CREATE TABLE {quote_ident(temp)} (\n  {body}\n) {table.options}".rstrip())
+    # Step 5: copy. Generated columns are computed, never copied; rowids are kept.
+    copied = [quote_ident(c.name) for c in table.columns if c.hidden == 0]
+    alias = _rowid_alias(table)
+    if alias:
+        copied.insert(0, alias)
+    names = ", ".join(copied)
+    conn.execute(f"INSERT INTO {quote_ident(temp)} ({names}) SELECT {names} FROM {name}")
+    # Steps 6-7: drop the old table, give the new one its name. legacy_alter_table keeps the
+    # rename from re-parsing views and triggers that mention the (momentarily missing) table:
+    # their text refers to it by name and is valid again once the rename is done.
+    legacy = int(conn.execute("PRAGMA legacy_alter_table").fetchone()[0])
+    conn.execute(f"DROP TABLE {name}")
+    conn.execute("PRAGMA legacy_alter_table = ON")
+    try:
+        conn.execute(f"ALTER TABLE {quote_ident(temp)} RENAME TO {name}")
+    finally:
+        conn.execute(f"PRAGMA legacy_alter_table = {legacy}")
+    # Step 8: indexes and triggers, as they were.
+    for sql in remembered:
+        conn.execute(sql)
+    if sequence is not None:
+        _restore_sequence(conn, table.name, sequence)
+    # Prove it: same rows, same values in every old column, in the same order.
+    rebuilt = schema.read_catalogue(conn).table(table.name)
+    after = column_hashes(conn, table if rebuilt is None else rebuilt, only=list(before))
+    if after != before:
+        changed = sorted(col for col in before if before[col] != after.get(col))
+        raise HealthError(
+            f"rebuild of {name} changed the values of column(s) {', '.join(changed)}",
+            hint="the change was rolled back; please report this as a bug",
+        )
+    log.info(
+        "migrate.rebuilt",
+        table=table.name,
+        rows=op.rows,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _temp_name(conn: sqlite3.Connection, name: str) -> str:
+    existing = {schema.fold(str(r[0])) for r in conn.execute("SELECT name FROM sqlite_master")}
+    candidate = f"_sidecar_new_{name}"
+    n = 1
+    while schema.fold(candidate) in existing:
+        n += 1
+        candidate = f"_sidecar_new{n}_{name}"
+    return candidate
+
+
+def _rowid_alias(table: schema.Table) -> str | None:
+    """A name for the rowid that no column shadows; None for WITHOUT ROWID tables."""
+    if table.without_rowid:
+        return None
+    names = {schema.fold(c.name) for c in table.columns}
+    return next((a for a in ("rowid", "_rowid_", "oid") if a not in names), None)
+
+
+def _order(table: schema.Table) -> str:
+    alias = _rowid_alias(table)
+    if alias:
+        return alias
+    keys = sorted((c for c in table.columns if c.pk), key=lambda c: c.pk)
+    return ", ".join(quote_ident(c.name) for c in keys or table.columns)
+
+
+def column_hashes(
+    conn: sqlite3.Connection, table: schema.Table, *, only: list[str] | None = None
+) -> dict[str, str]:
+    """sha256 per column over its values in key order (rowid, or the primary key)."""
+    columns = [c.name for c in table.columns if c.hidden != 1]
+    if only is not None:
+        wanted = {schema.fold(n) for n in only}
+        columns = [c for c in columns if schema.fold(c) in wanted]
+    digests = [hashlib.sha256() for _ in columns]
+    selected = ", ".join(quote_ident(c) for c in columns)
+    cursor = conn.execute(
+        f"SELECT {selected} FROM {quote_ident(table.name)} ORDER BY {_order(table)}"
+    )
+    while batch := cursor.fetchmany(1000):
+        for row in batch:
+            for digest, value in zip(digests, row, strict=True):
+                # The type name keeps 1, 1.0, '1' and b'1' apart.
+                digest.update(f"{type(value).__name__}:{value!r}\x1f".encode())
+    # Keys are the names as given in `only` (the old table's spelling) for a direct compare.
+    spelled = {schema.fold(n): n for n in (only or columns)}
+    return {spelled[schema.fold(c)]: d.hexdigest() for c, d in zip(columns, digests, strict=True)}
+
+
+def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    if not exists:
+        return None
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _restore_sequence(conn: sqlite3.Connection, table: str, value: int) -> None:
+    """AUTOINCREMENT never reuses an id: keep the old high-water mark (it may exceed max(id))."""
+    updated = conn.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (value, table)
+    ).rowcount
+    if not updated:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
+
+
+# --------------------------------------------------------------------------- fresh database
+
+
+def create_fresh(db: Path, desired: schema.Catalogue) -> None:
+    """Create the database from the desired schema, atomically: build it in a temporary file
+    in the same folder, verify, fsync, then link it into place. A crash leaves no half-made
+    database, and an existing database is never replaced."""
+    if Path(f"{db}-wal").exists() or Path(f"{db}-journal").exists():
+        raise RefusedError(
+            f"database {db} is missing but its -wal or -journal file exists",
+            hint="restore the database file (sidecar restore latest) before deploying",
+        )
+    db.parent.mkdir(parents=True, exist_ok=True)
+    temp = db.with_name(f".{db.name}.sidecar-new-{os.getpid()}")
+    for suffix in ("", "-journal"):
+        Path(f"{temp}{suffix}").unlink(missing_ok=True)
+    try:
+        conn = database.connect(temp)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("BEGIN IMMEDIATE")
+            for sql in desired.statements:
+                conn.execute(sql)
+            verify(conn, desired, {}, set())
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        with temp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        _place(temp, db)
+        _fsync_dir(db.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+    log.info("migrate.created", database=str(db), tables=len(desired.tables))
+
+
+def _place(temp: Path, db: Path) -> None:
+    try:
+        os.link(temp, db)  # fails if a database appeared meanwhile: never overwrite one
+    except FileExistsError:
+        raise RefusedError(
+            f"database {db} appeared while it was being created",
+            hint="run the deploy again; it will migrate the new file",
+        ) from None
+    except OSError:
+        # A file system without hard links: a rename, after one more look for a newcomer.
+        if db.exists():
+            raise RefusedError(
+                f"database {db} appeared while it was being created",
+                hint="run the deploy again; it will migrate the new file",
+            ) from None
+        os.replace(temp, db)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
