@@ -348,21 +348,22 @@ def is_migration_history(path: Path) -> bool:
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:
-    """(line number, statement) pairs; ``sqlite3.complete_statement`` knows about strings,
-    comments and trigger bodies. A trailing incomplete statement is returned as is."""
+    """(line number, statement) pairs. A statement ends at a ``;`` outside strings and
+    comments where ``sqlite3.complete_statement`` agrees (so trigger bodies stay whole);
+    several statements may share a line. A trailing incomplete statement is returned as is."""
     statements: list[tuple[int, str]] = []
-    pending = ""
-    first_line = 1
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        if not pending.strip():
-            first_line = number
-        pending += line
-        if sqlite3.complete_statement(pending):
-            if tokenize(pending.strip().rstrip(";")):
-                statements.append((first_line, pending.strip()))
-            pending = ""
-    if tokenize(pending):
-        statements.append((first_line, pending.strip()))
+    start: Token | None = None
+    for token in tokenize(text):
+        if start is None:
+            if token.text == ";":
+                continue
+            start = token
+        if token.text == ";" and sqlite3.complete_statement(text[start.start : token.end]):
+            line = text.count("\n", 0, start.start) + 1
+            statements.append((line, text[start.start : token.end]))
+            start = None
+    if start is not None:
+        statements.append((text.count("\n", 0, start.start) + 1, text[start.start :].strip()))
     return statements
 
 
