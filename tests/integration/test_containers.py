@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar import containers as seam
+from sidecar import lease
 from sidecar.containers import PROJECT_LABEL, SERVICE_LABEL, AppControl
 from sidecar.errors import ConfigError, HealthError
 from tests.conftest import DEMO_IMAGE, SIDECAR_IMAGE, TEST_LABEL
@@ -180,33 +181,101 @@ def test_the_sidecar_in_its_container_detects_its_own_project(
     """Run as project A's sidecar does: its own labels decide which ``app`` it may touch."""
     project_a, app_a, _ = two_projects
     script = (
-        "import json, sys\n"
-        "sys.path.insert(0, '/tmp/seam')\n"
-        "import containers\n"
+        "import containers, json\n"
         "apps = containers.connect(required=True)\n"
         "ref = apps.find('app')\n"
         "print(json.dumps({'project': apps.project, 'id': ref.id}))\n"
     )
-    box = docker_client.containers.create(
-        SIDECAR_IMAGE,
-        ["-c", script],
-        entrypoint=["python3"],
-        labels={TEST_LABEL: "1", **compose_labels(project_a, "sidecar")},
+    box = seam_container(
+        docker_client,
+        script,
+        labels=compose_labels(project_a, "sidecar"),
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
         group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
-        environment={"SIDECAR_LOG_FORMAT": "json"},
     )
-    try:
-        # The source under test, whatever the image was built from.
-        box.put_archive("/tmp", _tar({"seam/containers.py": Path(seam.__file__)}))
-        box.start()
-        status = box.wait(timeout=60)
-        output = box.logs(stdout=True, stderr=False).decode()
-        assert status["StatusCode"] == 0, box.logs().decode()
-    finally:
-        box.remove(force=True)
+    code, output = finish(box)
+    assert code == 0, output
     document = json.loads(output.strip().splitlines()[-1])
     assert document == {"project": project_a, "id": app_a.id}
+
+
+LEASE = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from lease import hold_lease\n"
+    "from sidecar.errors import SidecarError\n"
+    "db, wait, hold = Path('/app/data/portfolio.db'), float(sys.argv[2]), float(sys.argv[3])\n"
+    "try:\n"
+    "    with hold_lease(db, wait=wait, command='deploy'):\n"
+    "        print('held', flush=True)\n"
+    "        time.sleep(hold)\n"
+    "except SidecarError as exc:\n"
+    "    print(exc, flush=True)\n"
+    "    sys.exit(int(exc.exit_code))\n"
+)
+
+
+def test_the_lease_works_across_containers_on_one_volume(
+    docker_client: Any, volumes: Callable[[str], str]
+) -> None:
+    """Two sidecar containers on one data volume: the second is refused while the first
+    holds the lease, and gets it as soon as the first is killed (SIGKILL: no cleanup ran)."""
+    data = {volumes("data"): {"bind": "/app/data", "mode": "rw"}}
+    holder = seam_container(docker_client, LEASE, ["60", "300"], volumes=data)
+    try:
+        holder.start()
+        deadline = time.monotonic() + 30
+        while b"held" not in holder.logs(stdout=True, stderr=False):
+            assert time.monotonic() < deadline, holder.logs().decode()
+            time.sleep(0.2)
+        refused = seam_container(docker_client, LEASE, ["1", "0"], volumes=data)
+        code, output = finish(refused)
+        assert code == 3, output
+        assert "another sidecar holds the lease on /app/data/portfolio.db" in output
+        assert holder.id[:12] in output  # the holder's hostname: its container id
+
+        holder.kill()  # SIGKILL
+        taker = seam_container(docker_client, LEASE, ["10", "0"], volumes=data)
+        code, output = finish(taker)
+        assert code == 0, output
+        assert "held" in output
+    finally:
+        holder.remove(force=True)
+
+
+def seam_container(
+    docker_client: Any, script: str, args: list[str] | None = None, **kwargs: Any
+) -> Any:
+    """A created (not started) sidecar-image container that runs ``script`` with this
+    checkout's containers.py and lease.py importable: the source under test, whatever the
+    image was built from."""
+    labels = {TEST_LABEL: "1", **kwargs.pop("labels", {})}
+    # sys.argv inside the script: ["-c", script, *args].
+    box = docker_client.containers.create(
+        SIDECAR_IMAGE,
+        ["-c", "import sys; sys.path.insert(0, '/tmp/seam'); exec(sys.argv[1])", script]
+        + (args or []),
+        entrypoint=["python3"],
+        labels=labels,
+        **kwargs,
+    )
+    try:
+        sources = {"seam/containers.py": Path(seam.__file__), "seam/lease.py": Path(lease.__file__)}
+        box.put_archive("/tmp", _tar(sources))
+    except Exception:
+        box.remove(force=True)
+        raise
+    return box
+
+
+def finish(box: Any) -> tuple[int, str]:
+    """Start a seam container, wait for it to exit, remove it; its exit code and output."""
+    try:
+        box.start()
+        status = box.wait(timeout=120)
+        return int(status["StatusCode"]), box.logs(stdout=True, stderr=True).decode()
+    finally:
+        box.remove(force=True)
 
 
 def _tar(files: dict[str, Path]) -> bytes:
