@@ -30,11 +30,11 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import docker
 import docker.errors
@@ -91,6 +91,18 @@ class AppRef:
     @property
     def containers(self) -> tuple[Replica, ...]:
         return self.replicas or (Replica(self.name, self.id),)
+
+
+class Apps(Protocol):
+    """The seam the pipeline needs; :class:`AppControl` is the real one, tests bring fakes."""
+
+    def find(self, app: str | None, *, label: str | None = None) -> AppRef: ...
+
+    def stopped(self, app: AppRef, *, timeout: float) -> AbstractContextManager[None]: ...
+
+    def restart(self, app: AppRef, *, timeout: float) -> None: ...
+
+    def wait_healthy(self, app: AppRef, *, timeout: float) -> None: ...
 
 
 def connect(*, required: bool) -> AppControl | None:

@@ -10,9 +10,16 @@ import requests
 from structlog.testing import capture_logs
 
 from sidecar import containers
-from sidecar.containers import PROJECT_LABEL, AppControl, AppRef, Replica, own_container_ids
+from sidecar.containers import (
+    PROJECT_LABEL,
+    AppControl,
+    AppRef,
+    Apps,
+    Replica,
+    own_container_ids,
+)
 from sidecar.errors import ConfigError, ExitCode, HealthError, UnavailableError
-from tests.fakes import FakeContainer, FakeDocker, api_error, compose_container
+from tests.fakes import FakeApps, FakeContainer, FakeDocker, api_error, compose_container
 
 
 def control(client: FakeDocker, project: str | None = "a", **kwargs: Any) -> AppControl:
@@ -354,3 +361,14 @@ def test_connect_returns_a_control_on_the_client(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(docker, "from_env", lambda: client)
     apps = containers.connect(required=True)
     assert isinstance(apps, AppControl)
+
+
+def test_the_real_control_and_the_fake_fit_the_same_seam() -> None:
+    # Checked by mypy: both satisfy the Protocol the pipeline can be typed against.
+    seams: list[Apps] = [control(FakeDocker(compose_container("a", "app"))), FakeApps()]
+    for apps in seams:
+        ref = apps.find("app")
+        with apps.stopped(ref, timeout=1):
+            pass
+        apps.restart(ref, timeout=1)
+        apps.wait_healthy(ref, timeout=1)
