@@ -1,0 +1,1 @@
+"""Helpers for the bad-input and fault-injection suites (docs/safety.md)."""

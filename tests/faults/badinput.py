@@ -1,0 +1,873 @@
+"""The bad-input cases as data: how to break a file or the environment, which command to run,
+and what the user must then see. Used by ``tests/unit/test_bad_input.py`` (one test per case)
+and by ``tests/faults/safety_table.py`` (the results table in ``docs/safety.md``).
+
+Every case runs the real CLI on real files in a fresh folder (a :class:`World`: a portfolio
+database, a backups folder holding one verified backup, and an "outside" folder standing for
+the rest of the host). A case passes when:
+
+- the exit code is the documented one;
+- stderr carries exactly one ``error: ...`` line followed by one ``hint: ...`` line, the error
+  names the file or the variable, and every other stderr line is a structured (JSON) log event;
+  a failure that is a *finding* of a check (``verify``, ``health``) is a result on stdout instead;
+- nothing is lost: every file that existed before (database, side files, backups, the
+  outside folder) is byte-for-byte unchanged, and no partial file is left in the backups folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sidecar import cli
+from sidecar.backup import create_backup
+from sidecar.catalog import BACKUP_NAME, HISTORY_NAME, LOCK_NAME, PARTIAL_NAME
+from sidecar.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "deploy" / "schema"
+SETPRIV = shutil.which("setpriv")
+# Root ignores file modes. Dropping these capabilities from the bounding set before exec gives
+# a root process the same permission checks as any other user (owner/group/other bits).
+DROP_DAC = ["--bounding-set=-dac_override,-dac_read_search,-fowner"]
+OUTSIDE_DB = "outside.db"
+
+
+# --------------------------------------------------------------------------- the world
+
+
+def build_db(path: Path, *, rows: int = 200) -> Path:
+    """A small portfolio-like database in WAL mode; ``transactions`` spans several pages."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.executescript(
+            """
+            CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);
+            CREATE TABLE transactions (id INTEGER PRIMARY KEY, user_id INTEGER, amount REAL,
+                                       note BLOB);
+            CREATE INDEX transactions_user ON transactions(user_id);
+            """
+        )
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO users(email) VALUES (?)", [(f"u{i}@x",) for i in range(10)])
+        conn.executemany(
+            "INSERT INTO transactions(user_id, amount, note) VALUES (?, ?, randomblob(512))",
+            [(i % 10 + 1, i * 1.5) for i in range(rows)],
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return path
+
+
+@dataclass
+class World:
+    """One fresh installation: data folder, backups folder with one verified backup, and an
+    outside folder (the host) that no command may ever touch."""
+
+    root: Path
+    data: Path = field(init=False)
+    db: Path = field(init=False)
+    backups: Path = field(init=False)
+    outside: Path = field(init=False)
+    backup_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data = self.root / "data"
+        self.backups = self.root / "backups"
+        self.outside = self.root / "outside"
+        for folder in (self.data, self.outside):
+            folder.mkdir(parents=True)
+        self.db = build_db(self.data / "portfolio.db")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            info = create_backup(self.db, self.backups, environment="production", reason="manual")
+        self.backup_id = info.id
+        build_db(self.outside / OUTSIDE_DB, rows=3)
+
+    @property
+    def backup(self) -> Path:
+        return self.backups / self.backup_id
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SIDECAR_DATABASE": f"file:{self.db}",
+            "SIDECAR_BACKUP_DIR": str(self.backups),
+            "SIDECAR_LOG_FORMAT": "json",
+            "SIDECAR_MIN_FREE_MARGIN": "1M",
+        }
+
+    def watched(self) -> list[Path]:
+        return [self.data, self.backups, self.outside]
+
+    def fill(self, text: str) -> str:
+        return text.format(db=self.db, backups=self.backups, backup=self.backup,
+                           outside=self.outside, id=self.backup_id)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- breaking files
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def corrupt_btree(path: Path, table: str = "transactions") -> None:
+    """Flip the cell-pointer array of a leaf page of ``table``: the header and page 1 stay
+    intact, so the file opens and only a b-tree check (quick_check) can tell."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        root = int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,))
+                   .fetchone()[0])  # fmt: skip
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+    data = bytearray(path.read_bytes())
+    offset = (root - 1) * page_size
+    if data[offset] == 0x05:  # interior table page: descend to its right-most child (a leaf)
+        child = struct.unpack(">I", data[offset + 8 : offset + 12])[0]
+        offset = (child - 1) * page_size
+    assert data[offset] == 0x0D, f"page at {offset} is not a table leaf"
+    cells = struct.unpack(">H", data[offset + 3 : offset + 5])[0]
+    # Cell offsets are < page size, so xor 0xFF makes every one of them out of range.
+    for i in range(offset + 8, offset + 8 + 2 * max(cells, 1)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def orphan_wal(world: World) -> None:
+    """A ``-wal`` full of committed frames, and no database beside it."""
+    conn = sqlite3.connect(world.db, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("INSERT INTO users(email) VALUES ('only-in-the-wal@x')")
+    wal = Path(f"{world.db}-wal")
+    kept = wal.read_bytes()
+    conn.close()
+    world.db.unlink()
+    Path(f"{world.db}-shm").unlink(missing_ok=True)
+    wal.write_bytes(kept)
+
+
+def symlinked_backup(world: World, *, drop_real: bool = False) -> str:
+    """A symlink with a backup's name (and a forged, "verified" manifest) pointing at a
+    database outside the backups folder. Returns its name."""
+    if drop_real:
+        world.backup.unlink()
+        Path(f"{world.backup}.json").unlink()
+    name = "portfolio_backup_production_20200101T000000Z.db"
+    target = world.outside / OUTSIDE_DB
+    (world.backups / name).symlink_to(target)
+    manifest = json.loads(Path(f"{world.backup}.json").read_text()) if not drop_real else {}
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    manifest |= {"id": name, "verified": True, "size": target.stat().st_size,
+                 "sha256": digest, "stored_sha256": digest, "compression": "none"}  # fmt: skip
+    (world.backups / f"{name}.json").write_text(json.dumps(manifest))
+    return name
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Run:
+    argv: list[str]
+    env: Mapping[str, str | None] = field(default_factory=dict)  # None: unset the variable
+
+
+Prepare = Callable[[World], Run]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith(prefix)]
+
+    @property
+    def message(self) -> str:
+        """The one-line message a user sees: the error line, else the first stdout line, else
+        the last stderr line that is not a JSON log event."""
+        errors = self.lines("error: ")
+        if errors:
+            return errors[0]
+        first = next((line for line in self.stdout.splitlines() if line.strip()), "")
+        other = [line for line in self.stderr.splitlines() if not line.startswith("{")]
+        return first or (other[-1] if other else "")
+
+    @property
+    def hint(self) -> str:
+        hints = self.lines("hint: ")
+        return hints[0] if hints else ""
+
+
+@dataclass(frozen=True)
+class Case:
+    group: str
+    name: str
+    prepare: Prepare
+    code: int
+    needles: tuple[str, ...] = ()  # in the error line (stdout for findings); {db} etc. filled in
+    finding: bool = False  # a failed check is a result on stdout (verify, health), no error line
+    new_backup: bool = False  # success that legitimately adds a backup
+    relocates: bool = False  # the old bytes may move, but must still exist somewhere
+    drop_dac: bool = False  # run in a real process with ordinary permission checks
+    needs_root: bool = False  # chown to another user
+    requires: str | None = None  # a module that must exist (features still being built)
+    bug: str | None = None  # a known bug: the test is xfail(strict) with this reason
+    check: Callable[[World, Outcome], list[str]] | None = None  # more problems
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}: {self.name}"
+
+    def skip_reason(self) -> str | None:
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return f"{self.requires} is not in this build yet"
+        if self.needs_root and os.geteuid() != 0:
+            return "needs root to give the file another owner"
+        if self.drop_dac and os.geteuid() == 0 and SETPRIV is None:
+            return "root ignores file modes and setpriv (util-linux) is missing to drop that"
+        return None
+
+
+def _run(argv: list[str], env: Mapping[str, str | None] = {}) -> Prepare:
+    return lambda world: Run(argv, env)
+
+
+def _then(
+    action: Callable[[World], object],
+    argv: list[str],
+    env: Mapping[str, str | None] = {},
+) -> Prepare:
+    def prepare(world: World) -> Run:
+        action(world)
+        return Run(argv, env)
+
+    return prepare
+
+
+def _empty(world: World) -> None:
+    world.db.write_bytes(b"")
+
+
+def _text(world: World) -> None:
+    world.db.write_text("DATABASE_URL=postgres://not-sqlite\n")
+
+
+def _mode(mode: int, owner: int | None = None) -> Callable[[World], None]:
+    def apply(world: World) -> None:
+        if owner is not None:
+            os.chown(world.db, owner, owner)
+        world.db.chmod(mode)
+
+    return apply
+
+
+def _readonly_backups(world: World) -> None:
+    world.backups.chmod(0o555)
+
+
+def _backups_is_a_file(world: World) -> None:
+    (world.outside / "not-a-folder").write_text("x")
+
+
+def _db_is_a_folder(world: World) -> None:
+    world.db.unlink()
+    world.db.mkdir()
+
+
+def _corrupt_backup(world: World) -> None:
+    corrupt_btree(world.backup)
+
+
+def _truncate_backup(world: World) -> None:
+    truncate(world.backup)
+
+
+def _garble_manifest(world: World) -> None:
+    Path(f"{world.backup}.json").write_text("{not json")
+
+
+def _symlink_restore(world: World) -> Run:
+    return Run(["restore", symlinked_backup(world)])
+
+
+def _symlink_verify(world: World) -> Run:
+    return Run(["verify", symlinked_backup(world)])
+
+
+def _symlink_list(world: World) -> Run:
+    symlinked_backup(world)
+    return Run(["list"])
+
+
+def _symlink_only(world: World) -> Run:
+    symlinked_backup(world, drop_real=True)
+    return Run(["restore", "latest"])
+
+
+def _lists_only_the_real_backup(world: World, outcome: Outcome) -> list[str]:
+    rows = outcome.stdout.splitlines()[1:]
+    if len(rows) == 1 and rows[0].startswith(world.backup_id):
+        return []
+    return [f"list shows {rows}, not only {world.backup_id}"]
+
+
+def _restored_content(world: World, outcome: Outcome) -> list[str]:
+    """After a restore over a damaged database, the database is the backup's content."""
+    if outcome.code != 0:
+        return []
+    conn = sqlite3.connect(f"file:{world.db}?mode=ro", uri=True)
+    try:
+        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    finally:
+        conn.close()
+    return [] if users == 10 else [f"restored database has {users} users, expected 10"]
+
+
+_ABS_BACKUP = Run(["restore", "{backup}"])
+_BACKUP = ["backup", "--no-prune"]
+_RESTORE = ["restore", "latest"]
+
+_ENV_ONLY_BUG = (
+    "bug: settings.label() names a flag that does not exist for env-only fields "
+    "(--min-free-margin, --max-backup-age, --backup-group, --lease-wait, --stop-timeout, "
+    "--healthy-timeout); the hint should only name flags the CLI accepts"
+)
+_SNAPSHOT_BUG = (
+    "bug: create_backup() never calls database.check_database_file(), and copier.take_snapshot"
+    "() lets sqlite3.DatabaseError escape: a bad database file crashes with exit 1 (or is "
+    "'backed up'); take_backup() should call check_database_file() first and create_backup() "
+    "map DatabaseError to RefusedError naming the file"
+)
+_RESTORE_DAMAGED_BUG = (
+    "bug: restore_backup() takes its pre-restore safety backup with create_backup(), which "
+    "opens the damaged database with SQLite and crashes (exit 1): the one command meant to "
+    "repair a damaged database refuses to; fall back to a raw byte copy of the damaged file "
+    "(and its side files) into the backups folder, then restore"
+)
+_RESTORE_WAL_BUG = (
+    "bug: restore_backup() deletes an orphan -wal (target missing) without saving it: "
+    "committed transactions are lost for good; copy side files into the backups folder (or "
+    "refuse like check_database_file() does) before removing them"
+)
+_NAME_BUG = (
+    "bug: catalog.find_backup() touches the filesystem with an unchecked name: a name longer "
+    "than NAME_MAX crashes (OSError, exit 1) and a NUL byte is echoed raw into the error line; "
+    "reject any name that is not 'latest' and does not match BACKUP_NAME, shown with repr()"
+)
+_NOT_A_FOLDER_BUG = (
+    "bug: catalog.list_backups()/missing_backups() only catch FileNotFoundError: a backups "
+    "path that is a file crashes list/verify (NotADirectoryError, exit 1); raise ConfigError "
+    "naming SIDECAR_BACKUP_DIR"
+)
+
+
+def _config(var: str, value: str, bug: str | None = None, argv: list[str] = _BACKUP) -> Case:
+    return Case("configuration", f"{var}={value!r}", _run(argv, {var: value}), ExitCode.USAGE,
+                (var,), bug=bug)  # fmt: skip
+
+
+CASES: list[Case] = [
+    # --- the database file ------------------------------------------------------------------
+    Case(
+        "database file",
+        "missing / backup",
+        _then(lambda w: w.db.unlink(), _BACKUP),
+        ExitCode.USAGE,
+        ("{db}", "does not exist"),
+    ),
+    Case(
+        "database file",
+        "empty (0 bytes) / backup",
+        _then(_empty, _BACKUP),
+        ExitCode.REFUSED,
+        ("{db}", "empty"),
+        bug=_SNAPSHOT_BUG + " (an empty file gets a 'verified' 0-byte "
+        "backup that counts towards SIDECAR_KEEP and can prune real ones)",
+    ),
+    Case(
+        "database file",
+        "truncated (half a database) / backup",
+        _then(lambda w: truncate(w.db), _BACKUP),
+        ExitCode.REFUSED,
+        ("{db}",),
+        bug=_SNAPSHOT_BUG,
+    ),
+    Case(
+        "database file",
+        "not SQLite (text) / backup",
+        _then(_text, _BACKUP),
+        ExitCode.REFUSED,
+        ("{db}", "not a SQLite database"),
+        bug=_SNAPSHOT_BUG,
+    ),
+    Case(
+        "database file",
+        "corrupted b-tree page / backup",
+        _then(lambda w: corrupt_btree(w.db), _BACKUP),
+        ExitCode.HEALTH,
+        ("{db}", "verification"),
+        bug="bug: backup._finish_and_verify() puts quick_check's raw multi-line text ('*** in "
+        "database main ***\\nOn tree page ...') into the error, which then spans two lines and "
+        "never names the database; strip the banner, keep the first problem, name the file",
+    ),
+    Case(
+        "database file",
+        "-wal without its database / backup",
+        _then(orphan_wal, _BACKUP),
+        ExitCode.REFUSED,
+        ("{db}", "-wal"),
+        bug=_SNAPSHOT_BUG + " (says 'does not exist' while committed data sits in the -wal)",
+    ),
+    Case(
+        "database file",
+        "unreadable (mode 000) / backup",
+        _then(_mode(0o000), _BACKUP),
+        ExitCode.USAGE,
+        ("{db}", "not readable"),
+        drop_dac=True,
+        bug=_SNAPSHOT_BUG,
+    ),
+    Case(
+        "database file",
+        "wrong owner (another uid, 0600) / backup",
+        _then(_mode(0o600, owner=12345), _BACKUP),
+        ExitCode.USAGE,
+        ("{db}", "not readable"),
+        drop_dac=True,
+        needs_root=True,
+        bug=_SNAPSHOT_BUG,
+    ),
+    Case(
+        "database file",
+        "read-only database (0444) / backup works",
+        _then(_mode(0o444), _BACKUP),
+        ExitCode.OK,
+        new_backup=True,
+        drop_dac=True,
+    ),
+    Case(
+        "database file",
+        "a folder, not a file / backup",
+        _then(_db_is_a_folder, _BACKUP),
+        ExitCode.USAGE,
+        ("{db}",),
+    ),
+    Case(
+        "backups folder",
+        "read-only (0555) / backup",
+        _then(_readonly_backups, _BACKUP),
+        ExitCode.USAGE,
+        ("{backups}", "not writable"),
+        drop_dac=True,
+    ),
+    Case(
+        "backups folder",
+        "a file, not a folder / backup",
+        _then(_backups_is_a_file, _BACKUP, {"SIDECAR_BACKUP_DIR": "{outside}/not-a-folder"}),
+        ExitCode.USAGE,
+        ("{outside}/not-a-folder",),
+    ),
+    Case(
+        "backups folder",
+        "a file, not a folder / list",
+        _then(_backups_is_a_file, ["list"], {"SIDECAR_BACKUP_DIR": "{outside}/not-a-folder"}),
+        ExitCode.USAGE,
+        ("{outside}/not-a-folder",),
+        bug=_NOT_A_FOLDER_BUG,
+    ),
+    Case(
+        "backups folder",
+        "a file, not a folder / verify",
+        _then(_backups_is_a_file, ["verify"], {"SIDECAR_BACKUP_DIR": "{outside}/not-a-folder"}),
+        ExitCode.USAGE,
+        ("{outside}/not-a-folder",),
+        bug=_NOT_A_FOLDER_BUG,
+    ),
+    Case(
+        "backup file",
+        "corrupted b-tree page / verify",
+        _then(_corrupt_backup, ["verify"]),
+        ExitCode.HEALTH,
+        ("BAD  {id}", "corrupt"),
+        finding=True,
+    ),
+    Case(
+        "backup file",
+        "truncated / verify",
+        _then(_truncate_backup, ["verify"]),
+        ExitCode.HEALTH,
+        ("BAD  {id}", "size"),
+        finding=True,
+    ),
+    Case(
+        "backup file",
+        "manifest not JSON / verify",
+        _then(_garble_manifest, ["verify"]),
+        ExitCode.HEALTH,
+        ("BAD  {id}", "no manifest"),
+        finding=True,
+    ),
+    Case(
+        "backup file",
+        "corrupted b-tree page / restore",
+        _then(_corrupt_backup, ["restore", "{id}"]),
+        ExitCode.REFUSED,
+        ("{id}", "failed verification"),
+    ),
+    Case(
+        "database file",
+        "truncated / restore latest",
+        _then(lambda w: truncate(w.db), _RESTORE),
+        ExitCode.OK,
+        relocates=True,
+        check=_restored_content,
+        bug=_RESTORE_DAMAGED_BUG,
+    ),
+    Case(
+        "database file",
+        "not SQLite / restore latest",
+        _then(_text, _RESTORE),
+        ExitCode.OK,
+        relocates=True,
+        check=_restored_content,
+        bug=_RESTORE_DAMAGED_BUG,
+    ),
+    Case(
+        "database file",
+        "-wal without its database / restore latest",
+        _then(orphan_wal, _RESTORE),
+        ExitCode.OK,
+        relocates=True,
+        bug=_RESTORE_WAL_BUG,
+    ),
+    # --- restore names ----------------------------------------------------------------------
+    Case(
+        "restore name",
+        "traversal ../../etc/passwd",
+        _run(["restore", "../../etc/passwd"]),
+        ExitCode.REFUSED,
+        ("../../etc/passwd", "only backup names"),
+    ),
+    Case(
+        "restore name",
+        "absolute /etc/passwd",
+        _run(["restore", "/etc/passwd"]),
+        ExitCode.REFUSED,
+        ("/etc/passwd", "only backup names"),
+    ),
+    Case(
+        "restore name",
+        "absolute path of a real backup",
+        lambda w: _ABS_BACKUP,
+        ExitCode.REFUSED,
+        ("{backup}", "only backup names"),
+    ),
+    Case(
+        "restore name",
+        "windows-style ..\\..\\etc\\passwd",
+        _run(["restore", "..\\..\\etc\\passwd"]),
+        ExitCode.REFUSED,
+        ("no backup named",),
+    ),
+    Case(
+        "restore name",
+        "symlink in the backups folder / restore",
+        _symlink_restore,
+        ExitCode.REFUSED,
+        ("symlink",),
+    ),
+    Case(
+        "restore name",
+        "symlink in the backups folder / verify",
+        _symlink_verify,
+        ExitCode.REFUSED,
+        ("symlink",),
+    ),
+    Case(
+        "restore name",
+        "symlink in the backups folder / list ignores it",
+        _symlink_list,
+        ExitCode.OK,
+        check=_lists_only_the_real_backup,
+    ),
+    Case(
+        "restore name",
+        "only a symlink / restore latest",
+        _symlink_only,
+        ExitCode.REFUSED,
+        ("no verified backups",),
+    ),
+    Case(
+        "restore name",
+        "300-character name",
+        _run(["restore", "x" * 300 + ".db"]),
+        ExitCode.REFUSED,
+        ("xxxx",),
+        bug=_NAME_BUG,
+    ),
+    Case(
+        "restore name",
+        "NUL byte in the name",
+        _run(["restore", "a\x00b.db"]),
+        ExitCode.REFUSED,
+        ("a\\x00b.db",),
+        bug=_NAME_BUG,
+    ),
+    # --- configuration ----------------------------------------------------------------------
+    _config("SIDECAR_QUIET_PERIOD", "soon"),
+    _config("SIDECAR_WAIT_TIMEOUT", "-5s"),
+    _config("SIDECAR_WAIT_TIMEOUT", "5 minutes"),
+    _config("SIDECAR_LEASE_WAIT", "1w", bug=_ENV_ONLY_BUG),
+    _config("SIDECAR_HEALTHY_TIMEOUT", "forever", bug=_ENV_ONLY_BUG),
+    _config("SIDECAR_MAX_BACKUP_AGE", "1w", bug=_ENV_ONLY_BUG),
+    _config("SIDECAR_MIN_FREE_MARGIN", "12X", bug=_ENV_ONLY_BUG),
+    _config("SIDECAR_MIN_FREE_MARGIN", "1.5G", bug=_ENV_ONLY_BUG),
+    _config("SIDECAR_KEEP", "0"),
+    _config("SIDECAR_KEEP", "ten"),
+    _config("SIDECAR_KEEP_DAILY", "-1"),
+    _config("SIDECAR_BACKUP_GROUP", "staff", bug=_ENV_ONLY_BUG),
+    _config("SIDECAR_VERIFY", "sha1"),
+    _config("SIDECAR_COMPRESS", "gzip"),
+    _config("SIDECAR_RESTART", "sometimes"),
+    _config("SIDECAR_LOG_LEVEL", "loud"),
+    _config("SIDECAR_STRICT", "maybe"),
+    _config("SIDECAR_ENVIRONMENT", "prod_1"),
+    _config("SIDECAR_ENVIRONMENT", "../x"),
+    _config("SIDECAR_SCHEDULE", "every tuesday"),
+    _config("SIDECAR_DATABASE", "postgres://u@db/app"),
+    _config("SIDECAR_DATABASE", "file://fileserver/portfolio.db"),
+    _config("SIDECAR_DATABASE", "file:"),
+    Case(
+        "configuration",
+        "SIDECAR_DATABASE and SIDECAR_DATABASE_FILE both set",
+        _run(_BACKUP, {"SIDECAR_DATABASE_FILE": "{outside}/secret"}),
+        ExitCode.USAGE,
+        ("SIDECAR_DATABASE", "SIDECAR_DATABASE_FILE"),
+    ),
+    Case(
+        "configuration",
+        "SIDECAR_DATABASE_FILE names a missing file",
+        _run(_BACKUP, {"SIDECAR_DATABASE": None, "SIDECAR_DATABASE_FILE": "{outside}/nope"}),
+        ExitCode.USAGE,
+        ("SIDECAR_DATABASE_FILE", "{outside}/nope"),
+    ),
+    Case(
+        "configuration",
+        "no database at all",
+        _run(_BACKUP, {"SIDECAR_DATABASE": None, "DATABASE_URL": "postgres://u@db/app"}),
+        ExitCode.USAGE,
+        ("no database",),
+    ),
+    Case(
+        "configuration",
+        "flag --keep ten / prune",
+        _run(["prune", "--keep", "ten"]),
+        ExitCode.USAGE,
+        ("SIDECAR_KEEP", "--keep"),
+    ),
+    Case(
+        "configuration",
+        "flag --verify sha1 / backup",
+        _run(["backup", "--verify", "sha1"]),
+        ExitCode.USAGE,
+        ("--verify", "sha1"),
+        bug="bug: argparse usage errors bypass the error/hint contract (a usage block, then "
+        "'sidecar backup: error: ...', no hint line); override ArgumentParser.error() in "
+        "cli.py to print 'error: ...' and 'hint: see sidecar <command> --help', exit 2",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_cli(argv: list[str], env: Mapping[str, str], *, drop_dac: bool = False) -> Outcome:
+    """The real CLI: in this process, or (``drop_dac``) in a real process whose file access is
+    checked like any non-root user's."""
+    if drop_dac:
+        prefix = [SETPRIV or "setpriv", *DROP_DAC] if os.geteuid() == 0 else []
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "sidecar", *argv],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        return Outcome(proc.returncode, proc.stdout, proc.stderr)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv, env=env)
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def run_case(case: Case, world: World) -> tuple[Outcome, dict[str, str], list[str]]:
+    """Prepare the world, snapshot it, run the command: (outcome, snapshot before, argv)."""
+    plan = case.prepare(world)
+    (world.outside / "secret").write_text(str(world.db))
+    env: dict[str, str] = world.env()
+    for key, value in plan.env.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = world.fill(value)
+    argv = [world.fill(arg) for arg in plan.argv]
+    before = files_state(world.watched())
+    return run_cli(argv, env, drop_dac=case.drop_dac), before, argv
+
+
+def restore_permissions(world: World) -> None:
+    """Undo chmods so that pytest can delete the folder."""
+    for path in (world.backups, world.db):
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                path.chmod(0o700)
+            elif path.exists():
+                path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def files_state(roots: Iterable[Path]) -> dict[str, str]:
+    """sha256 of every regular file under ``roots`` (symlinks by their target; the history
+    file by its text, which may only grow)."""
+    state: dict[str, str] = {}
+
+    def add(path: Path) -> None:
+        if path.is_symlink():
+            state[str(path)] = f"symlink->{os.readlink(path)}"
+        elif path.is_file():
+            if path.name == HISTORY_NAME:
+                state[str(path)] = "text:" + path.read_text()
+            else:
+                state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for root in roots:
+        if root.is_dir() and not root.is_symlink():
+            for folder, dirs, files in os.walk(root):
+                for name in sorted(dirs + files):
+                    add(Path(folder) / name)
+        else:
+            add(root)
+    return state
+
+
+def contract_problems(case: Case, world: World, outcome: Outcome) -> list[str]:
+    """Exit code and the shape of what the user sees."""
+    problems: list[str] = []
+    if outcome.code != case.code:
+        problems.append(f"exit {outcome.code}, expected {int(case.code)}")
+    if "Traceback" in outcome.stderr:
+        problems.append("a traceback on stderr")
+    needles = [world.fill(n) for n in case.needles]
+    if case.code == ExitCode.OK or case.finding:
+        problems += _result_problems(outcome, needles)
+    else:
+        problems += _error_problems(outcome, needles)
+    if case.check is not None:
+        problems += case.check(world, outcome)
+    return problems
+
+
+def _result_problems(outcome: Outcome, needles: list[str]) -> list[str]:
+    """A result (success, or a check's findings): on stdout, no error line."""
+    problems = [f"unexpected {line!r}" for line in outcome.lines("error: ")]
+    missing = [n for n in needles if n not in outcome.stdout]
+    if missing:
+        problems.append(f"stdout does not mention {missing}: {outcome.stdout[:300]!r}")
+    return problems
+
+
+def _error_problems(outcome: Outcome, needles: list[str]) -> list[str]:
+    """One error line naming ``needles``, the hint right after it, JSON events otherwise."""
+    problems: list[str] = []
+    errors, hints = outcome.lines("error: "), outcome.lines("hint: ")
+    lines = outcome.stderr.splitlines()
+    if len(errors) != 1 or len(hints) != 1:
+        problems.append(f"{len(errors)} error lines and {len(hints)} hint lines")
+    elif lines.index(hints[0]) != lines.index(errors[0]) + 1:
+        problems.append("the hint does not follow the error")
+    for line in lines:
+        if line.startswith(("error: ", "hint: ")):
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            problems.append(f"stderr line is neither error, hint nor a JSON event: {line!r}")
+            break
+    error, hint = (errors or [""])[0], (hints or [""])[0]
+    missing = [n for n in needles if n not in error]
+    if missing:
+        problems.append(f"the error does not name {missing}: {error!r}")
+    if any(ord(c) < 32 for c in error + hint):
+        problems.append("a control character in the error or hint line")
+    if hints and len(hint) < len("hint: ") + 10:
+        problems.append(f"the hint says nothing: {hint!r}")
+    unknown = sorted(set(re.findall(r"--[a-z][a-z-]+", f"{error} {hint}")) - known_flags())
+    if unknown:
+        problems.append(f"names flags the CLI does not accept: {unknown}")
+    return problems
+
+
+def lost_problems(case: Case, world: World, before: dict[str, str]) -> list[str]:
+    """Nothing lost: every file as it was (or, for ``relocates``, its bytes kept somewhere);
+    no partial left; nothing new in the backups folder but what the command may add."""
+    after = files_state(world.watched())
+    problems: list[str] = []
+    kept = set(after.values())
+    for path, digest in before.items():
+        now = after.get(path)
+        if digest.startswith("text:"):
+            if now is None or not now.startswith(digest):
+                problems.append(f"{path}: history rewritten")
+        elif now != digest and not (case.relocates and digest in kept):
+            problems.append(f"{path}: {'changed' if now else 'gone'}")
+    for path in sorted(set(after) - set(before)):
+        name = Path(path).name
+        if Path(path).parent != world.backups:
+            continue
+        if PARTIAL_NAME.match(name) or ".partial" in name:
+            problems.append(f"partial file left: {name}")
+        elif not _may_add(case, name):
+            problems.append(f"new file in the backups folder: {name}")
+    return problems
+
+
+def _may_add(case: Case, name: str) -> bool:
+    if name == LOCK_NAME or case.relocates:
+        return True
+    ours = BACKUP_NAME.match(name.removesuffix(".json")) or name == HISTORY_NAME
+    return case.new_backup and bool(ours)
+
+
+def known_flags() -> set[str]:
+    parser = cli.build_parser()
+    flags: set[str] = set()
+    for action in parser._actions:  # argparse keeps subparsers as an action
+        flags.update(action.option_strings)
+        for sub in getattr(action, "choices", None) or {}:
+            choices = action.choices
+            if isinstance(choices, dict):
+                for sub_action in choices[sub]._actions:
+                    flags.update(sub_action.option_strings)
+    return flags
