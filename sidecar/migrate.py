@@ -280,24 +280,29 @@ def _order(table: schema.Table) -> str:
 def column_hashes(
     conn: sqlite3.Connection, table: schema.Table, *, only: list[str] | None = None
 ) -> dict[str, str]:
-    """sha256 per column over its values in key order (rowid, or the primary key)."""
+    """sha256 per column over its values in key order (rowid, or the primary key).
+
+    Values are hashed through ``repr``, which keeps 1, 1.0, '1' and b'1' apart; one column
+    per scan, a batch per ``repr`` call, so the hashing runs at C speed."""
     columns = [c.name for c in table.columns if c.hidden != 1]
     if only is not None:
         wanted = {schema.fold(n) for n in only}
         columns = [c for c in columns if schema.fold(c) in wanted]
-    digests = [hashlib.sha256() for _ in columns]
-    selected = ", ".join(quote_ident(c) for c in columns)
-    cursor = conn.execute(
-        f"SELECT {selected} FROM {quote_ident(table.name)} ORDER BY {_order(table)}"
-    )
-    while batch := cursor.fetchmany(1000):
-        for row in batch:
-            for digest, value in zip(digests, row, strict=True):
-                # The type name keeps 1, 1.0, '1' and b'1' apart.
-                digest.update(f"{type(value).__name__}:{value!r}\x1f".encode())
     # Keys are the names as given in `only` (the old table's spelling) for a direct compare.
     spelled = {schema.fold(n): n for n in (only or columns)}
-    return {spelled[schema.fold(c)]: d.hexdigest() for c, d in zip(columns, digests, strict=True)}
+    order = _order(table)
+    hashes = {}
+    for column in columns:
+        digest = hashlib.sha256()
+        cursor = conn.cursor()
+        cursor.row_factory = None  # plain tuples, whatever the connection's factory
+        cursor.execute(
+            f"SELECT {quote_ident(column)} FROM {quote_ident(table.name)} ORDER BY {order}"
+        )
+        while batch := cursor.fetchmany(10_000):
+            digest.update(repr(batch).encode())
+        hashes[spelled[schema.fold(column)]] = digest.hexdigest()
+    return hashes
 
 
 def _sequence(conn: sqlite3.Connection, table: str) -> int | None:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from sidecar.database import quote_ident
 from sidecar.errors import ConfigError
@@ -57,8 +58,7 @@ def fold(name: str) -> str:
     return name.translate(_ASCII_FOLD)
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     kind: str
     text: str
     start: int
@@ -84,14 +84,17 @@ class Token:
         return self.kind == "word" and fold(self.text) in words
 
 
-def tokenize(sql: str) -> list[Token]:
-    """Meaningful tokens of ``sql``: whitespace and comments left out."""
-    tokens = []
+def iter_tokens(sql: str) -> Iterator[Token]:
+    """Meaningful tokens of ``sql`` (whitespace and comments left out), lazily."""
     for match in _TOKEN.finditer(sql):
         kind = match.lastgroup or "op"
         if kind not in ("ws", "comment"):
-            tokens.append(Token(kind, match.group(), match.start(), match.end()))
-    return tokens
+            yield Token(kind, match.group(), match.start(), match.end())
+
+
+def tokenize(sql: str) -> list[Token]:
+    """Meaningful tokens of ``sql``: whitespace and comments left out."""
+    return list(iter_tokens(sql))
 
 
 def _split_top(sql: str, tokens: Sequence[Token]) -> list[tuple[str, list[Token]]]:
@@ -162,7 +165,7 @@ class Column:
     def generated(self) -> bool:
         return self.hidden in (2, 3)
 
-    @property
+    @cached_property
     def shape(self) -> tuple[str, ...]:
         """The definition after the name, normalised: equal shapes mean equal columns."""
         return tuple(token.norm for token in tokenize(self.definition)[1:])
@@ -180,8 +183,11 @@ class Table:
     virtual: bool = False
 
     def column(self, name: str) -> Column | None:
-        key = fold(name)
-        return next((c for c in self.columns if fold(c.name) == key), None)
+        return self._by_name.get(fold(name))
+
+    @cached_property
+    def _by_name(self) -> dict[str, Column]:
+        return {fold(c.name): c for c in self.columns}
 
     @property
     def autoincrement(self) -> bool:
@@ -197,7 +203,7 @@ class Entity:
     table: str
     sql: str
 
-    @property
+    @cached_property
     def shape(self) -> tuple[str, ...]:
         return tuple(token.norm for token in tokenize(self.sql))
 
@@ -212,8 +218,18 @@ class Catalogue:
     statements: tuple[str, ...] = ()
 
     def table(self, name: str) -> Table | None:
-        key = fold(name)
-        return next((t for t in self.tables if fold(t.name) == key), None)
+        return self._tables.get(fold(name))
+
+    def view(self, name: str) -> Entity | None:
+        return self._views.get(fold(name))
+
+    @cached_property
+    def _tables(self) -> dict[str, Table]:
+        return {fold(t.name): t for t in self.tables}
+
+    @cached_property
+    def _views(self) -> dict[str, Entity]:
+        return {fold(v.name): v for v in self.views}
 
 
 def parse_create_table(sql: str) -> tuple[dict[str, str], tuple[str, ...], str]:
@@ -353,17 +369,24 @@ def split_statements(text: str) -> list[tuple[int, str]]:
     several statements may share a line. A trailing incomplete statement is returned as is."""
     statements: list[tuple[int, str]] = []
     start: Token | None = None
+    line, counted = 1, 0
+
+    def line_of(offset: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, offset)
+        counted = offset
+        return line
+
     for token in tokenize(text):
         if start is None:
             if token.text == ";":
                 continue
             start = token
         if token.text == ";" and sqlite3.complete_statement(text[start.start : token.end]):
-            line = text.count("\n", 0, start.start) + 1
-            statements.append((line, text[start.start : token.end]))
+            statements.append((line_of(start.start), text[start.start : token.end]))
             start = None
     if start is not None:
-        statements.append((text.count("\n", 0, start.start) + 1, text[start.start :].strip()))
+        statements.append((line_of(start.start), text[start.start :].strip()))
     return statements
 
 
@@ -379,6 +402,9 @@ def load_desired(path: Path) -> Catalogue:
     history = is_migration_history(path)
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
+        # One transaction for the whole load: much faster for big schemas. Transaction
+        # statements in the files are ignored, so nothing can end it early.
+        conn.execute("BEGIN")
         for file in desired_files(path):
             try:
                 text = file.read_bytes().decode("utf-8")
@@ -403,15 +429,15 @@ def load_desired(path: Path) -> Catalogue:
 def _load_statement(
     conn: sqlite3.Connection, file: Path, line: int, statement: str, *, history: bool
 ) -> None:
-    words = [t for t in tokenize(statement) if t.kind == "word"]
-    first = fold(words[0].text) if words else ""
+    first_word = next((t for t in iter_tokens(statement) if t.kind == "word"), None)
+    first = fold(first_word.text) if first_word else ""
     snippet = " ".join(statement.split())
     snippet = snippet if len(snippet) <= 100 else snippet[:97] + "..."
     where = f"{file}:{line}"
     if first in _IGNORED_STATEMENTS:
         log.debug("schema.statement_ignored", file=str(file), line=line, statement=snippet)
         return
-    altering = first == "alter" and any(w.is_word("drop", "rename") for w in words)
+    altering = first == "alter" and any(t.is_word("drop", "rename") for t in tokenize(statement))
     if not history and (first in _REFUSED_STATEMENTS or altering):
         what = _REFUSED_STATEMENTS.get(first, "ALTER TABLE ... DROP/RENAME")
         raise ConfigError(
@@ -593,8 +619,11 @@ class _Diff:
     refused: list[Refusal] = field(default_factory=list)
 
     def rows(self, table: str) -> int:
-        key = fold(table)
-        return next((n for t, n in self.row_counts.items() if fold(t) == key), 0)
+        return self._folded.get(fold(table), 0)
+
+    @cached_property
+    def _folded(self) -> dict[str, int]:
+        return {fold(t): n for t, n in self.row_counts.items()}
 
 
 def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]) -> Plan:
@@ -607,7 +636,7 @@ def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]
     for table in desired.tables:
         current = live.table(table.name)
         if current is None:
-            if any(fold(v.name) == fold(table.name) for v in live.views):
+            if live.view(table.name) is not None:
                 diff.drift.append(
                     Drift(
                         "table_changed",

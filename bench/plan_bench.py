@@ -1,0 +1,160 @@
+"""Schema engine benchmark: planning time by table count, ADD COLUMN in place against a rebuild.
+
+    .venv/bin/python bench/plan_bench.py                      # 10/100/1000 tables, 1M rows
+    .venv/bin/python bench/plan_bench.py --rows 100000 --runs 5
+
+Planning: a live database with N tables (5 columns, 1 index each) and a desired schema that
+adds a column to every table and one new table. Timed separately: loading the desired schema
+(SQLite parses it in memory), reading the live catalogue, and the diff itself. Median of
+``--runs`` runs.
+
+Migrating: one table with ``--rows`` rows; an in-place ``ADD COLUMN`` (constant default) and
+a verified rebuild (``DEFAULT CURRENT_TIMESTAMP``), each applied and verified in one
+transaction like a deploy, then committed. Median of ``--runs`` runs on fresh copies.
+
+Prints one table per part. No assertion on timings: this reports, it does not judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sidecar import database, logs, migrate, schema  # noqa: E402 (after the path tweak)
+
+
+def median_seconds(runs: int, work: Callable[[], object]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def table_sql(i: int, *, extra: bool) -> str:
+    columns = [
+        "id INTEGER PRIMARY KEY AUTOINCREMENT",
+        '"userId" INTEGER NOT NULL',
+        "name TEXT NOT NULL",
+        "amount REAL",
+        '"createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP',
+    ]
+    if extra:
+        columns.append("note TEXT DEFAULT ''")
+    return (
+        f'CREATE TABLE "Table{i}" ({", ".join(columns)});\n'
+        f'CREATE INDEX "Table{i}_userId_idx" ON "Table{i}"("userId");\n'
+    )
+
+
+def bench_plan(folder: Path, tables: int, runs: int) -> tuple[float, float, float, int]:
+    db = folder / f"plan{tables}.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(
+        "BEGIN;" + "".join(table_sql(i, extra=False) for i in range(tables)) + "COMMIT;"
+    )
+    conn.close()
+    desired_file = folder / f"desired{tables}.sql"
+    desired_file.write_text(
+        "".join(table_sql(i, extra=True) for i in range(tables))
+        + 'CREATE TABLE "New" (id INTEGER PRIMARY KEY);\n'
+    )
+    desired = schema.load_desired(desired_file)
+    conn = database.connect(db, readonly=True)
+    live = schema.read_catalogue(conn)
+    counts = database.row_counts(conn)
+    load = median_seconds(runs, lambda: schema.load_desired(desired_file))
+    read = median_seconds(runs, lambda: schema.read_catalogue(conn))
+    diff = median_seconds(runs, lambda: schema.make_plan(live, desired, row_counts=counts))
+    operations = len(schema.make_plan(live, desired, row_counts=counts).operations)
+    conn.close()
+    return load, read, diff, operations
+
+
+def bench_migrate(folder: Path, rows: int, runs: int) -> list[tuple[str, float, str]]:
+    base = folder / "rows.db"
+    conn = sqlite3.connect(base, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.executescript(table_sql(0, extra=False))
+    conn.execute("BEGIN")
+    conn.executemany(
+        'INSERT INTO "Table0" ("userId", name, amount) VALUES (?, ?, ?)',
+        ((i % 1000, f"name {i}", i * 0.5) for i in range(rows)),
+    )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    base_sql = table_sql(0, extra=False)
+    variants = {
+        "ADD COLUMN in place": base_sql.replace(
+            "CURRENT_TIMESTAMP)", "CURRENT_TIMESTAMP, fee REAL NOT NULL DEFAULT 0)"
+        ),
+        "verified rebuild": base_sql.replace(
+            "CURRENT_TIMESTAMP)",
+            'CURRENT_TIMESTAMP, "updatedAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)',
+        ),
+    }
+    results = []
+    for label, sql in variants.items():
+        desired_file = folder / "desired_rows.sql"
+        desired_file.write_text(sql)
+        desired = schema.load_desired(desired_file)
+        kinds: set[str] = set()
+        times = []
+        for _ in range(runs):
+            copy = folder / "copy.db"
+            shutil.copyfile(base, copy)
+            started = time.perf_counter()
+            with database.write_lock(copy, 5) as locked:
+                plan = schema.make_plan(
+                    schema.read_catalogue(locked), desired, row_counts=database.row_counts(locked)
+                )
+                kinds |= {op.kind for op in plan.operations}
+                migrate.apply_plan(locked, plan, desired, extra_checks=[])
+                locked.execute("COMMIT")
+            times.append(time.perf_counter() - started)
+        results.append((label, statistics.median(times), ", ".join(sorted(kinds))))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", default="10,100,1000", help="table counts to plan")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the migrate part")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
+    args = parser.parse_args()
+    logs.configure("json", "warning")
+    runs = max(3, args.runs)
+    with tempfile.TemporaryDirectory(prefix="plan-bench-") as tmp:
+        folder = Path(tmp)
+        print(f"plan time, median of {runs} runs (SQLite {sqlite3.sqlite_version})")
+        header = ("tables", "load desired", "read live", "diff", "total", "ops")
+        print("{:>7} {:>13} {:>10} {:>8} {:>8} {:>6}".format(*header))
+        for tables in (int(n) for n in args.tables.split(",")):
+            load, read, diff, ops = bench_plan(folder, tables, runs)
+            total = load + read + diff
+            print(f"{tables:>7} {load:>12.3f}s {read:>9.3f}s {diff:>7.3f}s {total:>7.3f}s {ops:>6}")
+        if args.rows > 0:
+            print(
+                f"\nmigrate time on a {args.rows:,}-row table, median of {runs} runs "
+                "(plan + apply + verify + commit)"
+            )
+            print(f"{'change':<22} {'seconds':>8}  operations")
+            for label, seconds, kinds in bench_migrate(folder, args.rows, runs):
+                print(f"{label:<22} {seconds:>7.3f}s  {kinds}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
