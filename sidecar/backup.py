@@ -128,7 +128,7 @@ def create_backup(
             )
             if isinstance(reporter, copier.ProgressReporter):
                 reporter.finish()
-            facts = _finish_and_verify(work, snap.copied_sha256, verify)
+            facts = _finish_and_verify(work, snap, verify)
             stored, stored_size, stored_sha = work, facts["size"], facts["sha256"]
             if compress == "zstd":
                 stored = partial_path(final)
@@ -153,6 +153,8 @@ def create_backup(
                 "page_count": facts["page_count"],
                 "journal_mode": snap.journal_mode,
                 "wal_frames_folded": facts["wal_frames"],
+                "wal_copied": snap.wal_copied,
+                "writeback": snap.writeback,
                 "sqlite_version": sqlite3.sqlite_version,
                 "schema_hash": facts["schema_hash"],
                 "row_counts": facts["row_counts"],
@@ -229,9 +231,43 @@ def _write_manifest(path: Path, manifest: dict[str, Any], mode: int, group: int 
         os.close(fd)
 
 
-def _finish_and_verify(work: Path, copied_sha256: str | None, level: VerifyLevel) -> dict[str, Any]:
-    """Fold the copied ``-wal`` into the copy, then check it at ``level``; raise HealthError."""
+def _finish_and_verify(work: Path, snap: copier.Snapshot, level: VerifyLevel) -> dict[str, Any]:
+    """Fold the copied ``-wal`` (if any) into the copy, then check it at ``level``.
+
+    The checksum: the copier proved, chunk by chunk, that the file holds exactly the bytes
+    it read from the database, and hashed them. So without a ``-wal`` to fold the file is
+    not read again (its sha256 is known); after a fold it is re-hashed as it now is.
+    Raises HealthError.
+    """
     t0 = time.monotonic()
+    wal_frames = 0
+    if snap.wal_copied:
+        wal_frames = _fold_wal(work)
+    if snap.wal_copied or snap.copied_sha256 is None:
+        size, sha = sha256_file(work)
+    else:
+        size, sha = snap.db_bytes, snap.copied_sha256
+    problems: list[str] = []
+    # With no wal frames folded in, the file must be byte for byte what the copier read.
+    if snap.copied_sha256 is not None and wal_frames == 0 and sha != snap.copied_sha256:
+        problems.append("the written file differs from the bytes read from the database")
+    if size != work.stat().st_size:
+        problems.append(f"the file holds {work.stat().st_size} bytes, {size} were copied")
+    facts = inspect_file(work, None if level == "checksum" else level == "full")
+    problems += facts.pop("problems")
+    if facts["page_size"] * facts["page_count"] != size:
+        problems.append(f"size {size} is not page_size x page_count")
+    if problems:
+        raise HealthError(
+            f"the new backup failed verification: {problems[0]}",
+            hint="the database itself may be damaged: run sidecar health --full",
+        )
+    return {**facts, "size": size, "sha256": sha, "wal_frames": wal_frames,
+            "seconds": time.monotonic() - t0}  # fmt: skip
+
+
+def _fold_wal(work: Path) -> int:
+    """Checkpoint the copied ``-wal`` into the copy; the number of frames folded."""
     conn = sqlite3.connect(str(work), isolation_level=None)
     try:
         # A first read opens the -wal; before it, wal_checkpoint reports (0, 0, 0) and the
@@ -247,25 +283,9 @@ def _finish_and_verify(work: Path, copied_sha256: str | None, level: VerifyLevel
             )
     finally:
         conn.close()
-    wal_frames = max(int(wal_frames), 0)
     for side in ("-wal", "-shm"):
         Path(f"{work}{side}").unlink(missing_ok=True)
-    size, sha = sha256_file(work)
-    problems: list[str] = []
-    # With no wal frames folded in, the file must be byte for byte what the copier read.
-    if copied_sha256 is not None and wal_frames == 0 and sha != copied_sha256:
-        problems.append("the written file differs from the bytes read from the database")
-    facts = inspect_file(work, None if level == "checksum" else level == "full")
-    problems += facts.pop("problems")
-    if facts["page_size"] * facts["page_count"] != size:
-        problems.append(f"size {size} is not page_size x page_count")
-    if problems:
-        raise HealthError(
-            f"the new backup failed verification: {problems[0]}",
-            hint="the database itself may be damaged: run sidecar health --full",
-        )
-    return {**facts, "size": size, "sha256": sha, "wal_frames": wal_frames,
-            "seconds": time.monotonic() - t0}  # fmt: skip
+    return max(int(wal_frames), 0)
 
 
 def inspect_file(path: Path, full: bool | None) -> dict[str, Any]:

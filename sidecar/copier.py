@@ -1,41 +1,68 @@
-"""Streaming file copies with periodic fsync; also the child process that copies a live database.
+"""Verified file copies, and the child process that copies a live database.
 
 Why a child process: closing *any* file descriptor on a database file drops every POSIX lock
 this process holds on it, including SQLite's (a caller may hold ``BEGIN IMMEDIATE`` on another
 connection). So the live ``.db`` and ``-wal`` are only ever opened by ``python -m
 sidecar.copier``; the parent holds the read transaction that makes the copy consistent.
 
-The child prints JSON lines on stdout: ``progress`` events, then one ``done`` (or ``error``)
-event. Keep this module light: it is imported on every child start-up.
+How a live file is copied (:func:`copy_verified`): every byte of the source is read once, into
+one of a few big buffers; the buffer is written to the backup and its writeback started at
+once; a verifier thread hashes the buffer (hashlib releases the GIL), waits until that range
+is written out, reads it back from the backup file and compares. The sha256 it returns is of
+the bytes read from the source, and the backup file is proven to hold exactly those bytes,
+so no second pass over the file is needed. Dirty pages stay bounded by the buffers in flight:
+the app's own fsyncs never wait behind a gigabyte of ours (see DESIGN.md).
+
+The protocol: the child prints ``ready`` on stdout, reads one ``go <json job>`` line from
+stdin, then prints JSON lines: ``progress`` events, ``released`` once every source byte has
+been read (the parent may end its read transaction: the rest is checking and syncing our own
+file), then one ``done`` (or ``error``) event. Keep this module light: it is imported on
+every child start-up (no argparse, dataclasses, subprocess or sqlite3 at module level).
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import json
 import os
-import sqlite3
-import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from queue import SimpleQueue
+from typing import IO, Any, NamedTuple, NoReturn
 
-CHUNK = 1 << 20  # 1 MiB reads keep the RSS flat whatever the database size
-SYNC_EVERY = 64 << 20  # one big fsync at the end stalls the app's commits; sync as we go
+CHUNK = 1 << 20  # streaming (compression, restore, re-hashing): small and flat
+COPY_CHUNK = 4 << 20  # the live copy: big enough for full-speed sha256 and few syscalls
+# Buffers in flight between reader and verifier: the child's RSS (~4 x 4 MiB + the read-back
+# buffer) and, with sync_file_range, the most dirty data of ours the app's fsyncs can meet.
+COPY_BUFFERS = 3
+SYNC_EVERY = 64 << 20  # without sync_file_range: fdatasync this often instead
 PROGRESS_EVERY = 0.5  # seconds between progress lines from the child
 # The module the child runs; tests point it at a fault-injecting wrapper.
 CHILD_MODULE = "sidecar.copier"
+
+# <linux/fs.h>
+_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+# sync_file_range is not there (or not for this file system): fall back to fdatasync.
+_SFR_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP)
 
 Progress = Callable[[int], None]
 
 
 class CopyAborted(Exception):
     """The parent died: stop writing a backup nobody will finish."""
+
+
+class CopyMismatch(Exception):
+    """The backup file, read back, differs from the bytes read from the source."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"the backup file differs from the bytes read, near byte {offset}")
+        self.offset = offset
 
 
 def fsync_dir(path: Path) -> None:
@@ -47,9 +74,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def create_exclusive(path: Path, mode: int, group: int | None) -> int:
+def create_exclusive(path: Path, mode: int, group: int | None, *, readable: bool = False) -> int:
     """A new file descriptor for writing ``path``; fails if it exists (never clobber)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    access = os.O_RDWR if readable else os.O_WRONLY
+    fd = os.open(path, access | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     # The umask may have narrowed the mode; widen it back to exactly what was asked for.
     os.fchmod(fd, mode)
     if group is not None:
@@ -99,11 +127,16 @@ def read_chunks(handle: IO[bytes] | int) -> Iterable[bytes]:
 def sha256_file(path: Path) -> tuple[int, str]:
     """(size, sha256) of a file we own. Never call it on a live database (see module doc)."""
     digest = hashlib.sha256()
+    buf = bytearray(COPY_CHUNK)
+    view = memoryview(buf)
     size = 0
-    with path.open("rb") as handle:
-        for chunk in read_chunks(handle):
-            digest.update(chunk)
-            size += len(chunk)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while n := os.readv(fd, [buf]):
+            digest.update(view[:n])
+            size += n
+    finally:
+        os.close(fd)
     return size, digest.hexdigest()
 
 
@@ -136,6 +169,187 @@ def decompressed_chunks(path: Path) -> Iterable[bytes]:
             yield from read_chunks(handle)
 
 
+# ---- the verified copy -------------------------------------------------------------------
+
+SyncRange = Callable[[int, int, int, int], None]
+
+
+def _load_sync_file_range() -> SyncRange | None:
+    """Linux's sync_file_range(2) through ctypes (the os module lacks it); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes  # noqa: PLC0415 - only the child needs it
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+
+    def sync_range(fd: int, offset: int, length: int, flags: int) -> None:
+        if func(fd, offset, length, flags) != 0:  # ctypes drops the GIL for the call
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return sync_range
+
+
+class Writeback:
+    """Gets each written chunk to disk early, so dirty pages never pile up.
+
+    With ``sync_file_range``: writeback of a chunk starts as soon as it is written, and the
+    verifier waits for it before reading the chunk back; no journal commit per chunk (the
+    final ``fsync`` makes the metadata durable). Without it: ``fdatasync`` every 64 MiB.
+    """
+
+    def __init__(self, fd: int, sync_range: SyncRange | None) -> None:
+        self.fd = fd
+        self.sync_range = sync_range
+        self.unsynced = 0
+        self.lock = threading.Lock()
+
+    @property
+    def method(self) -> str:
+        return "sync_file_range" if self.sync_range is not None else "fdatasync"
+
+    def start(self, offset: int, length: int) -> None:
+        """Queue the range for writeback; does not wait."""
+        self._range(offset, length, _SFR_WRITE)
+
+    def wait(self, offset: int, length: int) -> None:
+        """Return once the range has been written out (or, without sync_file_range, the
+        whole file every 64 MiB)."""
+        if self._range(offset, length, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER):
+            return
+        with self.lock:
+            self.unsynced += length
+            if self.unsynced < SYNC_EVERY:
+                return
+            self.unsynced = 0
+        os.fdatasync(self.fd)
+
+    def _range(self, offset: int, length: int, flags: int) -> bool:
+        sync_range = self.sync_range
+        if sync_range is None:
+            return False
+        try:
+            sync_range(self.fd, offset, length, flags)
+        except OSError as exc:
+            if exc.errno not in _SFR_UNSUPPORTED:
+                raise
+            self.sync_range = None  # e.g. a file system without it: fdatasync from now on
+            return False
+        return True
+
+
+def _pread_full(fd: int, buf: bytearray, offset: int, length: int) -> int:
+    """Read up to ``length`` bytes at ``offset`` into ``buf``; fewer only at end of file."""
+    view = memoryview(buf)
+    got = 0
+    while got < length:
+        n = os.preadv(fd, [view[got:length]], offset + got)
+        if n == 0:
+            break
+        got += n
+    return got
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+class _Verifier(threading.Thread):
+    """Hashes each chunk, waits for its writeback, reads it back and compares."""
+
+    def __init__(self, dst_fd: int, writeback: Writeback, free: SimpleQueue[bytearray | None]):
+        super().__init__(name="copier-verify", daemon=True)
+        self.dst_fd = dst_fd
+        self.writeback = writeback
+        self.free = free
+        self.todo: SimpleQueue[tuple[bytearray, int, int] | None] = SimpleQueue()
+        self.digest = hashlib.sha256()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        back = bytearray(COPY_CHUNK)
+        try:
+            while (item := self.todo.get()) is not None:
+                self._verify(*item, back)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, re-raised there
+            self.error = exc
+            self.free.put(None)  # wake the reader if it waits for a buffer
+
+    def _verify(self, buf: bytearray, offset: int, length: int, back: bytearray) -> None:
+        self.digest.update(memoryview(buf)[:length])
+        self.writeback.wait(offset, length)
+        got = _pread_full(self.dst_fd, back, offset, length)
+        # bytearray == bytearray is a memcmp; a memoryview comparison is 40x slower.
+        same = buf == back if length == len(buf) else buf[:length] == back[:length]
+        if got != length or not same:
+            raise CopyMismatch(offset)
+        self.free.put(buf)
+
+
+def copy_verified(
+    src_fd: int,
+    dst_fd: int,
+    *,
+    size: int | None = None,
+    progress: Progress | None = None,
+    check: Callable[[], None] | None = None,
+    on_read: Callable[[], None] | None = None,
+    sync_range: SyncRange | None = None,
+) -> tuple[int, str]:
+    """Copy ``src_fd`` into ``dst_fd`` (opened read-write); return (bytes, sha256).
+
+    Each byte is read from the source once; the sha256 is of those bytes, and the
+    destination was read back and found identical to them, chunk by chunk, after each chunk
+    was written out. ``size`` bounds the copy (None: to end of file); ``on_read`` runs once
+    every source byte has been read, before the last chunks are verified and the file is
+    fsynced. Raises :class:`CopyMismatch` when the read-back differs.
+    """
+    with suppress(OSError, AttributeError):  # AttributeError: no posix_fadvise (macOS)
+        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # bigger readahead when cold
+    writeback = Writeback(dst_fd, sync_range)
+    free: SimpleQueue[bytearray | None] = SimpleQueue()
+    for _ in range(COPY_BUFFERS):
+        free.put(bytearray(COPY_CHUNK))
+    verifier = _Verifier(dst_fd, writeback, free)
+    verifier.start()
+    offset = 0
+    try:
+        while size is None or offset < size:
+            buf = free.get()
+            if buf is None:  # the verifier failed: its error is raised below
+                break
+            want = COPY_CHUNK if size is None else min(COPY_CHUNK, size - offset)
+            length = _pread_full(src_fd, buf, offset, want)
+            if length:
+                _pwrite_all(dst_fd, memoryview(buf)[:length], offset)
+                writeback.start(offset, length)
+                verifier.todo.put((buf, offset, length))
+                offset += length
+            if check is not None:
+                check()
+            if progress is not None:
+                progress(offset)
+            if length < want:  # end of file
+                break
+        if on_read is not None and verifier.error is None:
+            on_read()
+    finally:
+        verifier.todo.put(None)
+        verifier.join()
+    if verifier.error is not None:
+        raise verifier.error
+    os.fsync(dst_fd)  # data left in flight, the size, the block map
+    return offset, verifier.digest.hexdigest()
+
+
 # ---- the child process -------------------------------------------------------------------
 
 
@@ -145,7 +359,16 @@ def _emit(event: dict[str, Any]) -> None:
 
 
 def _copy_one(
-    src: Path, dst: Path, *, mode: int, group: int | None, optional: bool, total: int, base: int
+    src: str,
+    dst: str,
+    *,
+    mode: int,
+    group: int | None,
+    optional: bool,
+    total: int,
+    base: int,
+    on_read: Callable[[], None] | None,
+    sync_range: SyncRange | None,
 ) -> dict[str, Any] | None:
     parent = os.getppid()
 
@@ -170,65 +393,85 @@ def _copy_one(
             return None
         raise
     try:
-        dst_fd = create_exclusive(dst, mode, group)
+        # Bounded by the size now: a -wal keeps growing under a busy writer, and frames
+        # appended after the read transaction began are not needed.
+        size = os.fstat(src_fd).st_size
+        dst_fd = create_exclusive(Path(dst), mode, group, readable=True)
         try:
-            size, sha = pump(read_chunks(src_fd), dst_fd, progress=progress, check=check)
+            copied, sha = copy_verified(
+                src_fd,
+                dst_fd,
+                size=size,
+                progress=progress,
+                check=check,
+                on_read=on_read,
+                sync_range=sync_range,
+            )
+            check()
         except BaseException:
-            dst.unlink(missing_ok=True)  # ours (O_EXCL): never leave a partial behind
+            os.unlink(dst)  # ours (O_EXCL): never leave a partial behind
             raise
         finally:
             os.close(dst_fd)
     finally:
         os.close(src_fd)
-    return {"src": str(src), "dst": str(dst), "bytes": size, "sha256": sha}
+    return {"src": src, "dst": dst, "bytes": copied, "sha256": sha}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sidecar.copier")
-    parser.add_argument("--pair", nargs=2, action="append", metavar=("SRC", "DST"), required=True)
-    parser.add_argument("--optional", nargs="*", default=[], help="sources that may be absent")
-    parser.add_argument("--mode", type=lambda v: int(v, 8), default=0o600)
-    parser.add_argument("--group", type=int, default=None)
-    parser.add_argument("--total", type=int, default=0, help="expected bytes, for progress")
-    parser.add_argument("--wait", action="store_true", help="start on a line from stdin")
-    args = parser.parse_args(argv)
-    if args.wait:
-        # Start-up (~50 ms of interpreter) happens before the parent takes its read lock.
-        _emit({"event": "ready"})
-        if sys.stdin.readline().strip() != "go":
-            return 1
+def main() -> int:
+    """The child: ``ready``, then one ``go <job>`` line on stdin, then the copy."""
+    # Interpreter start-up (~50 ms) happens before the parent takes its read lock.
+    _emit({"event": "ready"})
+    line = sys.stdin.readline()
+    if not line.startswith("go "):
+        return 1
+    job = json.loads(line[3:])
+    sync_range = _load_sync_file_range() if job.get("sync_file_range", True) else None
     results: list[dict[str, Any]] = []
-    created: list[Path] = []
+    created: list[str] = []
+    released = [False]
+
+    def release() -> None:
+        released[0] = True
+        _emit({"event": "released"})
+
     base = 0
+    pairs = job["pairs"]
     try:
-        for src, dst in args.pair:
+        for index, (src, dst, optional) in enumerate(pairs):
             result = _copy_one(
-                Path(src),
-                Path(dst),
-                mode=args.mode,
-                group=args.group,
-                optional=src in args.optional,
-                total=args.total,
+                src,
+                dst,
+                mode=int(job["mode"]),
+                group=job.get("group"),
+                optional=bool(optional),
+                total=int(job.get("total", 0)),
                 base=base,
+                on_read=release if index == len(pairs) - 1 else None,
+                sync_range=sync_range,
             )
             if result is not None:
-                created.append(Path(dst))
+                created.append(dst)
                 results.append(result)
                 base += int(result["bytes"])
-    except (OSError, CopyAborted) as exc:
+    except (OSError, CopyAborted, CopyMismatch) as exc:
         for path in created:
-            path.unlink(missing_ok=True)
+            Path(path).unlink(missing_ok=True)
         code = exc.errno if isinstance(exc, OSError) else None
         _emit(
             {
                 "event": "error",
+                "kind": "mismatch" if isinstance(exc, CopyMismatch) else "os",
                 "errno": code,
                 "code": errno.errorcode.get(code or 0, ""),
                 "message": str(exc),
             }
         )
         return 1
-    _emit({"event": "done", "files": results})
+    if not released[0]:  # the last source was an absent optional one
+        release()
+    method = "sync_file_range" if sync_range is not None else "fdatasync"
+    _emit({"event": "done", "files": results, "writeback": method})
     return 0
 
 
@@ -274,15 +517,17 @@ class ProgressReporter:
 # ---- the parent side: a consistent snapshot of a live database ------------------------------
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """What :func:`take_snapshot` copied: ``<work>`` and maybe ``<work>-wal``, not yet folded."""
 
     journal_mode: str
-    copied_bytes: int
+    copied_bytes: int  # database file and -wal together
     copied_sha256: str | None  # of the database file bytes read (not the -wal)
-    lock_seconds: float
+    lock_seconds: float  # the read transaction, from BEGIN until every byte was read
     copy_seconds: float
+    db_bytes: int = 0  # the database file alone
+    wal_copied: bool = False  # a -wal was copied beside it and must be folded in
+    writeback: str = ""  # how the child kept its dirty pages few
 
 
 def take_snapshot(
@@ -294,33 +539,48 @@ def take_snapshot(
     busy_timeout: float,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Snapshot:
-    """Copy ``db`` (and its ``-wal``) to ``work`` under a read transaction, via a child process.
+    """Copy ``db`` (and, when needed, its ``-wal``) to ``work`` under a read transaction.
 
-    The read transaction pins the database: in WAL mode checkpoints cannot overwrite pages
-    it still needs nor restart the wal, so the db file then the wal copied in that order
-    replay to a committed state at least as new as the transaction's; in rollback-journal
-    mode its SHARED lock keeps writers from changing the file at all (they wait).
+    The read transaction pins the database: in rollback-journal mode its SHARED lock keeps
+    writers from changing the file at all (they wait, so it ends as soon as the child has
+    read the last byte); in WAL mode checkpoints cannot overwrite pages it still needs nor
+    restart the wal, so the db file then the wal copied in that order replay to a committed
+    state at least as new as the transaction's. A PASSIVE checkpoint run *after* the
+    transaction began tells whether the -wal is needed at all: when every frame of the wal
+    is then backfilled, the db file alone holds the snapshot, and no later frame can be
+    backfilled while the transaction lasts (it pins them), so only the db file is copied.
     """
-    from sidecar import database  # noqa: PLC0415 - keeps the child's start-up light
+    import sqlite3  # noqa: PLC0415 - keeps the child's start-up light
+
+    from sidecar import database  # noqa: PLC0415
     from sidecar.errors import UnavailableError  # noqa: PLC0415
 
     started = time.monotonic()
-    total = db.stat().st_size + _size_or_zero(Path(f"{db}-wal"))
     conn = database.connect(db, busy_timeout=busy_timeout)
+    lock_seconds = 0.0
     try:
         journal = database.journal_mode(conn)
-        with _Child(db, work, mode=mode, group=group, total=total, journal=journal) as child:
-            if journal == "wal":
-                # Moves committed frames into the db file first, so the wal to copy is short.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with _Child(mode=mode, group=group) as child:
             locked_at = time.monotonic()
             conn.execute("BEGIN")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the snapshot
+
+            def release() -> None:
+                nonlocal lock_seconds
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                    lock_seconds = time.monotonic() - locked_at
+
             try:
-                files = child.run(on_progress)
+                wal = Path(f"{db}-wal")
+                need_wal = journal == "wal" and not _db_file_is_snapshot(db, busy_timeout)
+                pairs = [(db, work, False)]
+                if need_wal:
+                    pairs.append((wal, Path(f"{work}-wal"), True))
+                total = sum(_size_or_zero(src) for src, _, _ in pairs)
+                files, writeback = child.run(pairs, total, on_progress, release)
             finally:
-                conn.execute("ROLLBACK")
-            lock_seconds = time.monotonic() - locked_at
+                release()
     except sqlite3.OperationalError as exc:
         if database._is_busy(exc):
             raise UnavailableError(
@@ -337,7 +597,27 @@ def take_snapshot(
         copied_sha256=str(first["sha256"]),
         lock_seconds=lock_seconds,
         copy_seconds=time.monotonic() - started,
+        db_bytes=int(first["bytes"]),
+        wal_copied=len(files) > 1,
+        writeback=writeback,
     )
+
+
+def _db_file_is_snapshot(db: Path, busy_timeout: float) -> bool:
+    """Whether, inside our read transaction, every wal frame is now in the db file.
+
+    Runs a PASSIVE checkpoint on a second connection (SQLite keeps the file open while another
+    connection of this process holds locks, so closing it is safe). It backfills at most up
+    to our snapshot; (0, n, n) means nothing in the wal is missing from the db file.
+    """
+    from sidecar import database  # noqa: PLC0415
+
+    other = database.connect(db, busy_timeout=busy_timeout)
+    try:
+        busy, frames, backfilled = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        other.close()
+    return bool(busy == 0 and frames == backfilled)
 
 
 def _size_or_zero(path: Path) -> int:
@@ -350,25 +630,19 @@ def _size_or_zero(path: Path) -> int:
 class _Child:
     """The copier process, started (and waiting) before the read lock is taken."""
 
-    def __init__(
-        self, db: Path, work: Path, *, mode: int, group: int | None, total: int, journal: str
-    ) -> None:
-        argv = [sys.executable, "-m", CHILD_MODULE, "--wait", "--pair", str(db), str(work)]
-        if journal == "wal":
-            wal = f"{db}-wal"
-            argv += ["--pair", wal, f"{work}-wal", "--optional", wal]
-        argv += ["--mode", f"{mode:o}", "--total", str(total)]
-        if group is not None:
-            argv += ["--group", str(group)]
-        self.argv = argv
+    def __init__(self, *, mode: int, group: int | None) -> None:
+        self.mode = mode
+        self.group = group
 
     def __enter__(self) -> _Child:
+        import subprocess  # noqa: PLC0415 - parent only
+
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         # S603: our own interpreter and module, with paths we built; never user text.
         self.proc = subprocess.Popen(  # noqa: S603
-            self.argv,
+            [sys.executable, "-m", CHILD_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -380,29 +654,51 @@ class _Child:
             self._fail(None)
         return self
 
-    def run(self, on_progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    def run(
+        self,
+        pairs: list[tuple[Path, Path, bool]],
+        total: int,
+        on_progress: Callable[[int, int], None] | None,
+        on_release: Callable[[], None],
+    ) -> tuple[list[dict[str, Any]], str]:
         proc = self.proc
         assert proc.stdin is not None  # noqa: S101 - PIPE
         assert proc.stdout is not None  # noqa: S101
-        proc.stdin.write(b"go\n")
+        job = {
+            "pairs": [[str(src), str(dst), optional] for src, dst, optional in pairs],
+            "mode": self.mode,
+            "group": self.group,
+            "total": total,
+        }
+        proc.stdin.write(b"go " + json.dumps(job).encode() + b"\n")
         proc.stdin.close()
         final: dict[str, Any] | None = None
         for line in proc.stdout:
             event = json.loads(line)
             if event["event"] == "progress" and on_progress is not None:
                 on_progress(int(event["done"]), int(event["total"]))
+            elif event["event"] == "released":
+                on_release()
             elif event["event"] in ("done", "error"):
                 final = event
         if final is None or final["event"] == "error" or proc.wait() != 0:
             self._fail(final)
         files: list[dict[str, Any]] = final["files"]
-        return files
+        return files, str(final.get("writeback", ""))
 
     def _fail(self, final: dict[str, Any] | None) -> NoReturn:
         self.proc.kill()
         code = self.proc.wait()
         stderr = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
         detail = final or {"errno": None, "message": stderr.strip()[-500:] or f"exit {code}"}
+        if detail.get("kind") == "mismatch":
+            from sidecar.errors import HealthError  # noqa: PLC0415
+
+            raise HealthError(
+                f"the new backup failed verification: {detail['message']}",
+                hint="check the backups volume (dmesg, free space, file system errors), "
+                "then retry the backup",
+            )
         raise OSError(detail.get("errno") or errno.EIO, f"copy failed: {detail['message']}")
 
     def __exit__(self, *exc: object) -> None:

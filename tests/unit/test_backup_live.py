@@ -47,23 +47,27 @@ def _writer(db: str, log_path: str, stop_path: str) -> None:
     conn.close()
 
 
-def _faulty_copier(argv: list[str]) -> int:
-    """The real copier with ``os.write`` slowed down or failing with ENOSPC after N bytes."""
-    real_write = os.write
+def _faulty_copier() -> int:
+    """The real copier with its writes to the backup slowed down, failing with ENOSPC after
+    N bytes, or silently flipping a byte (``BK_FAULT`` = slow | enospc:N | flip)."""
+    real_pwrite = os.pwrite
     fault = os.environ.get("BK_FAULT", "")
     written = [0]
 
-    def write(fd: int, data: Any) -> int:  # Any: os.write takes any buffer
-        if fd > 2:
-            if fault == "slow":
-                time.sleep(0.2)
-            elif fault.startswith("enospc:") and written[0] > int(fault.split(":")[1]):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            written[0] += len(data)
-        return real_write(fd, data)
+    def pwrite(fd: int, data: Any, offset: int) -> int:  # Any: os.pwrite takes any buffer
+        if fault == "slow":
+            time.sleep(0.2)
+        elif fault.startswith("enospc:") and written[0] + len(data) > int(fault.split(":")[1]):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        elif fault == "flip" and written[0] == 0 and len(data) > 100:
+            damaged = bytearray(data)
+            damaged[100] ^= 0x01
+            data = damaged
+        written[0] += len(data)
+        return real_pwrite(fd, data, offset)
 
-    os.write = write
-    return copier.main(argv)
+    os.pwrite = pwrite
+    return copier.main()
 
 
 def _ids(path: Path) -> list[int]:
@@ -99,16 +103,47 @@ def _start_writer(db: Path, log_path: Path, stop: Path) -> subprocess.Popen[byte
     return proc
 
 
+def _old_reader(db: Path) -> subprocess.Popen[str]:
+    """Another process inside a read transaction: checkpoints cannot backfill past it."""
+    code = (
+        "import sqlite3, sys\n"
+        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "c.execute('BEGIN')\n"
+        "c.execute('SELECT count(*) FROM writes').fetchone()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("journal", ["wal", "delete"])
+@pytest.mark.parametrize(
+    ("journal", "old_reader"), [("wal", False), ("wal", True), ("delete", False)]
+)
 def test_backup_under_a_busy_writer_is_a_gap_free_prefix(
-    tmp_path: Path, bk_writer: tuple[Path, Path], journal: str
+    tmp_path: Path, bk_writer: tuple[Path, Path], journal: str, old_reader: bool
 ) -> None:
+    """A gap-free prefix holding every commit from before the backup began.
+
+    WAL mode has two paths: the db file alone (the usual one: a checkpoint run inside the
+    backup's read transaction backfilled every frame), and db + -wal folded together, which
+    an app's long read transaction forces by keeping frames out of the db file.
+    """
     log_path, stop = bk_writer
     db = bk_build_db(tmp_path / "portfolio.db", journal=journal, rows=6000, blob=1024)
     writer = _start_writer(db, log_path, stop)
-    folded = []
+    reader = _old_reader(db) if old_reader else None
+    copied_wal = []
     try:
+        if reader is not None:  # frames the reader keeps out of the db file
+            target = len(_logged(log_path)) + 20
+            while len(_logged(log_path)) < target:
+                time.sleep(0.01)
         for _ in range(2):
             before = _logged(log_path)
             info = create_backup(
@@ -118,17 +153,39 @@ def test_backup_under_a_busy_writer_is_a_gap_free_prefix(
             assert ids == list(range(1, len(ids) + 1)), "the backup has a gap"
             assert len(ids) >= max(before), "a commit from before the backup is missing"
             assert verify_backup(info) == []
-            folded.append(info.manifest["wal_frames_folded"])
-        if journal == "wal":
-            assert any(folded), "the -wal path (frames folded into the copy) was not exercised"
+            copied_wal.append(info.manifest["wal_copied"])
+            if info.manifest["wal_copied"]:
+                assert info.manifest["wal_frames_folded"] > 0
+        if reader is not None:
+            assert all(copied_wal), "the -wal path (frames folded into the copy) was not taken"
+        if journal == "delete":
+            assert not any(copied_wal)
         # The writer kept committing after the backups: nothing was left blocked.
         after = len(_logged(log_path))
         time.sleep(0.1)
         assert len(_logged(log_path)) > after
     finally:
+        if reader is not None:
+            reader.communicate("\n", timeout=10)
         stop.touch()
         writer.wait(timeout=30)
     assert set(ids) <= set(_logged(log_path))
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_wal_database_is_copied_without_its_wal(tmp_path: Path) -> None:
+    """Quiesced (the deploy case): the db file alone is the snapshot; nothing to fold."""
+    db = bk_build_db(tmp_path / "portfolio.db", journal="wal", rows=500)
+    app = sqlite3.connect(db, isolation_level=None)  # keeps the -wal alive, with frames
+    app.execute("PRAGMA wal_autocheckpoint=0")
+    app.executemany("INSERT INTO writes(at) VALUES (?)", [(float(i),) for i in range(50)])
+    assert Path(f"{db}-wal").stat().st_size > 0
+    info = create_backup(db, tmp_path / "backups", environment="production", reason="manual")
+    app.close()
+    assert info.manifest["wal_copied"] is False
+    assert info.manifest["wal_frames_folded"] == 0
+    assert len(_ids(info.path)) == 50
+    assert verify_backup(info, full=True) == []
 
 
 def _backup_in_subprocess(db: Path, bk_dir: Path, fault: str) -> subprocess.Popen[bytes]:
@@ -211,7 +268,7 @@ def test_copier_reports_enospc_and_removes_its_file(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "writer":
+    if sys.argv[1:2] == ["writer"]:
         _writer(*sys.argv[2:5])
     else:
-        raise SystemExit(_faulty_copier(sys.argv[1:]))
+        raise SystemExit(_faulty_copier())
