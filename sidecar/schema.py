@@ -868,7 +868,15 @@ def _diff_entities(
     wanted = {fold(e.name) for e in desired}
     for entity in desired:
         existing = current.get(fold(entity.name))
-        if existing is None:
+        if existing is None and entity.type == "view" and catalogue.table(entity.name):
+            diff.drift.append(
+                Drift(
+                    "view_changed",
+                    _q(entity.name),
+                    "is a table in the database, a view in the desired schema (not changed)",
+                )
+            )
+        elif existing is None:
             diff.others.append(_create(entity, diff, catalogue))
         elif existing.shape != entity.shape:
             diff.drift.append(

@@ -500,6 +500,12 @@ def test_names_compare_case_insensitively_for_ascii_only(tmp_path: Path) -> None
             ["index_changed"],
         ),
         (
+            "CREATE TABLE t (a INT); CREATE TABLE v (a INT);",
+            "CREATE TABLE t (a INT); CREATE VIEW v AS SELECT a FROM t;",
+            [],
+            ["table_missing", "view_changed"],
+        ),
+        (
             "CREATE TABLE t (a INT);",
             "CREATE VIRTUAL TABLE f USING fts5(body); CREATE TABLE t (a INT);",
             ["create_table"],
