@@ -369,6 +369,7 @@ def test_every_pod_is_locked_down(renderings: dict[str, list[Doc]]) -> None:
                 # A read-only root needs somewhere to write temporary files.
                 assert "emptyDir" in mounts_of(spec, container).get("/tmp", {}), at
                 # Plain image names: the registry is the user's choice (kustomize images:).
+                # The sidecar's tag is sidecar.__version__: a release bumps it here too.
                 assert "/" not in container["image"], at
                 assert container["image"] in (SIDECAR_IMAGE, APP_IMAGE), at
                 checked += 1
