@@ -76,9 +76,11 @@ def build_db(path: Path, *, rows: int = 200) -> Path:
 @dataclass
 class World:
     """One fresh installation: data folder, backups folder with one verified backup, and an
-    outside folder (the host) that no command may ever touch."""
+    outside folder (the host) that no command may ever touch. ``template``: copy that world's
+    files instead of building new ones (the same bytes, much faster)."""
 
     root: Path
+    template: World | None = None
     data: Path = field(init=False)
     db: Path = field(init=False)
     backups: Path = field(init=False)
@@ -89,9 +91,15 @@ class World:
         self.data = self.root / "data"
         self.backups = self.root / "backups"
         self.outside = self.root / "outside"
+        self.db = self.data / "portfolio.db"
+        if self.template is not None:
+            shutil.copytree(self.template.root, self.root, symlinks=True)
+            self.backup_id = self.template.backup_id
+            self.template = None
+            return
         for folder in (self.data, self.outside):
             folder.mkdir(parents=True)
-        self.db = build_db(self.data / "portfolio.db")
+        build_db(self.db)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             info = create_backup(self.db, self.backups, environment="production", reason="manual")
         self.backup_id = info.id

@@ -38,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| case | command | exit | what the user sees (error line, or the result) | "
           "nothing lost | verdict |")  # fmt: skip
     print("|---|---|---|---|---|---|")
+    template_dir = tempfile.TemporaryDirectory(prefix="sidecar-safety-template-")
+    template = World(Path(template_dir.name) / "w")
     for case in CASES:
         reason = case.skip_reason()
         if reason:
             print(f"| {cell(case.id)} | | | skipped: {cell(reason)} | | |")
             continue
         with tempfile.TemporaryDirectory(prefix="sidecar-safety-") as tmp:
-            world = World(Path(tmp) / "w")
+            world = World(Path(tmp) / "w", template)
             try:
                 outcome, before, run_argv = run_case(case, world)
                 contract = contract_problems(case, world, outcome)
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.problems and (contract or lost):
             print(f"{case.id}: {[p.replace(short, '…') for p in contract + lost]}",
                   file=sys.stderr)  # fmt: skip
+    template_dir.cleanup()
     return 0
 
 

@@ -34,9 +34,14 @@ def _params() -> list[object]:
     return params
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return World(tmp_path_factory.mktemp("template") / "world")
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    made = World(tmp_path / "world")
+def world(tmp_path: Path, template: World) -> Iterator[World]:
+    made = World(tmp_path / "world", template)
     yield made
     restore_permissions(made)
 
