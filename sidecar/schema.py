@@ -341,8 +341,14 @@ def desired_files(path: Path) -> list[Path]:
             hint="set SIDECAR_SCHEMA to a .sql file or a folder of them, and check the mount",
         )
     # Name order; Prisma's migrations/<timestamp>_<name>/migration.sql sort by their folder.
+    # Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file twice, once
+    # as a symlink and once inside its hidden ``..<timestamp>`` folder.
     files = sorted(
-        (p for p in path.rglob("*.sql") if p.is_file()),
+        (
+            p
+            for p in path.rglob("*.sql")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ),
         key=lambda p: p.relative_to(path).as_posix(),
     )
     if not files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -154,7 +155,7 @@ def _database_health(
         found += checks.run_queries(conn, queries)
         mode = database.journal_mode(conn)
         conn.execute("ROLLBACK")
-    except database.sqlite3.OperationalError as exc:
+    except sqlite3.OperationalError as exc:
         raise HealthError(
             f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
         ) from None

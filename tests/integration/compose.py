@@ -109,7 +109,10 @@ class ComposeProject:
 
     def query(self, sql: str) -> Any:
         """Run one read-only query against the data volume's database, from a throwaway
-        container of the sidecar image (never from the host: the volume is the interface)."""
+        container of the sidecar image (never from the host: the volume is the interface).
+
+        The volume is mounted read-write although the connection is read-only: a WAL reader
+        must be able to create the ``-shm`` file when no other connection has it open."""
         script = (
             "import json, sqlite3, sys\n"
             "c = sqlite3.connect('file:/app/data/portfolio.db?mode=ro', uri=True)\n"
@@ -117,7 +120,7 @@ class ComposeProject:
         )
         output = self.client.containers.run(
             SIDECAR_IMAGE, ["-c", script, sql], entrypoint=["python3"], remove=True,
-            volumes={self.volume("data"): {"bind": "/app/data", "mode": "ro"}},
+            volumes={self.volume("data"): {"bind": "/app/data", "mode": "rw"}},
             labels={TEST_LABEL: "1"},
         )  # fmt: skip
         return json.loads(output.decode())
