@@ -67,7 +67,7 @@ def apply_plan(
     for op in plan.operations:
         op_started = time.monotonic()
         try:
-            _apply(conn, op)
+            apply_operation(conn, op)
         except sqlite3.IntegrityError as exc:
             raise RefusedError(
                 f"cannot {op}: {exc}",
@@ -167,7 +167,8 @@ def _duplicates_refusal(op: schema.CreateIndex, duplicates: list[str]) -> schema
     )
 
 
-def _apply(conn: sqlite3.Connection, op: schema.Operation) -> None:
+def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
+    """Apply one operation (no checks around it: :func:`apply_plan` is the safe entry)."""
     if isinstance(op, schema.AddColumn):
         conn.execute(f"ALTER TABLE {quote_ident(op.table)} ADD COLUMN {op.definition}")
     elif isinstance(op, schema.RebuildTable):
@@ -282,27 +283,25 @@ def column_hashes(
 ) -> dict[str, str]:
     """sha256 per column over its values in key order (rowid, or the primary key).
 
-    Values are hashed through ``repr``, which keeps 1, 1.0, '1' and b'1' apart; one column
-    per scan, a batch per ``repr`` call, so the hashing runs at C speed."""
+    One scan of the table; each batch is transposed and every column's values are hashed
+    through ``repr``, which keeps 1, 1.0, '1' and b'1' apart, at C speed."""
     columns = [c.name for c in table.columns if c.hidden != 1]
     if only is not None:
         wanted = {schema.fold(n) for n in only}
         columns = [c for c in columns if schema.fold(c) in wanted]
+    if not columns:
+        return {}
+    digests = [hashlib.sha256() for _ in columns]
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples, whatever the connection's factory
+    selected = ", ".join(quote_ident(c) for c in columns)
+    cursor.execute(f"SELECT {selected} FROM {quote_ident(table.name)} ORDER BY {_order(table)}")
+    while batch := cursor.fetchmany(10_000):
+        for digest, values in zip(digests, zip(*batch, strict=True), strict=True):
+            digest.update(repr(values).encode())
     # Keys are the names as given in `only` (the old table's spelling) for a direct compare.
     spelled = {schema.fold(n): n for n in (only or columns)}
-    order = _order(table)
-    hashes = {}
-    for column in columns:
-        digest = hashlib.sha256()
-        cursor = conn.cursor()
-        cursor.row_factory = None  # plain tuples, whatever the connection's factory
-        cursor.execute(
-            f"SELECT {quote_ident(column)} FROM {quote_ident(table.name)} ORDER BY {order}"
-        )
-        while batch := cursor.fetchmany(10_000):
-            digest.update(repr(batch).encode())
-        hashes[spelled[schema.fold(column)]] = digest.hexdigest()
-    return hashes
+    return {spelled[schema.fold(c)]: d.hexdigest() for c, d in zip(columns, digests, strict=True)}
 
 
 def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
