@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sidecar import __version__, logs
 from sidecar.errors import ExitCode, SidecarError
@@ -42,9 +42,9 @@ EXIT_CODES_HELP = """exit codes:
 """
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Flags every subcommand accepts. Each has a SIDECAR_* environment twin."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("common options (each also set by its SIDECAR_* variable)")
     group.add_argument("--database", metavar="PATH|URL", help="SQLite file or file: URL")
     group.add_argument("--backup-dir", dest="backup_dir", metavar="DIR", help="backups folder")
@@ -60,8 +60,22 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+class UsageError(SidecarError):
+    """A command line argparse rejected: exit 2 with the same error/hint contract as the rest."""
+
+    exit_code = ExitCode.USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line raises :class:`UsageError` instead of printing a usage
+    block and exiting: every failure is one ``error:`` line and one ``hint:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sidecar",
         description="Production-safe deployments for apps that keep their data in SQLite: "
         "verified backups, additive-only schema updates, health checks, app restarts.",
@@ -218,7 +232,18 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run one command; return its exit code. ``env`` defaults to ``os.environ``."""
     environ = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        logs.configure(environ.get("SIDECAR_LOG_FORMAT") or None, "info")
+        logs.get_logger("sidecar.cli").error(
+            "command.failed", error=exc.message, hint=exc.hint, exit_code=int(exc.exit_code)
+        )
+        _print_error(exc)
+        argv_list = sys.argv[1:] if argv is None else list(argv)
+        if "--json" in argv_list:
+            _emit_json(_error_document(None, exc))
+        return int(exc.exit_code)
     flags, options = _split(args)
     as_json: bool = args.json
     # Logging must work even when the settings are invalid, so read its two fields first.
@@ -243,14 +268,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
         _print_error(exc)
         if as_json:
-            _emit_json(
-                {
-                    "command": args.command,
-                    "ok": False,
-                    "exit_code": code,
-                    "error": {"message": exc.message, "hint": exc.hint, "type": type(exc).__name__},
-                }
-            )
+            _emit_json(_error_document(args.command, exc))
         return code
     except KeyboardInterrupt:
         log.warning("command.interrupted", command=args.command)
@@ -270,6 +288,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if text:
             print(text)
     return code
+
+
+def _error_document(command: str | None, exc: SidecarError) -> dict[str, Any]:
+    return {
+        "command": command,
+        "ok": False,
+        "exit_code": int(exc.exit_code),
+        "error": {"message": exc.message, "hint": exc.hint, "type": type(exc).__name__},
+    }
 
 
 def _print_error(exc: SidecarError) -> None:

@@ -83,8 +83,30 @@ def check_database_file(path: Path) -> None:
 def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
     """Problems reported by ``quick_check`` (or ``integrity_check`` when ``full``); [] when ok."""
     pragma = "integrity_check" if full else "quick_check"
-    rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
-    return [] if rows == ["ok"] else rows
+    try:
+        rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
+    except sqlite3.DatabaseError as exc:
+        if _is_busy(exc):
+            raise
+        return [str(exc)]  # "database disk image is malformed": damaged beyond a check
+    if rows == ["ok"]:
+        return []
+    # One problem per line, without SQLite's "*** in database main ***" banner.
+    problems = [
+        line.strip()
+        for row in rows
+        for line in row.splitlines()
+        if line.strip() and not line.strip().startswith("*** in database")
+    ]
+    return problems or rows
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> RefusedError:
+    """The refusal for a database SQLite cannot read: never a traceback, never a change."""
+    return RefusedError(
+        f"database {path} is damaged: {exc}",
+        hint="restore a verified backup (sidecar restore latest) before deploying",
+    )
 
 
 def foreign_key_problems(conn: sqlite3.Connection) -> list[tuple[str, int | None, str, int]]:

@@ -158,12 +158,12 @@ def _preview(
         plan = schema.make_plan(
             schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
         )
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
             log.info("deploy.preview_locked", hint="the app holds the database; planning later")
             return {}
-        raise
+        raise database.damaged(db, exc) from None
     finally:
         conn.close()
     _refuse(plan, settings, report)

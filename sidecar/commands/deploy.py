@@ -159,6 +159,11 @@ def _database_health(
         raise HealthError(
             f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
         ) from None
+    except sqlite3.DatabaseError as exc:
+        raise HealthError(
+            f"database {db} is damaged: {exc}",
+            hint="restore a verified backup: sidecar restore latest",
+        ) from None
     finally:
         conn.close()
     found.append(backup_check)

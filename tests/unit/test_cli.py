@@ -82,7 +82,21 @@ def test_unexpected_exception_is_a_bug_exit_1(
     assert "error: unexpected ZeroDivisionError: boom" in err
 
 
-def test_usage_error_exits_2() -> None:
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["frobnicate"])
-    assert exited.value.code == 2
+def test_usage_error_exits_2_with_one_error_and_one_hint_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["frobnicate"], env={"SIDECAR_LOG_FORMAT": "json"}) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("{")]
+    assert len(err) == 2
+    assert err[0].startswith("error: argument COMMAND: invalid choice: 'frobnicate'")
+    assert err[1] == "hint: see `sidecar --help`"
+
+
+def test_usage_error_with_json_prints_the_error_document(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["backup", "--verify", "sha1", "--json"], env={"SIDECAR_LOG_FORMAT": "json"})
+    assert code == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is False
+    assert document["error"]["hint"] == "see `sidecar backup --help`"
