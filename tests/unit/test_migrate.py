@@ -7,6 +7,7 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -342,3 +343,41 @@ def test_create_fresh_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(RefusedError, match="-wal"):
         migrate.create_fresh(orphan, desired)
     assert not orphan.exists()
+
+
+class Sabotage(sqlite3.Connection):
+    """A real connection that corrupts one value right after the rebuild's copy step."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = super().execute(sql, *args)
+        if sql.startswith('INSERT INTO "_sidecar_new_'):
+            super().execute('UPDATE "_sidecar_new_t" SET a = a + 1 WHERE rowid = 1')
+        return cursor
+
+
+def test_rebuild_proof_catches_a_changed_value_and_rolls_back(tmp_path: Path) -> None:
+    db = build(tmp_path / "t.db", "CREATE TABLE t (a INT, b TEXT); INSERT INTO t VALUES (1, 'x');")
+    before = sha(db)
+    desired = load(tmp_path, "CREATE TABLE t (a INT, b TEXT, c TEXT DEFAULT (lower('X')));")
+    conn = sqlite3.connect(db, isolation_level=None, factory=Sabotage)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={"t": 1})
+        with pytest.raises(HealthError, match=r"changed the values of column\(s\) a"):
+            migrate.apply_plan(conn, plan, desired)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert sha(db) == before
+
+
+def test_verify_checks_row_counts_and_the_re_plan(tmp_path: Path) -> None:
+    db = build(tmp_path / "t.db", "CREATE TABLE t (a INT); INSERT INTO t VALUES (1);")
+    same = load(tmp_path, "CREATE TABLE t (a INT);")
+    with database.write_lock(db, 5) as conn:
+        migrate.verify(conn, same, {"t": 1}, set())
+        with pytest.raises(HealthError, match='table "t" had 2 rows, now 1'):
+            migrate.verify(conn, same, {"t": 2}, set())
+        more = load(tmp_path, "CREATE TABLE t (a INT, b INT);")
+        with pytest.raises(HealthError, match="does not match the desired one"):
+            migrate.verify(conn, more, {"t": 1}, set())
