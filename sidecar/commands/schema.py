@@ -82,10 +82,12 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             )
             result = result.with_refused(migrating.unique_conflicts(conn, result))
             conn.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            raise UnavailableError(
-                f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
-            ) from None
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise UnavailableError(
+                    f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
+                ) from None
+            raise database.damaged(db, exc) from None
         finally:
             conn.close()
     outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict)
