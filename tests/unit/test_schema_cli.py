@@ -188,3 +188,36 @@ def test_migrate_creates_a_missing_database(
     assert doc["fresh"] is True
     code, _, _ = run(capsys, ["plan", "--check"], env)
     assert code == ExitCode.OK
+
+
+def test_plan_on_a_damaged_database_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, ROOT / "deploy/schema/v2")
+    db = tmp_path / "data" / "portfolio.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA journal_mode=delete")
+    conn.close()
+    data = db.read_bytes()
+    db.write_bytes(data[:100] + b"\xff" * (len(data) - 100))  # header kept, pages garbage
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert str(db) in doc["error"]["message"]
+
+
+def test_plan_while_the_app_holds_an_exclusive_lock_is_unavailable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env = {**env_for(tmp_path, ROOT / "deploy/schema/v2"), "SIDECAR_WAIT_TIMEOUT": "200ms"}
+    app = sqlite3.connect(tmp_path / "data" / "portfolio.db", isolation_level=None)
+    app.execute("PRAGMA journal_mode=delete")
+    app.execute("PRAGMA locking_mode=EXCLUSIVE")
+    app.execute("BEGIN EXCLUSIVE")
+    try:
+        code, doc, _ = run(capsys, ["plan"], env)
+    finally:
+        app.execute("ROLLBACK")
+        app.close()
+    assert code == ExitCode.UNAVAILABLE
+    assert doc["error"]["hint"]
