@@ -340,17 +340,25 @@ def desired_files(path: Path) -> list[Path]:
             f"desired schema {path} does not exist",
             hint="set SIDECAR_SCHEMA to a .sql file or a folder of them, and check the mount",
         )
-    # Name order; Prisma's migrations/<timestamp>_<name>/migration.sql sort by their folder.
-    # Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file twice, once
-    # as a symlink and once inside its hidden ``..<timestamp>`` folder.
-    files = sorted(
-        (
-            p
-            for p in path.rglob("*.sql")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        ),
-        key=lambda p: p.relative_to(path).as_posix(),
-    )
+    # Name order: the folder's own .sql files and those one level down (Prisma's
+    # migrations/<timestamp>_<name>/migration.sql sort by their folder). Hidden entries are
+    # skipped: a Kubernetes ConfigMap mount holds every file twice more, under ..data and
+    # ..<timestamp>, and only the visible symlinks count.
+    found: dict[Path, Path] = {}
+    try:
+        for entry in sorted(path.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            children = sorted(entry.iterdir()) if entry.is_dir() else [entry]
+            for file in children:
+                if file.suffix == ".sql" and file.is_file() and not file.name.startswith("."):
+                    found.setdefault(file.resolve(), file)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the desired schema folder {path}: {exc.strerror} ({exc.filename})",
+            hint="check the schema mount and its permissions",
+        ) from None
+    files = sorted(found.values(), key=lambda p: p.relative_to(path).as_posix())
     if not files:
         raise ConfigError(
             f"desired schema folder {path} holds no .sql files",

@@ -576,6 +576,22 @@ def test_folder_is_applied_in_name_order(tmp_path: Path) -> None:
     assert [i.name for i in catalogue.indexes] == ["i"]
 
 
+def test_kubernetes_config_map_layout_reads_each_file_once(tmp_path: Path) -> None:
+    """The kubelet's atomic writer: files in ..<timestamp>, ..data -> it, one link per key."""
+    mount = tmp_path / "schema"
+    revision = mount / "..2026_01_01_00_00_00.000000001"
+    revision.mkdir(parents=True)
+    (revision / "01-tables.sql").write_text("CREATE TABLE a (x);")
+    (revision / "02-views.sql").write_text("CREATE VIEW v AS SELECT x FROM a;")
+    (mount / "..data").symlink_to(revision.name)
+    for name in ("01-tables.sql", "02-views.sql"):
+        (mount / name).symlink_to(f"..data/{name}")
+    assert [p.name for p in schema.desired_files(mount)] == ["01-tables.sql", "02-views.sql"]
+    catalogue = schema.load_desired(mount)
+    assert [t.name for t in catalogue.tables] == ["a"]
+    assert [v.name for v in catalogue.views] == ["v"]
+
+
 def test_non_utf8_is_a_config_error(tmp_path: Path) -> None:
     file = tmp_path / "s.sql"
     file.write_bytes(b"CREATE TABLE t (name TEXT DEFAULT '\xff\xfe');")
