@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import pytest
 from sidecar.catalog import PARTIAL_NAME
 from tests.conftest import DEMO_IMAGE, ROOT, SIDECAR_IMAGE, run_once
 from tests.faults.badinput import run_cli
+from tests.integration.compose import docker_gid
 
 pytestmark = pytest.mark.integration
 
@@ -346,19 +348,23 @@ def own(path: Path) -> None:
         os.chown(item, APP_UID, APP_UID)
 
 
-@pytest.fixture
-def stack(tmp_path: Path, containers: Any, unique_name: Any) -> Stack:
+def start_stack(tmp_path: Path, containers: Any, unique_name: Any, **app: Any) -> Stack:
     data = tmp_path / "data"
     make_v1(data / "portfolio.db", rows=40_000)  # about 1.5 MB: more than a 1 MiB tmpfs
     v1 = catalogue(data / "portfolio.db")
     own(data)
-    app = containers(
+    container = containers(
         DEMO_IMAGE, name=unique_name("app"), environment={"DEMO_INTERVAL": "0.05"},
-        volumes={str(data): {"bind": "/app/data", "mode": "rw"}},
+        volumes={str(data): {"bind": "/app/data", "mode": "rw"}}, **app,
     )  # fmt: skip
-    made = Stack(data, app, v1)
+    made = Stack(data, container, v1)
     made.wait_committed(10)
     return made
+
+
+@pytest.fixture
+def stack(tmp_path: Path, containers: Any, unique_name: Any) -> Stack:
+    return start_stack(tmp_path, containers, unique_name)
 
 
 def sidecar_volumes(stack: Stack, backups: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -426,3 +432,176 @@ def test_read_only_backups_volume_is_a_clear_error_and_changes_nothing(
     assert list(backups.iterdir()) == []
     stack.wait_committed(len(stack.committed()) + 5)
     stack.assert_intact(schemas=(stack.v1,))
+
+
+def deploy_watching(
+    containers: Any,
+    stack: Stack,
+    backups: Path,
+    actions: dict[str, Any],
+    *,
+    env: dict[str, str] | None = None,
+    volumes: dict[str, Any] | None = None,
+) -> tuple[int, str, set[str]]:
+    """Run `deploy` in the sidecar image against the app; when the sidecar logs an event named
+    in ``actions``, run that fault once. (exit code, output, the events that fired)."""
+    own(backups)
+    sidecar = containers(
+        SIDECAR_IMAGE, command=["deploy"],
+        environment={**SIDECAR_ENV, "SIDECAR_APP": stack.app.name,
+                     "SIDECAR_HEALTHY_TIMEOUT": "60s", **(env or {})},
+        volumes=volumes or {**sidecar_volumes(stack, {str(backups): {"bind": "/backups",
+                                                                       "mode": "rw"}}),
+                            "/var/run/docker.sock": {"bind": "/var/run/docker.sock",
+                                                     "mode": "rw"}},
+        group_add=[docker_gid()],
+    )  # fmt: skip
+    fired: set[str] = set()
+    buffer = b""
+    for chunk in sidecar.logs(stream=True, follow=True):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line).get("event")
+                if event in actions and event not in fired:
+                    fired.add(event)
+                    actions[event]()
+    code = int(sidecar.wait(timeout=300)["StatusCode"])
+    return code, sidecar.logs().decode("utf-8", "replace"), fired
+
+
+def test_app_killed_during_the_deploy_is_started_again_and_nothing_is_lost(
+    containers: Any, stack: Stack, tmp_path: Path
+) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    code, output, fired = deploy_watching(
+        containers, stack, backups, {"backup.created": stack.app.kill}
+    )
+    assert fired == {"backup.created"}, output[-3000:]
+    assert code == 0, output[-3000:]
+    stack.app.reload()
+    assert stack.app.attrs["State"]["Running"] is True
+    stack.wait_committed(len(stack.committed()) + 5)  # writing again, on the new schema
+    assert stack.assert_intact(schemas=(stack.v1, catalogue(stack.db))) != stack.v1
+    assert assert_backups_verify(stack.db, backups, "app killed") == 1
+
+
+def test_app_never_healthy_after_the_restart_exits_4_and_keeps_the_data(
+    containers: Any, tmp_path: Path, unique_name: Any
+) -> None:
+    second = 1_000_000_000
+    stack = start_stack(
+        tmp_path, containers, unique_name,
+        healthcheck={
+            "test": ["CMD-SHELL", "test ! -e /app/data/force-unhealthy && "
+                     "python3 /app/healthcheck.py"],
+            "interval": second, "timeout": 3 * second, "retries": 2,
+            "start_period": 2 * second,
+        },
+    )  # fmt: skip
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    flag = stack.data / "force-unhealthy"
+    code, output, fired = deploy_watching(
+        containers, stack, backups, {"app.restarting": flag.touch},
+        env={"SIDECAR_HEALTHY_TIMEOUT": "10s"},
+    )  # fmt: skip
+    assert fired == {"app.restarting"}, output[-3000:]
+    assert code == 4, output[-3000:]
+    assert "not healthy" in error_line(output)
+    flag.unlink()
+    # The change was committed before the restart (the app is the unhealthy part, not the
+    # data): the schema is entirely new, every committed row is there, the backup verifies.
+    assert stack.assert_intact(schemas=(stack.v1, catalogue(stack.db))) != stack.v1
+    assert assert_backups_verify(stack.db, backups, "never healthy") == 1
+
+
+class CuttableProxy:
+    """A unix-socket proxy in front of the Docker API that dies for good (listener, open
+    connections and socket file) on the first request containing ``cut_on``, before that
+    request reaches the engine: the engine vanishing mid-run."""
+
+    def __init__(self, path: Path, cut_on: bytes) -> None:
+        self.path, self.cut_on = path, cut_on
+        self.cut = threading.Event()
+        self.requests = 0
+        self._sockets: list[socket.socket] = []
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        path.chmod(0o777)  # the sidecar runs as uid 10001
+        self._server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.cut.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect("/var/run/docker.sock")
+        self._sockets += [client, upstream]
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        while True:
+            try:
+                data = client.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.cut_on in data:
+                self.kill()
+                return
+            self.requests += 1
+            with contextlib.suppress(OSError):
+                upstream.sendall(data)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def kill(self) -> None:
+        self.cut.set()
+        for sock in [self._server, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def test_docker_api_vanishing_mid_deploy_exits_5_and_leaves_the_app_running(
+    containers: Any, stack: Stack, tmp_path: Path
+) -> None:
+    proxy_dir = tmp_path / "proxy"
+    proxy_dir.mkdir()
+    proxy_dir.chmod(0o755)
+    proxy = CuttableProxy(proxy_dir / "docker.sock", cut_on=b"/restart")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    volumes = {
+        **sidecar_volumes(stack, {str(backups): {"bind": "/backups", "mode": "rw"}}),
+        str(proxy_dir): {"bind": "/proxy", "mode": "rw"},
+    }
+    try:
+        code, output, _ = deploy_watching(
+            containers, stack, backups, {},
+            env={"DOCKER_HOST": "unix:///proxy/docker.sock"}, volumes=volumes,
+        )  # fmt: skip
+    finally:
+        proxy.kill()
+    assert proxy.requests > 0, "the sidecar never used the Docker API"
+    assert proxy.cut.is_set(), f"the sidecar never asked for a restart:\n{output[-3000:]}"
+    assert code == 5, output[-3000:]
+    assert "Docker" in error_line(output)
+    stack.app.reload()
+    assert stack.app.attrs["State"]["Running"] is True  # never left stopped
+    stack.wait_committed(len(stack.committed()) + 5)
+    stack.assert_intact(schemas=(stack.v1, catalogue(stack.db)))
+    assert assert_backups_verify(stack.db, backups, "Docker API cut") == 1
