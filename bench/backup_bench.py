@@ -1,11 +1,20 @@
 """Backup benchmark: sidecar's online backup against cp+fsync, sqlite3 .backup, VACUUM INTO.
 
-    .venv/bin/python bench/backup_bench.py --size-mb 1024 --dir bench/out
+    .venv/bin/python bench/backup_bench.py --sizes 100M,1G --runs 3
 
-Builds a portfolio-like database (users, portfolios, transactions with indexes) in WAL
-mode, then runs each method in its own subprocess (so peak RSS is per method, children
-included) with the database warm in the page cache, and prints one table. A last run takes
-a sidecar backup while a writer process commits every 10 ms and reports its commit latency.
+For each size it builds (or reuses) a portfolio-like database in WAL mode under bench/out/
+(users, portfolios, transactions with indexes), then, round after round so that a noisy
+machine hurts every method alike, runs each method in its own subprocess (peak RSS per
+method: the parent's and its children's) with the database warm in the page cache and no
+dirty pages pending. It prints one markdown table per size with medians and ratios to
+cp+fsync, then the latency of a writer committing every 10 ms:
+
+- during a plain WAL backup (the app keeps committing; compared with an idle stretch);
+- during a deploy-like window: the sidecar holds ``BEGIN IMMEDIATE``, backs up, commits, so
+  the writer is blocked for the whole of it (what ``sidecar deploy`` costs the app);
+- during a backup of a rollback-journal copy of the database (writers wait for the copy).
+
+Nothing here asserts timings. Results also go to bench/out/results-<time>.json.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import shutil
 import sqlite3
@@ -20,14 +30,35 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+SQLITE_CLI = shutil.which("sqlite3")
+LEVELS = ("checksum", "quick", "full")
 
-def build(db: Path, size_mb: int) -> None:
-    if db.exists() and db.stat().st_size >= size_mb << 20:
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B")
+    if text[-1:] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def label(size: int) -> str:
+    return f"{size >> 30}G" if size >= 1 << 30 and size % (1 << 30) == 0 else f"{size >> 20}M"
+
+
+# ---- the database ------------------------------------------------------------------------
+
+
+def build(db: Path, size: int) -> None:
+    """A portfolio-like WAL database of about ``size`` bytes (reused when already there)."""
+    if db.exists() and db.stat().st_size >= size * 0.95:
         return
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -58,7 +89,7 @@ def build(db: Path, size_mb: int) -> None:
     )
     conn.execute("COMMIT")
     batch = 50000
-    while db.stat().st_size + Path(f"{db}-wal").stat().st_size < size_mb << 20:
+    while db.stat().st_size + Path(f"{db}-wal").stat().st_size < size:
         conn.execute("BEGIN")
         conn.execute(
             "WITH RECURSIVE s(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM s "
@@ -74,35 +105,68 @@ def build(db: Path, size_mb: int) -> None:
     conn.close()
 
 
+def rollback_copy(db: Path, target: Path) -> None:
+    """The same database in rollback-journal (DELETE) mode."""
+    if target.exists() and target.stat().st_size == db.stat().st_size:
+        return
+    target.unlink(missing_ok=True)
+    shutil.copyfile(db, target)
+    conn = sqlite3.connect(target, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=delete")
+    conn.close()
+
+
 def warm(path: Path) -> None:
-    with path.open("rb") as handle:
-        while handle.read(8 << 20):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.read(fd, 8 << 20):
             pass
+    finally:
+        os.close(fd)
 
 
-def run_method(method: str, db: Path, out: Path) -> dict[str, float]:
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- one method, in a fresh process --------------------------------------------------------
+
+
+def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
     """Runs inside a fresh subprocess: one method, timed, with its own peak RSS."""
-    for p in out.parent.glob(f"{out.name}*"):
+    out = workdir / "copy.db"
+    for p in workdir.glob("copy.db*"):
         p.unlink()
+    extra: dict[str, Any] = {}
+    from sidecar.backup import create_backup  # noqa: PLC0415 - after sys.path is set
+
     started = time.monotonic()
     if method == "cp":
         subprocess.run(["cp", str(db), str(out)], check=True)
-        subprocess.run(["sync", str(out)], check=True)
+        fsync_path(out)
     elif method == "sqlite3-backup":
-        subprocess.run(["/usr/bin/sqlite3", str(db), f".backup '{out}'"], check=True)
-        subprocess.run(["sync", str(out)], check=True)  # durable, like the others
+        if SQLITE_CLI:
+            subprocess.run([SQLITE_CLI, str(db), f".backup '{out}'"], check=True)
+        else:
+            src, dst = sqlite3.connect(db), sqlite3.connect(out)
+            src.backup(dst)
+            src.close()
+            dst.close()
+        fsync_path(out)  # durable, like the others
     elif method == "vacuum-into":
         conn = sqlite3.connect(db)
         conn.execute("VACUUM INTO ?", (str(out),))
         conn.close()
-        subprocess.run(["sync", str(out)], check=True)
+        fsync_path(out)
     else:
-        from sidecar.backup import create_backup  # noqa: PLC0415 - after sys.path is set
-
         level = method.removeprefix("sidecar-")
-        bk_dir = out.parent / f"sidecar-{level}"
+        bk_dir = workdir / f"sidecar-{level}"
         shutil.rmtree(bk_dir, ignore_errors=True)
-        create_backup(
+        info = create_backup(
             db,
             bk_dir,
             environment="bench",
@@ -110,116 +174,266 @@ def run_method(method: str, db: Path, out: Path) -> dict[str, float]:
             verify=level,  # type: ignore[arg-type]
             on_progress=lambda done, total: None,
         )
+        extra = {
+            "lock_s": info.manifest["durations"]["read_lock_s"],
+            "wal_copied": info.manifest.get("wal_copied"),
+        }
+        shutil.rmtree(bk_dir, ignore_errors=True)
     seconds = time.monotonic() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "rss_self_mib": own, "rss_children_mib": children}
+    for p in workdir.glob("copy.db*"):
+        p.unlink()
+    return {"seconds": seconds, "rss_self_mib": own, "rss_children_mib": children, **extra}
 
 
-def writer(db: str, seconds_file: str, stop_file: str) -> None:
-    """Commit every 10 ms until told to stop; append each commit's latency (s) to a file."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=60)
-    with open(seconds_file, "w", encoding="utf-8") as out:
-        while not os.path.exists(stop_file):
-            t0 = time.monotonic()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO writes(at) VALUES (?)", (time.time(),))
-            conn.execute("COMMIT")
-            out.write(f"{time.monotonic() - t0}\n")
-            out.flush()
-            time.sleep(0.01)
-
-
-def sub(method: str, db: Path, workdir: Path, repeat: int = 1) -> dict[str, float]:
-    """Median of ``repeat`` runs, each starting warm and with no dirty pages pending."""
-    runs = []
-    for _ in range(repeat):
-        os.sync()  # writeback left by an earlier run must not be billed to this one
-        warm(db)
-        runs.append(_sub_once(method, db, workdir))
-    runs.sort(key=lambda r: r["seconds"])
-    return runs[len(runs) // 2]
-
-
-def _sub_once(method: str, db: Path, workdir: Path) -> dict[str, float]:
+def once(method: str, db: Path, workdir: Path) -> dict[str, Any]:
+    """One run, starting warm and with no dirty pages pending."""
+    os.sync()  # writeback left by an earlier run must not be billed to this one
+    warm(db)
     done = subprocess.run(
         [sys.executable, __file__, "--run", method, "--db", str(db), "--dir", str(workdir)],
         check=True,
         capture_output=True,
         text=True,
     )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def latencies(path: Path) -> list[float]:
-    return [float(x) for x in path.read_text().split()] if path.exists() else []
+# ---- a writer, and what it sees ------------------------------------------------------------
 
 
-def under_writer(db: Path, workdir: Path) -> dict[str, float]:
-    lat, stop = workdir / "latency.txt", workdir / "stop"
-    stop.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, __file__, "--writer", str(db), str(lat), str(stop)])
-    time.sleep(2.0)
-    before = len(latencies(lat))
-    result = sub("sidecar-quick", db, workdir)
-    during = latencies(lat)[before:]
-    stop.touch()
-    proc.wait()
-    during.sort()
+def writer(db: str, log_file: str, stop_file: str) -> None:
+    """Commit every 10 ms until told to stop; log ``start_time latency`` of each commit."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=60)
+    with open(log_file, "w", encoding="utf-8") as out:
+        while not os.path.exists(stop_file):
+            t0 = time.time()
+            m0 = time.monotonic()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO writes(at) VALUES (?)", (t0,))
+            conn.execute("COMMIT")
+            out.write(f"{t0} {time.monotonic() - m0}\n")
+            out.flush()
+            time.sleep(0.01)
+    conn.close()
+
+
+def deploy_like(db: str, level: str, workdir: str) -> None:
+    """What deploy does to the app: BEGIN IMMEDIATE, back up under it, COMMIT."""
+    from sidecar import database  # noqa: PLC0415
+    from sidecar.backup import create_backup  # noqa: PLC0415
+
+    bk_dir = Path(workdir) / "sidecar-deploy"
+    shutil.rmtree(bk_dir, ignore_errors=True)
+    with database.write_lock(Path(db), timeout=30) as conn:
+        t0 = time.monotonic()
+        create_backup(
+            Path(db),
+            bk_dir,
+            environment="bench",
+            reason="deploy",
+            verify=level,  # type: ignore[arg-type]
+            on_progress=lambda done, total: None,
+        )
+        conn.execute("COMMIT")
+        held = time.monotonic() - t0
+    shutil.rmtree(bk_dir, ignore_errors=True)
+    print(json.dumps({"held_s": held}))
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"commits": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    values = sorted(values)
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
     return {
-        **result,
-        "commits": len(during),
-        "p50_ms": 1000 * statistics.median(during),
-        "p99_ms": 1000 * during[int(len(during) * 0.99) - 1],
-        "max_ms": 1000 * during[-1],
+        "commits": len(values),
+        "p50_ms": 1000 * statistics.median(values),
+        "p99_ms": 1000 * p99,
+        "max_ms": 1000 * values[-1],
+    }
+
+
+def with_writer(db: Path, workdir: Path, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``action`` while a writer commits every 10 ms; the writer's latency during it,
+    and during an idle stretch of the same length just before (the machine's own noise)."""
+    log, stop = workdir / "latency.txt", workdir / "stop"
+    stop.unlink(missing_ok=True)
+    os.sync()
+    warm(db)
+    proc = subprocess.Popen([sys.executable, __file__, "--writer", str(db), str(log), str(stop)])
+    try:
+        time.sleep(1.0)
+        idle_from = time.time()
+        time.sleep(2.0)
+        started = time.time()
+        result = action()
+        ended = time.time()
+    finally:
+        stop.touch()
+        proc.wait()
+    rows = [tuple(map(float, line.split())) for line in log.read_text().splitlines() if line]
+    # A commit counts as "during" when it started before the action ended and finished after
+    # it started: the one blocked for the whole window is included.
+    during = [lat for t, lat in rows if t < ended and t + lat > started]
+    idle = [lat for t, lat in rows if idle_from <= t < idle_from + 2.0]
+    return {**result, "during": percentiles(during), "idle": percentiles(idle)}
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+
+def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, Any]:
+    db = workdir / f"bench-{label(size)}.db"
+    t0 = time.monotonic()
+    build(db, size)
+    real = db.stat().st_size
+    print(
+        f"\n## {label(size)} database: {real / 1e6:.0f} MB (ready in {time.monotonic() - t0:.0f} s)"
+    )
+    methods = ["cp", "sqlite3-backup", "vacuum-into", "sidecar-checksum", "sidecar-quick"]
+    if size <= full_max:
+        methods.append("sidecar-full")
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for run in range(runs):
+        for method in methods:
+            results[method].append(once(method, db, workdir))
+            print(f"  run {run + 1} {method}: {results[method][-1]['seconds']:.2f} s", flush=True)
+    medians = {m: _median(rs) for m, rs in results.items()}
+    base = medians["cp"]["seconds"]
+
+    print(f"\nmedian of {runs} runs, database warm, every copy fsynced; x cp = / cp+fsync\n")
+    print("| method | seconds | x cp | MB/s | read lock s | RSS parent | RSS child | runs (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, r in medians.items():
+        lock = f"{r['lock_s']:.2f}" if "lock_s" in r else ""
+        every = ", ".join(f"{x['seconds']:.2f}" for x in results[name])
+        print(
+            f"| {_name(name)} | {r['seconds']:.2f} | {r['seconds'] / base:.2f} "
+            f"| {real / 1e6 / r['seconds']:.0f} | {lock} | {r['rss_self_mib']:.0f} MiB "
+            f"| {r['rss_children_mib']:.0f} MiB | {every} |"
+        )
+
+    def backup(level: str, target: Path) -> Callable[[], dict[str, Any]]:
+        return lambda: once(f"sidecar-{level}", target, workdir)
+
+    def deploy(level: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, __file__, "--deploy", str(db), level, str(workdir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    rollback = workdir / f"bench-{label(size)}-rollback.db"
+    rollback_copy(db, rollback)
+    writers = {
+        "WAL backup, checksum": with_writer(db, workdir, backup("checksum", db)),
+        "WAL backup, quick": with_writer(db, workdir, backup("quick", db)),
+        "deploy-like (BEGIN IMMEDIATE + backup + COMMIT), checksum": with_writer(
+            db, workdir, lambda: deploy("checksum")
+        ),
+        "deploy-like (BEGIN IMMEDIATE + backup + COMMIT), quick": with_writer(
+            db, workdir, lambda: deploy("quick")
+        ),
+        "rollback-journal backup, checksum": with_writer(
+            rollback, workdir, backup("checksum", rollback)
+        ),
+    }
+    rollback.unlink(missing_ok=True)
+    print("\nwriter committing every 10 ms (BEGIN IMMEDIATE, INSERT, COMMIT; synchronous=FULL)\n")
+    print("| during | window s | x cp | commits | p50 ms | p99 ms | max ms | idle p99 / max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, w in writers.items():
+        window = w.get("held_s", w.get("seconds", 0.0))
+        d, i = w["during"], w["idle"]
+        print(
+            f"| {name} | {window:.2f} | {window / base:.2f} | {d['commits']} "
+            f"| {d['p50_ms']:.1f} | {d['p99_ms']:.1f} | {d['max_ms']:.1f} "
+            f"| {i['p99_ms']:.1f} / {i['max_ms']:.1f} |"
+        )
+    return {"size": real, "runs": results, "medians": medians, "writer": writers}
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda r: float(r["seconds"]))
+    middle = dict(ordered[len(ordered) // 2])
+    for key in ("rss_self_mib", "rss_children_mib"):
+        middle[key] = max(float(r[key]) for r in runs)  # peak: the worst run
+    if "lock_s" in middle:
+        middle["lock_s"] = statistics.median(float(r["lock_s"]) for r in runs)
+    return middle
+
+
+def _name(method: str) -> str:
+    if method == "sqlite3-backup":
+        return "sqlite3 `.backup` (CLI)" if SQLITE_CLI else "backup API (Python, one step)"
+    return {"cp": "cp + fsync", "vacuum-into": "VACUUM INTO + fsync"}.get(
+        method, method.replace("sidecar-", "sidecar backup, verify=")
+    )
+
+
+def machine() -> dict[str, str]:
+    mem = (
+        Path("/proc/meminfo").read_text().split("\n", 1)[0]
+        if Path("/proc/meminfo").exists()
+        else ""
+    )
+    return {
+        "cpus": str(os.cpu_count()),
+        "memory": " ".join(mem.split()[1:]),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sqlite3 cli": subprocess.run(
+            [SQLITE_CLI, "--version"], capture_output=True, text=True, check=False
+        ).stdout.split(" ")[0]
+        if SQLITE_CLI
+        else "absent (Python backup API used)",
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mb", type=int, default=1024)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="100M,1G", help="database sizes, e.g. 100M,1G")
+    parser.add_argument("--runs", type=int, default=3, help="runs per method (median)")
     parser.add_argument("--dir", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--db", type=Path)
-    parser.add_argument("--run")
-    parser.add_argument("--writer", nargs=3)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per method (median)")
-    parser.add_argument("--skip-full", action="store_true", help="skip integrity_check (~90 s/GB)")
+    parser.add_argument(
+        "--full-max", default="100M", help="largest size to run verify=full on (~90 s/GB)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the built databases")
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--deploy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer:
         writer(*args.writer)
         return
+    if args.deploy:
+        deploy_like(*args.deploy)
+        return
     workdir: Path = args.dir
     workdir.mkdir(parents=True, exist_ok=True)
     if args.run:
-        print(json.dumps(run_method(args.run, args.db, workdir / "copy.db")))
+        print(json.dumps(run_method(args.run, args.db, workdir)))
         return
-    db = workdir / "bench.db"
-    t0 = time.monotonic()
-    build(db, args.size_mb)
-    size = db.stat().st_size
-    print(f"database: {size / 1e6:.0f} MB (built/reused in {time.monotonic() - t0:.0f}s)")
-    methods = ["cp", "sqlite3-backup", "vacuum-into", "sidecar-checksum", "sidecar-quick"]
-    if not args.skip_full:
-        methods.append("sidecar-full")
-    results = {m: sub(m, db, workdir, 1 if m == "sidecar-full" else args.repeat) for m in methods}
-    results["sidecar-quick+writer"] = under_writer(db, workdir)
-    base = results["cp"]["seconds"]
-    print(f"median of {args.repeat} runs, file warm, every copy fsynced")
-    print(f"{'method':<22}{'seconds':>9}{'x cp':>7}{'MB/s':>8}{'RSS self':>10}{'RSS kids':>10}")
-    for name, r in results.items():
-        print(
-            f"{name:<22}{r['seconds']:>9.2f}{r['seconds'] / base:>7.2f}"
-            f"{size / 1e6 / r['seconds']:>8.0f}"
-            f"{r['rss_self_mib']:>9.0f}M{r['rss_children_mib']:>9.0f}M"
-        )
-    w = results["sidecar-quick+writer"]
-    print(
-        f"writer every 10 ms during sidecar-quick (WAL): {w['commits']:.0f} commits, "
-        f"p50 {w['p50_ms']:.1f} ms, p99 {w['p99_ms']:.1f} ms, max {w['max_ms']:.1f} ms"
-    )
-    for p in workdir.glob("copy.db*"):
-        p.unlink()
+    info = machine()
+    print("# sidecar backup benchmark")
+    print(", ".join(f"{k}: {v}" for k, v in info.items()))
+    report: dict[str, Any] = {"machine": info, "sizes": []}
+    for size in [parse_size(s) for s in args.sizes.split(",")]:
+        report["sizes"].append(bench_size(size, args.runs, workdir, parse_size(args.full_max)))
+        if not args.keep:
+            for p in workdir.glob(f"bench-{label(size)}*"):
+                p.unlink()
+    out = workdir / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":

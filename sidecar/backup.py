@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
@@ -154,7 +155,7 @@ def create_backup(
                 "journal_mode": snap.journal_mode,
                 "wal_frames_folded": facts["wal_frames"],
                 "wal_copied": snap.wal_copied,
-                "writeback": snap.writeback,
+                "copier": {"writeback": snap.writeback, "peak_rss_kib": snap.copier_peak_rss_kib},
                 "sqlite_version": sqlite3.sqlite_version,
                 "schema_hash": facts["schema_hash"],
                 "row_counts": facts["row_counts"],
@@ -241,19 +242,21 @@ def _finish_and_verify(work: Path, snap: copier.Snapshot, level: VerifyLevel) ->
     """
     t0 = time.monotonic()
     wal_frames = 0
+    rehash: _Rehash | None = None
     if snap.wal_copied:
         wal_frames = _fold_wal(work)
-    if snap.wal_copied or snap.copied_sha256 is None:
-        size, sha = sha256_file(work)
+        rehash = _Rehash(work)  # on a second core, while SQLite inspects the file
+    facts = inspect_file(work, None if level == "checksum" else level == "full")
+    if rehash is not None:
+        size, sha = rehash.result()
     else:
         size, sha = snap.db_bytes, snap.copied_sha256
     problems: list[str] = []
     # With no wal frames folded in, the file must be byte for byte what the copier read.
-    if snap.copied_sha256 is not None and wal_frames == 0 and sha != snap.copied_sha256:
+    if wal_frames == 0 and sha != snap.copied_sha256:
         problems.append("the written file differs from the bytes read from the database")
     if size != work.stat().st_size:
         problems.append(f"the file holds {work.stat().st_size} bytes, {size} were copied")
-    facts = inspect_file(work, None if level == "checksum" else level == "full")
     problems += facts.pop("problems")
     if facts["page_size"] * facts["page_count"] != size:
         problems.append(f"size {size} is not page_size x page_count")
@@ -264,6 +267,28 @@ def _finish_and_verify(work: Path, snap: copier.Snapshot, level: VerifyLevel) ->
         )
     return {**facts, "size": size, "sha256": sha, "wal_frames": wal_frames,
             "seconds": time.monotonic() - t0}  # fmt: skip
+
+
+class _Rehash(threading.Thread):
+    """sha256 of a file in a thread (hashlib and sqlite3 both release the GIL)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="backup-rehash", daemon=True)
+        self.path = path
+        self.outcome: tuple[int, str] | BaseException = OSError(errno.EIO, "not hashed")
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.outcome = sha256_file(self.path)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self.outcome = exc
+
+    def result(self) -> tuple[int, str]:
+        self.join()
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
 
 
 def _fold_wal(work: Path) -> int:

@@ -6,12 +6,16 @@ connection). So the live ``.db`` and ``-wal`` are only ever opened by ``python -
 sidecar.copier``; the parent holds the read transaction that makes the copy consistent.
 
 How a live file is copied (:func:`copy_verified`): every byte of the source is read once, into
-one of a few big buffers; the buffer is written to the backup and its writeback started at
-once; a verifier thread hashes the buffer (hashlib releases the GIL), waits until that range
-is written out, reads it back from the backup file and compares. The sha256 it returns is of
-the bytes read from the source, and the backup file is proven to hold exactly those bytes,
-so no second pass over the file is needed. Dirty pages stay bounded by the buffers in flight:
-the app's own fsyncs never wait behind a gigabyte of ours (see DESIGN.md).
+one of a few 2 MiB buffers; the buffer is written to the backup and its writeback queued at
+once (``sync_file_range``), the reader waiting whenever more than 32 MiB are still on their
+way to disk; a verifier thread hashes the buffer (hashlib releases the GIL), reads that range
+back from the backup file and compares. The sha256 returned is of the bytes read from the
+source, and the backup file is proven to hold exactly those bytes, so no second pass over
+the file is needed. The read-back goes through the page cache, like every later reader of the
+file until it is evicted: it catches short or misplaced writes and a kernel or file system
+that stores something else, not a device that loses data after a successful ``fsync`` (an
+``O_DIRECT`` re-read would, at the price of reading the whole file from the device again).
+Dirty pages stay bounded, so the app's own fsyncs never wait behind a gigabyte of ours.
 
 The protocol: the child prints ``ready`` on stdout, reads one ``go <json job>`` line from
 stdin, then prints JSON lines: ``progress`` events, ``released`` once every source byte has
@@ -36,10 +40,12 @@ from queue import SimpleQueue
 from typing import IO, Any, NamedTuple, NoReturn
 
 CHUNK = 1 << 20  # streaming (compression, restore, re-hashing): small and flat
-COPY_CHUNK = 4 << 20  # the live copy: big enough for full-speed sha256 and few syscalls
-# Buffers in flight between reader and verifier: the child's RSS (~4 x 4 MiB + the read-back
-# buffer) and, with sync_file_range, the most dirty data of ours the app's fsyncs can meet.
-COPY_BUFFERS = 3
+COPY_CHUNK = 2 << 20  # the live copy: sha256 at full speed, few syscalls, a small RSS
+# Buffers in flight between reader and verifier: with the read-back buffer, ~10 MiB of RSS.
+COPY_BUFFERS = 4
+# With sync_file_range: the most data of ours still on its way to disk. The app's fsyncs may
+# wait behind it (ext4 data=ordered), so it bounds their stall; too small starves the disk.
+WRITEBACK_WINDOW = 32 << 20
 SYNC_EVERY = 64 << 20  # without sync_file_range: fdatasync this often instead
 PROGRESS_EVERY = 0.5  # seconds between progress lines from the child
 # The module the child runs; tests point it at a fault-injecting wrapper.
@@ -197,38 +203,42 @@ def _load_sync_file_range() -> SyncRange | None:
 
 
 class Writeback:
-    """Gets each written chunk to disk early, so dirty pages never pile up.
+    """Gets written data to disk early, so dirty pages never pile up.
 
-    With ``sync_file_range``: writeback of a chunk starts as soon as it is written, and the
-    verifier waits for it before reading the chunk back; no journal commit per chunk (the
-    final ``fsync`` makes the metadata durable). Without it: ``fdatasync`` every 64 MiB.
+    With ``sync_file_range``: writeback of each chunk starts as soon as it is written, and
+    the writer waits whenever more than ``window`` bytes are still on their way to disk; no
+    journal commit per chunk (the final ``fsync`` makes the metadata durable). Without it:
+    ``fdatasync`` every 64 MiB.
     """
 
-    def __init__(self, fd: int, sync_range: SyncRange | None) -> None:
+    def __init__(self, fd: int, sync_range: SyncRange | None, window: int) -> None:
         self.fd = fd
         self.sync_range = sync_range
+        self.window = window
+        self.started = 0  # writeback queued up to this offset
+        self.done = 0  # and finished up to this one
         self.unsynced = 0
-        self.lock = threading.Lock()
 
     @property
     def method(self) -> str:
         return "sync_file_range" if self.sync_range is not None else "fdatasync"
 
-    def start(self, offset: int, length: int) -> None:
-        """Queue the range for writeback; does not wait."""
-        self._range(offset, length, _SFR_WRITE)
-
-    def wait(self, offset: int, length: int) -> None:
-        """Return once the range has been written out (or, without sync_file_range, the
-        whole file every 64 MiB)."""
-        if self._range(offset, length, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER):
+    def written(self, end: int) -> None:
+        """The file is written up to ``end``: queue that for writeback, and wait while too
+        much of it is still in flight."""
+        if self._range(self.started, end - self.started, _SFR_WRITE):
+            self.started = end
+            if end - self.done > self.window:
+                target = end - self.window
+                flags = _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER
+                if self._range(self.done, target - self.done, flags):
+                    self.done = target
             return
-        with self.lock:
-            self.unsynced += length
-            if self.unsynced < SYNC_EVERY:
-                return
+        self.unsynced += end - self.started
+        self.started = end
+        if self.unsynced >= SYNC_EVERY:
+            os.fdatasync(self.fd)
             self.unsynced = 0
-        os.fdatasync(self.fd)
 
     def _range(self, offset: int, length: int, flags: int) -> bool:
         sync_range = self.sync_range
@@ -242,6 +252,10 @@ class Writeback:
             self.sync_range = None  # e.g. a file system without it: fdatasync from now on
             return False
         return True
+
+
+def _view(buf: bytearray, length: int) -> memoryview:
+    return memoryview(buf)[:length]
 
 
 def _pread_full(fd: int, buf: bytearray, offset: int, length: int) -> int:
@@ -263,12 +277,11 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 class _Verifier(threading.Thread):
-    """Hashes each chunk, waits for its writeback, reads it back and compares."""
+    """Hashes each chunk, reads it back from the destination and compares."""
 
-    def __init__(self, dst_fd: int, writeback: Writeback, free: SimpleQueue[bytearray | None]):
+    def __init__(self, dst_fd: int, free: SimpleQueue[bytearray | None]) -> None:
         super().__init__(name="copier-verify", daemon=True)
         self.dst_fd = dst_fd
-        self.writeback = writeback
         self.free = free
         self.todo: SimpleQueue[tuple[bytearray, int, int] | None] = SimpleQueue()
         self.digest = hashlib.sha256()
@@ -285,10 +298,10 @@ class _Verifier(threading.Thread):
 
     def _verify(self, buf: bytearray, offset: int, length: int, back: bytearray) -> None:
         self.digest.update(memoryview(buf)[:length])
-        self.writeback.wait(offset, length)
         got = _pread_full(self.dst_fd, back, offset, length)
-        # bytearray == bytearray is a memcmp; a memoryview comparison is 40x slower.
-        same = buf == back if length == len(buf) else buf[:length] == back[:length]
+        # bytearray == bytearray is a memcmp; comparing memoryviews is 40x slower, but only
+        # the last, short chunk needs it, and slicing would copy (RSS).
+        same = buf == back if length == len(buf) else _view(buf, length) == _view(back, length)
         if got != length or not same:
             raise CopyMismatch(offset)
         self.free.put(buf)
@@ -307,18 +320,18 @@ def copy_verified(
     """Copy ``src_fd`` into ``dst_fd`` (opened read-write); return (bytes, sha256).
 
     Each byte is read from the source once; the sha256 is of those bytes, and the
-    destination was read back and found identical to them, chunk by chunk, after each chunk
-    was written out. ``size`` bounds the copy (None: to end of file); ``on_read`` runs once
-    every source byte has been read, before the last chunks are verified and the file is
-    fsynced. Raises :class:`CopyMismatch` when the read-back differs.
+    destination was read back and found identical to them, chunk by chunk. ``size`` bounds
+    the copy (None: to end of file); ``on_read`` runs once every source byte has been read,
+    before the last chunks are verified and the file is fsynced. Raises
+    :class:`CopyMismatch` when the read-back differs.
     """
     with suppress(OSError, AttributeError):  # AttributeError: no posix_fadvise (macOS)
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # bigger readahead when cold
-    writeback = Writeback(dst_fd, sync_range)
+    writeback = Writeback(dst_fd, sync_range, WRITEBACK_WINDOW)
     free: SimpleQueue[bytearray | None] = SimpleQueue()
     for _ in range(COPY_BUFFERS):
         free.put(bytearray(COPY_CHUNK))
-    verifier = _Verifier(dst_fd, writeback, free)
+    verifier = _Verifier(dst_fd, free)
     verifier.start()
     offset = 0
     try:
@@ -330,9 +343,9 @@ def copy_verified(
             length = _pread_full(src_fd, buf, offset, want)
             if length:
                 _pwrite_all(dst_fd, memoryview(buf)[:length], offset)
-                writeback.start(offset, length)
                 verifier.todo.put((buf, offset, length))
                 offset += length
+                writeback.written(offset)
             if check is not None:
                 check()
             if progress is not None:
@@ -471,8 +484,20 @@ def main() -> int:
     if not released[0]:  # the last source was an absent optional one
         release()
     method = "sync_file_range" if sync_range is not None else "fdatasync"
-    _emit({"event": "done", "files": results, "writeback": method})
+    _emit({"event": "done", "files": results, "writeback": method, "peak_rss_kib": _peak_rss()})
     return 0
+
+
+def _peak_rss() -> int | None:
+    """This process's peak RSS in KiB (VmHWM: unlike getrusage, not inherited across exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":
@@ -522,12 +547,13 @@ class Snapshot(NamedTuple):
 
     journal_mode: str
     copied_bytes: int  # database file and -wal together
-    copied_sha256: str | None  # of the database file bytes read (not the -wal)
+    copied_sha256: str  # of the database file bytes read (not the -wal)
     lock_seconds: float  # the read transaction, from BEGIN until every byte was read
     copy_seconds: float
     db_bytes: int = 0  # the database file alone
     wal_copied: bool = False  # a -wal was copied beside it and must be folded in
     writeback: str = ""  # how the child kept its dirty pages few
+    copier_peak_rss_kib: int | None = None
 
 
 def take_snapshot(
@@ -578,7 +604,7 @@ def take_snapshot(
                 if need_wal:
                     pairs.append((wal, Path(f"{work}-wal"), True))
                 total = sum(_size_or_zero(src) for src, _, _ in pairs)
-                files, writeback = child.run(pairs, total, on_progress, release)
+                files, final = child.run(pairs, total, on_progress, release)
             finally:
                 release()
     except sqlite3.OperationalError as exc:
@@ -599,7 +625,8 @@ def take_snapshot(
         copy_seconds=time.monotonic() - started,
         db_bytes=int(first["bytes"]),
         wal_copied=len(files) > 1,
-        writeback=writeback,
+        writeback=str(final.get("writeback", "")),
+        copier_peak_rss_kib=final.get("peak_rss_kib"),
     )
 
 
@@ -660,7 +687,7 @@ class _Child:
         total: int,
         on_progress: Callable[[int, int], None] | None,
         on_release: Callable[[], None],
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         proc = self.proc
         assert proc.stdin is not None  # noqa: S101 - PIPE
         assert proc.stdout is not None  # noqa: S101
@@ -684,7 +711,7 @@ class _Child:
         if final is None or final["event"] == "error" or proc.wait() != 0:
             self._fail(final)
         files: list[dict[str, Any]] = final["files"]
-        return files, str(final.get("writeback", ""))
+        return files, final
 
     def _fail(self, final: dict[str, Any] | None) -> NoReturn:
         self.proc.kill()
