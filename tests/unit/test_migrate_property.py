@@ -70,31 +70,42 @@ def cases(draw: st.DrawFn) -> Case:
             )
         )
         types = [draw(st.sampled_from(TYPES)) for _ in names]
-        old = ["id INTEGER PRIMARY KEY"] + [
-            f"{q(n)} {t}".strip() for n, t in zip(names, types, strict=True)
-        ]
+        kind = draw(st.sampled_from(["rowid", "autoincrement", "without rowid"]))
+        key = {
+            "rowid": "id INTEGER PRIMARY KEY",
+            "autoincrement": "id INTEGER PRIMARY KEY AUTOINCREMENT",
+            "without rowid": "id INTEGER NOT NULL PRIMARY KEY",
+        }[kind]
+        options = " WITHOUT ROWID" if kind == "without rowid" else ""
+        old = [key] + [f"{q(n)} {t}".strip() for n, t in zip(names, types, strict=True)]
         free = [n for n in NAMES if schema.fold(n) not in {schema.fold(m) for m in names}]
         added = draw(st.lists(st.sampled_from(free), max_size=3, unique_by=schema.fold))
         templates = [draw(st.sampled_from(NEW_COLUMNS)) for _ in added]
         parent = q(table_names[draw(st.integers(0, i))])
         new = [t.format(n=q(n), parent=parent) for n, t in zip(added, templates, strict=True)]
-        live.append(f"CREATE TABLE {q(table)} ({', '.join(old)});")
-        desired.append(f"CREATE TABLE {q(table)} ({', '.join(old + new)});")
+        live.append(f"CREATE TABLE {q(table)} ({', '.join(old)}){options};")
+        desired.append(f"CREATE TABLE {q(table)} ({', '.join(old + new)}){options};")
         if draw(st.booleans()):
             column = draw(st.sampled_from(names))
             desired.append(
                 f"CREATE INDEX {q(table + ' by ' + column)} ON {q(table)} ({q(column)});"
             )
-        for row in draw(
+        rows = draw(
             st.lists(st.lists(VALUES, min_size=len(names), max_size=len(names)), max_size=6)
-        ):
+        )
+        # Explicit, gapped ids: deleted rows leave holes (and an AUTOINCREMENT high-water mark).
+        ids = sorted(draw(st.sets(st.integers(1, 50), min_size=len(rows), max_size=len(rows))))
+        for row_id, row in zip(ids, rows, strict=True):
             inserts.append(
                 (
-                    f"INSERT INTO {q(table)} ({', '.join(map(q, names))}) "
-                    f"VALUES ({', '.join('?' * len(names))})",
-                    row,
+                    f"INSERT INTO {q(table)} (id, {', '.join(map(q, names))}) "
+                    f"VALUES (?, {', '.join('?' * len(names))})",
+                    [row_id, *row],
                 )
             )
+        if kind == "autoincrement":
+            inserts.append((f"INSERT INTO {q(table)} (id) VALUES (99)", []))
+            inserts.append((f"DELETE FROM {q(table)} WHERE id = 99", []))
     for extra in draw(
         st.lists(st.sampled_from(["Extra", "more stuff", "Ω"]), max_size=2, unique=True)
     ):
@@ -112,6 +123,13 @@ def snapshot(conn: sqlite3.Connection, catalogue: schema.Catalogue) -> dict[str,
     return found
 
 
+def sequences(conn: sqlite3.Connection) -> dict[str, int]:
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    if not exists:
+        return {}
+    return {str(n): int(v) for n, v in conn.execute("SELECT name, seq FROM sqlite_sequence")}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
@@ -123,6 +141,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
             conn.execute(sql, row)
         live = schema.read_catalogue(conn)
         before = snapshot(conn, live)
+        sequence = sequences(conn)
         conn.close()
         (Path(folder) / "desired.sql").write_text(case.desired, encoding="utf-8")
         desired = schema.load_desired(Path(folder) / "desired.sql")
@@ -154,6 +173,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
                 ]
             again = schema.make_plan(after_catalogue, desired, row_counts=database.row_counts(conn))
             assert again.operations == ()
+            assert sequences(conn) == sequence
             assert database.quick_check(conn) == []
         finally:
             conn.close()
