@@ -18,7 +18,8 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from sidecar import database, schema
@@ -51,7 +52,7 @@ def apply_plan(
         raise RefusedError(f"refused: {first}", hint=first.hint)
     started = time.monotonic()
     counts = database.row_counts(conn)
-    fk_before = {problem[:3] for problem in database.foreign_key_problems(conn)}
+    fk_before = [problem[:3] for problem in database.foreign_key_problems(conn)]
     conflicts = unique_conflicts(conn, plan)
     if conflicts:
         raise RefusedError(f"refused: {conflicts[0]}", hint=conflicts[0].hint)
@@ -91,26 +92,30 @@ def verify(
     conn: sqlite3.Connection,
     desired: schema.Catalogue,
     counts_before: dict[str, int],
-    fk_before: set[tuple[str, int | None, str]],
+    fk_before: Iterable[tuple[str, int | None, str]] = (),
     extra_checks: Sequence[Check] = (),
 ) -> None:
-    """The in-transaction health checks; raises :class:`HealthError` on the first failure."""
+    """The in-transaction health checks; raises :class:`HealthError` on the first failure.
+
+    Foreign-key violations that existed before the change (``fk_before``) are not blamed on
+    it: they are logged, and only new ones fail the check."""
     hint = "the change was rolled back; the database is as it was"
     problems = database.quick_check(conn)
     if problems:
         raise HealthError(f"quick_check failed after the change: {problems[0]}", hint=hint)
-    new_fk = [p for p in database.foreign_key_problems(conn) if p[:3] not in fk_before]
+    known = Counter(fk_before)
+    new_fk = list((Counter(p[:3] for p in database.foreign_key_problems(conn)) - known).elements())
     if new_fk:
-        table, rowid, parent, _ = new_fk[0]
+        table, rowid, parent = new_fk[0]
         raise HealthError(
             f"foreign_key_check: {table} rowid {rowid} has no parent row in {parent}"
             + (f" (and {len(new_fk) - 1} more)" if len(new_fk) > 1 else ""),
             hint=hint,
         )
-    if fk_before:
+    if known:
         log.warning(
             "migrate.foreign_key_problems_before",
-            count=len(fk_before),
+            count=known.total(),
             hint="these violations existed before the change; run PRAGMA foreign_key_check",
         )
     counts = database.row_counts(conn)

@@ -381,3 +381,18 @@ def test_verify_checks_row_counts_and_the_re_plan(tmp_path: Path) -> None:
         more = load(tmp_path, "CREATE TABLE t (a INT, b INT);")
         with pytest.raises(HealthError, match="does not match the desired one"):
             migrate.verify(conn, more, {"t": 1}, set())
+
+
+def test_pre_existing_foreign_key_problems_are_not_blamed_on_the_change(tmp_path: Path) -> None:
+    db = build(
+        tmp_path / "t.db",
+        "CREATE TABLE p (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE c (x INT, p INTEGER REFERENCES p(id)); INSERT INTO c VALUES (1, 5);",
+    )
+    desired = load(
+        tmp_path,
+        "CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT UNIQUE);"
+        "CREATE TABLE c (x INT, p INTEGER REFERENCES p(id));",
+    )
+    assert [op.kind for op in run(db, desired).operations] == ["rebuild_table"]
+    assert rows(db, "PRAGMA foreign_key_check") == [("c", 1, "p", 0)]
