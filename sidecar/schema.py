@@ -322,11 +322,17 @@ def _read_table(
 
 # --------------------------------------------------------------------------- desired schema
 
+_DECLARATIVE_HINT = (
+    "the desired schema is declarative: describe the end state with CREATE statements; "
+    "anything it lacks is reported as drift, never dropped"
+)
+# First keyword -> (what, hint). ATTACH/DETACH are refused even in a migrations history.
 _REFUSED_STATEMENTS = {
-    "drop": "DROP statements",
-    "attach": "ATTACH (the desired schema may not read other files)",
-    "detach": "DETACH",
-    "vacuum": "VACUUM",
+    "drop": ("DROP statements are", _DECLARATIVE_HINT),
+    "alter": ("ALTER TABLE ... DROP/RENAME statements are", _DECLARATIVE_HINT),
+    "vacuum": ("VACUUM statements are", "remove the statement from the schema"),
+    "attach": ("ATTACH statements are", "a desired schema may not open other files: remove it"),
+    "detach": ("DETACH statements are", "remove the statement from the schema"),
 }
 _IGNORED_STATEMENTS = ("pragma", "begin", "commit", "end", "rollback", "savepoint", "release")
 
@@ -451,19 +457,11 @@ def _load_statement(
     if first in _IGNORED_STATEMENTS:
         log.debug("schema.statement_ignored", file=str(file), line=line, statement=snippet)
         return
-    altering = first == "alter" and any(t.is_word("drop", "rename") for t in tokenize(statement))
-    if not history and (first in _REFUSED_STATEMENTS or altering):
-        what = _REFUSED_STATEMENTS.get(first, "ALTER TABLE ... DROP/RENAME")
-        raise ConfigError(
-            f"{where}: {what} are not allowed in a desired schema: {snippet}",
-            hint="the desired schema is declarative: describe the end state with CREATE "
-            "statements; anything it lacks is reported as drift, never dropped",
-        )
-    if first in ("attach", "detach"):
-        raise ConfigError(
-            f"{where}: {_REFUSED_STATEMENTS[first]}: {snippet}",
-            hint="remove the statement from the schema",
-        )
+    if first == "alter" and not any(t.is_word("drop", "rename") for t in tokenize(statement)):
+        first = "alter table add"  # ADD COLUMN is additive: allowed
+    if first in _REFUSED_STATEMENTS and (not history or first in ("attach", "detach")):
+        what, hint = _REFUSED_STATEMENTS[first]
+        raise ConfigError(f"{where}: {what} not allowed in a desired schema: {snippet}", hint=hint)
     if not sqlite3.complete_statement(statement):
         raise ConfigError(
             f"{where}: incomplete statement (missing ';'?): {snippet}",

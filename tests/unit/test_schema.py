@@ -630,6 +630,13 @@ def test_pragmas_and_transactions_are_ignored_data_statements_are_harmless(tmp_p
     assert [t.name for t in catalogue.tables] == ["a"]
 
 
+def test_alter_table_add_column_is_additive_and_allowed(tmp_path: Path) -> None:
+    desired = desired_from(tmp_path, "CREATE TABLE a (x);\nALTER TABLE a ADD COLUMN y TEXT;\n")
+    table = desired.table("a")
+    assert table is not None
+    assert [c.name for c in table.columns] == ["x", "y"]
+
+
 def test_prisma_migrations_folder_is_replayed_with_its_redefine_tables(tmp_path: Path) -> None:
     history = tmp_path / "migrations"
     (history / "20240101000000_init").mkdir(parents=True)
