@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.copier import fsync_dir
-from sidecar.errors import RefusedError, UnavailableError
+from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.settings import Compression
 
@@ -30,6 +30,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "%Y%m%dT%H%M%SZ"
 _ENV = r"[A-Za-z0-9][A-Za-z0-9.-]*"
 _BASE = rf"(?P<stem>.+)_backup_(?P<env>{_ENV})_(?P<ts>\d{{8}}T\d{{6}}Z)(?:_(?P<seq>\d+))?\.db"
+MAX_NAME = 255  # NAME_MAX on Linux: a longer name cannot be a file in the backups folder
 BACKUP_NAME = re.compile(rf"^{_BASE}(?P<zst>\.zst)?$")
 # Everything sidecar writes before it is complete; the next run deletes only these.
 PARTIAL_NAME = re.compile(
@@ -174,12 +175,21 @@ def new_backup_path(
     raise RefusedError(f"too many backups named {name} in one second", hint="retry in a second")
 
 
+def not_a_folder(backup_dir: Path) -> ConfigError:
+    return ConfigError(
+        f"backups folder {backup_dir} is not a folder",
+        hint="set SIDECAR_BACKUP_DIR to the backups volume's mount point",
+    )
+
+
 def list_backups(backup_dir: Path) -> list[BackupInfo]:
     """Backups sidecar named, newest first. Symlinks and other files are never listed."""
     try:
         entries = list(os.scandir(backup_dir))
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise not_a_folder(backup_dir) from None
     found = []
     for entry in entries:
         if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
@@ -201,6 +211,8 @@ def missing_backups(backup_dir: Path) -> list[str]:
         names = set(os.listdir(backup_dir))
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise not_a_folder(backup_dir) from None
     return sorted(
         name.removesuffix(".json")
         for name in names
@@ -212,6 +224,12 @@ def missing_backups(backup_dir: Path) -> list[str]:
 
 def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False) -> BackupInfo:
     """The listed backup named ``backup_id`` (or ``latest``). Never a path: no traversal."""
+    if len(backup_id) > MAX_NAME or not backup_id.isprintable():
+        shown = backup_id[:40].encode("unicode_escape").decode("ascii")
+        raise RefusedError(
+            f"'{shown}{'...' if len(backup_id) > 40 else ''}' is not a backup name",
+            hint="run sidecar list and pass one of the IDs it shows",
+        )
     if backup_id != os.path.basename(backup_id) or backup_id in ("", ".", ".."):
         raise RefusedError(
             f"{backup_id!r} is a path; only backup names from `sidecar list` are accepted",

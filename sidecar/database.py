@@ -105,7 +105,7 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> RefusedError:
     """The refusal for a database SQLite cannot read: never a traceback, never a change."""
     return RefusedError(
         f"database {path} is damaged: {exc}",
-        hint="restore a verified backup (sidecar restore latest) before deploying",
+        hint="restore a verified backup: sidecar restore latest",
     )
 
 

@@ -103,18 +103,43 @@ ENV_NAMES: dict[str, str] = {
     "strict": "SIDECAR_STRICT",
 }
 
+# Settings with no flag twin: set them by environment variable (or ``*_FILE``) only.
+ENV_ONLY: frozenset[str] = frozenset(
+    {
+        "app_label",
+        "lease_wait",
+        "stop_timeout",
+        "healthy_timeout",
+        "backup_group",
+        "max_backup_age",
+        "min_free_margin",
+    }
+)
+
 # Prisma/Nuxt apps already carry their database location; accept it when it is a file: URL.
 DATABASE_FALLBACKS = ("DATABASE_URL", "NUXT_DATABASE_URL")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def label(field: str) -> str:
-    """How a field is named in messages: ``SIDECAR_KEEP (--keep)``."""
-    return f"{ENV_NAMES[field]} (--{field.replace('_', '-')})"
+    """How a field is named in messages: ``SIDECAR_KEEP (--keep)``, or just the variable."""
+    if field in ENV_ONLY:
+        return ENV_NAMES[field]
+    return f"{ENV_NAMES[field]} ({flag(field)})"
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def fix_hint(field: str) -> str:
+    if field in ENV_ONLY:
+        return f"fix {ENV_NAMES[field]}"
+    return f"fix {ENV_NAMES[field]} or {flag(field)}"
 
 
 def parse_database(value: str) -> Path:
@@ -150,12 +175,12 @@ def parse_duration(value: str) -> float:
 
 
 def parse_size(value: str) -> int:
-    """Bytes from ``1048576``, ``64M``, ``64MiB``, ``1G``."""
+    """Bytes from ``1048576``, ``64M``, ``64MiB``, ``1.5G``."""
     match = _SIZE.match(value)
     if not match:
-        raise ValueError(f"expected a size like 64M or 1G, got {value!r}")
+        raise ValueError(f"expected a size like 64M or 1.5G, got {value!r}")
     unit = (match.group(2) or "").lower()[:1]
-    return int(match.group(1)) * _SIZE_UNITS[unit]
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 def parse_bool(value: str) -> bool:
@@ -296,9 +321,7 @@ def load_settings(
         try:
             values[name] = PARSERS[name](raw)
         except ValueError as exc:
-            raise ConfigError(
-                f"{label(name)}: {exc}", hint=f"fix {ENV_NAMES[name]} or --{name.replace('_', '-')}"
-            ) from None
+            raise ConfigError(f"{label(name)}: {exc}", hint=fix_hint(name)) from None
     return Settings(**values)
 
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, schedule
+from sidecar import catalog, database, schedule
 from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ExitCode, RefusedError
@@ -118,17 +119,16 @@ def backup(
 def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:
     """One verified backup, then prune (unless ``no_prune``) and a history record."""
     started = time.monotonic()
-    info = create_backup(
-        settings.require_database(),
-        settings.backup_dir,
-        environment=settings.environment,
-        reason=reason,
-        verify=settings.verify,
-        compress=settings.compress,
-        group=settings.backup_group,
-        min_free_margin=settings.min_free_margin,
-        busy_timeout=settings.wait_timeout,
-    )
+    db = settings.require_database()
+    # Refuse what is not a readable SQLite database before the copy: an empty or foreign
+    # file must never become a "verified" backup that retention then counts.
+    database.check_database_file(db)
+    try:
+        info = _create(settings, db, reason)
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise
+        raise database.damaged(db, exc) from None
     # Prune only now that a new backup exists and passed verification.
     pruned = None if no_prune else _prune_all(settings, dry_run=False, protect=(info.id,))
     seconds = time.monotonic() - started
@@ -354,3 +354,17 @@ def prune(settings: Settings, *, dry_run: bool = False, **_: Any) -> PruneResult
             group=settings.backup_group,
         )
     return PruneResult(outcome)
+
+
+def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
+    return create_backup(
+        db,
+        settings.backup_dir,
+        environment=settings.environment,
+        reason=reason,
+        verify=settings.verify,
+        compress=settings.compress,
+        group=settings.backup_group,
+        min_free_margin=settings.min_free_margin,
+        busy_timeout=settings.wait_timeout,
+    )

@@ -100,3 +100,18 @@ def test_usage_error_with_json_prints_the_error_document(
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False
     assert document["error"]["hint"] == "see `sidecar backup --help`"
+
+
+def test_every_setting_has_a_flag_unless_it_is_environment_only() -> None:
+    """Messages and hints name `--flag` only for settings that really have one."""
+    from sidecar.settings import ENV_NAMES, ENV_ONLY
+
+    parser = cli.build_parser()
+    flags: set[str] = set()
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            for sub in choices.values():
+                flags |= {dest for a in sub._actions for dest in [a.dest] if a.option_strings}
+    assert set(ENV_NAMES) - ENV_ONLY <= flags
+    assert not (ENV_ONLY & flags)

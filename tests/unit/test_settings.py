@@ -120,3 +120,14 @@ def test_empty_variables_count_as_unset() -> None:
     assert settings.schedule is None
     assert settings.keep == Settings().keep
     assert settings.app is None
+
+
+def test_environment_only_settings_hint_at_the_variable_alone() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"SIDECAR_MIN_FREE_MARGIN": "12X"})
+    assert raised.value.message.startswith("SIDECAR_MIN_FREE_MARGIN: ")
+    assert raised.value.hint == "fix SIDECAR_MIN_FREE_MARGIN"
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"SIDECAR_KEEP": "many"})
+    assert raised.value.hint == "fix SIDECAR_KEEP or --keep"
+    assert parse_size("1.5G") == int(1.5 * 1024**3)
