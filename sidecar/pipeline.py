@@ -21,8 +21,8 @@ from typing import Any
 
 from sidecar import catalog, database, health, migrate, schema
 from sidecar.backup import create_backup
-from sidecar.containers import AppControl, AppRef
-from sidecar.errors import RefusedError, UnavailableError
+from sidecar.containers import AppRef, Apps
+from sidecar.errors import HealthError, RefusedError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
@@ -67,7 +67,7 @@ def _check(stop: threading.Event | None, step: str) -> None:
 def run_deploy(
     settings: Settings,
     *,
-    apps: AppControl | None,
+    apps: Apps | None,
     dry_run: bool = False,
     stop: threading.Event | None = None,
 ) -> DeployReport:
@@ -83,6 +83,7 @@ def run_deploy(
     app = _find_app(settings, apps, report)
     preview = _preview(db, desired, settings, report)
     if dry_run:
+        report.plan = preview
         report.seconds = time.monotonic() - started
         return report
     _check(stop, "lease")
@@ -144,7 +145,8 @@ def _preview(
     """Plan against the live database (read-only) and refuse what must be refused now."""
     if not db.exists():
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
-        return {"fresh": True}
+        creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        return {"fresh": True, **creation.to_dict()}
     database.check_database_file(db)
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
@@ -158,6 +160,8 @@ def _preview(
         plan = schema.make_plan(
             schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
         )
+        # Duplicates under a new unique index: refused now, before the lock and the backup.
+        plan = plan.with_refused(migrate.unique_conflicts(conn, plan))
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
@@ -196,7 +200,7 @@ def _locked_change(
     *,
     guards: list[Callable[[sqlite3.Connection], None]],
     settings: Settings,
-    apps: AppControl | None,
+    apps: Apps | None,
     app: AppRef | None,
     report: DeployReport,
     stop: threading.Event | None,
@@ -257,7 +261,7 @@ def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], No
     return [health.queries_guard(queries)] if queries else []
 
 
-def _find_app(settings: Settings, apps: AppControl | None, report: DeployReport) -> AppRef | None:
+def _find_app(settings: Settings, apps: Apps | None, report: DeployReport) -> AppRef | None:
     if not (settings.app or settings.app_label):
         log.info("restart.skipped", reason="no app configured (SIDECAR_APP / SIDECAR_APP_LABEL)")
         return None
@@ -270,21 +274,35 @@ def _find_app(settings: Settings, apps: AppControl | None, report: DeployReport)
 
 
 def _restart(
-    settings: Settings, apps: AppControl | None, app: AppRef | None, report: DeployReport
+    settings: Settings, apps: Apps | None, app: AppRef | None, report: DeployReport
 ) -> None:
     if apps is None or app is None:
         return
-    if report.app_stopped:
-        # Stopped and started again by the pipeline itself: no second restart on top.
+    try:
+        if report.app_stopped:
+            # Stopped and started again by the pipeline itself: no second restart on top.
+            apps.wait_healthy(app, timeout=settings.healthy_timeout)
+            return
+        wanted = settings.restart == "always" or (
+            settings.restart == "on-change" and report.changed
+        )
+        if not wanted:
+            log.info(
+                "restart.skipped", reason=f"policy {settings.restart}, changed={report.changed}"
+            )
+            return
+        apps.restart(app, timeout=settings.stop_timeout)
+        report.restarted = True
         apps.wait_healthy(app, timeout=settings.healthy_timeout)
-        return
-    wanted = settings.restart == "always" or (settings.restart == "on-change" and report.changed)
-    if not wanted:
-        log.info("restart.skipped", reason=f"policy {settings.restart}, changed={report.changed}")
-        return
-    apps.restart(app, timeout=settings.stop_timeout)
-    apps.wait_healthy(app, timeout=settings.healthy_timeout)
-    report.restarted = True
+    except HealthError as exc:
+        if not (report.changed and report.backup):
+            raise
+        # Past COMMIT nothing rolls back by itself: say so, and name the way back.
+        raise HealthError(
+            f"{exc.message} after the schema change was committed; "
+            f"backup {report.backup} holds the database as it was before",
+            hint=f"fix the app, or go back: stop the app, then `sidecar restore {report.backup}`",
+        ) from exc
 
 
 def volume_warnings(db: Path) -> list[str]:

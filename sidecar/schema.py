@@ -638,6 +638,12 @@ class _Diff:
         return {fold(t): n for t, n in self.row_counts.items()}
 
 
+# Bookkeeping tables that migration tools keep in the app's database and never put in the
+# schema they generate: their absence from the desired schema is not drift (it would make
+# every Prisma user's `--strict` deploy fail). They are kept, like every table.
+TOOL_TABLES: frozenset[str] = frozenset({"_prisma_migrations"})
+
+
 def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]) -> Plan:
     """Compare the live and desired catalogues. Pure: reads nothing, writes nothing.
 
@@ -661,7 +667,7 @@ def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]
         else:
             _diff_table(current, table, diff)
     for table in live.tables:
-        if desired.table(table.name) is None:
+        if desired.table(table.name) is None and fold(table.name) not in TOOL_TABLES:
             diff.drift.append(
                 Drift(
                     "table_missing",

@@ -54,7 +54,11 @@ class DeployResult:
 
 
 def _plan_text(plan: dict[str, Any]) -> str:
-    return "\n".join(f"  {op}" for op in plan.get("operations", [])) or "  (no changes)"
+    lines = [f"  {op.get('summary', op)}" for op in plan.get("operations", [])]
+    lines += [
+        f"  drift (never executed): {item.get('summary', item)}" for item in plan.get("drift", [])
+    ]
+    return "\n".join(lines) or "  (no changes)"
 
 
 def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResult:

@@ -1,0 +1,140 @@
+"""The deploy pipeline on real SQLite files, with the Docker seam replaced by a recording fake
+(the only mock: the real seam has its own integration tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sidecar import catalog
+from sidecar.errors import HealthError, RefusedError
+from sidecar.pipeline import run_deploy
+from sidecar.settings import Settings, load_settings
+from tests.fakes import FakeApps
+
+ROOT = Path(__file__).resolve().parents[2]
+V1 = (ROOT / "deploy/schema/v1/schema.sql").read_text()
+V2 = ROOT / "deploy/schema/v2"
+
+
+def make_db(path: Path, extra: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.executescript(
+        V1
+        + """
+        INSERT INTO "User" (email, name) VALUES ('ada@example.com', 'Ada');
+        INSERT INTO "Portfolio" ("userId", name) VALUES (1, 'Main');
+        INSERT INTO "Transaction" ("portfolioId", symbol, quantity, price)
+            VALUES (1, 'AAPL', 2, 150.5), (1, 'MSFT', 1, 300);
+        """
+        + extra
+    )
+    conn.close()
+    return path
+
+
+def settings_for(tmp_path: Path, schema: Path = V2, **env: str) -> Settings:
+    return load_settings(
+        {
+            "SIDECAR_DATABASE": str(tmp_path / "data" / "portfolio.db"),
+            "SIDECAR_SCHEMA": str(schema),
+            "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+            "SIDECAR_QUIET_PERIOD": "0",
+            "SIDECAR_WAIT_TIMEOUT": "5s",
+            "SIDECAR_APP": "app",
+            **env,
+        }
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_change_is_backed_up_applied_and_restarts_the_app_once(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    make_db(settings.require_database())
+    apps = FakeApps()
+    report = run_deploy(settings, apps=apps)
+    assert report.changed
+    assert report.backup
+    assert report.restarted
+    assert apps.calls == ["find:app:None", "restart:demo-app-1", "wait_healthy:demo-app-1"]
+    assert [b.id for b in catalog.list_backups(settings.backup_dir)] == [report.backup]
+
+    # The second run has nothing to do: no backup, no restart, the file untouched.
+    before = digest(settings.require_database())
+    apps.calls.clear()
+    again = run_deploy(settings, apps=apps)
+    assert not again.changed
+    assert again.backup is None
+    assert apps.calls == ["find:app:None"]
+    assert digest(settings.require_database()) == before
+
+
+def test_restart_always_restarts_even_without_a_change(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, schema=ROOT / "deploy/schema/v1", SIDECAR_RESTART="always")
+    make_db(settings.require_database())
+    apps = FakeApps()
+    report = run_deploy(settings, apps=apps)
+    assert not report.changed
+    assert report.restarted
+    assert "restart:demo-app-1" in apps.calls
+
+
+def test_duplicates_under_a_new_unique_index_are_refused_before_any_backup(
+    tmp_path: Path,
+) -> None:
+    schema = tmp_path / "schema.sql"
+    schema.write_text(
+        V1 + 'CREATE UNIQUE INDEX "Transaction_portfolio_once" ON "Transaction"("portfolioId");\n'
+    )
+    settings = settings_for(tmp_path, schema=schema)
+    db = make_db(settings.require_database())
+    before = digest(db)
+    apps = FakeApps()
+    with pytest.raises(RefusedError) as refused:
+        run_deploy(settings, apps=apps)
+    assert "Transaction_portfolio_once" in refused.value.message
+    assert digest(db) == before
+    assert not settings.backup_dir.exists() or not catalog.list_backups(settings.backup_dir)
+    assert not any(call.startswith("restart") for call in apps.calls)
+
+
+def test_prisma_bookkeeping_table_is_not_drift(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, schema=ROOT / "deploy/schema/v1", SIDECAR_STRICT="true")
+    make_db(
+        settings.require_database(),
+        extra='CREATE TABLE "_prisma_migrations" (id TEXT PRIMARY KEY, checksum TEXT NOT NULL);',
+    )
+    report = run_deploy(settings, apps=None)
+    assert report.drift == []
+    assert not report.changed
+
+
+def test_dry_run_on_a_missing_database_shows_what_will_be_created(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    report = run_deploy(settings, apps=None, dry_run=True)
+    assert report.plan["fresh"] is True
+    created = {op["table"] for op in report.plan["operations"] if op["op"] == "create_table"}
+    assert created == {"User", "Portfolio", "Transaction", "Watchlist"}
+    assert not settings.require_database().exists()
+
+
+def test_an_app_unhealthy_after_the_restart_names_the_backup_to_go_back_to(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)
+    make_db(settings.require_database())
+    with pytest.raises(HealthError) as failed:
+        run_deploy(settings, apps=FakeApps(healthy=False))
+    backup = catalog.list_backups(settings.backup_dir)[0].id
+    assert "committed" in failed.value.message
+    assert backup in failed.value.message
+    assert failed.value.hint is not None
+    assert f"sidecar restore {backup}" in failed.value.hint
