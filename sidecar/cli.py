@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "plan",
         "show what would change in the schema (read-only)",
         "Compare the database with the desired schema. Shows what will be applied, the drift "
-        "that will never be applied, and what is refused and why. Never writes.",
+        "that will never be applied, and what is refused and why. Never writes. Exits 3 when "
+        "a deploy would be refused, 6 with --check when changes are pending, else 0.",
     )
     p.add_argument("--check", action="store_true", help="exit 6 when changes are pending")
     p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
@@ -153,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "migrate",
         "apply the additive schema changes now (after a verified backup)",
-        "Back up, then apply the additive plan in one transaction with verification inside it. "
-        "Creates the database from the schema when it does not exist yet.",
+        "The deploy pipeline without touching any container: lease, quiesce, verified backup, "
+        "then the additive plan in one transaction with verification inside it. Creates the "
+        "database from the schema when it does not exist yet.",
     )
     p.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
