@@ -103,6 +103,11 @@ class Health(BaseHTTPRequestHandler):
 def main() -> int:
     path = database_path()
     interval = float(os.environ.get("DEMO_INTERVAL", "0.05"))
+    # Real apps write in bursts (a user's session) with lulls between them, which is what the
+    # sidecar's quiesce step waits for. DEMO_BURST=0 writes steadily, never pausing.
+    burst = int(os.environ.get("DEMO_BURST", "0"))
+    pause = float(os.environ.get("DEMO_PAUSE", "3"))
+    written = 0
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     conn = open_db(path)
@@ -116,7 +121,8 @@ def main() -> int:
         if row_id is not None:
             emit("committed", id=row_id)
             HEARTBEAT.touch()
-        stopping.wait(interval)
+            written += 1
+        stopping.wait(pause if burst and written % burst == 0 else interval)
     conn.close()
     emit("app.stopped")
     return 0

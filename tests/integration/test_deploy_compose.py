@@ -71,6 +71,9 @@ def test_compose_up_backs_up_migrates_and_restarts_the_app_once(project: Compose
     assert summary["event"] == "deploy.done"
     assert summary["changed"] is True
     assert summary["backup"]
+    assert summary["quiet"] is True, "the sidecar did not wait for the app's lull"
+    events = [e.get("event") for e in project.events("sidecar")]
+    assert events.index("quiesce.quiet") < events.index("backup.created")
 
     # The app was restarted exactly once, and is healthy again and writing.
     app = project.wait_healthy("app")
