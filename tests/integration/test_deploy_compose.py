@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,6 @@ from tests.integration.compose import ComposeProject, committed_ids, wait_commit
 pytestmark = pytest.mark.integration
 
 V2_TABLES = {"User", "Portfolio", "Transaction", "Watchlist"}
-
-
-@pytest.fixture
-def project(docker_client: Any, tmp_path: Path) -> Iterator[ComposeProject]:
-    project = ComposeProject(docker_client, tmp_path)
-    try:
-        yield project
-    finally:
-        project.down()
 
 
 def start_app(project: ComposeProject, rows: int = 30) -> Any:

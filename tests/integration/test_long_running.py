@@ -5,8 +5,6 @@ SIGTERM (`docker compose stop`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +13,6 @@ from tests.integration.compose import ComposeProject
 from tests.integration.test_deploy_compose import start_app
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def project(docker_client: Any, tmp_path: Path) -> Iterator[ComposeProject]:
-    project = ComposeProject(docker_client, tmp_path)
-    try:
-        yield project
-    finally:
-        project.down()
 
 
 def scheduled_backups(project: ComposeProject) -> list[dict[str, Any]]:

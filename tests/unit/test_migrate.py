@@ -86,7 +86,7 @@ def all_hashes(db: Path) -> dict[str, dict[str, str]]:
         conn.close()
 
 
-def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
         return conn.execute(sql).fetchall()

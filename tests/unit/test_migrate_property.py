@@ -167,8 +167,8 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
             # Every old row and every old column value, unchanged (same types too).
             after = snapshot(conn, live)
             assert after == before
-            for table, rows in before.items():
-                assert [[type(v) for v in r] for r in after[table]] == [
+            for name, rows in before.items():
+                assert [[type(v) for v in r] for r in after[name]] == [
                     [type(v) for v in r] for r in rows
                 ]
             again = schema.make_plan(after_catalogue, desired, row_counts=database.row_counts(conn))

@@ -336,9 +336,10 @@ def test_classification_over_the_prisma_schema(  # noqa: PLR0917 (one case-table
     for item in plan.refused:
         assert item.hint
     # Every item prints as one line and the plan serialises.
-    for item in (*plan.operations, *plan.drift, *plan.refused):
-        assert str(item)
-        assert "\n" not in str(item)
+    items: list[object] = [*plan.operations, *plan.drift, *plan.refused]
+    for entry in items:
+        assert str(entry)
+        assert "\n" not in str(entry)
     document = plan.to_dict()
     assert [op["op"] for op in document["operations"]] == operations
 
