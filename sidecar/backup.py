@@ -155,7 +155,12 @@ def create_backup(
                 "journal_mode": snap.journal_mode,
                 "wal_frames_folded": facts["wal_frames"],
                 "wal_copied": snap.wal_copied,
-                "copier": {"writeback": snap.writeback, "peak_rss_kib": snap.copier_peak_rss_kib},
+                "copier": {
+                    "method": snap.copy_method,
+                    "writeback": snap.writeback,
+                    "repaired_chunks": snap.repaired_chunks,
+                    "peak_rss_kib": snap.copier_peak_rss_kib,
+                },
                 "sqlite_version": sqlite3.sqlite_version,
                 "schema_hash": facts["schema_hash"],
                 "row_counts": facts["row_counts"],

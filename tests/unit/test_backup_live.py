@@ -22,7 +22,8 @@ import pytest
 
 from sidecar import catalog, copier
 from sidecar.backup import create_backup, verify_backup
-from sidecar.errors import UnavailableError
+from sidecar.errors import HealthError, UnavailableError
+from sidecar.settings import VerifyLevel
 from tests.unit.conftest import bk_build_db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,24 +50,42 @@ def _writer(db: str, log_path: str, stop_path: str) -> None:
 
 def _faulty_copier() -> int:
     """The real copier with its writes to the backup slowed down, failing with ENOSPC after
-    N bytes, or silently flipping a byte (``BK_FAULT`` = slow | enospc:N | flip)."""
-    real_pwrite = os.pwrite
+    N bytes, or silently flipping a byte (``BK_FAULT`` = slow | enospc:N | flip), through
+    ``copy_file_range`` or, with ``BK_PATH=read-write``, through its buffers."""
+    real_pwrite, real_copy = os.pwrite, os.copy_file_range
     fault = os.environ.get("BK_FAULT", "")
     written = [0]
 
-    def pwrite(fd: int, data: Any, offset: int) -> int:  # Any: os.pwrite takes any buffer
+    def before(length: int) -> None:
         if fault == "slow":
             time.sleep(0.2)
-        elif fault.startswith("enospc:") and written[0] + len(data) > int(fault.split(":")[1]):
+        elif fault.startswith("enospc:") and written[0] + length > int(fault.split(":")[1]):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        elif fault == "flip" and written[0] == 0 and len(data) > 100:
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:  # Any: os.pwrite takes any buffer
+        before(len(data))
+        if fault == "flip" and written[0] == 0 and len(data) > 100:
             damaged = bytearray(data)
             damaged[100] ^= 0x01
             data = damaged
         written[0] += len(data)
         return real_pwrite(fd, data, offset)
 
+    def copy_file_range(
+        src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
+    ) -> int:
+        before(count)
+        copied = real_copy(src, dst, count, offset_src, offset_dst)
+        if fault == "flip" and written[0] == 0 and copied > 100:
+            at = (offset_dst or 0) + 100
+            real_pwrite(dst, bytes([os.pread(dst, 1, at)[0] ^ 0x01]), at)
+        written[0] += copied
+        return copied
+
     os.pwrite = pwrite
+    os.copy_file_range = copy_file_range
+    if os.environ.get("BK_PATH") == "read-write":
+        copier.copies_bytes = lambda fd: False
     return copier.main()
 
 
@@ -239,18 +258,40 @@ def test_kill_9_leaves_nothing_valid_and_the_next_run_cleans_up(
     assert [b.id for b in catalog.list_backups(bk_dir)] == [info.id]
 
 
+@pytest.mark.parametrize("path", ["kernel", "read-write"])
 def test_disk_full_mid_write_is_a_clear_error_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
     source_sha = hashlib.sha256(db.read_bytes()).hexdigest()
     bk_dir = tmp_path / "backups"
     monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
     monkeypatch.setenv("BK_FAULT", f"enospc:{1 << 20}")
+    monkeypatch.setenv("BK_PATH", path)
     with pytest.raises(UnavailableError, match="filled up") as caught:
         create_backup(db, bk_dir, environment="production", reason="manual")
     assert "prune" in (caught.value.hint or "")
     assert os.listdir(bk_dir) == [catalog.LOCK_NAME]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == source_sha
+
+
+@pytest.mark.parametrize("path", ["kernel", "read-write"])
+def test_a_backup_file_that_differs_from_the_bytes_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The copier's write path flips a byte: the read-back catches it, nothing is kept."""
+    db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
+    source_sha = hashlib.sha256(db.read_bytes()).hexdigest()
+    bk_dir = tmp_path / "backups"
+    monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
+    monkeypatch.setenv("BK_FAULT", "flip")
+    monkeypatch.setenv("BK_PATH", path)
+    levels: list[VerifyLevel] = ["checksum", "quick"]
+    for level in levels:
+        with pytest.raises(HealthError, match="differs from the bytes read") as caught:
+            create_backup(db, bk_dir, environment="production", reason="manual", verify=level)
+        assert caught.value.exit_code == 4
+        assert os.listdir(bk_dir) == [catalog.LOCK_NAME]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == source_sha
 
 
