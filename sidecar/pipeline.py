@@ -96,6 +96,10 @@ def run_deploy(
             report.changed = True
             report.plan = preview
             log.info("deploy.created", database=str(db))
+        elif "operations" in preview and not preview["operations"]:
+            # Nothing to apply: no reason to wait for a lull, lock the app out or back up.
+            report.plan = preview
+            log.info("deploy.nothing_to_do")
         else:
             _check(stop, "quiesce")
             _locked_change(

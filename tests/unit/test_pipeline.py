@@ -73,6 +73,7 @@ def test_a_change_is_backed_up_applied_and_restarts_the_app_once(tmp_path: Path)
     again = run_deploy(settings, apps=apps)
     assert not again.changed
     assert again.backup is None
+    assert again.quiet is None  # no lull waited for, no lock taken: nothing to apply
     assert apps.calls == ["find:app:None"]
     assert digest(settings.require_database()) == before
 
