@@ -387,6 +387,7 @@ class RestoreOutcome:
     removed_side_files: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    salvaged: Path | None = None  # raw copies of files SQLite could not read
 
 
 def database_in_use(db: Path, timeout: float = 0.5) -> bool:
@@ -403,10 +404,13 @@ def database_in_use(db: Path, timeout: float = 0.5) -> bool:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("BEGIN EXCLUSIVE")
         conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         if database._is_busy(exc):
             return True
-        raise
+        # SQLite cannot read the file at all (damaged, not a database): no app can be using
+        # it through SQLite either; the restore that follows is what repairs it.
+        log.warning("backup.target_unreadable", database=str(db), error=str(exc))
+        return False
     finally:
         conn.close()
     return False
@@ -446,6 +450,7 @@ def restore_backup(
     if dry_run:
         return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
     safety = None
+    salvaged: Path | None = None
     with stop_app() if stop_app is not None else nullcontext():
         if exists and not force and database_in_use(target):
             raise RefusedError(
@@ -454,22 +459,64 @@ def restore_backup(
             )
         if exists:
             # checksum level: the database being replaced may well be the damaged one.
-            safety = create_backup(
-                target, backup_dir, environment=environment, reason="pre-restore",
-                verify="checksum", group=group,
-            )  # fmt: skip
+            try:
+                safety = create_backup(
+                    target, backup_dir, environment=environment, reason="pre-restore",
+                    verify="checksum", group=group,
+                )  # fmt: skip
+            except sqlite3.DatabaseError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise
+                # SQLite cannot read it (the very reason to restore): keep its raw bytes.
+                log.warning("backup.restore_target_damaged", target=str(target), error=str(exc))
+                salvaged = salvage(target, sides, backup_dir, group)
+        elif sides:
+            # Side files without their database (an orphan -wal holds committed data).
+            salvaged = salvage(None, sides, backup_dir, group)
         _replace(info, target, group)
     log.info(
         "backup.restored",
         id=info.id,
         target=str(target),
         safety_backup=safety.id if safety else None,
+        salvaged=str(salvaged) if salvaged else None,
         seconds=round(time.monotonic() - started, 3),
     )
     return RestoreOutcome(
         info, target, False, safety, [Path(s).name for s in sides], actions,
-        time.monotonic() - started,
+        time.monotonic() - started, salvaged,
     )  # fmt: skip
+
+
+def salvage(target: Path | None, sides: list[str], backup_dir: Path, group: int | None) -> Path:
+    """Copy files SQLite cannot read, byte for byte, into ``<backups>/salvage/<stamp>/``.
+
+    Used by restore when the database it replaces is damaged, or when only its side files
+    are left: whatever they hold is kept for a human to look at. The folder is never listed
+    as a backup, never pruned, and never written into again.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    folder = backup_dir / "salvage" / stamp
+    folder.mkdir(parents=True, mode=0o750 if group is not None else 0o700)
+    sources = ([target] if target is not None else []) + [Path(s) for s in sides]
+    mode = 0o640 if group is not None else 0o600
+    for source in sources:
+        fd = create_exclusive(folder / source.name, mode, group)
+        try:
+            with source.open("rb") as handle:
+                pump(iter(lambda: handle.read(copier.CHUNK), b""), fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(folder)
+    fsync_dir(folder.parent)
+    log.warning(
+        "backup.salvaged",
+        folder=str(folder),
+        files=[p.name for p in sources],
+        hint="raw copies of files SQLite could not read; inspect them before deleting",
+    )
+    return folder
 
 
 def _replace(info: BackupInfo, target: Path, group: int | None) -> None:

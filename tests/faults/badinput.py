@@ -354,17 +354,6 @@ _ABS_BACKUP = Run(["restore", "{backup}"])
 _BACKUP = ["backup", "--no-prune"]
 _RESTORE = ["restore", "latest"]
 
-_RESTORE_DAMAGED_BUG = (
-    "bug: restore_backup() takes its pre-restore safety backup with create_backup(), which "
-    "opens the damaged database with SQLite and crashes (exit 1): the one command meant to "
-    "repair a damaged database refuses to; fall back to a raw byte copy of the damaged file "
-    "(and its side files) into the backups folder, then restore"
-)
-_RESTORE_WAL_BUG = (
-    "bug: restore_backup() deletes an orphan -wal (target missing) without saving it: "
-    "committed transactions are lost for good; copy side files into the backups folder (or "
-    "refuse like check_database_file() does) before removing them"
-)
 
 
 def _config(var: str, value: str, bug: str | None = None, argv: list[str] = _BACKUP) -> Case:
@@ -595,7 +584,6 @@ CASES: list[Case] = [
         ExitCode.OK,
         relocates=True,
         check=_restored_content,
-        bug=_RESTORE_DAMAGED_BUG,
     ),
     Case(
         "database file",
@@ -604,7 +592,6 @@ CASES: list[Case] = [
         ExitCode.OK,
         relocates=True,
         check=_restored_content,
-        bug=_RESTORE_DAMAGED_BUG,
     ),
     Case(
         "database file",
@@ -612,7 +599,6 @@ CASES: list[Case] = [
         _then(orphan_wal, _RESTORE),
         ExitCode.OK,
         relocates=True,
-        bug=_RESTORE_WAL_BUG,
     ),
     # --- restore names ----------------------------------------------------------------------
     Case(

@@ -226,3 +226,28 @@ def test_backup_schedule_stays_up_until_sigterm_then_exits_0(
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "schedule.stopped" in events
     assert out.startswith("backup ")
+
+
+def test_restore_over_a_damaged_database_keeps_its_raw_bytes(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    """The command meant to repair a damaged database must not need SQLite to read it."""
+    code, _ = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    damaged = db.read_bytes()[: db.stat().st_size // 2]
+    db.write_bytes(damaged)
+    Path(f"{db}-wal").unlink(missing_ok=True)
+    code, document = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0, document
+    salvaged = list((bk_dir / "salvage").rglob("*.db"))
+    assert [p.read_bytes() for p in salvaged] == [damaged]
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    conn.close()
+    # The salvage folder is never listed as a backup.
+    code, listed = _run(capsys, ["list"], bk_env)
+    assert all("salvage" not in b["id"] for b in listed["backups"])
