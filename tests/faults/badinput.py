@@ -355,7 +355,6 @@ _BACKUP = ["backup", "--no-prune"]
 _RESTORE = ["restore", "latest"]
 
 
-
 def _config(var: str, value: str, bug: str | None = None, argv: list[str] = _BACKUP) -> Case:
     return Case("configuration", f"{var}={value!r}", _run(argv, {var: value}), ExitCode.USAGE,
                 (var,), bug=bug)  # fmt: skip
