@@ -129,7 +129,7 @@ def create_backup(
             )
             if isinstance(reporter, copier.ProgressReporter):
                 reporter.finish()
-            facts = _finish_and_verify(work, snap, verify)
+            facts = _finish_and_verify(db, work, snap, verify)
             stored, stored_size, stored_sha = work, facts["size"], facts["sha256"]
             if compress == "zstd":
                 stored = partial_path(final)
@@ -237,7 +237,9 @@ def _write_manifest(path: Path, manifest: dict[str, Any], mode: int, group: int 
         os.close(fd)
 
 
-def _finish_and_verify(work: Path, snap: copier.Snapshot, level: VerifyLevel) -> dict[str, Any]:
+def _finish_and_verify(
+    db: Path, work: Path, snap: copier.Snapshot, level: VerifyLevel
+) -> dict[str, Any]:
     """Fold the copied ``-wal`` (if any) into the copy, then check it at ``level``.
 
     The checksum: the copier proved, chunk by chunk, that the file holds exactly the bytes
@@ -267,7 +269,7 @@ def _finish_and_verify(work: Path, snap: copier.Snapshot, level: VerifyLevel) ->
         problems.append(f"size {size} is not page_size x page_count")
     if problems:
         raise HealthError(
-            f"the new backup failed verification: {problems[0]}",
+            f"the new backup of {db} failed verification: {problems[0]}",
             hint="the database itself may be damaged: run sidecar health --full",
         )
     return {**facts, "size": size, "sha256": sha, "wal_frames": wal_frames,

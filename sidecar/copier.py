@@ -839,11 +839,17 @@ def _db_file_is_snapshot(db: Path, busy_timeout: float) -> bool:
     connection of this process holds locks, so closing it is safe). It backfills at most up
     to our snapshot; (0, n, n) means nothing in the wal is missing from the db file.
     """
+    import sqlite3  # noqa: PLC0415
+
     from sidecar import database  # noqa: PLC0415
 
     other = database.connect(db, busy_timeout=busy_timeout)
     try:
         busy, frames, backfilled = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.OperationalError:
+        # A read-only database (file mode, volume) cannot be checkpointed: copying the
+        # -wal as well is always correct, only slower.
+        return False
     finally:
         other.close()
     return bool(busy == 0 and frames == backfilled)

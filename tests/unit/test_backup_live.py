@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import catalog, copier
+from sidecar import catalog, copier, database
 from sidecar.backup import create_backup, verify_backup
 from sidecar.errors import HealthError, UnavailableError
 from sidecar.settings import VerifyLevel
@@ -203,6 +203,28 @@ def test_an_idle_wal_database_is_copied_without_its_wal(tmp_path: Path) -> None:
     app.close()
     assert info.manifest["wal_copied"] is False
     assert info.manifest["wal_frames_folded"] == 0
+    assert len(_ids(info.path)) == 50
+    assert verify_backup(info, full=True) == []
+
+
+def test_a_database_that_cannot_be_checkpointed_is_copied_with_its_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only database refuses the checkpoint: the -wal is copied and folded instead."""
+    db = bk_build_db(tmp_path / "portfolio.db", journal="wal", rows=500)
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("PRAGMA wal_autocheckpoint=0")
+    app.executemany("INSERT INTO writes(at) VALUES (?)", [(float(i),) for i in range(50)])
+    real = database.connect
+
+    def read_only(path: Path, **kwargs: Any) -> sqlite3.Connection:
+        return real(path, readonly=True, busy_timeout=kwargs.get("busy_timeout", 5.0))
+
+    monkeypatch.setattr(database, "connect", read_only)
+    info = create_backup(db, tmp_path / "backups", environment="production", reason="manual")
+    app.close()
+    assert info.manifest["wal_copied"] is True
+    assert info.manifest["wal_frames_folded"] > 0
     assert len(_ids(info.path)) == 50
     assert verify_backup(info, full=True) == []
 
