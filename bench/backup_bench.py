@@ -7,7 +7,7 @@ For each size it builds (or reuses) a portfolio-like database in WAL mode under 
 machine hurts every method alike, runs each method in its own subprocess (peak RSS per
 method: the parent's and its children's) with the database warm in the page cache and no
 dirty pages pending. It prints one markdown table per size with medians and ratios to
-cp+fsync, then the latency of a writer committing every 10 ms:
+cp+fsync (progress on stderr), then the latency of a writer committing every 10 ms:
 
 - during a plain WAL backup (the app keeps committing; compared with an idle stretch);
 - during a deploy-like window: the sidecar holds ``BEGIN IMMEDIATE``, backs up, commits, so
@@ -305,9 +305,8 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
     t0 = time.monotonic()
     build(db, size)
     real = db.stat().st_size
-    print(
-        f"\n## {label(size)} database: {real / 1e6:.0f} MB (ready in {time.monotonic() - t0:.0f} s)"
-    )
+    ready = time.monotonic() - t0
+    print(f"\n### {label(size)} database: {real / 1e6:.0f} MB (ready in {ready:.0f} s)")
     methods = ["cp", "sqlite3-backup", "vacuum-into", "sidecar-checksum", "sidecar-quick"]
     if size <= full_max:
         methods.append("sidecar-full")
@@ -315,7 +314,8 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
     for run in range(runs):
         for method in methods:
             results[method].append(once(method, db, workdir))
-            print(f"  run {run + 1} {method}: {results[method][-1]['seconds']:.2f} s", flush=True)
+            seconds = results[method][-1]["seconds"]
+            print(f"  run {run + 1} {method}: {seconds:.2f} s", file=sys.stderr, flush=True)
     medians = {m: _median(rs) for m, rs in results.items()}
     base = medians["cp"]["seconds"]
 
@@ -441,7 +441,7 @@ def main() -> None:
         print(json.dumps(run_method(args.run, args.db, workdir)))
         return
     info = machine()
-    print("# sidecar backup benchmark")
+    print("## Backup\n")
     print(", ".join(f"{k}: {v}" for k, v in info.items()))
     report: dict[str, Any] = {"machine": info, "sizes": []}
     for size in [parse_size(s) for s in args.sizes.split(",")]:
@@ -451,7 +451,7 @@ def main() -> None:
                 p.unlink()
     out = workdir / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
-    print(f"\nresults: {out}")
+    print(f"results: {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

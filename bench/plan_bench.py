@@ -12,7 +12,8 @@ Migrating: one table with ``--rows`` rows; an in-place ``ADD COLUMN`` (constant 
 a verified rebuild (``DEFAULT CURRENT_TIMESTAMP``), each applied and verified in one
 transaction like a deploy, then committed. Median of ``--runs`` runs on fresh copies.
 
-Prints one table per part. No assertion on timings: this reports, it does not judge.
+Prints one table per part (markdown with ``--markdown``). No assertion on timings: this
+reports, it does not judge.
 """
 
 from __future__ import annotations
@@ -139,30 +140,51 @@ def main() -> int:
     parser.add_argument("--tables", default="10,100,1000", help="table counts to plan")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the migrate part")
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
     args = parser.parse_args()
     logs.configure("json", "warning")
     runs = max(3, args.runs)
+    show = markdown_table if args.markdown else text_table
+    if args.markdown:
+        print("## Plan time\n")
     with tempfile.TemporaryDirectory(prefix="plan-bench-") as tmp:
         folder = Path(tmp)
-        print(f"plan time, median of {runs} runs (SQLite {sqlite3.sqlite_version})")
-        header = ("tables", "load desired", "read live", "diff", "total", "ops")
-        print("{:>7} {:>13} {:>10} {:>8} {:>8} {:>6}".format(*header))
+        print(f"plan time, median of {runs} runs (SQLite {sqlite3.sqlite_version})\n")
+        rows = []
         for tables in (int(n) for n in args.tables.split(",")):
             load, read, diff, ops = bench_plan(folder, tables, runs)
             total = load + read + diff
-            print(f"{tables:>7} {load:>12.3f}s {read:>9.3f}s {diff:>7.3f}s {total:>7.3f}s {ops:>6}")
+            rows.append([str(tables), *(f"{t:.3f}" for t in (load, read, diff, total)), str(ops)])
+        show(("tables", "load desired s", "read live s", "diff s", "total s", "ops"), rows)
         if args.rows > 0:
             print(
                 f"\nmigrate time on a {args.rows:,}-row table, median of {runs} runs\n"
                 "(apply: the operations, a rebuild includes its hash proof; verify: quick_check,\n"
-                " foreign keys, row counts, re-plan; total: with planning and COMMIT)"
+                " foreign keys, row counts, re-plan; total: with planning and COMMIT)\n"
             )
-            print(
-                "{:<22} {:>9} {:>9} {:>9}  operations".format("change", "apply", "verify", "total")
+            show(
+                ("change", "apply s", "verify s", "total s", "operations"),
+                [
+                    [label, f"{apply_s:.3f}", f"{verify_s:.3f}", f"{total_s:.3f}", kinds]
+                    for label, apply_s, verify_s, total_s, kinds in bench_migrate(
+                        folder, args.rows, runs
+                    )
+                ],
             )
-            for label, apply_s, verify_s, total_s, kinds in bench_migrate(folder, args.rows, runs):
-                print(f"{label:<22} {apply_s:>8.3f}s {verify_s:>8.3f}s {total_s:>8.3f}s  {kinds}")
     return 0
+
+
+def text_table(header: tuple[str, ...], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    for row in [list(header), *rows]:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def markdown_table(header: tuple[str, ...], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
