@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "restore": "backups:restore",
     "plan": "schema:plan",
     "migrate": "schema:migrate",
-    "health": "deploy:health",
+    "health": "health:health",
     "list": "backups:list_backups",
     "verify": "backups:verify",
     "prune": "backups:prune",

@@ -67,5 +67,6 @@ def test_demo_app_writes_and_sidecar_sees_the_rows(
         volumes={data: {"bind": "/app/data", "mode": "rw"}},
     )
     assert code == 0, output
-    report = json.loads(output[output.index("{\n") :])
+    # The document on stdout; stderr's log lines may come before or after it.
+    report, _ = json.JSONDecoder().raw_decode(output[output.index("{\n") :])
     assert report["row_counts"]["Transaction"] >= len(committed)

@@ -115,3 +115,18 @@ def test_every_setting_has_a_flag_unless_it_is_environment_only() -> None:
                 flags |= {dest for a in sub._actions for dest in [a.dest] if a.option_strings}
     assert set(ENV_NAMES) - ENV_ONLY <= flags
     assert not (ENV_ONLY & flags)
+
+
+def test_the_healthcheck_command_never_imports_the_docker_sdk() -> None:
+    """`health --backups-only` is the image's HEALTHCHECK: it must start fast."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from sidecar import cli; cli._resolve('health'); cli._resolve('version'); "
+        "print(sorted(m for m in ('docker', 'requests') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,118 @@
+"""Subcommand: health. Kept apart from deploy so that the image's HEALTHCHECK (`health
+--backups-only`, every minute) never imports the Docker SDK."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sidecar import catalog, database, schema
+from sidecar import health as checks
+from sidecar.errors import ExitCode, HealthError
+from sidecar.health import Check, HealthReport
+from sidecar.logs import get_logger
+from sidecar.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    report: HealthReport
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.report.ok else ExitCode.HEALTH
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report.to_dict()
+
+    def render(self) -> str:
+        lines = []
+        for check in self.report.checks:
+            mark = "ok  " if check.ok else ("FAIL" if check.fatal else "warn")
+            lines.append(f"{mark}  {check.name}: {check.detail}")
+        r = self.report
+        if r.row_counts:
+            lines.append("rows: " + ", ".join(f"{t}={n}" for t, n in r.row_counts.items()))
+        if r.journal_mode:
+            lines.append(f"journal mode: {r.journal_mode}, wal: {r.wal_bytes or 0} bytes")
+        lines.append("healthy" if r.ok else "UNHEALTHY")
+        return "\n".join(lines)
+
+
+def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> HealthResult:
+    """Check the database, the schema, the backups and the user's queries. Exit 4 on failure."""
+    started = time.monotonic()
+    backup_check, last, age = _backup_age(settings, required=backups_only)
+    if backups_only:
+        report = HealthReport(checks=(backup_check,), last_backup=last, last_backup_age_s=age)
+    else:
+        report = _database_health(settings, backup_check, last, age)
+    log.info(
+        "health.done",
+        healthy=report.ok,
+        failures=[f"{c.name}: {c.detail}" for c in report.failures],
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return HealthResult(report)
+
+
+def _database_health(
+    settings: Settings, backup_check: Check, last: str | None, age: float | None
+) -> HealthReport:
+    db = settings.require_database()
+    database.check_database_file(db)
+    queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
+    desired = schema.load_desired(settings.schema) if settings.schema else None
+    conn = database.connect(db, busy_timeout=settings.wait_timeout)
+    try:
+        conn.execute("BEGIN")  # one snapshot for every check
+        found = checks.database_checks(conn, full=settings.verify == "full")
+        counts = database.row_counts(conn)
+        if desired is not None:
+            plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts=counts)
+            pending = [str(op) for op in plan.operations]
+            detail = "; ".join(pending[:5]) + (" ..." if len(pending) > 5 else "")
+            found.append(Check("desired schema present", not pending, detail or "ok"))
+        found += checks.run_queries(conn, queries)
+        mode = database.journal_mode(conn)
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        raise HealthError(
+            f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        raise HealthError(
+            f"database {db} is damaged: {exc}",
+            hint="restore a verified backup: sidecar restore latest",
+        ) from None
+    finally:
+        conn.close()
+    found.append(backup_check)
+    return HealthReport(
+        checks=tuple(found),
+        row_counts=counts,
+        journal_mode=mode,
+        wal_bytes=checks.wal_bytes(db),
+        last_backup=last,
+        last_backup_age_s=age,
+    )
+
+
+def _backup_age(settings: Settings, *, required: bool) -> tuple[Check, str | None, float | None]:
+    """The last verified backup's age: a warning in `health`, fatal for the HEALTHCHECK."""
+    limit = settings.max_backup_age
+    if not settings.backup_dir.is_dir():
+        missing = f"no backups folder {settings.backup_dir}"
+        return Check("last backup", False, missing, required), None, None
+    latest = catalog.latest_verified(settings.backup_dir)
+    if latest is None:
+        return Check("last backup", False, "no verified backup yet", required), None, None
+    age = (datetime.now(UTC) - latest.created_at).total_seconds()
+    fresh = age <= limit
+    detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
+    return Check("last backup", fresh, detail, fatal=required), latest.id, round(age, 1)
