@@ -383,31 +383,35 @@ def is_migration_history(path: Path) -> bool:
     )
 
 
+# Whitespace and comments before a statement (an unclosed block comment runs to the end).
+_LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z))*", re.DOTALL)
+
+
 def split_statements(text: str) -> list[tuple[int, str]]:
-    """(line number, statement) pairs. A statement ends at a ``;`` outside strings and
-    comments where ``sqlite3.complete_statement`` agrees (so trigger bodies stay whole);
-    several statements may share a line. A trailing incomplete statement is returned as is."""
+    """(line number, statement) pairs. A statement ends at the first ``;`` where
+    ``sqlite3.complete_statement`` agrees (so strings, comments and trigger bodies stay
+    whole); several statements may share a line. A trailing incomplete statement is returned
+    as is. SQLite's own C scanner does the work: 1,000 tables split in milliseconds."""
     statements: list[tuple[int, str]] = []
-    start: Token | None = None
-    line, counted = 1, 0
-
-    def line_of(offset: int) -> int:
-        nonlocal line, counted
-        line += text.count("\n", counted, offset)
-        counted = offset
-        return line
-
-    for token in tokenize(text):
-        if start is None:
-            if token.text == ";":
-                continue
-            start = token
-        if token.text == ";" and sqlite3.complete_statement(text[start.start : token.end]):
-            statements.append((line_of(start.start), text[start.start : token.end]))
-            start = None
-    if start is not None:
-        statements.append((line_of(start.start), text[start.start :].strip()))
-    return statements
+    pos, line, counted = 0, 1, 0
+    while True:
+        leading = _LEADING.match(text, pos)
+        begin = leading.end() if leading else pos  # it always matches, if only emptily
+        if begin >= len(text):
+            return statements
+        if text[begin] == ";":  # an empty statement
+            pos = begin + 1
+            continue
+        line += text.count("\n", counted, begin)
+        counted = begin
+        end = text.find(";", begin)
+        while end != -1 and not sqlite3.complete_statement(text[begin : end + 1]):
+            end = text.find(";", end + 1)
+        if end == -1:
+            statements.append((line, text[begin:].strip()))
+            return statements
+        statements.append((line, text[begin : end + 1]))
+        pos = end + 1
 
 
 def load_desired(path: Path) -> Catalogue:
