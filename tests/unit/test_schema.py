@@ -702,3 +702,27 @@ def test_tokenizer_keeps_quotes_comments_and_unicode_apart() -> None:
     assert schema.index_parts(
         "CREATE INDEX i ON t (lower(a) DESC, b COLLATE NOCASE) WHERE a > 0"
     ) == (["lower(a)", "b COLLATE NOCASE"], "a > 0")
+
+
+def test_split_statements_keeps_strings_comments_and_trigger_bodies_whole() -> None:
+    text = (
+        "-- header; with a semicolon\n"
+        "CREATE TABLE a (x TEXT DEFAULT ';'); CREATE TABLE b(y);\n"
+        "/* block ; comment */\n"
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n"
+        "  INSERT INTO b VALUES (1);\n"
+        "  INSERT INTO b VALUES (2);\n"
+        "END;\n"
+        ";;\n"
+        "CREATE TABLE c (z)"
+    )
+    assert schema.split_statements(text) == [
+        (2, "CREATE TABLE a (x TEXT DEFAULT ';');"),
+        (2, "CREATE TABLE b(y);"),
+        (
+            4,
+            "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  INSERT INTO b VALUES (1);\n"
+            "  INSERT INTO b VALUES (2);\nEND;",
+        ),
+        (9, "CREATE TABLE c (z)"),
+    ]
