@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -91,8 +92,12 @@ def create_backup(
     busy_timeout: float = 10.0,
     now: datetime | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    folder_locked: bool = False,
 ) -> BackupInfo:
     """Take a verified, consistent backup of the live database ``db`` into ``backup_dir``.
+
+    ``folder_locked``: the caller already holds :func:`catalog.folder_lock` (the deploy takes
+    it before the database write lock, so the app is never blocked behind another backup).
 
     Safe while the caller holds ``BEGIN IMMEDIATE`` on another connection in this process:
     the live files are only opened by SQLite and by a child copier process.
@@ -110,8 +115,8 @@ def create_backup(
         ) from None
     mode = 0o640 if group is not None else 0o600
     reporter = on_progress or copier.ProgressReporter(db.name)
-    _prepare_folder(backup_dir, group)
-    with folder_lock(backup_dir):
+    prepare_folder(backup_dir, group)
+    with nullcontext() if folder_locked else folder_lock(backup_dir):
         clean_partials(backup_dir)
         _preflight_space(db, backup_dir, min_free_margin)
         final = new_backup_path(db, backup_dir, environment, now or datetime.now(UTC), compress)
@@ -214,7 +219,8 @@ def _disk_full(backup_dir: Path) -> UnavailableError:
     )
 
 
-def _prepare_folder(backup_dir: Path, group: int | None) -> None:
+def prepare_folder(backup_dir: Path, group: int | None) -> None:
+    """Create the backups folder if needed; refuse one we cannot write to (exit 2)."""
     try:
         backup_dir.mkdir(parents=True, exist_ok=True, mode=0o750 if group is not None else 0o700)
     except OSError as exc:
@@ -360,10 +366,11 @@ def verify_backup(info: BackupInfo, *, full: bool = False) -> list[str]:
     if not info.compressed:
         found: list[str] = inspect_file(path, full)["problems"]
         return problems + found
-    work = path.with_name(f".{info.id}.verify.partial")
+    # A name of its own: a verify killed earlier, or one running beside us, never collides.
+    work = path.with_name(f".{info.id}.verify{os.getpid()}x{secrets.token_hex(4)}.partial")
     with folder_lock(path.parent, shared=True):
-        fd = create_exclusive(work, 0o600, None)
         try:
+            fd = create_exclusive(work, 0o600, None)
             try:
                 _, raw_sha = pump(decompressed_chunks(path), fd)
             finally:
@@ -371,6 +378,13 @@ def verify_backup(info: BackupInfo, *, full: bool = False) -> list[str]:
             if raw_sha != man.get("sha256"):
                 problems.append("decompressed sha256 differs from the manifest")
             problems += inspect_file(work, full)["problems"]
+        except OSError as exc:
+            # No room (or no right) for the scratch copy says nothing about the backup.
+            raise UnavailableError(
+                f"cannot verify {info.id}: no scratch copy in {path.parent}: {exc.strerror}",
+                hint="free space in the backups volume (a compressed backup is checked "
+                "decompressed), then verify again",
+            ) from exc
         except Exception as exc:  # noqa: BLE001 - any decoder error means a corrupt file
             problems.append(f"cannot decompress: {exc}")
         finally:

@@ -186,6 +186,30 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float) -> float:
     return waited
 
 
+def commit(conn: sqlite3.Connection, timeout: float) -> None:
+    """``COMMIT`` with the same bounded retry as :func:`begin_immediate`.
+
+    In rollback-journal mode COMMIT needs an EXCLUSIVE lock, which waits for every reader
+    (a report query, another sidecar's backup). Raises :class:`UnavailableError` (exit 5)
+    after ``timeout``; the transaction is then still open and the caller rolls it back.
+    """
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception(_is_busy),
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=False,
+        ):
+            with attempt:
+                conn.execute("COMMIT")
+    except RetryError as exc:
+        raise UnavailableError(
+            f"could not commit within {timeout:g}s: readers kept the database busy",
+            hint="nothing was changed; retry when the long readers are done, or raise "
+            "SIDECAR_WAIT_TIMEOUT",
+        ) from exc
+
+
 @contextmanager
 def write_lock(path: Path, timeout: float) -> Iterator[sqlite3.Connection]:
     """A connection holding ``BEGIN IMMEDIATE``. Leaving the block without an explicit

@@ -93,6 +93,18 @@ def _has_sql(text: str) -> bool:
 
 
 def run_queries(conn: sqlite3.Connection, queries: list[str]) -> list[Check]:
+    """Each query's first value must be truthy. The queries run with ``query_only`` on: a
+    health query that tries to write (``DELETE ... RETURNING 1``) fails instead of changing
+    data inside the deploy's transaction."""
+    was = conn.execute("PRAGMA query_only").fetchone()[0]
+    conn.execute("PRAGMA query_only=ON")
+    try:
+        return _run_queries(conn, queries)
+    finally:
+        conn.execute(f"PRAGMA query_only={int(was)}")
+
+
+def _run_queries(conn: sqlite3.Connection, queries: list[str]) -> list[Check]:
     checks = []
     for query in queries:
         name = " ".join(query.split())[:120]

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import catalog, database, health, migrate, schema
-from sidecar.backup import create_backup
+from sidecar.backup import create_backup, prepare_folder
 from sidecar.containers import AppRef, Apps
-from sidecar.errors import HealthError, RefusedError, UnavailableError
+from sidecar.errors import RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
@@ -210,9 +210,14 @@ def _locked_change(
     stop: threading.Event | None,
 ) -> None:
     # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
-    quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout)
+    quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop)
     report.quiet = quiet.quiet
+    _check(stop, "lock")
     with ExitStack() as stack:
+        # The backups folder first: waiting for another sidecar's backup must never happen
+        # while the app is locked out of its database.
+        prepare_folder(settings.backup_dir, settings.backup_group)
+        stack.enter_context(catalog.folder_lock(settings.backup_dir))
         lock_started = time.monotonic()
         try:
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout))
@@ -245,14 +250,14 @@ def _locked_change(
             info = create_backup(
                 db, settings.backup_dir, environment=settings.environment, reason="deploy",
                 verify=settings.verify, compress=settings.compress, group=settings.backup_group,
-                min_free_margin=settings.min_free_margin,
+                min_free_margin=settings.min_free_margin, folder_locked=True,
             )  # fmt: skip
             report.backup = info.id
             _check(stop, "migrate")
             # 5-6. Apply and verify inside the transaction; any failure rolls back.
             migrate.apply_plan(conn, plan, desired, extra_checks=guards)
             # 7. Commit.
-            conn.execute("COMMIT")
+            database.commit(conn, settings.wait_timeout)
             report.changed = True
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
@@ -298,11 +303,11 @@ def _restart(
         apps.restart(app, timeout=settings.stop_timeout)
         report.restarted = True
         apps.wait_healthy(app, timeout=settings.healthy_timeout)
-    except HealthError as exc:
+    except SidecarError as exc:
         if not (report.changed and report.backup):
             raise
         # Past COMMIT nothing rolls back by itself: say so, and name the way back.
-        raise HealthError(
+        raise type(exc)(
             f"{exc.message} after the schema change was committed; "
             f"backup {report.backup} holds the database as it was before",
             hint=f"fix the app, or go back: stop the app, then `sidecar restore {report.backup}`",

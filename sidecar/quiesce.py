@@ -8,6 +8,7 @@ gets the lock after ``timeout``; that is logged, never silent.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,12 +48,14 @@ def wait_quiet(
     poll: float = 0.1,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> QuietResult:
-    """Return once nothing changed for ``period`` seconds, or after ``timeout`` (quiet=False)."""
+    """Return once nothing changed for ``period`` seconds, or after ``timeout`` (quiet=False),
+    or as soon as ``stop`` is set (SIGTERM: quiet=False, the caller aborts)."""
     started = clock()
     last = signature(db)
     quiet_since = started
-    while True:
+    while stop is None or not stop.is_set():
         now = clock()
         if now - quiet_since >= period:
             waited = now - started
@@ -71,3 +74,4 @@ def wait_quiet(
         if current != last:
             last = current
             quiet_since = clock()
+    return QuietResult(False, clock() - started)

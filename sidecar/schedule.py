@@ -91,5 +91,11 @@ def run_forever(
                 hint=exc.hint,
                 exit_code=int(exc.exit_code),
             )
+        except Exception as exc:  # the schedule outlives any one run: log, retry next slot
+            log.exception(
+                "schedule.job_crashed",
+                error=repr(exc),
+                hint="retried at the next slot; please report this with the log",
+            )
     log.info("schedule.stopped", runs=runs)
     return runs

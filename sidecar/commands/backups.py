@@ -13,7 +13,7 @@ from typing import Any
 from sidecar import catalog, database, schedule
 from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
-from sidecar.errors import ExitCode, RefusedError
+from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
 
@@ -127,7 +127,10 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
         info = _create(settings, db, reason)
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
-            raise
+            raise UnavailableError(
+                f"database {db} stayed locked: {exc}",
+                hint="the app may hold SQLite in exclusive mode; stop it or retry",
+            ) from None
         raise database.damaged(db, exc) from None
     # Prune only now that a new backup exists and passed verification.
     pruned = None if no_prune else _prune_all(settings, dry_run=False, protect=(info.id,))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import containers, schedule
+from sidecar import catalog, containers, schedule
 from sidecar.commands.backups import take_backup
-from sidecar.errors import ExitCode
+from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline import Aborted, DeployReport, run_deploy
 from sidecar.settings import Settings
@@ -84,9 +85,28 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
             seconds=round(report.seconds, 3),
         )
         if settings.schedule and not dry_run:
+            _backup_if_none_fresh(settings, report)
             schedule.run_forever(
                 settings.schedule,
                 lambda: take_backup(settings, reason="scheduled", no_prune=False),
                 stop,
             )
     return DeployResult(report)
+
+
+def _backup_if_none_fresh(settings: Settings, report: DeployReport) -> None:
+    """Staying up for scheduled backups: take one now unless a fresh one exists, so the
+    HEALTHCHECK (backup age) is not unhealthy until the first slot on a new install."""
+    if report.backup:
+        return
+    latest = catalog.latest_verified(settings.backup_dir) if settings.backup_dir.is_dir() else None
+    if latest is not None and (datetime.now(UTC) - latest.created_at).total_seconds() < (
+        settings.max_backup_age / 2
+    ):
+        return
+    try:
+        take_backup(settings, reason="scheduled", no_prune=False)
+    except SidecarError as exc:
+        log.error(  # noqa: TRY400 (expected failure: one line, no traceback)
+            "schedule.job_failed", error=exc.message, hint=exc.hint, exit_code=int(exc.exit_code)
+        )

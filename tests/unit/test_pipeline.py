@@ -139,3 +139,58 @@ def test_an_app_unhealthy_after_the_restart_names_the_backup_to_go_back_to(
     assert backup in failed.value.message
     assert failed.value.hint is not None
     assert f"sidecar restore {backup}" in failed.value.hint
+
+
+def test_a_health_query_that_writes_fails_and_changes_nothing(tmp_path: Path) -> None:
+    queries = tmp_path / "health.sql"
+    queries.write_text('DELETE FROM "Transaction" RETURNING 1;\n')
+    settings = settings_for(tmp_path, SIDECAR_HEALTH_QUERIES=str(queries))
+    db = make_db(settings.require_database())
+    with pytest.raises(HealthError):
+        run_deploy(settings, apps=None)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute('SELECT count(*) FROM "Transaction"').fetchone() == (2,)
+        assert "Watchlist" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+
+
+def test_commit_waits_for_readers_then_gives_up_with_exit_5(tmp_path: Path) -> None:
+    """Rollback-journal mode: COMMIT needs every reader gone."""
+    import threading
+
+    from sidecar import database
+    from sidecar.errors import UnavailableError
+
+    db = tmp_path / "journal.db"
+    setup = sqlite3.connect(db, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=delete")
+    setup.execute("CREATE TABLE t (x)")
+    setup.close()
+
+    def hold_reader(seconds: float, ready: threading.Event) -> None:
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # SHARED lock held
+        ready.set()
+        threading.Event().wait(seconds)
+        reader.execute("ROLLBACK")
+        reader.close()
+
+    for hold, timeout, succeeds in ((1.5, 10.0, True), (10.0, 0.5, False)):
+        ready = threading.Event()
+        thread = threading.Thread(target=hold_reader, args=(hold, ready))
+        thread.start()
+        ready.wait()
+        with database.write_lock(db, 5.0) as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+            if succeeds:
+                database.commit(conn, timeout)
+            else:
+                with pytest.raises(UnavailableError):
+                    database.commit(conn, timeout)
+        thread.join()
+    check = sqlite3.connect(db)
+    assert check.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    check.close()

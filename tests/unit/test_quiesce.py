@@ -63,3 +63,13 @@ def test_a_writer_that_never_pauses_gives_up_after_timeout(tmp_path: Path) -> No
     result = wait_quiet(db, period=1.0, timeout=3.0, poll=0.1, clock=clock, sleep=sleep)
     assert not result.quiet
     assert result.waited_s >= 3.0
+
+
+def test_a_stop_request_ends_the_wait_at_once(tmp_path: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    result = wait_quiet(tmp_path / "db.sqlite", period=60, timeout=600, stop=stop)
+    assert result.quiet is False
+    assert result.waited_s < 60
