@@ -51,6 +51,22 @@ def _common() -> _Parser:
     group.add_argument("--schema", metavar="PATH", help="desired schema: .sql file or folder")
     group.add_argument("--environment", metavar="NAME", help="used in backup names")
     group.add_argument("--app", metavar="NAME", help="the app's Compose service or container")
+    group.add_argument(
+        "--verify", choices=("checksum", "quick", "full"), help="backup verification"
+    )
+    group.add_argument("--compress", choices=("none", "zstd"), help="compress backups")
+    group.add_argument("--keep", metavar="N", help="keep the N most recent verified backups")
+    group.add_argument("--keep-daily", dest="keep_daily", metavar="N")
+    group.add_argument("--keep-weekly", dest="keep_weekly", metavar="N")
+    group.add_argument("--keep-monthly", dest="keep_monthly", metavar="N")
+    group.add_argument("--strict", action="store_true", help="destructive drift fails (exit 3)")
+    group.add_argument("--restart", choices=("on-change", "always", "never"), help="restart policy")
+    group.add_argument("--health-queries", dest="health_queries", metavar="FILE")
+    group.add_argument("--quiet-period", dest="quiet_period", metavar="DURATION")
+    group.add_argument("--wait-timeout", dest="wait_timeout", metavar="DURATION")
+    group.add_argument(
+        "--schedule", metavar="CRON|DURATION", help="deploy/backup: then stay up, backing up"
+    )
     group.add_argument("--log-format", dest="log_format", choices=("json", "console"))
     group.add_argument("--log-level", dest="log_level", choices=logs.LEVELS)
     # SUPPRESS: `sidecar --json list` and `sidecar list --json` both work.
@@ -105,13 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
         "restart the app through Docker when something changed, prune old backups.",
     )
     p.add_argument("--dry-run", action="store_true", help="preflight and plan only; change nothing")
-    p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
-    p.add_argument("--restart", choices=("on-change", "always", "never"), help="restart policy")
-    p.add_argument("--verify", choices=("checksum", "quick", "full"), help="backup verification")
-    p.add_argument("--health-queries", dest="health_queries", metavar="FILE")
-    p.add_argument("--quiet-period", dest="quiet_period", metavar="DURATION")
-    p.add_argument("--wait-timeout", dest="wait_timeout", metavar="DURATION")
-    p.add_argument("--schedule", metavar="CRON|DURATION", help="then stay up for scheduled backups")
 
     p = add(
         "backup",
@@ -119,16 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Copy the database consistently while the app keeps running, verify the copy, write a "
         "manifest beside it, then prune old backups by the retention policy.",
     )
-    p.add_argument("--verify", choices=("checksum", "quick", "full"), help="verification level")
     p.add_argument("--full", action="store_true", help="same as --verify full (integrity_check)")
-    p.add_argument("--compress", choices=("none", "zstd"), help="compress the backup")
     p.add_argument("--no-prune", dest="no_prune", action="store_true", help="keep all backups")
     p.add_argument("--reason", choices=("manual", "scheduled"), default="manual")
-    p.add_argument(
-        "--schedule",
-        metavar="CRON|DURATION",
-        help="then stay up: one backup at every slot until SIGTERM",
-    )
 
     p = add(
         "restore",
@@ -149,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
         "a deploy would be refused, 6 with --check when changes are pending, else 0.",
     )
     p.add_argument("--check", action="store_true", help="exit 6 when changes are pending")
-    p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
 
     p = add(
         "migrate",
@@ -159,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
         "database from the schema when it does not exist yet.",
     )
     p.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
-    p.add_argument("--strict", action="store_true", help="fail (exit 3) on destructive drift")
 
     p = add(
         "health",
@@ -168,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
         "check, the last backup's age and the user's health queries. Exit 4 on failure.",
     )
     p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
-    p.add_argument("--health-queries", dest="health_queries", metavar="FILE")
     p.add_argument(
         "--backups-only",
         dest="backups_only",
@@ -199,10 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
         "monthly ones). Never deletes the newest verified backup nor files it did not create.",
     )
     p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
-    p.add_argument("--keep", metavar="N")
-    p.add_argument("--keep-daily", dest="keep_daily", metavar="N")
-    p.add_argument("--keep-weekly", dest="keep_weekly", metavar="N")
-    p.add_argument("--keep-monthly", dest="keep_monthly", metavar="N")
 
     add("version", "print the version", "Print the sidecar, Python and SQLite versions.")
     return parser

@@ -235,8 +235,8 @@ class AppControl:
         if label:
             if not re.fullmatch(r"[^=\s]+(=.*)?", label):
                 raise ConfigError(
-                    f"SIDECAR_APP_LABEL (--app-label): expected key=value, got {label!r}",
-                    hint="fix SIDECAR_APP_LABEL or --app-label",
+                    f"SIDECAR_APP_LABEL: expected key=value, got {label!r}",
+                    hint="fix SIDECAR_APP_LABEL",
                 )
             searched.append(f"label {label!r}{scope}")
             labels = [label] + ([f"{PROJECT_LABEL}={project}"] if project else [])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +16,7 @@ from sidecar import catalog, database, schedule
 from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ExitCode, RefusedError, UnavailableError
+from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
 
@@ -296,15 +299,23 @@ def restore(
             )
     else:
         target = settings.require_database()
-    outcome = restore_backup(
-        info,
-        target,
-        backup_dir=settings.backup_dir,
-        environment=settings.environment,
-        dry_run=dry_run,
-        force=force,
-        group=settings.backup_group,
-    )
+    in_place = to is None and not dry_run
+    with ExitStack() as stack:
+        stop_app = None
+        if in_place:
+            # One sidecar per data volume: never replace the file under a running deploy.
+            stack.enter_context(hold_lease(target, wait=settings.lease_wait, command="restore"))
+            stop_app = _app_stopper(settings)
+        outcome = restore_backup(
+            info,
+            target,
+            backup_dir=settings.backup_dir,
+            environment=settings.environment,
+            dry_run=dry_run,
+            force=force,
+            group=settings.backup_group,
+            stop_app=stop_app,
+        )
     if not dry_run:
         catalog.append_history(
             settings.backup_dir,
@@ -317,6 +328,19 @@ def restore(
             group=settings.backup_group,
         )
     return RestoreResult(outcome)
+
+
+def _app_stopper(settings: Settings) -> Callable[[], AbstractContextManager[None]] | None:
+    """With SIDECAR_APP set, restore stops the app through Docker and starts it again at
+    the end, whatever happens. Imported here only: the backup commands never need Docker."""
+    if not (settings.app or settings.app_label):
+        return None
+    from sidecar import containers  # noqa: PLC0415 (keeps the Docker SDK out of `backup`)
+
+    apps = containers.connect(required=True)
+    assert apps is not None  # noqa: S101 - required=True raises instead of returning None
+    app = apps.find(settings.app, label=settings.app_label)
+    return lambda: apps.stopped(app, timeout=settings.stop_timeout)
 
 
 @dataclass(frozen=True)

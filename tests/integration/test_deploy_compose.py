@@ -208,3 +208,19 @@ def test_init_container_without_socket_or_app(docker_client: Any, volumes: Any) 
     assert code == 0, output
     assert '"changed": false' in output
     assert time.monotonic() - started < 30
+
+
+def test_one_shot_restore_stops_the_app_and_starts_it_again(project: ComposeProject) -> None:
+    start_app(project)
+    taken = json.loads(
+        project.run("run", "--rm", "--no-deps", "sidecar", "backup", "--json").stdout
+    )
+    backup_id = taken["backup"]["id"]
+    restored = project.run("run", "--rm", "--no-deps", "sidecar", "restore", backup_id, "--json")
+    document = json.loads(restored.stdout)
+    assert document["ok"] is True
+    assert document["safety_backup"]
+    # The app was stopped for the swap and started again, and is healthy and writing.
+    project.wait_healthy("app")
+    assert app_starts(project) == 2
+    wait_committed(project, len(committed_ids(project)) + 5)
