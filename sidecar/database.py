@@ -159,13 +159,9 @@ def _is_busy(exc: BaseException) -> bool:
     )
 
 
-def begin_immediate(conn: sqlite3.Connection, timeout: float) -> float:
-    """``BEGIN IMMEDIATE`` with bounded exponential retry; returns seconds waited.
-
-    SQLite's own busy handler covers short waits; the retry covers apps that hold the lock
-    for longer. Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds.
-    """
-    started = time.monotonic()
+def _execute_when_free(conn: sqlite3.Connection, sql: str, timeout: float) -> bool:
+    """Run ``sql`` with bounded exponential retry while the database is busy; False when
+    it stayed busy for ``timeout`` seconds. SQLite's own busy handler covers short waits."""
     try:
         for attempt in Retrying(
             retry=retry_if_exception(_is_busy),
@@ -174,13 +170,25 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float) -> float:
             reraise=False,
         ):
             with attempt:
-                conn.execute("BEGIN IMMEDIATE")
-    except RetryError as exc:
+                conn.execute(sql)
+    except RetryError:
+        return False
+    return True
+
+
+def begin_immediate(conn: sqlite3.Connection, timeout: float) -> float:
+    """``BEGIN IMMEDIATE`` with bounded exponential retry; returns seconds waited.
+
+    The retry covers apps that hold the lock for longer than a busy handler should wait.
+    Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout):
         raise UnavailableError(
             f"could not take the database write lock within {timeout:g}s",
             hint="the app may hold SQLite in exclusive mode: set SIDECAR_APP so the sidecar "
             "can stop it, or raise SIDECAR_WAIT_TIMEOUT",
-        ) from exc
+        )
     waited = time.monotonic() - started
     log.debug("database.locked", waited_s=round(waited, 3))
     return waited
@@ -193,21 +201,12 @@ def commit(conn: sqlite3.Connection, timeout: float) -> None:
     (a report query, another sidecar's backup). Raises :class:`UnavailableError` (exit 5)
     after ``timeout``; the transaction is then still open and the caller rolls it back.
     """
-    try:
-        for attempt in Retrying(
-            retry=retry_if_exception(_is_busy),
-            stop=stop_after_delay(timeout),
-            wait=wait_exponential(multiplier=0.05, max=1.0),
-            reraise=False,
-        ):
-            with attempt:
-                conn.execute("COMMIT")
-    except RetryError as exc:
+    if not _execute_when_free(conn, "COMMIT", timeout):
         raise UnavailableError(
             f"could not commit within {timeout:g}s: readers kept the database busy",
             hint="nothing was changed; retry when the long readers are done, or raise "
             "SIDECAR_WAIT_TIMEOUT",
-        ) from exc
+        )
 
 
 @contextmanager
