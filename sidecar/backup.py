@@ -421,7 +421,7 @@ def database_in_use(db: Path, timeout: float = 0.5) -> bool:
         conn.execute("BEGIN EXCLUSIVE")
         conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as exc:
-        if database._is_busy(exc):
+        if database.is_busy(exc):
             return True
         # SQLite cannot read the file at all (damaged, not a database): no app can be using
         # it through SQLite either; the restore that follows is what repairs it.
@@ -481,7 +481,7 @@ def restore_backup(
                     verify="checksum", group=group,
                 )  # fmt: skip
             except sqlite3.DatabaseError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+                if database.is_busy(exc):
                     raise
                 # SQLite cannot read it (the very reason to restore): keep its raw bytes.
                 log.warning("backup.restore_target_damaged", target=str(target), error=str(exc))

@@ -21,7 +21,7 @@ from typing import Any
 from sidecar.copier import fsync_dir
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
-from sidecar.settings import Compression
+from sidecar.settings import Compression, Settings
 
 log = get_logger(__name__)
 
@@ -370,3 +370,31 @@ def append_history(backup_dir: Path, record: dict[str, Any], *, group: int | Non
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def prune_by_policy(
+    settings: Settings, *, dry_run: bool, protect: Sequence[str] = ()
+) -> PruneOutcome:
+    """The settings' retention, per database: each database's backups form their own group
+    (only the configured database's when one is set)."""
+    if settings.database is not None:
+        stems = {settings.database.stem}
+    else:
+        stems = {b.stem for b in list_backups(settings.backup_dir)}
+    kept: list[BackupInfo] = []
+    deleted: list[BackupInfo] = []
+    for stem in sorted(stems):
+        outcome = prune(
+            settings.backup_dir,
+            keep=settings.keep,
+            keep_daily=settings.keep_daily,
+            keep_weekly=settings.keep_weekly,
+            keep_monthly=settings.keep_monthly,
+            stem=stem,
+            environment=settings.environment,
+            protect=protect,
+            dry_run=dry_run,
+        )
+        kept += outcome.kept
+        deleted += outcome.deleted
+    return PruneOutcome(kept, deleted, dry_run, sum(b.size for b in deleted))

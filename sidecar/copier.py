@@ -808,7 +808,7 @@ def take_snapshot(
             finally:
                 release()
     except sqlite3.OperationalError as exc:
-        if database._is_busy(exc):
+        if database.is_busy(exc):
             raise UnavailableError(
                 f"could not read the database within {busy_timeout:g}s: {exc}",
                 hint="the app may hold SQLite in exclusive mode: stop it, or retry later",

@@ -89,7 +89,7 @@ def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
     try:
         rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
     except sqlite3.DatabaseError as exc:
-        if _is_busy(exc):
+        if is_busy(exc):
             raise
         return [str(exc)]  # "database disk image is malformed": damaged beyond a check
     if rows == ["ok"]:
@@ -153,7 +153,8 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     return digest.hexdigest()
 
 
-def _is_busy(exc: BaseException) -> bool:
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock (retry, or exit 5)."""
     return isinstance(exc, sqlite3.OperationalError) and (
         "locked" in str(exc) or "busy" in str(exc)
     )
@@ -164,7 +165,7 @@ def _execute_when_free(conn: sqlite3.Connection, sql: str, timeout: float) -> bo
     it stayed busy for ``timeout`` seconds. SQLite's own busy handler covers short waits."""
     try:
         for attempt in Retrying(
-            retry=retry_if_exception(_is_busy),
+            retry=retry_if_exception(is_busy),
             stop=stop_after_delay(timeout),
             wait=wait_exponential(multiplier=0.05, max=1.0),
             reraise=False,

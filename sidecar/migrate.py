@@ -134,6 +134,15 @@ def verify(
         check(conn)
 
 
+def plan_for(conn: sqlite3.Connection, desired: schema.Catalogue) -> schema.Plan:
+    """The plan against the live database behind ``conn``, read-only, with new unique
+    indexes over duplicate rows already refused (so a preview refuses what apply would)."""
+    plan = schema.make_plan(
+        schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+    )
+    return plan.with_refused(unique_conflicts(conn, plan))
+
+
 def unique_conflicts(conn: sqlite3.Connection, plan: schema.Plan) -> list[schema.Refusal]:
     """New UNIQUE indexes on existing tables whose rows already hold duplicates. Read-only.
 

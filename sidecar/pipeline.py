@@ -116,16 +116,7 @@ def run_deploy(
     _restart(settings, apps, app, report)
     # 9. Prune and history.
     if report.backup:
-        outcome = catalog.prune(
-            settings.backup_dir,
-            keep=settings.keep,
-            keep_daily=settings.keep_daily,
-            keep_weekly=settings.keep_weekly,
-            keep_monthly=settings.keep_monthly,
-            stem=db.stem,
-            environment=settings.environment,
-            protect=[report.backup],
-        )
+        outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
         report.pruned = [b.id for b in outcome.deleted]
     report.seconds = time.monotonic() - started
     if settings.backup_dir.is_dir():
@@ -161,13 +152,10 @@ def _preview(
                 f"database {db} fails quick_check: {problems[0]}",
                 hint="restore a verified backup (sidecar restore latest) before deploying",
             )
-        plan = schema.make_plan(
-            schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
-        )
-        # Duplicates under a new unique index: refused now, before the lock and the backup.
-        plan = plan.with_refused(migrate.unique_conflicts(conn, plan))
+        # Duplicates under a new unique index are refused now, before the lock and the backup.
+        plan = migrate.plan_for(conn, desired)
     except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if database.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
             log.info("deploy.preview_locked", hint="the app holds the database; planning later")
             return {}

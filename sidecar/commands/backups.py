@@ -42,31 +42,6 @@ def _age(created: datetime, now: datetime) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def _prune_all(settings: Settings, *, dry_run: bool, protect: tuple[str, ...] = ()) -> PruneOutcome:
-    """Retention per database: each database's backups form their own group."""
-    if settings.database is not None:
-        stems = {settings.database.stem}
-    else:
-        stems = {b.stem for b in catalog.list_backups(settings.backup_dir)}
-    kept: list[BackupInfo] = []
-    deleted: list[BackupInfo] = []
-    for stem in sorted(stems):
-        outcome = catalog.prune(
-            settings.backup_dir,
-            keep=settings.keep,
-            keep_daily=settings.keep_daily,
-            keep_weekly=settings.keep_weekly,
-            keep_monthly=settings.keep_monthly,
-            stem=stem,
-            environment=settings.environment,
-            protect=protect,
-            dry_run=dry_run,
-        )
-        kept += outcome.kept
-        deleted += outcome.deleted
-    return PruneOutcome(kept, deleted, dry_run, sum(b.size for b in deleted))
-
-
 @dataclass(frozen=True)
 class BackupResult:
     backup: BackupInfo
@@ -129,14 +104,16 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     try:
         info = _create(settings, db, reason)
     except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if database.is_busy(exc):
             raise UnavailableError(
                 f"database {db} stayed locked: {exc}",
                 hint="the app may hold SQLite in exclusive mode; stop it or retry",
             ) from None
         raise database.damaged(db, exc) from None
     # Prune only now that a new backup exists and passed verification.
-    pruned = None if no_prune else _prune_all(settings, dry_run=False, protect=(info.id,))
+    pruned = (
+        None if no_prune else catalog.prune_by_policy(settings, dry_run=False, protect=(info.id,))
+    )
     seconds = time.monotonic() - started
     catalog.append_history(
         settings.backup_dir,
@@ -373,7 +350,7 @@ class PruneResult:
 
 def prune(settings: Settings, *, dry_run: bool = False, **_: Any) -> PruneResult:
     """Delete old backups by the retention policy (``dry_run``: only say which)."""
-    outcome = _prune_all(settings, dry_run=dry_run)
+    outcome = catalog.prune_by_policy(settings, dry_run=dry_run)
     if outcome.deleted and not dry_run:
         catalog.append_history(
             settings.backup_dir,

@@ -77,13 +77,10 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
         try:
             conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
-            result = schema.make_plan(
-                schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
-            )
-            result = result.with_refused(migrating.unique_conflicts(conn, result))
+            result = migrating.plan_for(conn, desired)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if database.is_busy(exc):
                 raise UnavailableError(
                     f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
                 ) from None
