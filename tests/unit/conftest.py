@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,3 +51,22 @@ def bk_db(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def bk_dir(tmp_path: Path) -> Path:
     return tmp_path / "backups"
+
+
+def bk_other_connection(db: Path, query: str, *, in_transaction: bool) -> subprocess.Popen[str]:
+    """Another process (the app, a reader) with a connection that has run ``query``; inside
+    an open read transaction when ``in_transaction``. It lets go when its stdin is closed."""
+    code = (
+        "import sqlite3, sys\n"
+        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        + ("c.execute('BEGIN')\n" if in_transaction else "")
+        + f"c.execute({query!r}).fetchone()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc

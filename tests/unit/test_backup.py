@@ -6,7 +6,6 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from sidecar.backup import (
     verify_backup,
 )
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from tests.unit.conftest import bk_other_connection
 
 NOW = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
 
@@ -258,19 +258,7 @@ def test_restore_into_a_new_path_takes_no_safety_backup(
 
 def _hold_open(db: Path) -> subprocess.Popen[str]:
     """Another process (the app) with an idle open connection that has read the database."""
-    code = (
-        "import sqlite3, sys, time\n"
-        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-        "c.execute('SELECT count(*) FROM users').fetchone()\n"
-        "print('ready', flush=True)\n"
-        "sys.stdin.readline()\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
+    return bk_other_connection(db, "SELECT count(*) FROM users", in_transaction=False)
 
 
 def test_restore_refuses_while_the_app_holds_the_database_unless_forced(

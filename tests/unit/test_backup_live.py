@@ -24,7 +24,7 @@ from sidecar import catalog, copier, database
 from sidecar.backup import create_backup, verify_backup
 from sidecar.errors import HealthError, UnavailableError
 from sidecar.settings import VerifyLevel
-from tests.unit.conftest import bk_build_db
+from tests.unit.conftest import bk_build_db, bk_other_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = "tests.unit.test_backup_live"
@@ -124,20 +124,7 @@ def _start_writer(db: Path, log_path: Path, stop: Path) -> subprocess.Popen[byte
 
 def _old_reader(db: Path) -> subprocess.Popen[str]:
     """Another process inside a read transaction: checkpoints cannot backfill past it."""
-    code = (
-        "import sqlite3, sys\n"
-        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-        "c.execute('BEGIN')\n"
-        "c.execute('SELECT count(*) FROM writes').fetchone()\n"
-        "print('ready', flush=True)\n"
-        "sys.stdin.readline()\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
+    return bk_other_connection(db, "SELECT count(*) FROM writes", in_transaction=True)
 
 
 @pytest.mark.timeout(120)
