@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -27,6 +26,7 @@ from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
 from sidecar.settings import Settings
+from sidecar.signals import Stop
 
 log = get_logger(__name__)
 
@@ -58,7 +58,7 @@ class Aborted(Exception):
     """SIGTERM arrived between steps: stop before the next step starts."""
 
 
-def _check(stop: threading.Event | None, step: str) -> None:
+def _check(stop: Stop | None, step: str) -> None:
     if stop is not None and stop.is_set():
         log.warning("deploy.aborted", before_step=step)
         raise Aborted(step)
@@ -69,7 +69,7 @@ def run_deploy(
     *,
     apps: Apps | None,
     dry_run: bool = False,
-    stop: threading.Event | None = None,
+    stop: Stop | None = None,
 ) -> DeployReport:
     """Run the whole pipeline once. ``apps`` is None when no Docker API is reachable."""
     started = time.monotonic()
@@ -195,7 +195,7 @@ def _locked_change(
     apps: Apps | None,
     app: AppRef | None,
     report: DeployReport,
-    stop: threading.Event | None,
+    stop: Stop | None,
 ) -> None:
     # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
     quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop)

@@ -8,13 +8,13 @@ gets the lock after ``timeout``; that is logged, never silent.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.logs import get_logger
+from sidecar.signals import Stop
 
 log = get_logger(__name__)
 
@@ -48,7 +48,7 @@ def wait_quiet(
     poll: float = 0.1,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    stop: threading.Event | None = None,
+    stop: Stop | None = None,
 ) -> QuietResult:
     """Return once nothing changed for ``period`` seconds, or after ``timeout`` (quiet=False),
     or as soon as ``stop`` is set (SIGTERM: quiet=False, the caller aborts)."""

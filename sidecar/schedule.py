@@ -7,10 +7,7 @@ image's HEALTHCHECK turns unhealthy when backups stop succeeding for SIDECAR_MAX
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
@@ -18,6 +15,7 @@ from croniter import croniter
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.logs import get_logger
 from sidecar.settings import parse_duration
+from sidecar.signals import Stop
 
 log = get_logger(__name__)
 
@@ -46,31 +44,10 @@ def validate(schedule: str) -> None:
     next_run(schedule, datetime.now(UTC))
 
 
-@contextmanager
-def stop_on_sigterm() -> Iterator[threading.Event]:
-    """An event set by SIGTERM/SIGINT, so the current step can finish before the exit."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        log.info("signal.received", signal=signal.Signals(signum).name,
-                 hint="finishing the current step, then exiting")  # fmt: skip
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run_forever(
     schedule: str,
     job: Callable[[], object],
-    stop: threading.Event,
+    stop: Stop,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> int:

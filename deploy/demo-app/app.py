@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,7 +28,10 @@ CREATE INDEX "Transaction_portfolioId_idx" ON "Transaction"("portfolioId");
 """
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "VWRL", "BTC", "ETH")
 HEARTBEAT = Path(os.environ.get("DEMO_HEARTBEAT", "/tmp/demo-heartbeat"))  # noqa: S108
-stopping = threading.Event()
+# Set by SIGTERM/SIGINT. A plain flag, not a threading.Event: a signal handler runs on the
+# main thread, which may be holding the Event's lock inside Event.wait() at that moment,
+# and Event.set() would then wait for it forever. Sleeps are short, so the flag is seen.
+stop = types.SimpleNamespace(requested=False)
 
 
 def emit(event: str, **fields: object) -> None:
@@ -100,6 +104,10 @@ class Health(BaseHTTPRequestHandler):
         pass
 
 
+def request_stop(signum: int, frame: object) -> None:
+    stop.requested = True
+
+
 def main() -> int:
     path = database_path()
     interval = float(os.environ.get("DEMO_INTERVAL", "0.05"))
@@ -108,21 +116,21 @@ def main() -> int:
     burst = int(os.environ.get("DEMO_BURST", "0"))
     pause = float(os.environ.get("DEMO_PAUSE", "3"))
     written = 0
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     conn = open_db(path)
     ensure_schema(conn)
     emit("app.started", database=str(path), pid=os.getpid(), columns=columns(conn))
     port = int(os.environ.get("DEMO_PORT", "3000"))
     server = ThreadingHTTPServer(("0.0.0.0", port), Health)  # noqa: S104 (inside its container)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    while not stopping.is_set():
+    while not stop.requested:
         row_id = commit_one(conn)
         if row_id is not None:
             emit("committed", id=row_id)
             HEARTBEAT.touch()
             written += 1
-        stopping.wait(pause if burst and written % burst == 0 else interval)
+        time.sleep(pause if burst and written % burst == 0 else interval)
     conn.close()
     emit("app.stopped")
     return 0

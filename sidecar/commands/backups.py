@@ -19,6 +19,7 @@ from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
+from sidecar.signals import stop_on_sigterm
 
 log = get_logger(__name__)
 
@@ -84,7 +85,7 @@ def backup(
     if not settings.schedule:
         return take_backup(settings, reason=reason, no_prune=no_prune)
     schedule.validate(settings.schedule)
-    with schedule.stop_on_sigterm() as stop:
+    with stop_on_sigterm() as stop:
         first = take_backup(settings, reason=reason, no_prune=no_prune)
         schedule.run_forever(
             settings.schedule,

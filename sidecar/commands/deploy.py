@@ -12,6 +12,7 @@ from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline import Aborted, DeployReport, run_deploy
 from sidecar.settings import Settings
+from sidecar.signals import stop_on_sigterm
 
 log = get_logger(__name__)
 
@@ -63,7 +64,7 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
     apps = containers.connect(required=wants_app and not dry_run)
-    with schedule.stop_on_sigterm() as stop:
+    with stop_on_sigterm() as stop:
         try:
             report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
         except Aborted:

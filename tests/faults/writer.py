@@ -16,9 +16,13 @@ import json
 import signal
 import sqlite3
 import sys
-import threading
+import time
+import types
 
-stopping = threading.Event()
+# Set by SIGTERM/SIGINT. A plain flag, not a threading.Event: a signal handler runs on the
+# main thread, which may be holding the Event's lock inside Event.wait() at that moment,
+# and Event.set() would then wait for it forever. Sleeps are short, so the flag is seen.
+stop = types.SimpleNamespace(requested=False)
 
 
 def commit_one(conn: sqlite3.Connection, n: int) -> int | None:
@@ -38,25 +42,29 @@ def commit_one(conn: sqlite3.Connection, n: int) -> int | None:
     return cursor.lastrowid
 
 
+def request_stop(signum: int, frame: object) -> None:
+    stop.requested = True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("database")
     parser.add_argument("--interval", type=float, default=0.02)
     args = parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # a stuck writer shows where it is stuck
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     conn = sqlite3.connect(args.database, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA journal_mode=wal")
     print(json.dumps({"started": True}), flush=True)
     n = 0
-    while not stopping.is_set():
+    while not stop.requested:
         n += 1
         row_id = commit_one(conn, n)
         if row_id is not None:
             sys.stdout.write(json.dumps({"committed": row_id}) + "\n")
             sys.stdout.flush()
-        stopping.wait(args.interval)
+        time.sleep(args.interval)
     conn.close()
     return 0
 

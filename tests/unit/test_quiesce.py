@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from sidecar.quiesce import signature, wait_quiet
+from sidecar.signals import Stop
 
 
 def test_signature_changes_when_the_app_commits(tmp_path: Path) -> None:
@@ -66,9 +67,7 @@ def test_a_writer_that_never_pauses_gives_up_after_timeout(tmp_path: Path) -> No
 
 
 def test_a_stop_request_ends_the_wait_at_once(tmp_path: Path) -> None:
-    import threading
-
-    stop = threading.Event()
+    stop = Stop()
     stop.set()
     result = wait_quiet(tmp_path / "db.sqlite", period=60, timeout=600, stop=stop)
     assert result.quiet is False

@@ -7,6 +7,7 @@ import pytest
 
 from sidecar.errors import ConfigError, RefusedError
 from sidecar.schedule import next_run, run_forever, validate
+from sidecar.signals import Stop
 
 T0 = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
 
@@ -28,7 +29,7 @@ def test_bad_schedules_are_config_errors(bad: str) -> None:
 
 
 def test_run_forever_runs_each_slot_and_survives_a_failed_job() -> None:
-    stop = threading.Event()
+    stop = Stop()
     calls: list[int] = []
 
     def job() -> None:
@@ -44,6 +45,6 @@ def test_run_forever_runs_each_slot_and_survives_a_failed_job() -> None:
 
 
 def test_run_forever_returns_at_once_when_stopped_while_waiting() -> None:
-    stop = threading.Event()
+    stop = Stop()
     threading.Timer(0.1, stop.set).start()
     assert run_forever("1h", lambda: None, stop) == 0
