@@ -158,6 +158,7 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
     if method == "cp":
         subprocess.run(["cp", str(db), str(out)], check=True)
         fsync_path(out)
+        seconds = time.monotonic() - started
     elif method == "sqlite3-backup":
         if SQLITE_CLI:
             subprocess.run([SQLITE_CLI, str(db), f".backup '{out}'"], check=True)
@@ -167,11 +168,13 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
             src.close()
             dst.close()
         fsync_path(out)  # durable, like the others
+        seconds = time.monotonic() - started
     elif method == "vacuum-into":
         conn = sqlite3.connect(db)
         conn.execute("VACUUM INTO ?", (str(out),))
         conn.close()
         fsync_path(out)
+        seconds = time.monotonic() - started
     else:
         level = method.removeprefix("sidecar-")
         bk_dir = workdir / f"sidecar-{level}"
@@ -184,13 +187,15 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
             verify=level,  # type: ignore[arg-type]
             on_progress=lambda done, total: None,
         )
+        seconds = time.monotonic() - started
         extra = {
             "lock_s": info.manifest["durations"]["read_lock_s"],
             "wal_copied": info.manifest.get("wal_copied"),
             "copier_rss_mib": (info.manifest["copier"]["peak_rss_kib"] or 0) / 1024,
         }
+        # Removed after the clock stopped, as the baselines' copies are (unlinking 1 GB on
+        # a file system mounted with discard takes ~0.2 s here).
         shutil.rmtree(bk_dir, ignore_errors=True)
-    seconds = time.monotonic() - started
     own = peak_rss_mib()
     # getrusage's children figure carries the parent's RSS over exec (vfork): use the copier's
     # own VmHWM when there is one.
@@ -312,7 +317,10 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
         methods.append("sidecar-full")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for run in range(runs):
-        for method in methods:
+        # Rotated each round: a method's run is slowed by what the one before it left behind
+        # (1 GB just unlinked on a file system mounted with discard), so every method takes
+        # its turn after each other one.
+        for method in methods[run % len(methods) :] + methods[: run % len(methods)]:
             results[method].append(once(method, db, workdir))
             seconds = results[method][-1]["seconds"]
             print(f"  run {run + 1} {method}: {seconds:.2f} s", file=sys.stderr, flush=True)
