@@ -182,6 +182,36 @@ def not_a_folder(backup_dir: Path) -> ConfigError:
     )
 
 
+def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
+    """Refuse to create ``db`` from empty while the backups folder holds verified backups.
+
+    A missing database next to backups is lost data (a volume not mounted, a wiped disk) or a
+    wrong path (a typo in SIDECAR_DATABASE), not a first deployment: the empty database made
+    now is what the app would write to next, and what the next backups would keep.
+    ``SIDECAR_ALLOW_FRESH`` says it is on purpose.
+    """
+    if settings.allow_fresh:
+        return
+    verified = [b for b in list_backups(settings.backup_dir) if b.verified]
+    if not verified:
+        return
+    ours = [b for b in verified if b.stem == db.stem or b.manifest.get("source") == str(db)]
+    hint = "to start with an empty database on purpose: SIDECAR_ALLOW_FRESH=1 (--allow-fresh)"
+    if ours:
+        raise RefusedError(
+            f"database {db} is missing, but {len(ours)} verified backup(s) of it exist "
+            f"(newest {ours[0].id}): refusing to create an empty one",
+            hint="mount the data volume (or fix SIDECAR_DATABASE); to bring the data back: "
+            f"`sidecar restore latest`; {hint}",
+        )
+    others = sorted({b.stem for b in verified})
+    raise RefusedError(
+        f"database {db} is missing, and {settings.backup_dir} holds backups of "
+        f"{', '.join(others)} only: refusing to create an empty one",
+        hint=f"check SIDECAR_DATABASE (a typo?) and that the data volume is mounted; {hint}",
+    )
+
+
 def list_backups(backup_dir: Path) -> list[BackupInfo]:
     """Backups sidecar named, newest first. Symlinks and other files are never listed."""
     try:

@@ -60,6 +60,12 @@ def _common() -> _Parser:
     group.add_argument("--keep-weekly", dest="keep_weekly", metavar="N")
     group.add_argument("--keep-monthly", dest="keep_monthly", metavar="N")
     group.add_argument("--strict", action="store_true", help="destructive drift fails (exit 3)")
+    group.add_argument(
+        "--allow-fresh",
+        dest="allow_fresh",
+        action="store_true",
+        help="create an empty database even though backups of a missing one exist",
+    )
     group.add_argument("--restart", choices=("on-change", "always", "never"), help="restart policy")
     group.add_argument("--health-queries", dest="health_queries", metavar="FILE")
     group.add_argument("--quiet-period", dest="quiet_period", metavar="DURATION")

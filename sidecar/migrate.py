@@ -338,15 +338,21 @@ def _restore_sequence(conn: sqlite3.Connection, table: str, value: int) -> None:
 # --------------------------------------------------------------------------- fresh database
 
 
-def create_fresh(db: Path, desired: schema.Catalogue) -> None:
-    """Create the database from the desired schema, atomically: build it in a temporary file
-    in the same folder, verify, fsync, then link it into place. A crash leaves no half-made
-    database, and an existing database is never replaced."""
+def refuse_orphan_sides(db: Path) -> None:
+    """A -wal or -journal without its database holds committed data or a rollback: a new
+    database beside it would adopt (or be damaged by) it."""
     if Path(f"{db}-wal").exists() or Path(f"{db}-journal").exists():
         raise RefusedError(
             f"database {db} is missing but its -wal or -journal file exists",
             hint="restore the database file (sidecar restore latest) before deploying",
         )
+
+
+def create_fresh(db: Path, desired: schema.Catalogue) -> None:
+    """Create the database from the desired schema, atomically: build it in a temporary file
+    in the same folder, verify, fsync, then link it into place. A crash leaves no half-made
+    database, and an existing database is never replaced."""
+    refuse_orphan_sides(db)
     db.parent.mkdir(parents=True, exist_ok=True)
     temp = db.with_name(f".{db.name}.sidecar-new-{os.getpid()}")
     for suffix in ("", "-journal"):

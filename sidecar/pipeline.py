@@ -139,6 +139,8 @@ def _preview(
 ) -> dict[str, Any]:
     """Plan against the live database (read-only) and refuse what must be refused now."""
     if not db.exists():
+        migrate.refuse_orphan_sides(db)
+        catalog.refuse_fresh_over_backups(db, settings)
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
         return {"fresh": True, **creation.to_dict()}

@@ -55,6 +55,7 @@ class Settings:
     max_backup_age: float = 26 * 3600.0
     min_free_margin: int = 64 * 1024 * 1024
     strict: bool = False
+    allow_fresh: bool = False
 
     def require_database(self) -> Path:
         if self.database is None:
@@ -101,6 +102,7 @@ ENV_NAMES: dict[str, str] = {
     "max_backup_age": "SIDECAR_MAX_BACKUP_AGE",
     "min_free_margin": "SIDECAR_MIN_FREE_MARGIN",
     "strict": "SIDECAR_STRICT",
+    "allow_fresh": "SIDECAR_ALLOW_FRESH",
 }
 
 # Settings with no flag twin: set them by environment variable (or ``*_FILE``) only.
@@ -268,6 +270,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_backup_age": _seconds,
     "min_free_margin": parse_size,
     "strict": parse_bool,
+    "allow_fresh": parse_bool,
 }
 
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import database, schema
+from sidecar import catalog, database, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
 from sidecar.logs import get_logger
@@ -71,6 +71,8 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     db = settings.require_database()
     fresh = not db.exists()
     if fresh:
+        migrating.refuse_orphan_sides(db)  # as the deploy would
+        catalog.refuse_fresh_over_backups(db, settings)
         result = schema.make_plan(schema.Catalogue(), desired, row_counts={})
     else:
         database.check_database_file(db)

@@ -939,6 +939,14 @@ CASES: list[Case] = [
     ),
     Case(
         "database file",
+        "missing while backups of it exist (volume not mounted) / deploy",
+        _schema(BASE_SCHEMA + _WATCHLIST, ["deploy"], lambda w: w.db.unlink()),
+        ExitCode.REFUSED,
+        ("{db}", "verified backup(s) of it exist", "refusing to create an empty one"),
+        check=lambda w, o: [f"{w.db} was created"] if w.db.exists() else [],
+    ),
+    Case(
+        "database file",
         "-wal without its database / deploy",
         _schema(BASE_SCHEMA + _WATCHLIST, ["deploy"], orphan_wal),
         ExitCode.REFUSED,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import catalog
+from sidecar import catalog, cli
 from sidecar.errors import HealthError, RefusedError
 from sidecar.pipeline import run_deploy
 from sidecar.settings import Settings, load_settings
@@ -194,3 +194,70 @@ def test_commit_waits_for_readers_then_gives_up_with_exit_5(tmp_path: Path) -> N
     check = sqlite3.connect(db)
     assert check.execute("SELECT count(*) FROM t").fetchone() == (1,)
     check.close()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]) -> str:
+    """Run the CLI; stderr's error and hint lines (plus the exit code) as one text."""
+    code = cli.main(argv, env=env)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(("error:", "hint:"))]
+    return f"exit {code}\n" + "\n".join(lines)
+
+
+def test_a_lost_database_with_backups_is_refused_not_recreated_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "data" / "portfolio.db"
+    env = {
+        "SIDECAR_DATABASE": str(db),
+        "SIDECAR_SCHEMA": str(V2),
+        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+        "SIDECAR_QUIET_PERIOD": "0",
+        "SIDECAR_LOG_FORMAT": "json",
+    }
+    make_db(db)
+    assert _cli(capsys, ["deploy"], env) == "exit 0\n"
+    # The volume is gone (not mounted, wiped): the data lives only in the backups now.
+    for side in ("", "-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+
+    for command in (["deploy"], ["migrate"], ["plan"]):
+        said = _cli(capsys, command, env)
+        assert said.startswith("exit 3\nerror: database ")
+        assert "is missing, but 1 verified backup(s) of it exist" in said
+        assert "sidecar restore latest" in said
+        assert "SIDECAR_ALLOW_FRESH" in said
+        assert not db.exists()
+
+    # The way back the hint names: restore, then deploy has nothing to do.
+    assert _cli(capsys, ["restore", "latest"], env) == "exit 0\n"
+    conn = sqlite3.connect(db)
+    assert conn.execute('SELECT count(*) FROM "Transaction"').fetchone() == (2,)
+    conn.close()
+    assert _cli(capsys, ["deploy"], env) == "exit 0\n"
+
+    # A wrong path (a typo) next to another database's backups is refused as well.
+    typo = {**env, "SIDECAR_DATABASE": str(tmp_path / "data" / "portfolo.db")}
+    said = _cli(capsys, ["deploy"], typo)
+    assert said.startswith("exit 3\n")
+    assert "holds backups of portfolio only" in said
+    assert "a typo?" in said
+    assert not (tmp_path / "data" / "portfolo.db").exists()
+
+    # On purpose: the flag (or SIDECAR_ALLOW_FRESH=1) creates the empty database.
+    assert _cli(capsys, ["deploy", "--allow-fresh"], typo) == "exit 0\n"
+    assert (tmp_path / "data" / "portfolo.db").exists()
+    other = {**typo, "SIDECAR_DATABASE": str(tmp_path / "data" / "third.db")}
+    assert _cli(capsys, ["deploy"], {**other, "SIDECAR_ALLOW_FRESH": "1"}) == "exit 0\n"
+
+
+def test_a_first_deploy_with_an_empty_backups_folder_creates_the_database(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)
+    settings.require_database().parent.mkdir()
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "backups" / "notes.txt").write_text("not a backup")
+    report = run_deploy(settings, apps=None)
+    assert report.fresh
+    assert settings.require_database().exists()
