@@ -131,6 +131,7 @@ def create_backup(
                 group=group,
                 busy_timeout=busy_timeout,
                 on_progress=reporter,
+                check="quick" if verify == "quick" else None,
             )
             if isinstance(reporter, copier.ProgressReporter):
                 reporter.finish()
@@ -150,6 +151,9 @@ def create_backup(
                 "created_at": datetime.now(UTC).isoformat(),
                 "verified": True,
                 "verify_level": verify,
+                # quick_check ran on the bytes as they were copied (proved identical to the
+                # file), beside the copy, rather than on the file afterwards.
+                "checked_during_copy": facts["checked_during_copy"],
                 "compression": compress,
                 "size": stored_size,
                 "stored_sha256": stored_sha,
@@ -251,6 +255,8 @@ def _finish_and_verify(
     The checksum: the copier proved, chunk by chunk, that the file holds exactly the bytes
     it read from the database, and hashed them. So without a ``-wal`` to fold the file is
     not read again (its sha256 is known); after a fold it is re-hashed as it now is.
+    The quick_check: when the copier already ran it on the very bytes it copied (WAL mode,
+    nothing to fold), its result stands for the copy and the file is not checked again.
     Raises HealthError.
     """
     t0 = time.monotonic()
@@ -259,7 +265,14 @@ def _finish_and_verify(
     if snap.wal_copied:
         wal_frames = _fold_wal(work)
         rehash = _Rehash(work)  # on a second core, while SQLite inspects the file
-    facts = inspect_file(work, None if level == "checksum" else level == "full")
+    checked = snap.source_check
+    if snap.wal_copied or checked is None or checked.get("level") != level:
+        checked = None
+    facts = inspect_file(work, None if level == "checksum" or checked else level == "full")
+    if checked is not None:
+        ran = [str(p) for p in checked.get("problems", ["the check gave no result"])]
+        facts["problems"] = ran + facts["problems"]
+    facts["checked_during_copy"] = checked is not None
     if rehash is not None:
         size, sha = rehash.result()
     else:
@@ -332,7 +345,7 @@ def inspect_file(path: Path, full: bool | None) -> dict[str, Any]:
     ``immutable=1``: no locks, no ``-wal``/``-shm`` created beside a backup.
     """
     facts: dict[str, Any] = {"problems": [], "page_size": 0, "page_count": 0}
-    uri = f"file:{database._uri_path(path)}?mode=ro&immutable=1"
+    uri = f"file:{database.uri_path(path)}?mode=ro&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         try:

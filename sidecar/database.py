@@ -34,7 +34,7 @@ def quote_ident(name: str) -> str:
 def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> sqlite3.Connection:
     """A connection in autocommit mode: transactions are always explicit (``BEGIN ...``)."""
     if readonly:
-        uri = f"file:{_uri_path(path)}?mode=ro"
+        uri = f"file:{uri_path(path)}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout)
@@ -44,8 +44,9 @@ def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) ->
     return conn
 
 
-def _uri_path(path: Path) -> str:
-    return str(path.absolute()).replace("?", "%3f").replace("#", "%23")
+def uri_path(path: Path) -> str:
+    """``path`` for a ``file:`` URI: SQLite decodes %XX, and ? and # end the path."""
+    return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
 def check_database_file(path: Path) -> None:

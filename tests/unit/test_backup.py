@@ -20,7 +20,7 @@ from sidecar.backup import (
     restore_backup,
     verify_backup,
 )
-from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
 from tests.unit.conftest import bk_other_connection
 
 NOW = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
@@ -299,3 +299,71 @@ def test_restore_uses_the_stop_app_hook(bk_db: Callable[..., Path], bk_dir: Path
 
     restore_backup(info, db, backup_dir=bk_dir, environment="production", stop_app=stop_app)
     assert calls == ["stop", "start"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("wal", "quick", True),
+        ("delete", "quick", False),  # writers would wait for the longer read lock
+        ("wal", "checksum", False),  # no quick_check at all
+        ("wal", "full", False),  # integrity_check is too long to hold a snapshot for
+    ],
+)
+def test_quick_check_runs_beside_the_copy_only_where_nothing_waits_for_it(
+    bk_db: Callable[..., Path],
+    bk_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[str, str, bool],
+) -> None:
+    journal, verify, during_copy = case
+    import sidecar.backup as engine
+
+    levels: list[bool | None] = []
+    inspect = engine.inspect_file
+
+    def spy(path: Path, full: bool | None) -> dict[str, object]:
+        levels.append(full)
+        return inspect(path, full)
+
+    monkeypatch.setattr(engine, "inspect_file", spy)
+    info = create_backup(
+        bk_db(journal),
+        bk_dir,
+        environment="production",
+        reason="manual",
+        verify=verify,  # type: ignore[arg-type]
+    )
+    assert info.manifest["checked_during_copy"] is during_copy
+    # The file is checked afterwards exactly when it was not checked during the copy.
+    expected = {"checksum": None, "quick": False, "full": True}[verify]
+    assert levels == [None if during_copy else expected]
+
+
+def test_a_damaged_source_fails_the_check_during_the_copy_and_nothing_is_kept(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    db = bk_db("wal", rows=500)
+    conn = sqlite3.connect(db)
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[page * 3 : page * 3 + 64] = b"\xff" * 64  # a b-tree page header, mid-file
+    db.write_bytes(bytes(data))
+    bk_dir.mkdir()
+
+    # The copier's own check of the bytes it copies finds it...
+    from sidecar import copier
+
+    snap = copier.take_snapshot(
+        db, bk_dir / "probe.db", mode=0o600, group=None, busy_timeout=5, check="quick"
+    )
+    (bk_dir / "probe.db").unlink()
+    assert snap.source_check is not None
+    assert snap.source_check["level"] == "quick"
+    assert snap.source_check["problems"]
+    # ... and the backup fails on it, keeping nothing.
+    with pytest.raises(HealthError, match="failed verification"):
+        create_backup(db, bk_dir, environment="production", reason="manual", verify="quick")
+    assert sorted(os.listdir(bk_dir)) == [catalog.LOCK_NAME]
+    assert db.read_bytes() == bytes(data)  # the source untouched
