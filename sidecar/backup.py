@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import __version__, copier, database
+from sidecar import __version__, checks, copier, database
 from sidecar.catalog import (
     BACKUP_NAME,
     MANIFEST_FORMAT,
@@ -345,12 +345,12 @@ def inspect_file(path: Path, full: bool | None) -> dict[str, Any]:
     ``immutable=1``: no locks, no ``-wal``/``-shm`` created beside a backup.
     """
     facts: dict[str, Any] = {"problems": [], "page_size": 0, "page_count": 0}
-    uri = f"file:{database.uri_path(path)}?mode=ro&immutable=1"
+    uri = f"file:{checks.uri_path(path)}?mode=ro&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         try:
             if full is not None:
-                facts["problems"] = database.quick_check(conn, full=full)
+                facts["problems"] = checks.quick_check(conn, full=full)
             facts["page_size"] = int(conn.execute("PRAGMA page_size").fetchone()[0])
             facts["page_count"] = int(conn.execute("PRAGMA page_count").fetchone()[0])
             facts["schema_hash"] = database.schema_hash(conn)
@@ -434,7 +434,7 @@ def database_in_use(db: Path, timeout: float = 0.5) -> bool:
         conn.execute("BEGIN EXCLUSIVE")
         conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as exc:
-        if database.is_busy(exc):
+        if checks.is_busy(exc):
             return True
         # SQLite cannot read the file at all (damaged, not a database): no app can be using
         # it through SQLite either; the restore that follows is what repairs it.
@@ -494,7 +494,7 @@ def restore_backup(
                     verify="checksum", group=group,
                 )  # fmt: skip
             except sqlite3.DatabaseError as exc:
-                if database.is_busy(exc):
+                if checks.is_busy(exc):
                     raise
                 # SQLite cannot read it (the very reason to restore): keep its raw bytes.
                 log.warning("backup.restore_target_damaged", target=str(target), error=str(exc))

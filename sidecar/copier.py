@@ -569,12 +569,12 @@ class _SourceCheck(threading.Thread):
         try:
             import sqlite3  # noqa: PLC0415 - only when asked: the child starts light
 
-            from sidecar import database  # noqa: PLC0415
+            from sidecar import checks  # noqa: PLC0415 - sqlite3 only, a light import
 
-            uri = f"file:{database.uri_path(Path(self.path))}?mode=ro&immutable=1"
+            uri = f"file:{checks.uri_path(Path(self.path))}?mode=ro&immutable=1"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             try:
-                problems = database.quick_check(conn, full=self.level == "full")
+                problems = checks.quick_check(conn, full=self.level == "full")
             finally:
                 conn.close()
         except Exception as exc:  # noqa: BLE001 - any failure is a failed check, reported
@@ -838,7 +838,7 @@ def take_snapshot(
     """
     import sqlite3  # noqa: PLC0415 - keeps the child's start-up light
 
-    from sidecar import database  # noqa: PLC0415
+    from sidecar import checks, database  # noqa: PLC0415
     from sidecar.errors import UnavailableError  # noqa: PLC0415
 
     started = time.monotonic()
@@ -871,7 +871,7 @@ def take_snapshot(
             finally:
                 release()
     except sqlite3.OperationalError as exc:
-        if database.is_busy(exc):
+        if checks.is_busy(exc):
             raise UnavailableError(
                 f"could not read the database within {busy_timeout:g}s: {exc}",
                 hint="the app may hold SQLite in exclusive mode: stop it, or retry later",

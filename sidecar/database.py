@@ -10,15 +10,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception,
     stop_after_delay,
     wait_exponential,
 )
+from tenacity.stop import stop_base
 
+from sidecar.checks import is_busy, uri_path
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
+from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
 
@@ -42,11 +46,6 @@ def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) ->
     # (SQLite's 12-step procedure), and foreign_key_check verifies them afterwards.
     conn.execute("PRAGMA foreign_keys=OFF")
     return conn
-
-
-def uri_path(path: Path) -> str:
-    """``path`` for a ``file:`` URI: SQLite decodes %XX, and ? and # end the path."""
-    return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
 def check_database_file(path: Path) -> None:
@@ -82,27 +81,6 @@ def check_database_file(path: Path) -> None:
             f"{path} is not a SQLite database (bad header)",
             hint="check SIDECAR_DATABASE points at the app's .db file",
         )
-
-
-def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
-    """Problems reported by ``quick_check`` (or ``integrity_check`` when ``full``); [] when ok."""
-    pragma = "integrity_check" if full else "quick_check"
-    try:
-        rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
-    except sqlite3.DatabaseError as exc:
-        if is_busy(exc):
-            raise
-        return [str(exc)]  # "database disk image is malformed": damaged beyond a check
-    if rows == ["ok"]:
-        return []
-    # One problem per line, without SQLite's "*** in database main ***" banner.
-    problems = [
-        line.strip()
-        for row in rows
-        for line in row.splitlines()
-        if line.strip() and not line.strip().startswith("*** in database")
-    ]
-    return problems or rows
 
 
 def damaged(path: Path, exc: sqlite3.DatabaseError) -> RefusedError:
@@ -154,38 +132,49 @@ def schema_hash(conn: sqlite3.Connection) -> str:
     return digest.hexdigest()
 
 
-def is_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock (retry, or exit 5)."""
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc)
-    )
+class _Requested(stop_base):
+    """tenacity's stop condition for a :class:`Stop` (its own wants a threading.Event)."""
+
+    def __init__(self, stop: Stop) -> None:
+        self.stop = stop
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.stop.is_set()
 
 
-def _execute_when_free(conn: sqlite3.Connection, sql: str, timeout: float) -> bool:
+def _execute_when_free(
+    conn: sqlite3.Connection, sql: str, timeout: float, stop: Stop | None = None
+) -> bool:
     """Run ``sql`` with bounded exponential retry while the database is busy; False when
-    it stayed busy for ``timeout`` seconds. SQLite's own busy handler covers short waits."""
+    it stayed busy for ``timeout`` seconds. SQLite's own busy handler covers short waits.
+    A set ``stop`` (SIGTERM) ends the waiting at once: :class:`Aborted`."""
+    give_up = stop_after_delay(timeout)
     try:
         for attempt in Retrying(
             retry=retry_if_exception(is_busy),
-            stop=stop_after_delay(timeout),
+            stop=give_up if stop is None else give_up | _Requested(stop),
             wait=wait_exponential(multiplier=0.05, max=1.0),
+            sleep=time.sleep if stop is None else stop.sleep,
             reraise=False,
         ):
             with attempt:
                 conn.execute(sql)
     except RetryError:
+        if stop is not None and stop.is_set():
+            log.warning("database.lock_wait_aborted", statement=sql, reason=stop.reason)
+            raise Aborted("lock") from None
         return False
     return True
 
 
-def begin_immediate(conn: sqlite3.Connection, timeout: float) -> float:
+def begin_immediate(conn: sqlite3.Connection, timeout: float, stop: Stop | None = None) -> float:
     """``BEGIN IMMEDIATE`` with bounded exponential retry; returns seconds waited.
 
     The retry covers apps that hold the lock for longer than a busy handler should wait.
     Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds.
     """
     started = time.monotonic()
-    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout):
+    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout, stop):
         raise UnavailableError(
             f"could not take the database write lock within {timeout:g}s",
             hint="the app may hold SQLite in exclusive mode: set SIDECAR_APP so the sidecar "
@@ -212,12 +201,14 @@ def commit(conn: sqlite3.Connection, timeout: float) -> None:
 
 
 @contextmanager
-def write_lock(path: Path, timeout: float) -> Iterator[sqlite3.Connection]:
+def write_lock(
+    path: Path, timeout: float, *, stop: Stop | None = None
+) -> Iterator[sqlite3.Connection]:
     """A connection holding ``BEGIN IMMEDIATE``. Leaving the block without an explicit
     ``COMMIT`` rolls back: a change is only ever kept on purpose."""
     conn = connect(path, busy_timeout=min(timeout, 1.0))
     try:
-        begin_immediate(conn, timeout)
+        begin_immediate(conn, timeout, stop)
         try:
             yield conn
         finally:

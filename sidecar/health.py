@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import database
+from sidecar import checks, database
 from sidecar.errors import ConfigError, HealthError
 
 
@@ -135,15 +135,15 @@ def queries_guard(queries: list[str]) -> Callable[[sqlite3.Connection], None]:
 
 
 def database_checks(conn: sqlite3.Connection, *, full: bool) -> list[Check]:
-    problems = database.quick_check(conn, full=full)
+    problems = checks.quick_check(conn, full=full)
     name = "integrity_check" if full else "quick_check"
-    checks = [Check(name, not problems, "; ".join(problems[:5]) or "ok")]
+    results = [Check(name, not problems, "; ".join(problems[:5]) or "ok")]
     fk = database.foreign_key_problems(conn)
     detail = (
         f"{len(fk)} rows, first: table {fk[0][0]} rowid {fk[0][1]} -> {fk[0][2]}" if fk else "ok"
     )
-    checks.append(Check("foreign_key_check", not fk, detail))
-    return checks
+    results.append(Check("foreign_key_check", not fk, detail))
+    return results
 
 
 def wal_bytes(db: Path) -> int | None:

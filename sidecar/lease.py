@@ -38,6 +38,7 @@ from typing import Any
 
 from sidecar.errors import ConfigError, RefusedError
 from sidecar.logs import get_logger
+from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
 
@@ -80,9 +81,10 @@ def describe_holder(holder: dict[str, Any]) -> str:
 
 @contextmanager
 def hold_lease(
-    db: Path, *, wait: float, command: str, poll_interval: float = 0.2
+    db: Path, *, wait: float, command: str, poll_interval: float = 0.2, stop: Stop | None = None
 ) -> Iterator[Lease]:
-    """Hold the data volume's lease for the block; wait up to ``wait`` seconds for it.
+    """Hold the data volume's lease for the block; wait up to ``wait`` seconds for it, or
+    until ``stop`` is set (SIGTERM: raises :class:`Aborted`, nothing was started).
 
     Raises :class:`RefusedError` (exit 3) when another sidecar still holds it after ``wait``
     seconds, and :class:`ConfigError` (exit 2) when the lease file cannot be created (a
@@ -92,7 +94,7 @@ def hold_lease(
     fd = _open(path)
     try:
         started = time.monotonic()
-        _acquire(fd, path, db, wait=wait, poll_interval=poll_interval)
+        _acquire(fd, path, db, wait=wait, poll_interval=poll_interval, stop=stop)
         waited = time.monotonic() - started
         holder = {
             "hostname": socket.gethostname(),
@@ -145,7 +147,9 @@ def _open(path: Path) -> int:
         ) from None
 
 
-def _acquire(fd: int, path: Path, db: Path, *, wait: float, poll_interval: float) -> None:
+def _acquire(
+    fd: int, path: Path, db: Path, *, wait: float, poll_interval: float, stop: Stop | None
+) -> None:
     deadline = time.monotonic() + wait
     announced = False
     while True:
@@ -166,7 +170,11 @@ def _acquire(fd: int, path: Path, db: Path, *, wait: float, poll_interval: float
                 hint="wait for it to finish, or raise SIDECAR_LEASE_WAIT; a crashed holder's "
                 "lease is freed by the kernel, so there is nothing to clean up",
             )
-        time.sleep(min(poll_interval, remaining))
+        if stop is None:
+            time.sleep(min(poll_interval, remaining))
+        elif stop.wait(min(poll_interval, remaining)):
+            log.warning("lease.wait_aborted", lease=str(path), reason=stop.reason)
+            raise Aborted("lease")
 
 
 def _write_holder(fd: int, holder: dict[str, Any] | None) -> None:

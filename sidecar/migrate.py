@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sidecar import database, schema
+from sidecar import checks, database, schema
 from sidecar.database import quote_ident
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
@@ -100,7 +100,7 @@ def verify(
     Foreign-key violations that existed before the change (``fk_before``) are not blamed on
     it: they are logged, and only new ones fail the check."""
     hint = "the change was rolled back; the database is as it was"
-    problems = database.quick_check(conn)
+    problems = checks.quick_check(conn)
     if problems:
         raise HealthError(f"quick_check failed after the change: {problems[0]}", hint=hint)
     known = Counter(fk_before)

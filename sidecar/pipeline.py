@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, database, health, migrate, schema
+from sidecar import catalog, checks, database, health, migrate, schema
 from sidecar.backup import create_backup, prepare_folder
 from sidecar.containers import AppRef, Apps
 from sidecar.errors import RefusedError, SidecarError, UnavailableError
@@ -26,7 +26,7 @@ from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
 from sidecar.settings import Settings
-from sidecar.signals import Stop
+from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
 
@@ -52,10 +52,6 @@ class DeployReport:
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-class Aborted(Exception):
-    """SIGTERM arrived between steps: stop before the next step starts."""
 
 
 def _check(stop: Stop | None, step: str) -> None:
@@ -89,7 +85,7 @@ def run_deploy(
     _check(stop, "lease")
 
     # 2. Lease: one sidecar per data volume; a second one waits here.
-    with hold_lease(db, wait=settings.lease_wait, command="deploy"):
+    with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop):
         if not db.exists():
             report.fresh = True
             migrate.create_fresh(db, desired)
@@ -148,7 +144,7 @@ def _preview(
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
         conn.execute("BEGIN")
-        problems = database.quick_check(conn)
+        problems = checks.quick_check(conn)
         if problems:
             raise RefusedError(
                 f"database {db} fails quick_check: {problems[0]}",
@@ -157,7 +153,7 @@ def _preview(
         # Duplicates under a new unique index are refused now, before the lock and the backup.
         plan = migrate.plan_for(conn, desired)
     except sqlite3.DatabaseError as exc:
-        if database.is_busy(exc):
+        if checks.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
             log.info("deploy.preview_locked", hint="the app holds the database; planning later")
             return {}
@@ -210,7 +206,7 @@ def _locked_change(
         stack.enter_context(catalog.folder_lock(settings.backup_dir))
         lock_started = time.monotonic()
         try:
-            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout))
+            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         except UnavailableError:
             if apps is None or app is None:
                 raise
@@ -222,7 +218,7 @@ def _locked_change(
             stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
             report.app_stopped = True
             lock_started = time.monotonic()
-            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout))
+            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
         locked_at = time.monotonic()
         try:

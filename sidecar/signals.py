@@ -24,6 +24,10 @@ from sidecar.logs import get_logger
 log = get_logger(__name__)
 
 
+class Aborted(Exception):
+    """A stop request ended a wait, or came between two steps: nothing more is started."""
+
+
 class Stop:
     """A stop request: ``set`` is safe in a signal handler; ``wait`` wakes as soon as it is."""
 
@@ -47,6 +51,10 @@ class Stop:
             # The byte is never read, so every waiter, now or later, sees the socket ready.
             select.select([self._wake_read], [], [], None if timeout is None else max(0.0, timeout))
         return self.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep`` that a set wakes early (for tenacity's ``sleep=``)."""
+        self.wait(seconds)
 
     def close(self) -> None:
         """Wake every waiter for good (a set Stop stays set); the sockets close with the object."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, database, schedule
+from sidecar import catalog, checks, database, schedule
 from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ExitCode, RefusedError, UnavailableError
@@ -105,7 +105,7 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     try:
         info = _create(settings, db, reason)
     except sqlite3.DatabaseError as exc:
-        if database.is_busy(exc):
+        if checks.is_busy(exc):
             raise UnavailableError(
                 f"database {db} stayed locked: {exc}",
                 hint="the app may hold SQLite in exclusive mode; stop it or retry",

@@ -10,9 +10,9 @@ from sidecar import catalog, containers, schedule
 from sidecar.commands.backups import take_backup
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
-from sidecar.pipeline import Aborted, DeployReport, run_deploy
+from sidecar.pipeline import DeployReport, run_deploy
 from sidecar.settings import Settings
-from sidecar.signals import stop_on_sigterm
+from sidecar.signals import Aborted, stop_on_sigterm
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, database, schema
+from sidecar import catalog, checks, database, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
 from sidecar.logs import get_logger
@@ -82,7 +82,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             result = migrating.plan_for(conn, desired)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
-            if database.is_busy(exc):
+            if checks.is_busy(exc):
                 raise UnavailableError(
                     f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
                 ) from None

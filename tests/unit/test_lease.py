@@ -144,3 +144,16 @@ def test_unwritable_folder_is_a_config_error(tmp_path: Path) -> None:
             pass
     finally:
         folder.chmod(0o755)
+
+
+def test_a_stop_request_ends_the_wait_for_the_lease(
+    db: Path, holder: subprocess.Popen[str]
+) -> None:
+    from sidecar.signals import Aborted, Stop
+
+    stop = Stop()
+    threading.Timer(0.3, stop.set, args=("SIGTERM",)).start()
+    started = time.monotonic()
+    with pytest.raises(Aborted), hold_lease(db, wait=60, command="deploy", stop=stop):
+        pytest.fail("the lease is held by another process")
+    assert time.monotonic() - started < 5  # not the 60 s wait

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar import database, migrate, schema
+from sidecar import checks, database, migrate, schema
 from sidecar.database import quote_ident as q
 
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", "select", 'x"y', "日本", "group", "Value"]
@@ -174,6 +174,6 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
             again = schema.make_plan(after_catalogue, desired, row_counts=database.row_counts(conn))
             assert again.operations == ()
             assert sequences(conn) == sequence
-            assert database.quick_check(conn) == []
+            assert checks.quick_check(conn) == []
         finally:
             conn.close()

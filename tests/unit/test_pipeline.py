@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -261,3 +262,81 @@ def test_a_first_deploy_with_an_empty_backups_folder_creates_the_database(
     report = run_deploy(settings, apps=None)
     assert report.fresh
     assert settings.require_database().exists()
+
+
+def test_a_stop_request_ends_the_wait_for_the_write_lock(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from sidecar import database
+    from sidecar.signals import Aborted, Stop
+
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("BEGIN IMMEDIATE")  # the app holds the write lock and never lets go
+    stop = Stop()
+    threading.Timer(0.3, stop.set, args=("SIGTERM",)).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Aborted), database.write_lock(db, 60, stop=stop):
+            pytest.fail("the app holds the write lock")
+    finally:
+        app.execute("ROLLBACK")
+        app.close()
+    assert time.monotonic() - started < 5  # not the 60 s SIDECAR_WAIT_TIMEOUT
+
+
+def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A real process: `docker compose down` during a deploy that waits for a busy app."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    before = digest(db)
+    env = {
+        **os.environ,
+        "SIDECAR_DATABASE": str(db),
+        "SIDECAR_SCHEMA": str(V2),
+        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+        "SIDECAR_QUIET_PERIOD": "0",
+        "SIDECAR_WAIT_TIMEOUT": "60s",
+        "SIDECAR_LOG_FORMAT": "json",
+    }
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("BEGIN IMMEDIATE")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "deploy"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until it is waiting for the lock (it has planned and taken the lease).
+        lease = Path(f"{db}.sidecar-lease")
+        deadline = time.monotonic() + 30
+        while not (lease.exists() and lease.read_text().strip()):
+            assert time.monotonic() < deadline, "the deploy never took the lease"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        proc.kill()
+        app.execute("ROLLBACK")
+        app.close()
+    assert proc.returncode == 0, err
+    assert took < 5, f"SIGTERM took {took:.1f}s to end the wait"
+    assert "aborted" in out
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "signal.received" in events
+    assert "database.lock_wait_aborted" in events
+    assert digest(db) == before
+    assert catalog.list_backups(tmp_path / "backups") == []

@@ -1,0 +1,40 @@
+"""SQLite facts that need nothing but ``sqlite3``: the copier child imports this module
+while it copies, and ``sidecar.database`` (tenacity, structlog: ~90 ms) would slow it down."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def uri_path(path: Path) -> str:
+    """``path`` for a ``file:`` URI: SQLite decodes %XX, and ? and # end the path."""
+    return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock (retry, or exit 5)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
+    """Problems reported by ``quick_check`` (or ``integrity_check`` when ``full``); [] when ok."""
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
+    except sqlite3.DatabaseError as exc:
+        if is_busy(exc):
+            raise
+        return [str(exc)]  # "database disk image is malformed": damaged beyond a check
+    if rows == ["ok"]:
+        return []
+    # One problem per line, without SQLite's "*** in database main ***" banner.
+    problems = [
+        line.strip()
+        for row in rows
+        for line in row.splitlines()
+        if line.strip() and not line.strip().startswith("*** in database")
+    ]
+    return problems or rows
