@@ -39,18 +39,21 @@ def make_db(path: Path, extra: str = "") -> Path:
     return path
 
 
+def env_for(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment of a sidecar on ``tmp_path``'s data/portfolio.db, v2 schema."""
+    return {
+        "SIDECAR_DATABASE": str(tmp_path / "data" / "portfolio.db"),
+        "SIDECAR_SCHEMA": str(V2),
+        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+        "SIDECAR_QUIET_PERIOD": "0",
+        "SIDECAR_LOG_FORMAT": "json",
+        **env,
+    }
+
+
 def settings_for(tmp_path: Path, schema: Path = V2, **env: str) -> Settings:
-    return load_settings(
-        {
-            "SIDECAR_DATABASE": str(tmp_path / "data" / "portfolio.db"),
-            "SIDECAR_SCHEMA": str(schema),
-            "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-            "SIDECAR_QUIET_PERIOD": "0",
-            "SIDECAR_WAIT_TIMEOUT": "5s",
-            "SIDECAR_APP": "app",
-            **env,
-        }
-    )
+    defaults = {"SIDECAR_SCHEMA": str(schema), "SIDECAR_WAIT_TIMEOUT": "5s", "SIDECAR_APP": "app"}
+    return load_settings(env_for(tmp_path, **{**defaults, **env}))
 
 
 def digest(path: Path) -> str:
@@ -208,15 +211,8 @@ def _cli(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str
 def test_a_lost_database_with_backups_is_refused_not_recreated_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "data" / "portfolio.db"
-    env = {
-        "SIDECAR_DATABASE": str(db),
-        "SIDECAR_SCHEMA": str(V2),
-        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-        "SIDECAR_QUIET_PERIOD": "0",
-        "SIDECAR_LOG_FORMAT": "json",
-    }
-    make_db(db)
+    env = env_for(tmp_path)
+    db = make_db(Path(env["SIDECAR_DATABASE"]))
     assert _cli(capsys, ["deploy"], env) == "exit 0\n"
     # The volume is gone (not mounted, wiped): the data lives only in the backups now.
     for side in ("", "-wal", "-shm"):
@@ -298,15 +294,7 @@ def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_not
 
     db = make_db(tmp_path / "data" / "portfolio.db")
     before = digest(db)
-    env = {
-        **os.environ,
-        "SIDECAR_DATABASE": str(db),
-        "SIDECAR_SCHEMA": str(V2),
-        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-        "SIDECAR_QUIET_PERIOD": "0",
-        "SIDECAR_WAIT_TIMEOUT": "60s",
-        "SIDECAR_LOG_FORMAT": "json",
-    }
+    env = {**os.environ, **env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="60s")}
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("BEGIN IMMEDIATE")
     proc = subprocess.Popen(
