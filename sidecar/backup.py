@@ -35,9 +35,11 @@ from sidecar.catalog import (
     BackupInfo,
     clean_partials,
     folder_lock,
+    list_backups,
     manifest_path,
     new_backup_path,
     partial_path,
+    rows_vanished,
 )
 from sidecar.copier import create_exclusive, decompressed_chunks, fsync_dir, pump, sha256_file
 from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
@@ -181,6 +183,9 @@ def create_backup(
                     "total_s": round(time.monotonic() - started, 3),
                 },
             }
+            vanished = _vanished_since_last(backup_dir, db, environment, facts["row_counts"])
+            if vanished is not None:
+                manifest["rows_vanished"] = vanished
             man_partial = partial_path(manifest_path(final))
             written.append(man_partial)
             _write_manifest(man_partial, manifest, mode, group)
@@ -201,6 +206,16 @@ def create_backup(
             raise
     info = BackupInfo.load(final)
     assert info is not None  # noqa: S101 - the name was built from the same pattern
+    if vanished is not None:
+        log.warning(
+            "backup.rows_vanished",
+            id=info.id,
+            tables=vanished["tables"],
+            since=vanished["since"],
+            hint=f"most tables that held rows are empty now; if the volume was wiped or "
+            f"re-created, restore the data: `sidecar restore {vanished['since']}` (that "
+            "backup is kept until you delete it by hand)",
+        )
     log.info(
         "backup.created",
         id=info.id,
@@ -214,6 +229,21 @@ def create_backup(
         seconds=round(time.monotonic() - started, 3),
     )
     return info
+
+
+def _vanished_since_last(
+    backup_dir: Path, db: Path, environment: str, row_counts: dict[str, int]
+) -> dict[str, Any] | None:
+    """:func:`rows_vanished` against the newest verified backup of this database."""
+    previous = next(
+        (
+            b
+            for b in list_backups(backup_dir)
+            if b.verified and b.stem == db.stem and b.environment == environment
+        ),
+        None,
+    )
+    return None if previous is None else rows_vanished(previous, row_counts)
 
 
 def _disk_full(backup_dir: Path) -> UnavailableError:

@@ -285,6 +285,29 @@ def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False
     )
 
 
+def rows_vanished(previous: BackupInfo, row_counts: dict[str, int]) -> dict[str, Any] | None:
+    """Whether most of the data in ``previous`` is gone from a database now holding
+    ``row_counts``: more than half of the tables that held rows are empty or missing.
+
+    That is what a wiped or unmounted volume looks like after the app re-created its schema
+    (a table that is emptied now and then, a job queue, is one table among several). The
+    result names the newest backup that still holds the data; a finding that ``previous``
+    itself carries, for tables still empty now, is carried forward, so it keeps naming the
+    backup from before the loss. :func:`retention` never deletes a backup named so.
+    """
+    before = {t: int(n) for t, n in previous.manifest.get("row_counts", {}).items()}
+    held = {t: n for t, n in before.items() if n > 0}
+    gone = {t: n for t, n in held.items() if row_counts.get(t, 0) == 0}
+    carried = previous.manifest.get("rows_vanished")
+    if isinstance(carried, dict) and any(
+        row_counts.get(t, 0) == 0 for t in carried.get("tables", {})
+    ):
+        return carried
+    if gone and len(gone) * 2 > len(held):
+        return {"since": previous.id, "tables": gone}
+    return None
+
+
 def _bucket(kind: str, when: datetime) -> tuple[int, ...]:
     if kind == "daily":
         return (when.year, when.month, when.day)
@@ -308,7 +331,10 @@ def retention(
     Keeps the ``keep`` newest verified backups (at least one, whatever ``keep`` says), the
     newest verified backup of each of the ``keep_daily`` most recent UTC days that have one
     (likewise ISO weeks and months), every unverified file (it may not be ours: never
-    deleted), and anything dated after ``now`` (a skewed clock is not a reason to delete).
+    deleted), anything dated after ``now`` (a skewed clock is not a reason to delete), and
+    every backup that a kept one names as the last holding data since lost
+    (:func:`rows_vanished`): routine backups of an emptied database must not push out the
+    last copy of the data.
     """
     verified = sorted((b for b in backups if b.verified), key=lambda b: b.sort_key, reverse=True)
     kept = {b.id for b in verified[: max(keep, 1)]}
@@ -323,6 +349,9 @@ def retention(
                 break
             seen.add(bucket)
             kept.add(info.id)
+    for info in verified:
+        if info.id in kept and isinstance(lost := info.manifest.get("rows_vanished"), dict):
+            kept.add(str(lost.get("since")))
     keep_list = [b for b in backups if not b.verified or b.id in kept]
     delete_list = [b for b in backups if b.verified and b.id not in kept]
     return keep_list, delete_list

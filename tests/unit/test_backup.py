@@ -367,3 +367,35 @@ def test_a_damaged_source_fails_the_check_during_the_copy_and_nothing_is_kept(
         create_backup(db, bk_dir, environment="production", reason="manual", verify="quick")
     assert sorted(os.listdir(bk_dir)) == [catalog.LOCK_NAME]
     assert db.read_bytes() == bytes(data)  # the source untouched
+
+
+def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    """The volume is wiped and the app re-creates its (empty) schema: every routine backup
+    after that says so, and pruning keeps the last backup that holds the data."""
+    from structlog.testing import capture_logs
+
+    db = bk_db("wal")
+    good = create_backup(db, bk_dir, environment="production", reason="manual")
+    assert "rows_vanished" not in good.manifest
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    for table in ("transactions", "portfolios", "users"):
+        conn.execute(f"DELETE FROM {table}")  # what a re-created schema holds: nothing
+    conn.close()
+    with capture_logs() as logs:
+        first = create_backup(db, bk_dir, environment="production", reason="scheduled")
+    assert first.manifest["rows_vanished"] == {
+        "since": good.id,
+        "tables": {"portfolios": 5, "transactions": 200, "users": 10},
+    }
+    warning = next(e for e in logs if e["event"] == "backup.rows_vanished")
+    assert f"sidecar restore {good.id}" in warning["hint"]
+    for _ in range(4):
+        later = create_backup(db, bk_dir, environment="production", reason="scheduled")
+        assert later.manifest["rows_vanished"]["since"] == good.id
+    outcome = catalog.prune(bk_dir, keep=2, stem="portfolio", environment="production")
+    assert good.id in {b.id for b in outcome.kept}
+    assert len(outcome.deleted) == 3
+    assert _rows(good.path, "users") == 10  # the data is still there to restore

@@ -174,3 +174,63 @@ def test_history_appends_json_lines(tmp_path: Path) -> None:
     lines = (tmp_path / catalog.HISTORY_NAME).read_text().splitlines()
     assert [json.loads(line)["event"] for line in lines] == ["backup", "prune"]
     assert oct((tmp_path / catalog.HISTORY_NAME).stat().st_mode & 0o777) == "0o600"
+
+
+def _with_counts(info: BackupInfo, counts: dict[str, int], **extra: object) -> BackupInfo:
+    info.manifest.update(row_counts=counts, **extra)
+    return info
+
+
+def test_rows_vanished_finds_a_wiped_database_not_an_emptied_queue() -> None:
+    full = {"users": 10, "portfolios": 5, "transactions": 200, "jobs": 3, "empty": 0}
+    before = _with_counts(_info(1, NOW - timedelta(hours=1)), full)
+    # The volume was wiped and the app re-created its schema: every table is empty.
+    wiped = catalog.rows_vanished(before, dict.fromkeys(full, 0))
+    assert wiped == {
+        "since": before.id,
+        "tables": {"users": 10, "portfolios": 5, "transactions": 200, "jobs": 3},
+    }
+    # A missing table counts as empty (a database re-created from an older schema).
+    assert catalog.rows_vanished(before, {"users": 0}) is not None
+    # A job queue drained, or half the tables emptied: data changes, not data loss.
+    assert catalog.rows_vanished(before, {**full, "jobs": 0}) is None
+    assert catalog.rows_vanished(before, {**full, "jobs": 0, "portfolios": 0}) is None
+    assert catalog.rows_vanished(before, full) is None
+    # A first backup of an empty database has nothing to lose.
+    empty = _with_counts(_info(2, NOW - timedelta(hours=1)), dict.fromkeys(full, 0))
+    assert catalog.rows_vanished(empty, dict.fromkeys(full, 0)) is None
+
+
+def test_a_finding_is_carried_forward_until_the_data_is_back() -> None:
+    counts = {"users": 10, "transactions": 200}
+    after = _with_counts(
+        _info(2, NOW - timedelta(hours=1)),
+        {"users": 0, "transactions": 0},
+        rows_vanished={"since": "the-good-one.db", "tables": counts},
+    )
+    # Still empty (or only a few new rows in one table): the same finding, the same backup.
+    assert catalog.rows_vanished(after, {"users": 0, "transactions": 0}) == {
+        "since": "the-good-one.db",
+        "tables": counts,
+    }
+    assert catalog.rows_vanished(after, {"users": 1, "transactions": 0}) is not None
+    # Restored: nothing vanished any more.
+    assert catalog.rows_vanished(after, counts) is None
+
+
+def test_retention_keeps_the_last_backup_before_the_data_vanished() -> None:
+    good = _with_counts(_info(0, NOW - timedelta(hours=20)), {"users": 10})
+    lost = {"since": good.id, "tables": {"users": 10}}
+    emptied = [
+        _with_counts(_info(i, NOW - timedelta(hours=20 - i)), {"users": 0}, rows_vanished=lost)
+        for i in range(1, 15)
+    ]
+    keep, delete = retention([good, *emptied], keep=3, now=NOW)
+    assert good in keep  # 14 backups of the emptied database did not push it out
+    assert [b.seq for b in delete] == list(range(1, 12))
+    # Once the data is back and the backups naming it are gone, it is pruned like any other.
+    restored = [
+        _with_counts(_info(i, NOW - timedelta(minutes=i)), {"users": 10}) for i in (1, 2, 3)
+    ]
+    keep, delete = retention([good, *emptied, *restored], keep=3, now=NOW)
+    assert good in delete
