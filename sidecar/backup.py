@@ -234,16 +234,17 @@ def create_backup(
 def _vanished_since_last(
     backup_dir: Path, db: Path, environment: str, row_counts: dict[str, int]
 ) -> dict[str, Any] | None:
-    """:func:`rows_vanished` against the newest verified backup of this database."""
-    previous = next(
-        (
-            b
-            for b in list_backups(backup_dir)
-            if b.verified and b.stem == db.stem and b.environment == environment
-        ),
-        None,
-    )
-    return None if previous is None else rows_vanished(previous, row_counts)
+    """:func:`rows_vanished` against the newest verified backup of this database; None
+    once the backup it would name is gone (deleted by hand: the user has decided)."""
+    ours = [
+        b
+        for b in list_backups(backup_dir)
+        if b.verified and b.stem == db.stem and b.environment == environment
+    ]
+    found = rows_vanished(ours[0], row_counts) if ours else None
+    if found is None or found["since"] not in {b.id for b in ours}:
+        return None
+    return found
 
 
 def _disk_full(backup_dir: Path) -> UnavailableError:

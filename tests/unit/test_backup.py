@@ -399,3 +399,8 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert good.id in {b.id for b in outcome.kept}
     assert len(outcome.deleted) == 3
     assert _rows(good.path, "users") == 10  # the data is still there to restore
+    # Deleted by hand (the reset was on purpose): the warnings stop with it.
+    good.path.unlink()
+    good.manifest_path.unlink()
+    quiet = create_backup(db, bk_dir, environment="production", reason="scheduled")
+    assert "rows_vanished" not in quiet.manifest
