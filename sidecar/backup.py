@@ -210,9 +210,12 @@ def create_backup(
         log.warning(
             "backup.rows_vanished",
             id=info.id,
+            rows_now=vanished["rows_now"],
+            rows_before=vanished["rows_before"],
             tables=vanished["tables"],
             since=vanished["since"],
-            hint=f"most tables that held rows are empty now; if the volume was wiped or "
+            hint=f"the database holds {vanished['rows_now']} rows, against "
+            f"{vanished['rows_before']} in {vanished['since']}; if the volume was wiped or "
             f"re-created, restore the data: `sidecar restore {vanished['since']}` (that "
             "backup is kept until you delete it by hand)",
         )

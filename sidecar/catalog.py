@@ -287,25 +287,29 @@ def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False
 
 def rows_vanished(previous: BackupInfo, row_counts: dict[str, int]) -> dict[str, Any] | None:
     """Whether most of the data in ``previous`` is gone from a database now holding
-    ``row_counts``: more than half of the tables that held rows are empty or missing.
+    ``row_counts``: fewer than a tenth of the rows it held.
 
-    That is what a wiped or unmounted volume looks like after the app re-created its schema
-    (a table that is emptied now and then, a job queue, is one table among several). The
-    result names the newest backup that still holds the data; a finding that ``previous``
-    itself carries, for tables still empty now, is carried forward, so it keeps naming the
-    backup from before the loss. :func:`retention` never deletes a backup named so.
+    That is what a wiped or unmounted volume looks like once the app has re-created its
+    schema, seeded it and written a little (a drained job queue, a purge of old sessions, is
+    a small part of the rows). The result names the newest backup that still holds the data;
+    a finding that ``previous`` itself carries is carried forward while the rows have not
+    come back, so it keeps naming the backup from before the loss. :func:`retention` never
+    deletes a backup named so.
     """
-    before = {t: int(n) for t, n in previous.manifest.get("row_counts", {}).items()}
-    held = {t: n for t, n in before.items() if n > 0}
-    gone = {t: n for t, n in held.items() if row_counts.get(t, 0) == 0}
+    now = sum(int(n) for n in row_counts.values())
     carried = previous.manifest.get("rows_vanished")
-    if isinstance(carried, dict) and any(
-        row_counts.get(t, 0) == 0 for t in carried.get("tables", {})
-    ):
-        return carried
-    if gone and len(gone) * 2 > len(held):
-        return {"since": previous.id, "tables": gone}
-    return None
+    if isinstance(carried, dict) and now * 10 < int(carried.get("rows_before", 0)):
+        return {**carried, "rows_now": now}
+    before = {t: int(n) for t, n in previous.manifest.get("row_counts", {}).items()}
+    total = sum(before.values())
+    if not total or now * 10 >= total:
+        return None
+    shrunk = {
+        t: {"before": n, "now": int(row_counts.get(t, 0))}
+        for t, n in before.items()
+        if n and int(row_counts.get(t, 0)) * 10 < n
+    }
+    return {"since": previous.id, "rows_before": total, "rows_now": now, "tables": shrunk}
 
 
 def _bucket(kind: str, when: datetime) -> tuple[int, ...]:

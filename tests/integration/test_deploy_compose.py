@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, SIDECAR_IMAGE, run_once
+from tests.conftest import ROOT, SIDECAR_IMAGE, TEST_LABEL, run_once
 from tests.integration.compose import ComposeProject, committed_ids, wait_committed
 
 pytestmark = pytest.mark.integration
@@ -224,3 +224,47 @@ def test_one_shot_restore_stops_the_app_and_starts_it_again(project: ComposeProj
     project.wait_healthy("app")
     assert app_starts(project) == 2
     wait_committed(project, len(committed_ids(project)) + 5)
+
+
+def test_a_wiped_data_volume_is_noticed_and_the_last_good_backup_kept(
+    project: ComposeProject,
+) -> None:
+    """The data volume is lost; on the next `up` the app re-creates its empty schema, which
+    every health check accepts. The backups must say so, and keep the data."""
+    start_app(project)
+    # Months of data, in short: 5,000 more transactions (through the volume, like the app).
+    script = (
+        "import sqlite3\n"
+        "c = sqlite3.connect('/app/data/portfolio.db', timeout=30)\n"
+        'c.executemany(\'INSERT INTO "Transaction" (portfolioId, symbol, quantity, price) '
+        "VALUES (1, ?, 1, 1.0)', [('OLD',)] * 5000)\n"
+        "c.commit()\n"
+    )
+    project.client.containers.run(
+        SIDECAR_IMAGE, ["-c", script], entrypoint=["python3"], remove=True,
+        volumes={project.volume("data"): {"bind": "/app/data", "mode": "rw"}},
+        labels={TEST_LABEL: "1"},
+    )  # fmt: skip
+    code, summary = deploy(project)
+    assert code == 0, project.logs("sidecar")
+    good = summary["backup"]
+
+    # The volume goes (a host rebuilt, a `down -v` by mistake); the backups volume stays.
+    project.run("rm", "--stop", "--force", "app", "sidecar")
+    project.client.volumes.get(project.volume("data")).remove()
+    start_app(project, rows=5)  # a brand-new database, from the app itself: seeded, young
+    assert project.query("SELECT count(*) FROM \"Transaction\" WHERE symbol = 'OLD'") == [[0]]
+
+    code, summary = deploy(project)  # v1 -> v2 again: a backup is taken before the change
+    assert code == 0, project.logs("sidecar")
+    warning = next(e for e in project.events("sidecar") if e["event"] == "backup.rows_vanished")
+    assert warning["since"] == good
+    assert f"sidecar restore {good}" in warning["hint"]
+
+    # Routine backups of the empty database never push the good one out (SIDECAR_KEEP=2).
+    for _ in range(3):
+        project.run("run", "--rm", "--no-deps", "-e", "SIDECAR_KEEP=2", "sidecar", "backup")
+    listed = json.loads(project.run("run", "--rm", "--no-deps", "sidecar", "list", "--json").stdout)
+    ids = [b["id"] for b in listed["backups"]]
+    assert good in ids
+    assert len(ids) == 3  # the two newest, and the one that holds the data

@@ -388,7 +388,13 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
         first = create_backup(db, bk_dir, environment="production", reason="scheduled")
     assert first.manifest["rows_vanished"] == {
         "since": good.id,
-        "tables": {"portfolios": 5, "transactions": 200, "users": 10},
+        "rows_before": 215,
+        "rows_now": 0,
+        "tables": {
+            "portfolios": {"before": 5, "now": 0},
+            "transactions": {"before": 200, "now": 0},
+            "users": {"before": 10, "now": 0},
+        },
     }
     warning = next(e for e in logs if e["event"] == "backup.rows_vanished")
     assert f"sidecar restore {good.id}" in warning["hint"]

@@ -181,46 +181,49 @@ def _with_counts(info: BackupInfo, counts: dict[str, int], **extra: object) -> B
     return info
 
 
-def test_rows_vanished_finds_a_wiped_database_not_an_emptied_queue() -> None:
+def test_rows_vanished_finds_a_wiped_database_not_a_drained_queue() -> None:
     full = {"users": 10, "portfolios": 5, "transactions": 200, "jobs": 3, "empty": 0}
     before = _with_counts(_info(1, NOW - timedelta(hours=1)), full)
-    # The volume was wiped and the app re-created its schema: every table is empty.
-    wiped = catalog.rows_vanished(before, dict.fromkeys(full, 0))
-    assert wiped == {
+    # The volume was wiped; the app re-created its schema, seeded a user and wrote a little.
+    reborn = {"users": 1, "portfolios": 1, "transactions": 19, "jobs": 0, "empty": 0}
+    assert catalog.rows_vanished(before, reborn) == {
         "since": before.id,
-        "tables": {"users": 10, "portfolios": 5, "transactions": 200, "jobs": 3},
+        "rows_before": 218,
+        "rows_now": 21,
+        "tables": {  # those now under a tenth of their rows
+            "transactions": {"before": 200, "now": 19},
+            "jobs": {"before": 3, "now": 0},
+        },
     }
-    # A missing table counts as empty (a database re-created from an older schema).
+    # Missing tables count as empty (a database re-created from an older schema).
     assert catalog.rows_vanished(before, {"users": 0}) is not None
-    # A job queue drained, or half the tables emptied: data changes, not data loss.
+    # A drained job queue, a purge of a fifth of the rows: data changes, not data loss.
     assert catalog.rows_vanished(before, {**full, "jobs": 0}) is None
-    assert catalog.rows_vanished(before, {**full, "jobs": 0, "portfolios": 0}) is None
-    assert catalog.rows_vanished(before, full) is None
+    assert catalog.rows_vanished(before, {**full, "transactions": 160, "users": 0}) is None
+    assert catalog.rows_vanished(before, {**reborn, "transactions": 22}) is None  # 10 %
     # A first backup of an empty database has nothing to lose.
     empty = _with_counts(_info(2, NOW - timedelta(hours=1)), dict.fromkeys(full, 0))
     assert catalog.rows_vanished(empty, dict.fromkeys(full, 0)) is None
 
 
 def test_a_finding_is_carried_forward_until_the_data_is_back() -> None:
-    counts = {"users": 10, "transactions": 200}
+    finding = {"since": "the-good-one.db", "rows_before": 210, "rows_now": 0, "tables": {}}
     after = _with_counts(
-        _info(2, NOW - timedelta(hours=1)),
-        {"users": 0, "transactions": 0},
-        rows_vanished={"since": "the-good-one.db", "tables": counts},
-    )
-    # Still empty (or only a few new rows in one table): the same finding, the same backup.
-    assert catalog.rows_vanished(after, {"users": 0, "transactions": 0}) == {
-        "since": "the-good-one.db",
-        "tables": counts,
+        _info(2, NOW - timedelta(hours=1)), {"users": 0, "transactions": 0},
+        rows_vanished=finding,
+    )  # fmt: skip
+    # Still (nearly) empty: the same finding, naming the same backup.
+    assert catalog.rows_vanished(after, {"users": 1, "transactions": 5}) == {
+        **finding,
+        "rows_now": 6,
     }
-    assert catalog.rows_vanished(after, {"users": 1, "transactions": 0}) is not None
     # Restored: nothing vanished any more.
-    assert catalog.rows_vanished(after, counts) is None
+    assert catalog.rows_vanished(after, {"users": 10, "transactions": 200}) is None
 
 
 def test_retention_keeps_the_last_backup_before_the_data_vanished() -> None:
     good = _with_counts(_info(0, NOW - timedelta(hours=20)), {"users": 10})
-    lost = {"since": good.id, "tables": {"users": 10}}
+    lost = {"since": good.id, "rows_before": 10, "rows_now": 0, "tables": {}}
     emptied = [
         _with_counts(_info(i, NOW - timedelta(hours=20 - i)), {"users": 0}, rows_vanished=lost)
         for i in range(1, 15)
