@@ -232,12 +232,12 @@ def test_a_wiped_data_volume_is_noticed_and_the_last_good_backup_kept(
     """The data volume is lost; on the next `up` the app re-creates its empty schema, which
     every health check accepts. The backups must say so, and keep the data."""
     start_app(project)
-    # Months of data, in short: 5,000 more transactions (through the volume, like the app).
+    # Months of data, in short: 20,000 more transactions (through the volume, like the app).
     script = (
         "import sqlite3\n"
         "c = sqlite3.connect('/app/data/portfolio.db', timeout=30)\n"
         'c.executemany(\'INSERT INTO "Transaction" (portfolioId, symbol, quantity, price) '
-        "VALUES (1, ?, 1, 1.0)', [('OLD',)] * 5000)\n"
+        "VALUES (1, ?, 1, 1.0)', [('OLD',)] * 20000)\n"
         "c.commit()\n"
     )
     project.client.containers.run(
