@@ -108,6 +108,7 @@ class BackupInfo:
             "compressed": self.compressed,
             "environment": self.environment,
             "sha256": self.manifest.get("sha256"),
+            "rows_vanished": self.manifest.get("rows_vanished"),
         }
 
 

@@ -148,7 +148,7 @@ class ListResult:
     def render(self) -> str:
         if not self.backups and not self.missing:
             return "no backups"
-        rows = [("ID", "STATUS", "AGE", "SIZE", "REASON")]
+        rows = [("ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE")]
         rows += [
             (
                 b.id,
@@ -156,15 +156,27 @@ class ListResult:
                 _age(b.created_at, self.now),
                 _size(b.size),
                 b.reason,
+                self._note(b),
             )
             for b in self.backups
         ]
-        rows += [(m, "MISSING", "", "", "") for m in self.missing]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows += [(m, "MISSING", "", "", "", "") for m in self.missing]
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
         return "\n".join(
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
             for row in rows
         )
+
+    def _note(self, info: BackupInfo) -> str:
+        """Where most of the data vanished (catalog.rows_vanished), and the backup kept for it."""
+        for other in self.backups:
+            lost = other.manifest.get("rows_vanished")
+            if isinstance(lost, dict) and lost.get("since") == info.id:
+                return "kept: the last backup before the data vanished"
+        lost = info.manifest.get("rows_vanished")
+        if isinstance(lost, dict):
+            return f"{lost.get('rows_now')} of {lost.get('rows_before')} rows left"
+        return ""
 
 
 def list_backups(settings: Settings, **_: Any) -> ListResult:

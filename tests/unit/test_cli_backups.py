@@ -63,7 +63,7 @@ def test_list_renders_a_table(capsys: pytest.CaptureFixture[str], bk_env: dict[s
     capsys.readouterr()
     assert cli.main(["list"], env=bk_env) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON"]
+    assert lines[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE"]
     assert "verified" in lines[1]
     assert lines[1].rstrip().endswith("manual")
 
