@@ -407,11 +407,11 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert _rows(good.path, "users") == 10  # the data is still there to restore
     from sidecar.commands.backups import ListResult
 
-    table = ListResult(catalog.list_backups(bk_dir)).render().splitlines()
-    assert table[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE"]
-    assert table[-1].startswith(good.id)
-    assert table[-1].endswith("kept: the last backup before the data vanished")
-    assert all(line.endswith("0 of 215 rows left") for line in table[1:-1])
+    listing = ListResult(catalog.list_backups(bk_dir)).render().splitlines()
+    assert listing[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE"]
+    assert listing[-1].startswith(good.id)
+    assert listing[-1].endswith("kept: the last backup before the data vanished")
+    assert all(line.endswith("0 of 215 rows left") for line in listing[1:-1])
     # Deleted by hand (the reset was on purpose): the warnings stop with it.
     good.path.unlink()
     good.manifest_path.unlink()
