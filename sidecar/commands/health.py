@@ -93,6 +93,9 @@ def _database_health(
     finally:
         conn.close()
     found.append(backup_check)
+    vanished = _vanished(settings, last)
+    if vanished is not None:
+        found.append(vanished)
     return HealthReport(
         checks=tuple(found),
         row_counts=counts,
@@ -101,6 +104,20 @@ def _database_health(
         last_backup=last,
         last_backup_age_s=age,
     )
+
+
+def _vanished(settings: Settings, last: str | None) -> Check | None:
+    """A warning while the latest backup found most of the data gone (catalog.rows_vanished):
+    every other check passes on a wiped volume whose app re-created its schema."""
+    info = catalog.BackupInfo.load(settings.backup_dir / last) if last else None
+    lost = info.manifest.get("rows_vanished") if info is not None else None
+    if not isinstance(lost, dict):
+        return None
+    detail = (
+        f"{lost.get('rows_now')} rows left of {lost.get('rows_before')} in {lost.get('since')}: "
+        f"`sidecar restore {lost.get('since')}`, or delete that backup if the reset was wanted"
+    )
+    return Check("data since the backups", False, detail, fatal=False)
 
 
 def _backup_age(settings: Settings, *, required: bool) -> tuple[Check, str | None, float | None]:

@@ -412,6 +412,17 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert listing[-1].startswith(good.id)
     assert listing[-1].endswith("kept: the last backup before the data vanished")
     assert all(line.endswith("0 of 215 rows left") for line in listing[1:-1])
+    # `health` passes (an app may be reset on purpose) but says it.
+    from sidecar.commands.health import health
+    from sidecar.settings import load_settings
+
+    env = {"SIDECAR_DATABASE": str(db), "SIDECAR_BACKUP_DIR": str(bk_dir)}
+    result = health(load_settings(env))
+    assert int(result.exit_code) == 0
+    warning_check = next(c for c in result.report.checks if c.name == "data since the backups")
+    assert not warning_check.ok
+    assert not warning_check.fatal
+    assert f"sidecar restore {good.id}" in warning_check.detail
     # Deleted by hand (the reset was on purpose): the warnings stop with it.
     good.path.unlink()
     good.manifest_path.unlink()
