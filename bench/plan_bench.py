@@ -125,7 +125,7 @@ def bench_migrate(folder: Path, rows: int, runs: int) -> list[tuple[str, float, 
                 for op in plan.operations:
                     migrate.apply_operation(locked, op)
                 verifying = time.perf_counter()
-                migrate.verify(locked, desired, counts, set())
+                migrate.verify(locked, desired, counts)
                 done = time.perf_counter()
                 locked.execute("COMMIT")
             ended = time.perf_counter()

@@ -98,6 +98,15 @@ def foreign_key_problems(conn: sqlite3.Connection) -> list[tuple[str, int | None
     ]
 
 
+def foreign_key_problems_in(path: Path) -> list[tuple[str, int | None, str, int]]:
+    """:func:`foreign_key_problems` of a file nobody writes (a backup): immutable, no lock."""
+    conn = sqlite3.connect(f"file:{uri_path(path)}?mode=ro&immutable=1", uri=True)
+    try:
+        return foreign_key_problems(conn)
+    finally:
+        conn.close()
+
+
 def user_tables(conn: sqlite3.Connection) -> list[str]:
     """Names of the app's tables (SQLite's internal ``sqlite_*`` tables excluded)."""
     rows = conn.execute(

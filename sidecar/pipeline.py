@@ -13,6 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from sidecar import catalog, checks, database, health, migrate, schema
 from sidecar.backup import create_backup, prepare_folder
+from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
 from sidecar.errors import RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
@@ -232,21 +234,71 @@ def _locked_change(
                 log.info("deploy.nothing_to_do")
                 return
             _check(stop, "backup")
-            # 4. Backup under the lock, from a second connection / child process.
-            info = create_backup(
-                db, settings.backup_dir, environment=settings.environment, reason="deploy",
-                verify=settings.verify, compress=settings.compress, group=settings.backup_group,
-                min_free_margin=settings.min_free_margin, folder_locked=True,
-            )  # fmt: skip
-            report.backup = info.id
-            _check(stop, "migrate")
-            # 5-6. Apply and verify inside the transaction; any failure rolls back.
-            migrate.apply_plan(conn, plan, desired, extra_checks=guards)
+            # 4-6. A verified backup, and the change applied and verified inside the
+            # transaction; any failure rolls back. COMMIT only ever follows both.
+            report.backup = _backup_and_apply(
+                db, conn, plan, desired, guards=guards, settings=settings, stop=stop
+            )
             # 7. Commit.
             database.commit(conn, settings.wait_timeout)
             report.changed = True
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+
+
+def _backup_and_apply(
+    db: Path,
+    conn: sqlite3.Connection,
+    plan: schema.Plan,
+    desired: schema.Catalogue,
+    *,
+    guards: list[Callable[[sqlite3.Connection], None]],
+    settings: Settings,
+    stop: Stop | None,
+) -> str:
+    """Take the verified backup (from a second connection and a child process) and apply the
+    plan on ``conn``; the backup's ID. Nothing is committed here.
+
+    In WAL mode both run at once: the change stays inside this connection's transaction
+    (uncommitted frames are invisible to other connections, and only committed frames ever
+    reach the database file), so the backup copies the database exactly as it was before the
+    change while the change is made and checked; the app waits for the longer of the two,
+    not their sum. In rollback-journal mode a large change may spill into the database file
+    itself, so the backup comes first. Either way, a failed backup fails the deploy and the
+    caller rolls the change back. The foreign-key violations from before the change are read
+    from the backup, and only when the check after the change finds some.
+    """
+
+    def backup() -> BackupInfo:
+        return create_backup(
+            db, settings.backup_dir, environment=settings.environment, reason="deploy",
+            verify=settings.verify, compress=settings.compress, group=settings.backup_group,
+            min_free_margin=settings.min_free_margin, folder_locked=True,
+        )  # fmt: skip
+
+    def fk_before(info: Callable[[], BackupInfo]) -> migrate.FkBefore | None:
+        if settings.compress != "none":
+            return None  # not readable as it is: scanned before the change instead
+        return lambda: database.foreign_key_problems_in(info().path)
+
+    if database.journal_mode(conn) != "wal":
+        info = backup()
+        _check(stop, "migrate")
+        migrate.apply_plan(
+            conn, plan, desired, extra_checks=guards, fk_before=fk_before(lambda: info)
+        )
+        return info.id
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-backup") as pool:
+        pending = pool.submit(backup)
+        try:
+            _check(stop, "migrate")
+            migrate.apply_plan(
+                conn, plan, desired, extra_checks=guards, fk_before=fk_before(pending.result)
+            )
+        except BaseException:
+            pending.result()  # a failed backup is the first thing to report
+            raise
+        return pending.result().id
 
 
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:

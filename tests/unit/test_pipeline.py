@@ -328,3 +328,78 @@ def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_not
     assert "database.lock_wait_aborted" in events
     assert digest(db) == before
     assert catalog.list_backups(tmp_path / "backups") == []
+
+
+def _tables_in(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_the_backup_holds_the_database_from_before_the_change(tmp_path: Path, journal: str) -> None:
+    """In WAL mode the backup runs while the change is made in the open transaction: it
+    must still copy the database as it was before the change."""
+    settings = settings_for(tmp_path)
+    db = make_db(settings.require_database())
+    if journal == "delete":
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=delete")
+        conn.close()
+    report = run_deploy(settings, apps=None)
+    assert report.changed
+    backup = catalog.find_backup(settings.backup_dir, str(report.backup))
+    assert "Watchlist" not in _tables_in(backup.path)
+    assert "Watchlist" in _tables_in(db)
+    assert backup.manifest["journal_mode"] == journal
+
+
+def test_a_failed_backup_beside_the_change_rolls_the_change_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from sidecar import migrate, pipeline
+    from sidecar.errors import UnavailableError
+
+    settings = settings_for(tmp_path)
+    db = make_db(settings.require_database())
+    before = digest(db)
+    applied: list[bool] = []
+    real_apply = migrate.apply_plan
+
+    def apply_then_note(*args: object, **kwargs: object) -> None:
+        real_apply(*args, **kwargs)  # type: ignore[arg-type]
+        applied.append(True)
+
+    def failing_backup(*args: object, **kwargs: object) -> object:
+        time.sleep(0.5)  # the change is made meanwhile
+        raise UnavailableError("the backups volume filled up", hint="free space")
+
+    monkeypatch.setattr(migrate, "apply_plan", apply_then_note)
+    monkeypatch.setattr(pipeline, "create_backup", failing_backup)
+    with pytest.raises(UnavailableError, match="filled up"):
+        run_deploy(settings, apps=None)
+    assert applied == [True]  # the change was made and verified...
+    assert digest(db) == before  # ... and never committed
+    assert "Watchlist" not in _tables_in(db)
+
+
+def test_foreign_key_problems_from_before_are_read_from_the_backup_not_blamed(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)
+    db = make_db(
+        settings.require_database(),
+        'INSERT INTO "Transaction" ("portfolioId", symbol, quantity, price) '
+        "VALUES (99, 'ORPHAN', 1, 1);",  # no portfolio 99: an old violation
+    )
+    report = run_deploy(settings, apps=None)
+    assert report.changed
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == [
+        ("Transaction", 3, "Portfolio", 0)
+    ]
+    conn.close()
