@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,11 +91,17 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> RefusedError:
     )
 
 
-def foreign_key_problems(conn: sqlite3.Connection) -> list[tuple[str, int | None, str, int]]:
-    """Rows of ``PRAGMA foreign_key_check``: (table, rowid, parent, fk index)."""
-    return [
-        (str(r[0]), r[1], str(r[2]), int(r[3])) for r in conn.execute("PRAGMA foreign_key_check")
-    ]
+def foreign_key_problems(
+    conn: sqlite3.Connection, tables: Iterable[str] | None = None
+) -> list[tuple[str, int | None, str, int]]:
+    """Rows of ``PRAGMA foreign_key_check``: (table, rowid, parent, fk index); of the whole
+    database, or of the foreign keys of ``tables`` (as children) only."""
+    pragmas = (
+        ["PRAGMA foreign_key_check"]
+        if tables is None
+        else [f"PRAGMA foreign_key_check({quote_ident(t)})" for t in sorted(tables)]
+    )
+    return [(str(r[0]), r[1], str(r[2]), int(r[3])) for sql in pragmas for r in conn.execute(sql)]
 
 
 def foreign_key_problems_in(path: Path) -> list[tuple[str, int | None, str, int]]:

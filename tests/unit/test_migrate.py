@@ -396,3 +396,32 @@ def test_pre_existing_foreign_key_problems_are_not_blamed_on_the_change(tmp_path
     )
     assert [op.kind for op in run(db, desired).operations] == ["rebuild_table"]
     assert rows(db, "PRAGMA foreign_key_check") == [("c", 1, "p", 0)]
+
+
+def test_foreign_keys_are_checked_where_the_change_could_break_them(tmp_path: Path) -> None:
+    db = build(
+        tmp_path / "t.db",
+        "CREATE TABLE p (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE c (x INT, p INTEGER REFERENCES p(id));"
+        "CREATE TABLE big (x INT);"
+        "CREATE TABLE other (x INT);",
+    )
+    desired = load(
+        tmp_path,
+        "CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT UNIQUE);"  # a rebuild
+        "CREATE TABLE c (x INT, p INTEGER REFERENCES p(id));"
+        "CREATE TABLE big (x INT, note TEXT);"  # in place, no REFERENCES: cannot break one
+        "CREATE TABLE other (x INT, p INTEGER REFERENCES p(id));"  # in place, REFERENCES
+        "CREATE TABLE fresh (p INTEGER REFERENCES p(id));",
+    )
+    with database.write_lock(db, 5) as conn:
+        plan = schema.make_plan(
+            schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+        )
+        assert sorted(op.kind for op in plan.operations) == [
+            "add_column", "add_column", "create_table", "rebuild_table",
+        ]  # fmt: skip
+        for op in plan.operations:
+            migrate.apply_operation(conn, op)
+        # The rebuilt parent, its child, the new REFERENCES column, the new table; not `big`.
+        assert migrate.foreign_key_scope(conn, plan) == {"p", "c", "other", "fresh"}
