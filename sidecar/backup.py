@@ -379,18 +379,14 @@ def inspect_file(path: Path, full: bool | None) -> dict[str, Any]:
     ``immutable=1``: no locks, no ``-wal``/``-shm`` created beside a backup.
     """
     facts: dict[str, Any] = {"problems": [], "page_size": 0, "page_count": 0}
-    uri = f"file:{checks.uri_path(path)}?mode=ro&immutable=1"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-        try:
+        with checks.immutable(path) as conn:
             if full is not None:
                 facts["problems"] = checks.quick_check(conn, full=full)
             facts["page_size"] = int(conn.execute("PRAGMA page_size").fetchone()[0])
             facts["page_count"] = int(conn.execute("PRAGMA page_count").fetchone()[0])
             facts["schema_hash"] = database.schema_hash(conn)
             facts["row_counts"] = database.row_counts(conn)
-        finally:
-            conn.close()
     except sqlite3.DatabaseError as exc:
         facts["problems"] = [f"not a readable SQLite database: {exc}"]
     return facts

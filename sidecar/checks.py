@@ -4,12 +4,27 @@ while it copies, and ``sidecar.database`` (tenacity, structlog: ~90 ms) would sl
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
 def uri_path(path: Path) -> str:
     """``path`` for a ``file:`` URI: SQLite decodes %XX, and ? and # end the path."""
     return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a file nobody writes while it is open (a backup, or a
+    database file frozen by a read transaction elsewhere): ``immutable=1`` takes no lock and
+    neither reads nor creates a ``-wal`` or ``-shm``."""
+    uri = f"file:{uri_path(path)}?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def is_busy(exc: BaseException) -> bool:

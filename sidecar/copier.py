@@ -567,16 +567,10 @@ class _SourceCheck(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         try:
-            import sqlite3  # noqa: PLC0415 - only when asked: the child starts light
+            from sidecar import checks  # noqa: PLC0415 - sqlite3 only, only when asked
 
-            from sidecar import checks  # noqa: PLC0415 - sqlite3 only, a light import
-
-            uri = f"file:{checks.uri_path(Path(self.path))}?mode=ro&immutable=1"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-            try:
+            with checks.immutable(Path(self.path)) as conn:
                 problems = checks.quick_check(conn, full=self.level == "full")
-            finally:
-                conn.close()
         except Exception as exc:  # noqa: BLE001 - any failure is a failed check, reported
             problems = [f"not a readable SQLite database: {exc}"]
         self.outcome = {

@@ -19,7 +19,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from sidecar.checks import is_busy, uri_path
+from sidecar.checks import immutable, is_busy, uri_path
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.signals import Aborted, Stop
@@ -106,11 +106,8 @@ def foreign_key_problems(
 
 def foreign_key_problems_in(path: Path) -> list[tuple[str, int | None, str, int]]:
     """:func:`foreign_key_problems` of a file nobody writes (a backup): immutable, no lock."""
-    conn = sqlite3.connect(f"file:{uri_path(path)}?mode=ro&immutable=1", uri=True)
-    try:
+    with immutable(path) as conn:
         return foreign_key_problems(conn)
-    finally:
-        conn.close()
 
 
 def user_tables(conn: sqlite3.Connection) -> list[str]:
