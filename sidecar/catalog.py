@@ -97,6 +97,12 @@ class BackupInfo:
             compressed=bool(match["zst"]),
         )
 
+    @property
+    def rows_vanished(self) -> dict[str, Any] | None:
+        """The manifest's :func:`rows_vanished` finding, when this backup has one."""
+        found = self.manifest.get("rows_vanished")
+        return found if isinstance(found, dict) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -108,7 +114,7 @@ class BackupInfo:
             "compressed": self.compressed,
             "environment": self.environment,
             "sha256": self.manifest.get("sha256"),
-            "rows_vanished": self.manifest.get("rows_vanished"),
+            "rows_vanished": self.rows_vanished,
         }
 
 
@@ -298,8 +304,8 @@ def rows_vanished(previous: BackupInfo, row_counts: dict[str, int]) -> dict[str,
     deletes a backup named so.
     """
     now = sum(int(n) for n in row_counts.values())
-    carried = previous.manifest.get("rows_vanished")
-    if isinstance(carried, dict) and now * 10 < int(carried.get("rows_before", 0)):
+    carried = previous.rows_vanished
+    if carried is not None and now * 10 < int(carried.get("rows_before", 0)):
         return {**carried, "rows_now": now}
     before = {t: int(n) for t, n in previous.manifest.get("row_counts", {}).items()}
     total = sum(before.values())
@@ -355,7 +361,7 @@ def retention(
             seen.add(bucket)
             kept.add(info.id)
     for info in verified:
-        if info.id in kept and isinstance(lost := info.manifest.get("rows_vanished"), dict):
+        if info.id in kept and (lost := info.rows_vanished) is not None:
             kept.add(str(lost.get("since")))
     keep_list = [b for b in backups if not b.verified or b.id in kept]
     delete_list = [b for b in backups if b.verified and b.id not in kept]

@@ -148,6 +148,10 @@ class ListResult:
     def render(self) -> str:
         if not self.backups and not self.missing:
             return "no backups"
+        # Backups that a newer one names as the last holding data since lost (retention keeps them).
+        anchors = {
+            str(lost.get("since")) for b in self.backups if (lost := b.rows_vanished) is not None
+        }
         rows = [("ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE")]
         rows += [
             (
@@ -156,7 +160,7 @@ class ListResult:
                 _age(b.created_at, self.now),
                 _size(b.size),
                 b.reason,
-                self._note(b),
+                _note(b, kept=b.id in anchors),
             )
             for b in self.backups
         ]
@@ -167,16 +171,15 @@ class ListResult:
             for row in rows
         )
 
-    def _note(self, info: BackupInfo) -> str:
-        """Where most of the data vanished (catalog.rows_vanished), and the backup kept for it."""
-        for other in self.backups:
-            lost = other.manifest.get("rows_vanished")
-            if isinstance(lost, dict) and lost.get("since") == info.id:
-                return "kept: the last backup before the data vanished"
-        lost = info.manifest.get("rows_vanished")
-        if isinstance(lost, dict):
-            return f"{lost.get('rows_now')} of {lost.get('rows_before')} rows left"
+
+def _note(info: BackupInfo, *, kept: bool) -> str:
+    """Where most of the data vanished (catalog.rows_vanished), and the backup kept for it."""
+    if kept:
+        return "kept: the last backup before the data vanished"
+    lost = info.rows_vanished
+    if lost is None:
         return ""
+    return f"{lost.get('rows_now')} of {lost.get('rows_before')} rows left"
 
 
 def list_backups(settings: Settings, **_: Any) -> ListResult:

@@ -47,11 +47,12 @@ class HealthResult:
 def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> HealthResult:
     """Check the database, the schema, the backups and the user's queries. Exit 4 on failure."""
     started = time.monotonic()
-    backup_check, last, age = _backup_age(settings, required=backups_only)
+    backup_check, latest, age = _backup_age(settings, required=backups_only)
     if backups_only:
+        last = latest.id if latest is not None else None
         report = HealthReport(checks=(backup_check,), last_backup=last, last_backup_age_s=age)
     else:
-        report = _database_health(settings, backup_check, last, age)
+        report = _database_health(settings, backup_check, latest, age)
     log.info(
         "health.done",
         healthy=report.ok,
@@ -62,7 +63,7 @@ def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> Healt
 
 
 def _database_health(
-    settings: Settings, backup_check: Check, last: str | None, age: float | None
+    settings: Settings, backup_check: Check, latest: catalog.BackupInfo | None, age: float | None
 ) -> HealthReport:
     db = settings.require_database()
     database.check_database_file(db)
@@ -93,7 +94,7 @@ def _database_health(
     finally:
         conn.close()
     found.append(backup_check)
-    vanished = _vanished(settings, last)
+    vanished = _vanished(latest)
     if vanished is not None:
         found.append(vanished)
     return HealthReport(
@@ -101,17 +102,16 @@ def _database_health(
         row_counts=counts,
         journal_mode=mode,
         wal_bytes=checks.wal_bytes(db),
-        last_backup=last,
+        last_backup=latest.id if latest is not None else None,
         last_backup_age_s=age,
     )
 
 
-def _vanished(settings: Settings, last: str | None) -> Check | None:
+def _vanished(latest: catalog.BackupInfo | None) -> Check | None:
     """A warning while the latest backup found most of the data gone (catalog.rows_vanished):
     every other check passes on a wiped volume whose app re-created its schema."""
-    info = catalog.BackupInfo.load(settings.backup_dir / last) if last else None
-    lost = info.manifest.get("rows_vanished") if info is not None else None
-    if not isinstance(lost, dict):
+    lost = latest.rows_vanished if latest is not None else None
+    if lost is None:
         return None
     detail = (
         f"{lost.get('rows_now')} rows left of {lost.get('rows_before')} in {lost.get('since')}: "
@@ -120,7 +120,9 @@ def _vanished(settings: Settings, last: str | None) -> Check | None:
     return Check("data since the backups", False, detail, fatal=False)
 
 
-def _backup_age(settings: Settings, *, required: bool) -> tuple[Check, str | None, float | None]:
+def _backup_age(
+    settings: Settings, *, required: bool
+) -> tuple[Check, catalog.BackupInfo | None, float | None]:
     """The last verified backup's age: a warning in `health`, fatal for the HEALTHCHECK."""
     limit = settings.max_backup_age
     if not settings.backup_dir.is_dir():
@@ -132,4 +134,4 @@ def _backup_age(settings: Settings, *, required: bool) -> tuple[Check, str | Non
     age = (datetime.now(UTC) - latest.created_at).total_seconds()
     fresh = age <= limit
     detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
-    return Check("last backup", fresh, detail, fatal=required), latest.id, round(age, 1)
+    return Check("last backup", fresh, detail, fatal=required), latest, round(age, 1)
