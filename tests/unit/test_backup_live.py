@@ -267,16 +267,23 @@ def test_kill_9_leaves_nothing_valid_and_the_next_run_cleans_up(
     assert [b.id for b in catalog.list_backups(bk_dir)] == [info.id]
 
 
+def _with_faulty_copier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, path: str
+) -> tuple[Path, str, Path]:
+    """A database, its sha256 and a backups folder, with the copier child replaced by the
+    fault-injecting one (``BK_FAULT``) on the kernel or the read-write ``path``."""
+    db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
+    monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
+    monkeypatch.setenv("BK_FAULT", fault)
+    monkeypatch.setenv("BK_PATH", path)
+    return db, hashlib.sha256(db.read_bytes()).hexdigest(), tmp_path / "backups"
+
+
 @pytest.mark.parametrize("path", ["kernel", "read-write"])
 def test_disk_full_mid_write_is_a_clear_error_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
-    source_sha = hashlib.sha256(db.read_bytes()).hexdigest()
-    bk_dir = tmp_path / "backups"
-    monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
-    monkeypatch.setenv("BK_FAULT", f"enospc:{1 << 20}")
-    monkeypatch.setenv("BK_PATH", path)
+    db, source_sha, bk_dir = _with_faulty_copier(tmp_path, monkeypatch, f"enospc:{1 << 20}", path)
     with pytest.raises(UnavailableError, match="filled up") as caught:
         create_backup(db, bk_dir, environment="production", reason="manual")
     assert "prune" in (caught.value.hint or "")
@@ -289,12 +296,7 @@ def test_a_backup_file_that_differs_from_the_bytes_read_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """The copier's write path flips a byte: the read-back catches it, nothing is kept."""
-    db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
-    source_sha = hashlib.sha256(db.read_bytes()).hexdigest()
-    bk_dir = tmp_path / "backups"
-    monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
-    monkeypatch.setenv("BK_FAULT", "flip")
-    monkeypatch.setenv("BK_PATH", path)
+    db, source_sha, bk_dir = _with_faulty_copier(tmp_path, monkeypatch, "flip", path)
     levels: list[VerifyLevel] = ["checksum", "quick"]
     for level in levels:
         with pytest.raises(HealthError, match="differs from the bytes read") as caught:
