@@ -281,20 +281,25 @@ def _backup_and_apply(
             return None  # not readable as it is: scanned before the change instead
         return lambda: database.foreign_key_problems_in(info().path)
 
+    # Every level but checksum runs quick_check (or integrity_check) on the database as the
+    # change found it, and a backup that fails it fails the deploy before COMMIT.
+    checked_before = settings.verify != "checksum"
     if database.journal_mode(conn) != "wal":
         info = backup()
         _check(stop, "migrate")
         migrate.apply_plan(
-            conn, plan, desired, extra_checks=guards, fk_before=fk_before(lambda: info)
-        )
+            conn, plan, desired, extra_checks=guards, fk_before=fk_before(lambda: info),
+            checked_before=checked_before,
+        )  # fmt: skip
         return info.id
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-backup") as pool:
         pending = pool.submit(backup)
         try:
             _check(stop, "migrate")
             migrate.apply_plan(
-                conn, plan, desired, extra_checks=guards, fk_before=fk_before(pending.result)
-            )
+                conn, plan, desired, extra_checks=guards, fk_before=fk_before(pending.result),
+                checked_before=checked_before,
+            )  # fmt: skip
         except BaseException:
             pending.result()  # a failed backup is the first thing to report
             raise

@@ -156,6 +156,25 @@ def corrupt_btree(path: Path, table: str = "transactions") -> None:
     path.write_bytes(bytes(data))
 
 
+def misreport_fragmentation(path: Path, table: str) -> None:
+    """Damage ``table``'s root page (a leaf) where no read notices: its header's count of
+    fragmented free bytes. Every row still reads back; only quick_check of that b-tree tells."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        root = int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,))
+                   .fetchone()[0])  # fmt: skip
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+    with path.open("r+b") as handle:
+        offset = (root - 1) * page_size
+        handle.seek(offset)
+        header = handle.read(8)
+        assert header[0] == 0x0D, f"the root page of {table} is not a table leaf"
+        handle.seek(offset + 7)
+        handle.write(bytes([header[7] ^ 0x09]))
+
+
 def orphan_wal(world: World) -> None:
     """A ``-wal`` full of committed frames, and no database beside it."""
     conn = sqlite3.connect(world.db, isolation_level=None)

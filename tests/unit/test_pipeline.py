@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -354,6 +355,48 @@ def test_the_backup_holds_the_database_from_before_the_change(tmp_path: Path, jo
     assert "Watchlist" not in _tables_in(backup.path)
     assert "Watchlist" in _tables_in(db)
     assert backup.manifest["journal_mode"] == journal
+
+
+@pytest.mark.parametrize(
+    ("journal", "verify", "caught_by"),
+    [
+        ("wal", "quick", "the new backup of .* failed verification: Fragmentation"),
+        ("delete", "quick", "the new backup of .* failed verification: Fragmentation"),
+        ("wal", "checksum", "quick_check failed after the change: Fragmentation"),
+    ],
+)
+def test_damage_the_change_does_not_touch_is_caught_before_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal: str, verify: str, caught_by: str
+) -> None:
+    """The check after the change reads only what the change wrote when the backup checked
+    the bytes it started from. Damage made after the read-only preview, in a table the change
+    does not write (v2 only adds a column to "User"), is still caught before COMMIT: by the
+    backup's quick_check, or, when the backup checks nothing (checksum), by a check of the
+    whole database after the change."""
+    from sidecar import pipeline, quiesce
+    from tests.faults.badinput import misreport_fragmentation
+
+    settings = settings_for(tmp_path, SIDECAR_VERIFY=verify)
+    db = make_db(settings.require_database())
+    if journal == "delete":
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=delete")
+        conn.close()
+    real_wait = quiesce.wait_quiet
+    damaged: list[str] = []
+
+    def damage_then_wait(*args: Any, **kwargs: Any) -> Any:
+        misreport_fragmentation(db, "User")
+        damaged.append(digest(db))
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "wait_quiet", damage_then_wait)
+    with pytest.raises(HealthError, match=caught_by):
+        run_deploy(settings, apps=None)
+    assert [digest(db)] == damaged  # byte for byte as the change found it
+    assert "Watchlist" not in _tables_in(db)
+    # A backup that checks nothing but its checksum is kept (it holds what the database held).
+    assert len(catalog.list_backups(settings.backup_dir)) == (verify == "checksum")
 
 
 def test_a_failed_backup_beside_the_change_rolls_the_change_back(
