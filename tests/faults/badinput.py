@@ -133,9 +133,8 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def corrupt_btree(path: Path, table: str = "transactions") -> None:
-    """Flip the cell-pointer array of a leaf page of ``table``: the header and page 1 stay
-    intact, so the file opens and only a b-tree check (quick_check) can tell."""
+def root_page(path: Path, table: str) -> tuple[int, int]:
+    """Where ``table``'s root page starts in the database file ``path``, and the page size."""
     conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
         root = int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,))
@@ -143,8 +142,14 @@ def corrupt_btree(path: Path, table: str = "transactions") -> None:
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     finally:
         conn.close()
+    return (root - 1) * page_size, page_size
+
+
+def corrupt_btree(path: Path, table: str = "transactions") -> None:
+    """Flip the cell-pointer array of a leaf page of ``table``: the header and page 1 stay
+    intact, so the file opens and only a b-tree check (quick_check) can tell."""
     data = bytearray(path.read_bytes())
-    offset = (root - 1) * page_size
+    offset, page_size = root_page(path, table)
     if data[offset] == 0x05:  # interior table page: descend to its right-most child (a leaf)
         child = struct.unpack(">I", data[offset + 8 : offset + 12])[0]
         offset = (child - 1) * page_size
@@ -159,15 +164,8 @@ def corrupt_btree(path: Path, table: str = "transactions") -> None:
 def misreport_fragmentation(path: Path, table: str) -> None:
     """Damage ``table``'s root page (a leaf) where no read notices: its header's count of
     fragmented free bytes. Every row still reads back; only quick_check of that b-tree tells."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
-    try:
-        root = int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,))
-                   .fetchone()[0])  # fmt: skip
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-    finally:
-        conn.close()
+    offset, _ = root_page(path, table)
     with path.open("r+b") as handle:
-        offset = (root - 1) * page_size
         handle.seek(offset)
         header = handle.read(8)
         assert header[0] == 0x0D, f"the root page of {table} is not a table leaf"
