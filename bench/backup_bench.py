@@ -399,14 +399,24 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
     target = workdir / f"bench-{label(size)}-deploy.db"
 
     def real_deploys() -> dict[str, Any]:
+        """Each run paired with a `cp`+fsync of the same file just before it: the disk's speed
+        drifts over minutes here, so a ratio to the median `cp` of another moment is noisier
+        than the median of the paired ratios."""
         done = []
         for _ in range(runs):
             for suffix in ("", "-wal", "-shm", ".sidecar-lease"):
                 Path(f"{target}{suffix}").unlink(missing_ok=True)
             shutil.copyfile(db, target)
-            done.append(with_writer(target, workdir, lambda: real_deploy(target, workdir)))
+            cp = float(once("cp", db, workdir)["seconds"])
+            run = with_writer(target, workdir, lambda: real_deploy(target, workdir))
+            done.append({**run, "cp_s": cp, "ratio": float(run["held_s"]) / cp})
         done.sort(key=lambda w: float(w["held_s"]))
-        return {**done[len(done) // 2], "runs_s": [round(float(w["held_s"]), 2) for w in done]}
+        return {
+            **done[len(done) // 2],
+            "runs_s": [round(float(w["held_s"]), 2) for w in done],
+            "paired_cp_s": [round(float(w["cp_s"]), 2) for w in done],
+            "paired_ratio": statistics.median(float(w["ratio"]) for w in done),
+        }
 
     writers = {
         "WAL backup, checksum": with_writer(db, workdir, backup("checksum", db)),
@@ -438,7 +448,11 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
         )
     for name, w in writers.items():
         if "runs_s" in w:
-            print(f"\n{name}: the median of {len(w['runs_s'])} runs, windows {w['runs_s']} s")
+            print(
+                f"\n{name}: the median of {len(w['runs_s'])} runs, windows {w['runs_s']} s; "
+                f"`cp`+fsync of the same file just before each: {w['paired_cp_s']} s; "
+                f"median of the paired ratios: {w['paired_ratio']:.2f}x"
+            )
     return {"size": real, "runs": results, "medians": medians, "writer": writers}
 
 
