@@ -14,7 +14,9 @@ cp+fsync (progress on stderr), then the latency of a writer committing every 10 
   the writer is blocked for the whole of it (what ``sidecar deploy`` costs the app);
 - during a backup of a rollback-journal copy of the database (writers wait for the copy).
 
-Nothing here asserts timings. Results also go to bench/out/results-<time>.json.
+Every timed run starts from the same settled state: no dirty pages, the disk idle for
+``--settle`` seconds, the database warm. Nothing here asserts timings. Results also go to
+bench/out/results-<time>.json.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 SQLITE_CLI = shutil.which("sqlite3")
 LEVELS = ("checksum", "quick", "full")
+# Seconds the disk is left idle before every timed run (--settle). On this machine's virtio
+# disk the same `cp`+fsync of 1 GB takes 0.6 s or 2.9 s depending on what the run before it
+# left behind (a gigabyte just written or unlinked: this file system is mounted with
+# discard); every run, the baselines' included, starts from the same idle state instead.
+DEFAULT_SETTLE_S = 5.0
+settle_s = DEFAULT_SETTLE_S
 
 
 def parse_size(text: str) -> int:
@@ -207,10 +215,17 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
     return {"seconds": seconds, "rss_self_mib": own, "rss_children_mib": children, **extra}
 
 
-def once(method: str, db: Path, workdir: Path) -> dict[str, Any]:
-    """One run, starting warm and with no dirty pages pending."""
-    os.sync()  # writeback left by an earlier run must not be billed to this one
+def settle(db: Path) -> None:
+    """Before a timed run: no dirty pages pending (an earlier run's writeback must not be
+    billed to this one), the disk idle for settle_s, the database warm in the page cache."""
+    os.sync()
+    time.sleep(settle_s)
     warm(db)
+
+
+def once(method: str, db: Path, workdir: Path) -> dict[str, Any]:
+    """One run, from the settled state."""
+    settle(db)
     done = subprocess.run(
         [sys.executable, __file__, "--run", method, "--db", str(db), "--dir", str(workdir)],
         check=True,
@@ -318,8 +333,7 @@ def with_writer(db: Path, workdir: Path, action: Callable[[], dict[str, Any]]) -
     and during an idle stretch of the same length just before (the machine's own noise)."""
     log, stop = workdir / "latency.txt", workdir / "stop"
     stop.unlink(missing_ok=True)
-    os.sync()
-    warm(db)
+    settle(db)
     proc = subprocess.Popen([sys.executable, __file__, "--writer", str(db), str(log), str(stop)])
     try:
         time.sleep(1.0)
@@ -503,11 +517,16 @@ def main() -> None:
         "--full-max", default="100M", help="largest size to run verify=full on (~90 s/GB)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the built databases")
+    parser.add_argument(
+        "--settle", type=float, default=DEFAULT_SETTLE_S, help="idle seconds before every timed run"
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--deploy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global settle_s  # noqa: PLW0603 - one knob for every run of this process
+    settle_s = args.settle
     if args.writer:
         writer(*args.writer)
         return
