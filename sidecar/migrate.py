@@ -92,7 +92,7 @@ def apply_plan(
                 hint="the change was rolled back; nothing was changed",
             ) from None
         log.info("migrate.applied", op=str(op), seconds=round(time.monotonic() - op_started, 3))
-    scope = check_scope(conn, plan) if checked_before else None
+    scope = check_scope(conn, plan, tables_before=counts) if checked_before else None
     verify(
         conn, desired, counts, fk_before, extra_checks,
         fk_scope=foreign_key_scope(conn, plan), check_scope=scope,
@@ -105,23 +105,29 @@ def apply_plan(
     )
 
 
-def check_scope(conn: sqlite3.Connection, plan: schema.Plan) -> set[str] | None:
+def check_scope(
+    conn: sqlite3.Connection, plan: schema.Plan, *, tables_before: Iterable[str]
+) -> set[str] | None:
     """The b-trees an applied ``plan`` wrote, as tables for ``PRAGMA quick_check(t)`` (each
     with its indexes); None when only a check of the whole database covers the change.
 
     Meant for a database whose state before the change passed ``quick_check`` (the deploy's
-    backup checks those very bytes): an additive change writes new tables, new indexes, a
-    rebuilt table (copied into a new b-tree, then renamed, its indexes and triggers made
-    again) and the schema table; ``ADD COLUMN``, a view or a trigger write the schema table
-    alone. Every other table keeps the pages that passed the check before. Checking the
-    written b-trees instead of the whole database saves a read of every large table the
-    change did not touch (~0.9 s/GB) under the app's lock. Not so with ``auto_vacuum``: a
-    new root page there is made by moving whatever page sat at its place, and a dropped one
-    by moving the last root page into the gap, so any table's pages may move.
+    backup checks those very bytes): an additive change writes new tables (a virtual table's
+    shadow tables too: every table not in ``tables_before``), new indexes, a rebuilt table
+    (copied into a new b-tree, then renamed, its indexes and triggers made again, its
+    AUTOINCREMENT counter kept in ``sqlite_sequence``) and the schema table; ``ADD COLUMN``, a
+    view or a trigger write the schema table alone. Every other table keeps the pages that
+    passed the check before. Checking the written b-trees instead of the whole database saves
+    a read of every large table the change did not touch (~0.9 s/GB) under the app's lock.
+    Not so with ``auto_vacuum``: a new root page there is made by moving whatever page sat at
+    its place, and a dropped one by moving the last root page into the gap, so any table's
+    pages may move.
     """
     if not checks.CHECKS_ONE_TABLE or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
         return None
-    scope = {"sqlite_schema"}
+    scope = {"sqlite_schema"} | (set(database.user_tables(conn)) - set(tables_before))
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        scope.add("sqlite_sequence")
     for op in plan.operations:
         if isinstance(op, (schema.CreateTable, schema.RebuildTable, schema.CreateIndex)):
             scope.add(op.table)

@@ -453,6 +453,16 @@ def _apply(db: Path, desired: schema.Catalogue, *, checked_before: bool) -> None
         conn.execute("COMMIT")
 
 
+def _scope_after(db: Path, desired: schema.Catalogue) -> set[str] | None:
+    """check_scope of ``desired`` applied to ``db`` (then rolled back)."""
+    with database.write_lock(db, 5) as conn:
+        plan = migrate.plan_for(conn, desired)
+        before = database.user_tables(conn)
+        for op in plan.operations:
+            migrate.apply_operation(conn, op)
+        return migrate.check_scope(conn, plan, tables_before=before)
+
+
 def test_check_scope_is_every_b_tree_the_change_writes(tmp_path: Path) -> None:
     db = build(tmp_path / "t.db", CHECKED)
     desired = load(tmp_path, CHECKED_V2)
@@ -461,16 +471,41 @@ def test_check_scope_is_every_b_tree_the_change_writes(tmp_path: Path) -> None:
         assert {op.kind for op in plan.operations} == {
             "add_column", "create_index", "rebuild_table", "create_table", "create_view",
         }  # fmt: skip
-        # "kept" gains a column in place and a view over it: only the schema table changes.
-        assert migrate.check_scope(conn, plan) == {"sqlite_schema", "indexed", "rebuilt", "fresh"}
+    # "kept" gains a column in place and a view over it: only the schema table changes.
+    assert _scope_after(db, desired) == {"sqlite_schema", "indexed", "rebuilt", "fresh"}
+
+
+def test_check_scope_covers_shadow_tables_and_the_autoincrement_counters(
+    tmp_path: Path,
+) -> None:
+    """A virtual table's shadow tables are new tables the plan does not name; a rebuilt
+    AUTOINCREMENT table keeps its counter in sqlite_sequence."""
+    try:
+        sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE v USING fts5(x)")
+    except sqlite3.OperationalError:
+        pytest.skip("this SQLite has no FTS5")
+    db = build(
+        tmp_path / "t.db",
+        "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, x TEXT);"
+        "INSERT INTO a (x) VALUES ('one');",
+    )
+    desired = load(
+        tmp_path,
+        "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, x TEXT,"
+        " at TEXT DEFAULT CURRENT_TIMESTAMP);"
+        "CREATE VIRTUAL TABLE notes USING fts5(body);",
+    )
+    scope = _scope_after(db, desired)
+    assert scope is not None
+    shadows = {"notes_data", "notes_idx", "notes_content", "notes_docsize", "notes_config"}
+    assert scope == {"sqlite_schema", "sqlite_sequence", "a", "notes"} | shadows
 
 
 def test_with_auto_vacuum_only_the_whole_database_covers_a_change(tmp_path: Path) -> None:
     """There a new root page moves whatever page sat at its place, of any table."""
     db = build(tmp_path / "t.db", "PRAGMA auto_vacuum = FULL;" + CHECKED)
     desired = load(tmp_path, CHECKED_V2)
-    with database.write_lock(db, 5) as conn:
-        assert migrate.check_scope(conn, migrate.plan_for(conn, desired)) is None
+    assert _scope_after(db, desired) is None
 
 
 def test_damage_in_a_table_the_change_writes_fails_the_check_and_rolls_back(
