@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import catalog, checks, database, health, migrate, schema
-from sidecar.backup import create_backup, prepare_folder
+from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
 from sidecar.errors import RefusedError, SidecarError, UnavailableError
@@ -112,6 +112,7 @@ def run_deploy(
             )
     # 8. Restart, outside the lease and after the lock is released.
     _restart(settings, apps, app, report)
+    _compress(settings, report)
     # 9. Prune and history.
     if report.backup:
         outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
@@ -270,15 +271,14 @@ def _backup_and_apply(
     """
 
     def backup() -> BackupInfo:
+        # Plain: compressing it (SIDECAR_COMPRESS) waits until the app runs again (run_deploy).
         return create_backup(
             db, settings.backup_dir, environment=settings.environment, reason="deploy",
-            verify=settings.verify, compress=settings.compress, group=settings.backup_group,
+            verify=settings.verify, compress="none", group=settings.backup_group,
             min_free_margin=settings.min_free_margin, folder_locked=True,
         )  # fmt: skip
 
-    def fk_before(info: Callable[[], BackupInfo]) -> migrate.FkBefore | None:
-        if settings.compress != "none":
-            return None  # not readable as it is: scanned before the change instead
+    def fk_before(info: Callable[[], BackupInfo]) -> migrate.FkBefore:
         return lambda: database.foreign_key_problems_in(info().path)
 
     # Every level but checksum runs quick_check (or integrity_check) on the database as the
@@ -304,6 +304,23 @@ def _backup_and_apply(
             pending.result()  # a failed backup is the first thing to report
             raise
         return pending.result().id
+
+
+def _compress(settings: Settings, report: DeployReport) -> None:
+    """Compress the deploy's backup (SIDECAR_COMPRESS=zstd), now that nothing waits for it.
+
+    A failure leaves the plain backup, complete and verified: a warning, not a failed deploy
+    (the change is committed and its backup exists)."""
+    if settings.compress == "none" or not report.backup:
+        return
+    try:
+        info = catalog.find_backup(settings.backup_dir, report.backup)
+        report.backup = compress_backup(info, group=settings.backup_group).id
+    except SidecarError as exc:
+        warning = f"the deploy's backup {report.backup} stays uncompressed: {exc.message}"
+        log.warning("backup.compress_failed", id=report.backup, error=exc.message,
+                    hint=exc.hint)  # fmt: skip
+        report.warnings.append(warning)
 
 
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:

@@ -446,3 +446,73 @@ def test_foreign_key_problems_from_before_are_read_from_the_backup_not_blamed(
         ("Transaction", 3, "Portfolio", 0)
     ]
     conn.close()
+
+
+def _zstd_deploy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compress: Any
+) -> tuple[Settings, Any]:
+    """A deploy with SIDECAR_COMPRESS=zstd whose compression step is ``compress`` (called
+    with what copier.zstd_compress gets, and the real function)."""
+    from sidecar import copier
+
+    settings = settings_for(tmp_path, SIDECAR_COMPRESS="zstd")
+    db = make_db(settings.require_database())
+    apps = FakeApps()
+    real = copier.zstd_compress
+    monkeypatch.setattr(copier, "zstd_compress", lambda *a, **k: compress(db, apps, real, *a, **k))
+    return settings, run_deploy(settings, apps=apps)
+
+
+def test_the_deploy_compresses_its_backup_after_the_commit_and_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compressing (~5 s/GB) while the app's writes wait would multiply the window: the
+    backup is taken plain before COMMIT and compressed once the app runs the new version."""
+    from sidecar.backup import verify_backup
+    from sidecar.copier import decompressed_chunks
+
+    seen: dict[str, Any] = {}
+
+    def compress(db: Path, apps: FakeApps, real: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["tables"] = _tables_in(db)
+        other = sqlite3.connect(db, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free: no wait, no error
+        other.execute("ROLLBACK")
+        other.close()
+        seen["calls"] = list(apps.calls)
+        return real(*args, **kwargs)
+
+    settings, report = _zstd_deploy(tmp_path, monkeypatch, compress)
+    assert "Watchlist" in seen["tables"]  # committed before the compression began
+    assert "restart:demo-app-1" in seen["calls"]
+    assert report.changed
+    assert str(report.backup).endswith(".db.zst")
+    [info] = catalog.list_backups(settings.backup_dir)  # the plain one is gone
+    assert info.id == report.backup
+    assert info.manifest["compression"] == "zstd"
+    assert verify_backup(info) == []
+    restored = tmp_path / "restored.db"
+    restored.write_bytes(b"".join(decompressed_chunks(info.path)))
+    assert "Watchlist" not in _tables_in(restored)  # the database from before the change
+    assert sorted(p.name for p in settings.backup_dir.iterdir() if "partial" in p.name) == []
+
+
+def test_a_failed_compression_after_the_commit_keeps_the_plain_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from sidecar.backup import verify_backup
+
+    def compress(db: Path, apps: FakeApps, real: Any, src: Path, dst: Path, **_: Any) -> Any:
+        dst.write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    settings, report = _zstd_deploy(tmp_path, monkeypatch, compress)
+    assert report.changed
+    assert str(report.backup).endswith(".db")
+    assert any("stays uncompressed" in w and "filled up" in w for w in report.warnings)
+    [info] = catalog.list_backups(settings.backup_dir)
+    assert info.id == report.backup
+    assert verify_backup(info) == []
+    assert sorted(p.name for p in settings.backup_dir.iterdir() if "partial" in p.name) == []
