@@ -172,9 +172,10 @@ def zstd_compress(src: Path, dst: Path, *, mode: int, group: int | None) -> tupl
         os.close(fd)
 
 
-def decompressed_chunks(path: Path) -> Iterable[bytes]:
-    """The content of a backup file, decompressed on the fly when it ends in ``.zst``."""
-    if path.name.endswith(".zst"):
+def decompressed_chunks(path: Path, *, zstd: bool | None = None) -> Iterable[bytes]:
+    """The content of a backup file, decompressed on the fly when it ends in ``.zst`` (or
+    when ``zstd`` says so: a partial file's name does not)."""
+    if path.name.endswith(".zst") if zstd is None else zstd:
         import zstandard  # noqa: PLC0415
 
         with path.open("rb") as handle:

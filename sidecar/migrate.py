@@ -113,23 +113,33 @@ def check_scope(
 
     Meant for a database whose state before the change passed ``quick_check`` (the deploy's
     backup checks those very bytes): an additive change writes new tables (a virtual table's
-    shadow tables too: every table not in ``tables_before``), new indexes, a rebuilt table
-    (copied into a new b-tree, then renamed, its indexes and triggers made again, its
-    AUTOINCREMENT counter kept in ``sqlite_sequence``) and the schema table; ``ADD COLUMN``, a
-    view or a trigger write the schema table alone. Every other table keeps the pages that
-    passed the check before. Checking the written b-trees instead of the whole database saves
-    a read of every large table the change did not touch (~0.9 s/GB) under the app's lock.
-    Not so with ``auto_vacuum``: a new root page there is made by moving whatever page sat at
-    its place, and a dropped one by moving the last root page into the gap, so any table's
-    pages may move.
+    shadow tables too: every table not in ``tables_before``), new indexes, SQLite's own
+    tables (``sqlite_sequence``, ``sqlite_stat1``/``4``) and the schema table; ``ADD
+    COLUMN``, a view or a trigger write the schema table alone. Every other table keeps the
+    pages that passed the check before, and the new b-trees take fresh pages, from the end
+    of the file or from a free-list that passed the check before. Checking the written
+    b-trees instead of the whole database saves a read of every large table the change did
+    not touch (~0.9 s/GB) under the app's lock.
+
+    The whole database (None) after a table rebuild: dropping the old table hands its pages
+    to the free-list, and only a whole check proves the free-list and every b-tree still
+    account for each page exactly once (the rebuild copies every row of its table anyway).
+    And with ``auto_vacuum``: a new root page there is made by moving whatever page sat at
+    its place, so any table's pages may move.
     """
-    if not checks.CHECKS_ONE_TABLE or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
+    if (
+        not checks.CHECKS_ONE_TABLE
+        or any(isinstance(op, schema.RebuildTable) for op in plan.operations)
+        or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0
+    ):
         return None
-    scope = {"sqlite_schema"} | (set(database.user_tables(conn)) - set(tables_before))
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
-        scope.add("sqlite_sequence")
+    internal = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'sqlite\\_%' ESCAPE '\\'"
+    )
+    scope = {"sqlite_schema", *(str(row[0]) for row in internal)}
+    scope |= set(database.user_tables(conn)) - set(tables_before)
     for op in plan.operations:
-        if isinstance(op, (schema.CreateTable, schema.RebuildTable, schema.CreateIndex)):
+        if isinstance(op, (schema.CreateTable, schema.CreateIndex)):
             scope.add(op.table)
     return scope
 

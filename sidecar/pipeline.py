@@ -316,11 +316,12 @@ def _compress(settings: Settings, report: DeployReport) -> None:
     try:
         info = catalog.find_backup(settings.backup_dir, report.backup)
         report.backup = compress_backup(info, group=settings.backup_group).id
-    except SidecarError as exc:
-        warning = f"the deploy's backup {report.backup} stays uncompressed: {exc.message}"
-        log.warning("backup.compress_failed", id=report.backup, error=exc.message,
-                    hint=exc.hint)  # fmt: skip
-        report.warnings.append(warning)
+    except Exception as exc:  # past COMMIT: a warning, whatever went wrong
+        error = exc.message if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        log.warning("backup.compress_failed", id=report.backup, error=error,
+                    hint=getattr(exc, "hint", None) or "the plain backup is complete and verified",
+                    exc_info=not isinstance(exc, SidecarError))  # fmt: skip
+        report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
 
 
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:

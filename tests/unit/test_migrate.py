@@ -440,9 +440,10 @@ CHECKED_V2 = """
 CREATE TABLE kept (id INTEGER PRIMARY KEY, a TEXT, added TEXT);
 CREATE TABLE indexed (id INTEGER PRIMARY KEY, b TEXT);
 CREATE INDEX indexed_b ON indexed(b);
-CREATE TABLE rebuilt (id INTEGER PRIMARY KEY, c TEXT, at TEXT DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE rebuilt (id INTEGER PRIMARY KEY, c TEXT);
 CREATE TABLE fresh (id INTEGER PRIMARY KEY);
 CREATE VIEW kept_a AS SELECT a FROM kept;
+CREATE TRIGGER kept_t AFTER INSERT ON kept BEGIN SELECT 1; END;
 """
 
 
@@ -464,41 +465,51 @@ def _scope_after(db: Path, desired: schema.Catalogue) -> set[str] | None:
 
 
 def test_check_scope_is_every_b_tree_the_change_writes(tmp_path: Path) -> None:
-    db = build(tmp_path / "t.db", CHECKED)
+    db = build(tmp_path / "t.db", CHECKED + "ANALYZE;")
     desired = load(tmp_path, CHECKED_V2)
     with database.write_lock(db, 5) as conn:
         plan = migrate.plan_for(conn, desired)
         assert {op.kind for op in plan.operations} == {
-            "add_column", "create_index", "rebuild_table", "create_table", "create_view",
+            "add_column", "create_index", "create_table", "create_view", "create_trigger",
         }  # fmt: skip
-    # "kept" gains a column in place and a view over it: only the schema table changes.
-    assert _scope_after(db, desired) == {"sqlite_schema", "indexed", "rebuilt", "fresh"}
+    # "kept" gains a column in place, a view and a trigger: only the schema table changes;
+    # "rebuilt" is not touched at all. SQLite's own tables are small and always checked.
+    assert _scope_after(db, desired) == {"sqlite_schema", "sqlite_stat1", "indexed", "fresh"}
 
 
 def test_check_scope_covers_shadow_tables_and_the_autoincrement_counters(
     tmp_path: Path,
 ) -> None:
-    """A virtual table's shadow tables are new tables the plan does not name; a rebuilt
-    AUTOINCREMENT table keeps its counter in sqlite_sequence."""
+    """A virtual table's shadow tables are new tables the plan does not name; a new
+    AUTOINCREMENT table writes its counter into sqlite_sequence."""
     try:
         sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE v USING fts5(x)")
     except sqlite3.OperationalError:
         pytest.skip("this SQLite has no FTS5")
-    db = build(
-        tmp_path / "t.db",
-        "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, x TEXT);"
-        "INSERT INTO a (x) VALUES ('one');",
-    )
+    db = build(tmp_path / "t.db", "CREATE TABLE a (x TEXT); INSERT INTO a VALUES ('one');")
     desired = load(
         tmp_path,
-        "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, x TEXT,"
-        " at TEXT DEFAULT CURRENT_TIMESTAMP);"
+        "CREATE TABLE a (x TEXT);"
+        "CREATE TABLE counted (id INTEGER PRIMARY KEY AUTOINCREMENT, y TEXT);"
         "CREATE VIRTUAL TABLE notes USING fts5(body);",
     )
     scope = _scope_after(db, desired)
-    assert scope is not None
     shadows = {"notes_data", "notes_idx", "notes_content", "notes_docsize", "notes_config"}
-    assert scope == {"sqlite_schema", "sqlite_sequence", "a", "notes"} | shadows
+    assert scope == {"sqlite_schema", "sqlite_sequence", "counted", "notes"} | shadows
+
+
+def test_a_table_rebuild_is_checked_with_the_whole_database(tmp_path: Path) -> None:
+    """Dropping the old table hands its pages to the free-list: only a whole check proves
+    every page is still accounted for exactly once."""
+    db = build(tmp_path / "t.db", CHECKED)
+    desired = load(
+        tmp_path,
+        CHECKED.split("INSERT", maxsplit=1)[0].replace(
+            "rebuilt (id INTEGER PRIMARY KEY, c TEXT)",
+            "rebuilt (id INTEGER PRIMARY KEY, c TEXT, at TEXT DEFAULT CURRENT_TIMESTAMP)",
+        ),
+    )
+    assert _scope_after(db, desired) is None
 
 
 def test_with_auto_vacuum_only_the_whole_database_covers_a_change(tmp_path: Path) -> None:

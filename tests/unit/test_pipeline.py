@@ -399,6 +399,36 @@ def test_damage_the_change_does_not_touch_is_caught_before_commit(
     assert len(catalog.list_backups(settings.backup_dir)) == (verify == "checksum")
 
 
+@pytest.mark.parametrize(("verify", "whole", "scoped"), [
+    ("quick", 1, ["Tag", "sqlite_schema", "sqlite_sequence"]),
+    ("checksum", 2, []),
+])  # fmt: skip
+def test_the_check_after_the_change_reads_only_what_it_wrote_when_the_backup_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify: str, whole: int, scoped: list[str]
+) -> None:
+    """The quick_checks this process runs: the read-only preview's (the whole database),
+    then, after the change, the written b-trees when the backup checked the bytes the change
+    started from (in WAL mode the backup's own check runs in the copier process)."""
+    from sidecar import checks
+
+    schema_file = tmp_path / "schema.sql"
+    schema_file.write_text(V1 + 'CREATE TABLE "Tag" ("id" INTEGER PRIMARY KEY, "name" TEXT);\n')
+    settings = settings_for(tmp_path, schema=schema_file, SIDECAR_VERIFY=verify)
+    make_db(settings.require_database())
+    calls: list[str | None] = []
+    real = checks.quick_check
+
+    def spy(conn: sqlite3.Connection, **kwargs: Any) -> list[str]:
+        calls.append(kwargs.get("table"))
+        return real(conn, **kwargs)
+
+    monkeypatch.setattr(checks, "quick_check", spy)
+    report = run_deploy(settings, apps=None)
+    assert report.changed
+    assert calls.count(None) == whole
+    assert sorted(t for t in calls if t is not None) == scoped
+
+
 def test_a_failed_backup_beside_the_change_rolls_the_change_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -497,21 +527,36 @@ def test_the_deploy_compresses_its_backup_after_the_commit_and_the_restart(
     assert sorted(p.name for p in settings.backup_dir.iterdir() if "partial" in p.name) == []
 
 
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        ("disk full", "filled up"),
+        ("other bytes", "does not decompress to it"),
+        ("a bug", "RuntimeError: zstd exploded"),
+    ],
+)
 def test_a_failed_compression_after_the_commit_keeps_the_plain_backup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, said: str
 ) -> None:
+    """Past COMMIT nothing fails the deploy: the plain backup is complete and verified."""
     import errno
 
     from sidecar.backup import verify_backup
 
-    def compress(db: Path, apps: FakeApps, real: Any, src: Path, dst: Path, **_: Any) -> Any:
-        dst.write_bytes(b"half a file")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def compress(db: Path, apps: FakeApps, real: Any, src: Path, dst: Path, **kw: Any) -> Any:
+        if failure == "disk full":
+            dst.write_bytes(b"half a file")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if failure == "a bug":
+            raise RuntimeError("zstd exploded")
+        other = tmp_path / "other.db"
+        other.write_bytes(src.read_bytes()[:-1] + b"x")  # one byte off
+        return real(other, dst, **kw)
 
     settings, report = _zstd_deploy(tmp_path, monkeypatch, compress)
     assert report.changed
     assert str(report.backup).endswith(".db")
-    assert any("stays uncompressed" in w and "filled up" in w for w in report.warnings)
+    assert any("stays uncompressed" in w and said in w for w in report.warnings), report.warnings
     [info] = catalog.list_backups(settings.backup_dir)
     assert info.id == report.backup
     assert verify_backup(info) == []
