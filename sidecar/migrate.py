@@ -7,7 +7,8 @@ inside that transaction, before COMMIT.
 
 A table rebuild follows SQLite's documented procedure for schema changes ALTER TABLE cannot
 make (https://www.sqlite.org/lang_altertable.html#otheralter): create the new table under a
-temporary name, copy the rows, drop the old table, rename, recreate indexes and triggers.
+temporary name, copy the rows, drop the old table, rename, recreate indexes and triggers
+(and put back the AUTOINCREMENT counter and the ANALYZE statistics the drop deleted).
 It keeps every live column definition verbatim and only appends the new ones, and it proves
 that no row and no old column value changed by hashing them before and after.
 """
@@ -317,6 +318,7 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
         if schema.fold(e.table) == schema.fold(table.name)
     ]
     sequence = _sequence(conn, table.name)
+    statistics = _statistics(conn, table.name)
     before = column_hashes(conn, table)
     # Step 4: the new table: every live column definition verbatim, then the new ones.
     columns = [c.definition for c in table.columns if c.hidden != 1]
@@ -344,6 +346,7 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
         conn.execute(sql)
     if sequence is not None:
         _restore_sequence(conn, table.name, sequence)
+    _restore_statistics(conn, statistics)
     # Prove it: same rows, same values in every old column, in the same order.
     rebuilt = schema.read_catalogue(conn).table(table.name)
     after = column_hashes(conn, table if rebuilt is None else rebuilt, only=list(before))
@@ -428,6 +431,31 @@ def _restore_sequence(conn: sqlite3.Connection, table: str, value: int) -> None:
     ).rowcount
     if not updated:
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
+
+
+# The planner's statistics (ANALYZE): DROP TABLE deletes the table's rows from them.
+_STAT_TABLES = ("sqlite_stat1", "sqlite_stat4")
+
+
+def _statistics(conn: sqlite3.Connection, table: str) -> dict[str, list[tuple[object, ...]]]:
+    """The rows ANALYZE keeps about ``table`` and its indexes, to put back after a rebuild:
+    the same rows under the same index names, so the statistics stay true, and the app's
+    queries keep their plans instead of waiting for the next ANALYZE."""
+    found: dict[str, list[tuple[object, ...]]] = {}
+    for stat in _STAT_TABLES:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (stat,)).fetchone():
+            sql = f"SELECT * FROM {stat} WHERE tbl = ? COLLATE NOCASE"  # a name from _STAT_TABLES
+            found[stat] = [tuple(row) for row in conn.execute(sql, (table,))]
+    return found
+
+
+def _restore_statistics(
+    conn: sqlite3.Connection, statistics: dict[str, list[tuple[object, ...]]]
+) -> None:
+    for stat, rows in statistics.items():
+        for row in rows:
+            marks = ", ".join("?" * len(row))
+            conn.execute(f"INSERT INTO {stat} VALUES ({marks})", row)
 
 
 # --------------------------------------------------------------------------- fresh database
