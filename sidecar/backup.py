@@ -189,22 +189,13 @@ def create_backup(
                 manifest["rows_vanished"] = vanished
             man_partial = partial_path(manifest_path(final))
             written.append(man_partial)
-            _write_manifest(man_partial, manifest, mode, group)
-            # Data first, manifest last: a crash between the two leaves an unverified file.
-            os.replace(stored, final)
-            os.replace(man_partial, manifest_path(final))
-            fsync_dir(backup_dir)
+            _publish(stored, man_partial, final, manifest, mode=mode, group=group)
         except BaseException as exc:
-            for path in written:
-                path.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise _disk_full(backup_dir) from exc
-            if isinstance(exc, OSError):
-                raise UnavailableError(
-                    f"backup of {db} failed: {exc.strerror or exc}",
-                    hint="check the permissions and health of the data and backups volumes",
-                ) from exc
-            raise
+            hint = "check the permissions and health of the data and backups volumes"
+            error = _undo_write(exc, written, backup_dir, f"backup of {db}", hint)
+            if error is exc:
+                raise
+            raise error from exc
     info = BackupInfo.load(final)
     assert info is not None  # noqa: S101 - the name was built from the same pattern
     if vanished is not None:
@@ -263,21 +254,15 @@ def compress_backup(info: BackupInfo, *, group: int | None = None) -> BackupInfo
                          "compress_s": round(time.monotonic() - started, 3)}  # fmt: skip
             manifest = {**info.manifest, "id": final.name, "compression": "zstd", "size": size,
                         "stored_sha256": sha, "durations": durations}  # fmt: skip
-            _write_manifest(man_partial, manifest, mode, group)
-            os.replace(stored, final)
-            os.replace(man_partial, manifest_path(final))
-            fsync_dir(backup_dir)
+            _publish(stored, man_partial, final, manifest, mode=mode, group=group)
         except BaseException as exc:
-            for path in (stored, man_partial):
-                path.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise _disk_full(backup_dir) from exc
-            if isinstance(exc, OSError):
-                raise UnavailableError(
-                    f"compressing backup {info.id} failed: {exc.strerror or exc}",
-                    hint="check the permissions and health of the backups volume",
-                ) from exc
-            raise
+            hint = "check the permissions and health of the backups volume"
+            error = _undo_write(
+                exc, [stored, man_partial], backup_dir, f"compressing backup {info.id}", hint
+            )
+            if error is exc:
+                raise
+            raise error from exc
         try:
             # The manifest first, as catalog.prune does: a crash in between leaves a file
             # without a manifest (unverified), never a manifest `verify` reports as missing.
@@ -320,6 +305,38 @@ def _vanished_since_last(
     if found is None or found["since"] not in {b.id for b in ours}:
         return None
     return found
+
+
+def _publish(
+    stored: Path,
+    man_partial: Path,
+    final: Path,
+    manifest: dict[str, Any],
+    *,
+    mode: int,
+    group: int | None,
+) -> None:
+    """Write ``manifest`` to ``man_partial``, then rename the data and the manifest into
+    place: data first, manifest last, so a crash between the two leaves an unverified file,
+    never a manifest without its file."""
+    _write_manifest(man_partial, manifest, mode, group)
+    os.replace(stored, final)
+    os.replace(man_partial, manifest_path(final))
+    fsync_dir(final.parent)
+
+
+def _undo_write(
+    exc: BaseException, written: list[Path], backup_dir: Path, what: str, hint: str
+) -> BaseException:
+    """Remove what a failed write into ``backup_dir`` left; the error to raise for ``exc``:
+    a full disk and other OS errors become UnavailableError (exit 5), anything else stays."""
+    for path in written:
+        path.unlink(missing_ok=True)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_full(backup_dir)
+    if isinstance(exc, OSError):
+        return UnavailableError(f"{what} failed: {exc.strerror or exc}", hint=hint)
+    return exc
 
 
 def _disk_full(backup_dir: Path) -> UnavailableError:
