@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import time
 from collections.abc import Callable
@@ -144,7 +145,8 @@ class Pod:
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "mem_limit": quantity_bytes(limits["memory"]),
-            "nano_cpus": int(quantity_cpus(limits["cpu"]) * 1e9),
+            # A limit caps usage, as in Kubernetes; Docker refuses one above the host's CPUs.
+            "nano_cpus": int(min(quantity_cpus(limits["cpu"]), os.cpu_count() or 1) * 1e9),
             "mounts": mounts,
         }
 
