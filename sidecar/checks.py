@@ -9,6 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL: any name SQLite accepts, keywords and spaces included."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def uri_path(path: Path) -> str:
     """``path`` for a ``file:`` URI: SQLite decodes %XX, and ? and # end the path."""
     return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
@@ -51,7 +56,7 @@ def quick_check(
     if table is not None:
         if not CHECKS_ONE_TABLE:
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} cannot check one table")
-        pragma += '("' + table.replace('"', '""') + '")'
+        pragma += f"({quote_ident(table)})"
     try:
         rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
     except sqlite3.DatabaseError as exc:

@@ -19,7 +19,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from sidecar.checks import immutable, is_busy, uri_path
+from sidecar.checks import immutable, is_busy, quote_ident, uri_path
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.signals import Aborted, Stop
@@ -28,11 +28,6 @@ log = get_logger(__name__)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier for SQL: any name SQLite accepts, keywords and spaces included."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) -> sqlite3.Connection:

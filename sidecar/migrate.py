@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from sidecar import checks, database, schema
-from sidecar.database import quote_ident
+from sidecar.checks import quote_ident
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
 

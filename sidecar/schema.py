@@ -29,7 +29,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from sidecar.database import quote_ident
+from sidecar.checks import quote_ident
 from sidecar.errors import ConfigError
 from sidecar.logs import get_logger
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sidecar import checks, database, migrate, schema
-from sidecar.database import quote_ident as q
+from sidecar.checks import quote_ident as q
 
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", "select", 'x"y', "日本", "group", "Value"]
 TYPES = ["INTEGER", "TEXT", "REAL", "BLOB", "NUMERIC", ""]
