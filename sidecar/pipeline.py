@@ -278,28 +278,24 @@ def _backup_and_apply(
             min_free_margin=settings.min_free_margin, folder_locked=True,
         )  # fmt: skip
 
-    def fk_before(info: Callable[[], BackupInfo]) -> migrate.FkBefore:
-        return lambda: database.foreign_key_problems_in(info().path)
-
-    # Every level but checksum runs quick_check (or integrity_check) on the database as the
-    # change found it, and a backup that fails it fails the deploy before COMMIT.
-    checked_before = settings.verify != "checksum"
-    if database.journal_mode(conn) != "wal":
-        info = backup()
+    def apply(info: Callable[[], BackupInfo]) -> None:
         _check(stop, "migrate")
         migrate.apply_plan(
-            conn, plan, desired, extra_checks=guards, fk_before=fk_before(lambda: info),
-            checked_before=checked_before,
+            conn, plan, desired, extra_checks=guards,
+            fk_before=lambda: database.foreign_key_problems_in(info().path),
+            # Every level but checksum runs quick_check (or integrity_check) on the database
+            # as the change found it, and a backup that fails it fails the deploy first.
+            checked_before=settings.verify != "checksum",
         )  # fmt: skip
-        return info.id
+
+    if database.journal_mode(conn) != "wal":
+        done = backup()
+        apply(lambda: done)
+        return done.id
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-backup") as pool:
         pending = pool.submit(backup)
         try:
-            _check(stop, "migrate")
-            migrate.apply_plan(
-                conn, plan, desired, extra_checks=guards, fk_before=fk_before(pending.result),
-                checked_before=checked_before,
-            )  # fmt: skip
+            apply(pending.result)
         except BaseException:
             pending.result()  # a failed backup is the first thing to report
             raise
