@@ -68,8 +68,7 @@ def build(db: Path, size: int) -> None:
     """A portfolio-like WAL database of about ``size`` bytes (reused when already there)."""
     if db.exists() and db.stat().st_size >= size * 0.95:
         return
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    remove_database(db)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=wal")
     conn.execute("PRAGMA synchronous=OFF")  # building only; the benchmark measures the backup
@@ -213,6 +212,12 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
     for p in workdir.glob("copy.db*"):
         p.unlink()
     return {"seconds": seconds, "rss_self_mib": own, "rss_children_mib": children, **extra}
+
+
+def remove_database(db: Path) -> None:
+    """``db`` and whatever SQLite and the sidecar keep beside it."""
+    for suffix in ("", "-wal", "-shm", ".sidecar-lease"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
 def settle(db: Path) -> None:
@@ -418,8 +423,7 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
         than the median of the paired ratios."""
         done = []
         for _ in range(runs):
-            for suffix in ("", "-wal", "-shm", ".sidecar-lease"):
-                Path(f"{target}{suffix}").unlink(missing_ok=True)
+            remove_database(target)
             shutil.copyfile(db, target)
             cp = float(once("cp", db, workdir)["seconds"])
             run = with_writer(target, workdir, lambda: real_deploy(target, workdir))
@@ -447,8 +451,7 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
         "real deploy (`sidecar migrate`: 2 columns, a table, an index), quick": real_deploys(),
     }
     rollback.unlink(missing_ok=True)
-    for suffix in ("", "-wal", "-shm", ".sidecar-lease"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    remove_database(target)
     print("\nwriter committing every 10 ms (BEGIN IMMEDIATE, INSERT, COMMIT; synchronous=FULL)\n")
     print("| during | window s | x cp | commits | p50 ms | p99 ms | max ms | idle p99 / max ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
