@@ -1,0 +1,291 @@
+"""After a migration the new app can write (issue 17, stories 1 and 2; issue 11 item 6).
+
+Through ``sidecar.cli.main`` on real SQLite files: ``plan`` promises only what ``migrate``
+then does, a new optional ``@unique`` field is applied, and a kept column the desired schema
+drops or makes optional stops rejecting the new app's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import cli
+from sidecar.errors import ExitCode
+
+USER = 'CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL'
+PRISMA_HANDLE = """
+ALTER TABLE "User" ADD COLUMN "handle" TEXT;
+CREATE UNIQUE INDEX "User_handle_key" ON "User"("handle");
+"""
+
+
+def setup(tmp_path: Path, live: str, desired: str, rows: Sequence[str] = ()) -> dict[str, str]:
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(live + "\n".join(rows))
+    conn.close()
+    (tmp_path / "schema.sql").write_text(desired)
+    return {
+        "SIDECAR_DATABASE": str(db),
+        "SIDECAR_SCHEMA": str(tmp_path / "schema.sql"),
+        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+        "SIDECAR_QUIET_PERIOD": "0",
+        "SIDECAR_LOG_FORMAT": "json",
+    }
+
+
+def run(
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    json_out: bool = True,
+) -> tuple[int, Any, str]:
+    code = cli.main([*argv, "--json"] if json_out else argv, env=env)
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if json_out else captured.out, captured.err
+
+
+def query(env: dict[str, str], sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(env["SIDECAR_DATABASE"], isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+USERS = [f"INSERT INTO \"User\" (email) VALUES ('u{i}@x');" for i in range(3)]
+
+
+# --------------------------------------------------------------------------- story 1
+
+
+def test_a_new_optional_unique_field_is_applied(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER});"
+    env = setup(tmp_path, live, live + PRISMA_HANDLE, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK, doc["refused"]
+    assert doc["refused"] == []
+    assert [op["op"] for op in doc["operations"]] == ["add_column", "create_index"]
+    code, doc, _ = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK
+    assert query(env, 'SELECT count(*) FROM "User" WHERE handle IS NULL') == [(3,)]
+    # The index is there and enforces uniqueness for the app's writes.
+    query(env, "UPDATE \"User\" SET handle = 'ada' WHERE id = 1")
+    with pytest.raises(sqlite3.IntegrityError):
+        query(env, "UPDATE \"User\" SET handle = 'ada' WHERE id = 2")
+
+
+def test_a_new_unique_field_with_a_constant_default_is_still_refused_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER});"
+    desired = (
+        live
+        + """
+    ALTER TABLE "User" ADD COLUMN "handle" TEXT NOT NULL DEFAULT 'none';
+    CREATE UNIQUE INDEX "User_handle_key" ON "User"("handle");
+    """
+    )
+    env = setup(tmp_path, live, desired, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    [refusal] = doc["refused"]
+    assert '"User_handle_key"' in refusal["object"]
+    assert "'none' (3 rows)" in refusal["reason"]
+    assert '"handle"' in refusal["reason"]  # names the new column that gives them that value
+    # Issue 11 item 6: a refused item appears only as refused.
+    assert all(op["op"] != "create_index" for op in doc["operations"])
+    code, out, _ = run(capsys, ["plan"], env, json_out=False)
+    will_apply = out.split("Will apply:")[1].split("Drift")[0]
+    assert "User_handle_key" not in will_apply
+    # And the deploy refuses it the same way.
+    code, _, err = run(capsys, ["migrate"], env, json_out=False)
+    assert code == ExitCode.REFUSED
+    assert "'none' (3 rows)" in err
+    assert [c[1] for c in query(env, 'PRAGMA table_info("User")')] == ["id", "email"]
+
+
+def test_one_row_with_a_constant_default_under_a_new_unique_index_is_applied(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER});"
+    desired = (
+        live
+        + """
+    ALTER TABLE "User" ADD COLUMN "handle" TEXT NOT NULL DEFAULT 'none';
+    CREATE UNIQUE INDEX "User_handle_key" ON "User"(lower("handle"));
+    """
+    )
+    env = setup(tmp_path, live, desired, USERS[:1])
+    assert run(capsys, ["plan"], env)[0] == ExitCode.OK
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    assert query(env, 'SELECT handle FROM "User"') == [("none",)]
+
+
+def test_a_refused_duplicate_unique_index_is_listed_only_as_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f'{USER}, "name" TEXT);'
+    desired = live + 'CREATE UNIQUE INDEX "User_name_key" ON "User"("name");'
+    rows = [f"INSERT INTO \"User\" (email, name) VALUES ('u{i}@x', 'same');" for i in range(2)]
+    env = setup(tmp_path, live, desired, rows)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert doc["operations"] == []
+    assert "'same' (2 rows)" in doc["refused"][0]["reason"]
+
+
+# --------------------------------------------------------------------------- item 6: plan = deploy
+
+
+def test_a_check_rebuild_that_existing_rows_fail_is_refused_by_plan_as_by_deploy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER});"
+    desired = f"{USER}, \"status\" TEXT DEFAULT 'new' CHECK (\"status\" IN ('active', 'closed')));"
+    rows = ["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
+            "INSERT INTO \"User\" (email) SELECT 'u' || i FROM n;"]  # fmt: skip
+    env = setup(tmp_path, live, desired, rows)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert doc["operations"] == []
+    assert "CHECK" in doc["refused"][0]["reason"]
+    assert "1000 existing row(s)" in doc["refused"][0]["reason"]
+    code, _, err = run(capsys, ["migrate"], env, json_out=False)
+    assert code == ExitCode.REFUSED
+    assert "CHECK" in err
+
+
+def test_a_new_reference_whose_default_has_no_parent_is_refused_by_plan_as_by_deploy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f'{USER});\nCREATE TABLE "Team" ("id" INTEGER NOT NULL PRIMARY KEY);'
+    desired = (
+        f'{USER}, "teamId" INTEGER NOT NULL DEFAULT 1 REFERENCES "Team" ("id"));\n'
+        'CREATE TABLE "Team" ("id" INTEGER NOT NULL PRIMARY KEY);'
+    )
+    env = setup(tmp_path, live, desired, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert doc["operations"] == []
+    assert '"Team"' in doc["refused"][0]["reason"]
+    code, _, err = run(capsys, ["migrate"], env, json_out=False)
+    assert code == ExitCode.REFUSED
+    assert 'would point at no row of "Team"' in err
+    # With the parent row there, plan and deploy both apply it.
+    query(env, 'INSERT INTO "Team" (id) VALUES (1)')
+    assert run(capsys, ["plan"], env)[0] == ExitCode.OK
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    assert query(env, 'SELECT DISTINCT "teamId" FROM "User"') == [(1,)]
+
+
+# --------------------------------------------------------------------------- story 2
+
+
+@pytest.mark.parametrize(
+    ("desired_user", "why"),
+    [
+        (f"{USER});", "not in the desired schema"),  # `nickname String` removed from the model
+        (f'{USER}, "nickname" TEXT);', "optional"),  # `String` -> `String?`
+    ],
+)
+def test_a_dropped_or_optional_required_field_is_relaxed_so_the_new_app_can_write(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, desired_user: str, why: str
+) -> None:
+    live = f'{USER}, "nickname" TEXT NOT NULL);\nCREATE INDEX "User_nick" ON "User"("nickname");'
+    rows = [f"INSERT INTO \"User\" (email, nickname) VALUES ('u{i}@x', 'n{i}');" for i in range(3)]
+    env = setup(tmp_path, live, desired_user, rows)
+    before = query(env, 'SELECT id, email, nickname FROM "User" ORDER BY id')
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    [relax] = doc["relax"]
+    assert relax["table"] == "User"
+    assert relax["column"] == "nickname"
+    assert relax["after"] == '"nickname" TEXT'
+    assert why in relax["reason"]
+    assert [op["op"] for op in doc["operations"]] == ["rebuild_table"]
+    code, out, _ = run(capsys, ["plan"], env, json_out=False)
+    assert "Relax (so the new app can write):" in out
+    assert "nickname" in out.split("Relax (so the new app can write):")[1]
+    code, _, _ = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK
+    # The new app's write: without the column, or with NULL in it.
+    query(env, "INSERT INTO \"User\" (email) VALUES ('new@x')")
+    query(env, "INSERT INTO \"User\" (email, nickname) VALUES ('null@x', NULL)")
+    assert query(env, 'SELECT id, email, nickname FROM "User" WHERE id <= 3 ORDER BY id') == before
+    assert query(env, "SELECT sql FROM sqlite_master WHERE name = 'User_nick'") != []
+    # Nothing left to do, and the column is no longer drift when only NOT NULL differed.
+    code, doc, _ = run(capsys, ["plan", "--check"], env)
+    assert code == ExitCode.OK
+    assert doc["relax"] == []
+
+
+def test_a_dropped_field_with_a_default_is_not_relaxed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER}, \"nickname\" TEXT NOT NULL DEFAULT '');"
+    env = setup(tmp_path, live, f"{USER});", USERS)
+    code, doc, _ = run(capsys, ["plan", "--check"], env)
+    assert code == ExitCode.OK
+    assert doc["relax"] == []
+    assert doc["operations"] == []
+
+
+def kept_rejecting(tmp_path: Path) -> dict[str, str]:
+    live = (
+        'CREATE TABLE "Team" ("id" INTEGER NOT NULL PRIMARY KEY);\n'
+        f'{USER}, "name" TEXT CHECK (length("name") > 2), "teamId" INTEGER REFERENCES "Team");\n'
+        'CREATE UNIQUE INDEX "User_name_key" ON "User"("name");'
+    )
+    desired = f'{USER}, "name" TEXT, "teamId" INTEGER);'
+    return setup(tmp_path, live, desired, USERS)
+
+
+def test_kept_constraints_that_reject_the_new_apps_rows_are_reported_and_fail_strict(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env = kept_rejecting(tmp_path)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    kinds = sorted(item["kind"] for item in doc["rejects"])
+    assert kinds == ["check", "foreign_key", "unique"], doc["rejects"]
+    code, out, _ = run(capsys, ["plan"], env, json_out=False)
+    assert "Kept constraints that reject rows the desired schema accepts" in out
+    assert run(capsys, ["plan", "--strict"], env)[0] == ExitCode.REFUSED
+    code, doc, err = run(capsys, ["migrate", "--strict"], env)
+    assert code == ExitCode.REFUSED
+    code, out, err = run(capsys, ["migrate"], env, json_out=False)
+    assert code == ExitCode.OK
+    assert "3 kept constraint(s) reject rows the new app may write" in out
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    warning = next(e for e in events if e["event"] == "deploy.rejecting_constraints")
+    assert len(warning["items"]) == 3
+
+
+def test_kept_constraints_the_desired_schema_also_has_are_not_reported(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = (
+        'CREATE TABLE "Team" ("id" INTEGER NOT NULL PRIMARY KEY);\n'
+        f'{USER}, "name" TEXT, "teamId" INTEGER REFERENCES "Team", "old" TEXT);\n'
+        'CREATE UNIQUE INDEX "User_name_key" ON "User"("name", "teamId");\n'
+        'CREATE UNIQUE INDEX "User_old_key" ON "User"("old");'
+    )
+    # A narrower unique (name) covers the kept (name, teamId); "old" is dropped and NULL.
+    desired = (
+        'CREATE TABLE "Team" ("id" INTEGER NOT NULL PRIMARY KEY);\n'
+        f'{USER}, "name" TEXT UNIQUE, "teamId" INTEGER REFERENCES "Team");'
+    )
+    env = setup(tmp_path, live, desired, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    assert doc["rejects"] == []
