@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import cli
+from sidecar import checks, cli, database
 from sidecar.errors import ExitCode
 
 USER = 'CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL'
@@ -289,3 +289,54 @@ def test_kept_constraints_the_desired_schema_also_has_are_not_reported(
     code, doc, _ = run(capsys, ["plan"], env)
     assert code == ExitCode.OK
     assert doc["rejects"] == []
+
+
+# --------------------------------------------------------------------------- double-quoted strings
+
+
+@pytest.mark.skipif(
+    not checks.CAN_REFUSE_QUOTED_STRINGS, reason="Python < 3.12 cannot turn the fallback off"
+)
+def test_the_sidecars_connections_refuse_double_quoted_strings(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    sqlite3.connect(db).executescript("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+    conn = database.connect(db, readonly=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="no such column"):
+            conn.execute('SELECT "nope" FROM t')
+    finally:
+        conn.close()
+    with checks.immutable(db) as frozen, pytest.raises(sqlite3.OperationalError):
+        frozen.execute('SELECT "nope" FROM t')
+
+
+@pytest.mark.skipif(checks.CAN_REFUSE_QUOTED_STRINGS, reason="Python >= 3.12 turns it off")
+def test_before_python_3_12_the_fallback_is_on_so_queries_name_only_real_columns(
+    tmp_path: Path,
+) -> None:
+    # The reason every built query names only existing columns: here SQLite would answer.
+    db = tmp_path / "t.db"
+    sqlite3.connect(db).executescript("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+    conn = database.connect(db, readonly=True)
+    try:
+        assert conn.execute('SELECT "nope" FROM t').fetchall() == [("nope",)]
+    finally:
+        conn.close()
+
+
+def test_a_legacy_double_quoted_string_in_a_check_means_the_same_to_plan_and_rebuild(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # SQLite reads "a" in a stored CHECK as 'a' (no column a): the preview's CHECK evaluation
+    # and the rebuild (which re-creates the table from its text) must read it the same way.
+    live = 'CREATE TABLE "T" ("id" INTEGER PRIMARY KEY, "s" TEXT CHECK ("s" IN ("a", "b")));'
+    desired = 'CREATE TABLE "T" ("id" INTEGER PRIMARY KEY, "s" TEXT CHECK ("s" IN ("a", "b")), '
+    desired += "\"n\" TEXT DEFAULT 'x' CHECK (\"n\" <> 'bad'));"
+    env = setup(tmp_path, live, desired, ["INSERT INTO \"T\" (s) VALUES ('a'), ('b');"])
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK, doc
+    assert doc["unchecked"] == []
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    assert query(env, 'SELECT s, n FROM "T" ORDER BY id') == [("a", "x"), ("b", "x")]
+    with pytest.raises(sqlite3.IntegrityError):
+        query(env, "INSERT INTO \"T\" (s) VALUES ('c')")
