@@ -306,7 +306,9 @@ class _Rows:
         values = []
         for column in new:
             expression, collate = schema.new_column_value(column.definition)
-            if not column.generated and expression != "NULL":
+            if column.generated:
+                expression = self.only_columns(expression)
+            elif expression != "NULL":
                 self.params.append(_stored_default(column, expression))
                 expression = "?"
             collation = f" COLLATE {quote_ident(collate)}" if collate else ""
@@ -438,7 +440,8 @@ def _reference_conflict(
     parent = live.table(parent_name)
     if parent is not None and not parent_columns:
         parent_columns = [c.name for c in sorted(parent.columns, key=lambda c: c.pk) if c.pk]
-    if len(children) != 1 or (parent is not None and len(parent_columns) != 1):
+    known = parent is None or (len(parent_columns) == 1 and parent.column(parent_columns[0]))
+    if len(children) != 1 or not known:
         raise _Unknown(f"the foreign key ({', '.join(children)}) -> {quote_ident(parent_name)}")
     column = quote_ident(children[0])
     if parent is None:  # a new (empty) table, or none at all
@@ -499,7 +502,8 @@ def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
         try:
             conn.execute(op.sql)
         except sqlite3.IntegrityError:
-            duplicates = find_duplicates(conn, op)
+            table = schema.read_catalogue(conn).table(op.table)
+            duplicates = find_duplicates(conn, op, rows=_Rows(table, []) if table else None)
             refusal = _duplicates_refusal(op, duplicates)
             raise RefusedError(f"refused: {refusal}", hint=refusal.hint) from None
     elif isinstance(op, schema.CreateTable | schema.CreateView | schema.CreateTrigger):

@@ -51,6 +51,9 @@ class PlanResult:
         head = f"plan for {self.database}" + (
             " (no database yet: it will be created)" if self.fresh else ""
         )
+        if p.refused:  # the line a user reads first says why a deploy would stop
+            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
+            head += f": refused: {p.refused[0]}{more}"
         sections = [
             ("Will apply", [str(op) for op in p.operations]),
             ("Relax (so the new app can write)", [str(item) for item in p.relax]),
@@ -64,6 +67,8 @@ class PlanResult:
         ]
         lines = [head]
         for title, items in sections:
+            if not items and title.startswith(("Relax", "Kept")):
+                continue  # shown only when there is something to say
             lines.append(f"\n{title}:")
             lines += [f"  - {item}" for item in items] or ["  (none)"]
         if p.unchecked:

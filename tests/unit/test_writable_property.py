@@ -17,6 +17,7 @@ import io
 import json
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from sidecar import cli
 from sidecar.checks import quote_ident as q
 
+Draw = Callable[[st.SearchStrategy[Any]], Any]
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", 'x"y']
 NEW_NAMES = ["handle", "new one", "Zeta"]
 
@@ -83,7 +85,7 @@ def columns(draw: st.DrawFn, name: str, *, new: bool) -> Col:
     )
 
 
-def value_for(draw: st.DrawFn, col: Col, fresh: int, ids: list[int]) -> Any:
+def value_for(draw: Draw, col: Col, fresh: int, ids: list[int]) -> Any:
     """A value ``col`` accepts (UNIQUE: fresh; REFERENCES: an existing id)."""
     if not col.notnull and draw(st.booleans()):
         return None
