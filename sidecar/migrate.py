@@ -402,16 +402,21 @@ def _rebuild_conflict(
         *op.columns,
         *op.constraints,
     ]
-    for expression in (e for text in texts for e in schema.check_expressions(text)):
-        sql = f"SELECT count(*) FROM {rows.sql} WHERE NOT {rows.only_columns(expression)}"
-        failing = int(conn.execute(sql, rows.params).fetchone()[0])
-        if failing:
-            return schema.Refusal(
-                table,
-                f"CHECK {expression} fails for {failing} existing row(s) once the rebuild "
-                "copies them",
-                "give the new column a DEFAULT that satisfies the CHECK, or fix those rows",
-            )
+    expressions = [e for text in texts for e in schema.check_expressions(text)]
+    if expressions:  # one scan for all of them: this also runs under the write lock
+        counts = ", ".join(
+            f"coalesce(sum(CASE WHEN NOT {rows.only_columns(e)} THEN 1 END), 0)"
+            for e in expressions
+        )
+        failing = conn.execute(f"SELECT {counts} FROM {rows.sql}", rows.params).fetchone()
+        for expression, count in zip(expressions, failing, strict=True):
+            if count:
+                return schema.Refusal(
+                    table,
+                    f"CHECK {expression} fails for {count} existing row(s) once the rebuild "
+                    "copies them",
+                    "give the new column a DEFAULT that satisfies the CHECK, or fix those rows",
+                )
     for text in op.constraints:
         terms = schema.unique_terms(text)
         if terms is not None:

@@ -21,6 +21,7 @@ rebuild keeps each live column definition verbatim.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -745,10 +746,17 @@ def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]
             )
     for kind in ("indexes", "views", "triggers"):
         _diff_entities(getattr(live, kind), getattr(desired, kind), diff, live, desired)
+    live_indexes, desired_indexes = _indexes_by_table(live), _indexes_by_table(desired)
     for table in desired.tables:
         current = live.table(table.name)
         if current is not None and not (current.virtual or table.virtual):
-            diff.rejects += rejecting(current, table, live, desired)
+            diff.rejects += rejecting(
+                current,
+                table,
+                live_indexes.get(fold(table.name), []),
+                desired_indexes.get(fold(table.name), []),
+                desired,
+            )
     operations = (*diff.creates, *diff.adds, *diff.rebuilds, *diff.others)
     return Plan(
         tuple(operations),
@@ -1051,8 +1059,27 @@ def index_parts(sql: str) -> tuple[list[str], str | None]:
 # "The new app can write" says what "would reject" means for each.
 
 
+@functools.lru_cache(maxsize=65536)
+def _tokens(sql: str) -> tuple[Token, ...]:
+    """:func:`tokenize`, cached: the same definitions are read by several rules per plan."""
+    return tuple(iter_tokens(sql))
+
+
 def _shape(definition: str) -> tuple[str, ...]:
-    return tuple(token.norm for token in tokenize(definition)[1:])
+    return tuple(token.norm for token in _tokens(definition)[1:])
+
+
+def _same_table(live: Table, desired: Table, live_indexes: Sequence[Entity],
+                desired_indexes: Sequence[Entity]) -> bool:  # fmt: skip
+    """Column for column, constraint for constraint, index for index the same: the common
+    case of a deploy, where no kept constraint can reject what the other schema accepts."""
+    return (
+        [(fold(c.name), c.shape) for c in live.columns]
+        == [(fold(c.name), c.shape) for c in desired.columns]
+        and sorted(_norm_sql(c) for c in live.constraints)
+        == sorted(_norm_sql(c) for c in desired.constraints)
+        and sorted(i.shape for i in live_indexes) == sorted(i.shape for i in desired_indexes)
+    )
 
 
 def _depth0(tokens: Sequence[Token]) -> Iterator[tuple[int, Token]]:
@@ -1070,7 +1097,7 @@ def _depth0(tokens: Sequence[Token]) -> Iterator[tuple[int, Token]]:
 def drop_not_null(definition: str) -> str:
     """A column definition without its ``NOT NULL`` clauses (a ``CONSTRAINT name`` before one
     and an ``ON CONFLICT`` after one included); every other character as written."""
-    tokens = tokenize(definition)
+    tokens = _tokens(definition)
     spans: list[tuple[int, int]] = []
     for i, token in _depth0(tokens):
         if i == 0 or not token.is_word("not") or i + 1 >= len(tokens):
@@ -1095,7 +1122,7 @@ def drop_not_null(definition: str) -> str:
 
 
 def _null_default(column: Column) -> bool:
-    default = _default_tokens(tokenize(column.definition)[1:])
+    default = _default_tokens(_tokens(column.definition)[1:])
     return default is None or (len(default) == 1 and default[0].is_word("null"))
 
 
@@ -1120,9 +1147,9 @@ def relaxing(live: Table, desired: Table) -> list[Relax]:
     return found
 
 
-def _constraint_body(tokens: Sequence[Token]) -> list[Token]:
+def _constraint_body(tokens: Sequence[Token]) -> Sequence[Token]:
     """A table constraint's tokens after its ``CONSTRAINT name``."""
-    return list(tokens[2:]) if tokens and tokens[0].is_word("constraint") else list(tokens)
+    return tokens[2:] if tokens and tokens[0].is_word("constraint") else tokens
 
 
 def _names_in(tokens: Sequence[Token]) -> list[str]:
@@ -1145,12 +1172,12 @@ def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str]]:
     """(child columns folded, parent table folded) of every foreign key of ``table``."""
     found = []
     for column in table.columns:
-        tokens = tokenize(column.definition)
+        tokens: Sequence[Token] = _tokens(column.definition)
         for i, token in _depth0(tokens):
             if token.is_word("references") and i + 1 < len(tokens):
                 found.append((frozenset({fold(column.name)}), tokens[i + 1].norm))
     for text in table.constraints:
-        tokens = _constraint_body(tokenize(text))
+        tokens = _constraint_body(_tokens(text))
         if len(tokens) > 2 and tokens[0].is_word("foreign"):
             children, after = _paren_names(tokens, 1)
             if after + 1 < len(tokens) and tokens[after].is_word("references"):
@@ -1158,27 +1185,35 @@ def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str]]:
     return found
 
 
-def _uniques(table: Table, catalogue: Catalogue, *, keys: bool) -> list[tuple[frozenset[str], str]]:
+def _indexes_by_table(catalogue: Catalogue) -> dict[str, list[Entity]]:
+    found: dict[str, list[Entity]] = {}
+    for index in catalogue.indexes:
+        found.setdefault(fold(index.table), []).append(index)
+    return found
+
+
+def _uniques(
+    table: Table, indexes: Sequence[Entity], *, keys: bool
+) -> list[tuple[frozenset[str], str]]:
     """(plain columns folded, label) of every UNIQUE constraint and unique index of ``table``
     (and its PRIMARY KEY when ``keys``). An expression or partial index has no plain columns:
     its columns set is empty and only an identical index in the other schema covers it."""
     found: list[tuple[frozenset[str], str]] = []
     for column in table.columns:
-        words = _top_words(tokenize(column.definition)[1:])
+        words = _top_words(_tokens(column.definition)[1:])
         if "unique" in words or (keys and column.pk):
             found.append((frozenset({fold(column.name)}), f"UNIQUE ({column.name})"))
     for text in table.constraints:
-        tokens = _constraint_body(tokenize(text))
+        tokens = _constraint_body(_tokens(text))
         if tokens and (tokens[0].is_word("unique") or (keys and tokens[0].is_word("primary"))):
             names, _ = _paren_names(tokens, 0)
             found.append((frozenset(names), text))
-    for index in catalogue.indexes:
-        tokens = tokenize(index.sql)
-        unique = len(tokens) > 1 and tokens[1].is_word("unique")
-        if fold(index.table) != fold(table.name) or not unique:
+    for index in indexes:
+        tokens = _tokens(index.sql)
+        if not (len(tokens) > 1 and tokens[1].is_word("unique")):
             continue
         terms, where = index_parts(index.sql)
-        plain = [tokenize(term) for term in terms]
+        plain = [_tokens(term) for term in terms]
         simple = where is None and all(
             len(t) == 1 and t[0].kind in ("word", "ident") for t in plain
         )
@@ -1187,21 +1222,27 @@ def _uniques(table: Table, catalogue: Catalogue, *, keys: bool) -> list[tuple[fr
 
 
 def rejecting(
-    live: Table, desired: Table, live_catalogue: Catalogue, desired_catalogue: Catalogue
+    live: Table,
+    desired: Table,
+    live_indexes: Sequence[Entity],
+    desired_indexes: Sequence[Entity],
+    desired_catalogue: Catalogue,
 ) -> list[Reject]:
     """Kept constraints of ``live`` (a table the desired schema keeps) that would reject a
     row ``desired`` accepts. A column the desired table lacks holds its default in the new
     app's rows; a NULL there never collides in a UNIQUE key and is never checked by a foreign
     key, so a constraint over such a column is harmless."""
+    if _same_table(live, desired, live_indexes, desired_indexes):
+        return []
     gone_null = {
         fold(c.name)
         for c in live.columns
         if desired.column(c.name) is None and c.hidden == 0 and _null_default(c)
     }
     found: list[Reject] = []
-    wanted_unique = _uniques(desired, desired_catalogue, keys=True)
+    wanted_unique = _uniques(desired, desired_indexes, keys=True)
     wanted_sql = {_norm_sql(label) for _, label in wanted_unique}
-    for columns, label in _uniques(live, live_catalogue, keys=False):
+    for columns, label in _uniques(live, live_indexes, keys=False):
         covered = any(d and d <= columns for d, _ in wanted_unique) if columns else False
         if covered or _norm_sql(label) in wanted_sql or columns & gone_null:
             continue
@@ -1238,7 +1279,7 @@ def new_column_value(definition: str) -> tuple[str, str | None]:
 
     A generated column: its expression; otherwise its DEFAULT (a bare name in a DEFAULT is a
     string, as SQLite reads it), or NULL."""
-    tokens = tokenize(definition)[1:]
+    tokens = _tokens(definition)[1:]
     top = list(_depth0(tokens))
     collate = next(
         (tokens[i + 1].value for i, t in top if t.is_word("collate") and i + 1 < len(tokens)),
@@ -1260,7 +1301,7 @@ def new_column_value(definition: str) -> tuple[str, str | None]:
 
 def check_expressions(text: str) -> list[str]:
     """The expressions of the CHECK clauses of a column definition or table constraint."""
-    tokens = tokenize(text)
+    tokens = _tokens(text)
     found = []
     for i, token in _depth0(tokens):
         if token.is_word("check") and i + 1 < len(tokens) and tokens[i + 1].text == "(":
@@ -1272,7 +1313,7 @@ def check_expressions(text: str) -> list[str]:
 def references(text: str) -> tuple[list[str], str, list[str]] | None:
     """(child columns, parent table, parent columns: [] for its primary key) of a column
     definition's REFERENCES clause or of a FOREIGN KEY table constraint; None without one."""
-    tokens = _constraint_body(tokenize(text))
+    tokens = _constraint_body(_tokens(text))
     children: list[str] = []
     if tokens and tokens[0].is_word("foreign"):
         opening, closing = _parenthesised(tokens, 0)
@@ -1294,7 +1335,7 @@ def references(text: str) -> tuple[list[str], str, list[str]] | None:
 
 def unique_terms(constraint: str) -> str | None:
     """``(a, b)`` of a ``UNIQUE (a, b)`` table constraint (as written); None for others."""
-    tokens = _constraint_body(tokenize(constraint))
+    tokens = _constraint_body(_tokens(constraint))
     if not (tokens and tokens[0].is_word("unique")):
         return None
     opening, closing = _parenthesised(tokens, 0)
