@@ -666,9 +666,6 @@ class Plan:
             "unchecked": list(self.unchecked),
         }
 
-    def with_refused(self, extra: Iterable[Refusal]) -> Plan:
-        return replace(self, refused=(*self.refused, *extra))
-
     def refusing(
         self, refused: Iterable[tuple[Operation, Refusal]], unchecked: Iterable[str] = ()
     ) -> Plan:

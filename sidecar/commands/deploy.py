@@ -53,6 +53,11 @@ class DeployResult:
 
 def _plan_text(plan: dict[str, Any]) -> str:
     lines = [f"  {op.get('summary', op)}" for op in plan.get("operations", [])]
+    lines += [f"  relax: {item.get('summary', item)}" for item in plan.get("relax", [])]
+    lines += [
+        f"  kept, rejects the new app's rows: {item.get('summary', item)}"
+        for item in plan.get("rejects", [])
+    ]
     lines += [
         f"  drift (never executed): {item.get('summary', item)}" for item in plan.get("drift", [])
     ]

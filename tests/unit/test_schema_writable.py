@@ -340,3 +340,13 @@ def test_a_legacy_double_quoted_string_in_a_check_means_the_same_to_plan_and_reb
     assert query(env, 'SELECT s, n FROM "T" ORDER BY id') == [("a", "x"), ("b", "x")]
     with pytest.raises(sqlite3.IntegrityError):
         query(env, "INSERT INTO \"T\" (s) VALUES ('c')")
+
+
+def test_a_dry_run_deploy_lists_relaxed_columns_and_rejecting_constraints(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env = kept_rejecting(tmp_path)
+    code, out, _ = run(capsys, ["deploy", "--dry-run"], env, json_out=False)
+    assert code == ExitCode.OK
+    assert out.count("kept, rejects the new app's rows:") == 3
+    assert "relax" not in out  # nothing of the live table is NOT NULL without a default
