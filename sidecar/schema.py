@@ -630,20 +630,11 @@ class Relax:
 
 
 @dataclass(frozen=True)
-class Reject:
+class Reject(Drift):
     """A kept constraint that would reject a row the desired schema accepts (a UNIQUE index
-    or constraint, a CHECK, a foreign key the desired schema lacks). Never changed (dropping
-    a constraint narrows what the database guarantees): reported, and ``--strict`` fails."""
-
-    kind: str  # unique, check, foreign_key
-    object: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.object}: {self.detail}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "summary": str(self)}
+    or constraint, a CHECK, a foreign key the desired schema lacks; ``kind``: unique, check,
+    foreign_key). Never changed (dropping a constraint narrows what the database guarantees):
+    reported, like drift, and ``--strict`` fails."""
 
 
 @dataclass(frozen=True)

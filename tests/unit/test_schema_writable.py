@@ -23,6 +23,8 @@ PRISMA_HANDLE = """
 ALTER TABLE "User" ADD COLUMN "handle" TEXT;
 CREATE UNIQUE INDEX "User_handle_key" ON "User"("handle");
 """
+# The same field with one non-NULL default for every existing row.
+HANDLE_DEFAULT = PRISMA_HANDLE.replace('"handle" TEXT;', "\"handle\" TEXT NOT NULL DEFAULT 'none';")
 
 
 def setup(tmp_path: Path, live: str, desired: str, rows: Sequence[str] = ()) -> dict[str, str]:
@@ -88,14 +90,7 @@ def test_a_new_unique_field_with_a_constant_default_is_still_refused_naming_it(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     live = f"{USER});"
-    desired = (
-        live
-        + """
-    ALTER TABLE "User" ADD COLUMN "handle" TEXT NOT NULL DEFAULT 'none';
-    CREATE UNIQUE INDEX "User_handle_key" ON "User"("handle");
-    """
-    )
-    env = setup(tmp_path, live, desired, USERS)
+    env = setup(tmp_path, live, live + HANDLE_DEFAULT, USERS)
     code, doc, _ = run(capsys, ["plan"], env)
     assert code == ExitCode.REFUSED
     [refusal] = doc["refused"]
@@ -118,13 +113,7 @@ def test_one_row_with_a_constant_default_under_a_new_unique_index_is_applied(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     live = f"{USER});"
-    desired = (
-        live
-        + """
-    ALTER TABLE "User" ADD COLUMN "handle" TEXT NOT NULL DEFAULT 'none';
-    CREATE UNIQUE INDEX "User_handle_key" ON "User"(lower("handle"));
-    """
-    )
+    desired = live + HANDLE_DEFAULT.replace('("handle")', '(lower("handle"))')
     env = setup(tmp_path, live, desired, USERS[:1])
     assert run(capsys, ["plan"], env)[0] == ExitCode.OK
     assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
