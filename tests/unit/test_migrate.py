@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar import database, migrate, schema
+from sidecar.conflicts import row_conflicts
 from sidecar.errors import HealthError, RefusedError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,7 +185,7 @@ def test_unique_index_over_duplicates_is_refused_naming_the_values(tmp_path: Pat
     # The same refusal is visible at plan time, read-only.
     conn = database.connect(db, readonly=True)
     plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={})
-    conflicts, unchecked = migrate.row_conflicts(conn, plan, desired)
+    conflicts, unchecked = row_conflicts(conn, plan, desired)
     conn.close()
     assert [c.object for _, c in conflicts] == ['unique index "User_name_key" on "User"']
     assert unchecked == []
