@@ -38,6 +38,21 @@ def refuse_quoted_strings(conn: sqlite3.Connection) -> sqlite3.Connection:
 
 
 @contextmanager
+def as_sqlite_reads_it(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``conn`` with SQLite's default reading of double-quoted strings, for the user's own
+    SQL (health queries): it then means what it means in the app and in the sqlite3 shell,
+    on every Python."""
+    if sys.version_info >= (3, 12):
+        conn.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, True)
+        try:
+            yield conn
+        finally:
+            conn.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)
+    else:
+        yield conn
+
+
+@contextmanager
 def immutable(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection to a file nobody writes while it is open (a backup, or a
     database file frozen by a read transaction elsewhere): ``immutable=1`` takes no lock and

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import checks, cli, database
+from sidecar import checks, cli, database, health
 from sidecar.errors import ExitCode
 
 USER = 'CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL'
@@ -339,3 +339,21 @@ def test_a_dry_run_deploy_lists_relaxed_columns_and_rejecting_constraints(
     assert code == ExitCode.OK
     assert out.count("kept, rejects the new app's rows:") == 3
     assert "relax" not in out  # nothing of the live table is NOT NULL without a default
+
+
+def test_the_users_health_queries_read_double_quoted_strings_as_sqlite_does(
+    tmp_path: Path,
+) -> None:
+    # Only the sidecar's own queries lose the fallback (Python >= 3.12): a health query
+    # written for the sqlite3 shell means the same here, on every Python.
+    db = tmp_path / "t.db"
+    sqlite3.connect(db).executescript("CREATE TABLE t (s TEXT); INSERT INTO t VALUES ('on');")
+    conn = database.connect(db, readonly=True)
+    try:
+        [check] = health.run_queries(conn, ['SELECT count(*) = 1 FROM t WHERE s = "on";'])
+        assert check.ok, check.detail
+        if checks.CAN_REFUSE_QUOTED_STRINGS:  # and the sidecar's own queries stay strict
+            with pytest.raises(sqlite3.OperationalError):
+                conn.execute('SELECT "nope" FROM t')
+    finally:
+        conn.close()
