@@ -1057,6 +1057,10 @@ def _shape(definition: str) -> tuple[str, ...]:
     return tuple(token.norm for token in _tokens(definition)[1:])
 
 
+def _norm(sql: str) -> tuple[str, ...]:
+    return tuple(token.norm for token in _tokens(sql))
+
+
 def _same_table(live: Table, desired: Table, live_indexes: Sequence[Entity],
                 desired_indexes: Sequence[Entity]) -> bool:  # fmt: skip
     """Column for column, constraint for constraint, index for index the same: the common
@@ -1064,8 +1068,8 @@ def _same_table(live: Table, desired: Table, live_indexes: Sequence[Entity],
     return (
         [(fold(c.name), c.shape) for c in live.columns]
         == [(fold(c.name), c.shape) for c in desired.columns]
-        and sorted(_norm_sql(c) for c in live.constraints)
-        == sorted(_norm_sql(c) for c in desired.constraints)
+        and sorted(_norm(c) for c in live.constraints)
+        == sorted(_norm(c) for c in desired.constraints)
         and sorted(i.shape for i in live_indexes) == sorted(i.shape for i in desired_indexes)
     )
 
@@ -1110,6 +1114,8 @@ def drop_not_null(definition: str) -> str:
 
 
 def _null_default(column: Column) -> bool:
+    if "default" not in column.definition.lower():
+        return True
     default = _default_tokens(_tokens(column.definition)[1:])
     return default is None or (len(default) == 1 and default[0].is_word("null"))
 
@@ -1153,13 +1159,15 @@ def _paren_names(tokens: Sequence[Token], start: int) -> tuple[list[str], int]:
 def _checks(table: Table) -> list[tuple[tuple[str, ...], str]]:
     """(normalised expression, text) of every CHECK of ``table``, column or table level."""
     texts = [*(c.definition for c in table.columns), *table.constraints]
-    return [(_norm_sql(e), e) for text in texts for e in check_expressions(text)]
+    return [(_norm(e), e) for text in texts for e in check_expressions(text)]
 
 
 def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str]]:
     """(child columns folded, parent table folded) of every foreign key of ``table``."""
     found = []
     for column in table.columns:
+        if "references" not in column.definition.lower():
+            continue
         tokens: Sequence[Token] = _tokens(column.definition)
         for i, token in _depth0(tokens):
             if token.is_word("references") and i + 1 < len(tokens):
@@ -1188,7 +1196,8 @@ def _uniques(
     its columns set is empty and only an identical index in the other schema covers it."""
     found: list[tuple[frozenset[str], str]] = []
     for column in table.columns:
-        words = _top_words(_tokens(column.definition)[1:])
+        maybe = "unique" in column.definition.lower()
+        words = _top_words(_tokens(column.definition)[1:]) if maybe else []
         if "unique" in words or (keys and column.pk):
             found.append((frozenset({fold(column.name)}), f"UNIQUE ({column.name})"))
     for text in table.constraints:
@@ -1228,11 +1237,12 @@ def rejecting(
         if desired.column(c.name) is None and c.hidden == 0 and _null_default(c)
     }
     found: list[Reject] = []
-    wanted_unique = _uniques(desired, desired_indexes, keys=True)
-    wanted_sql = {_norm_sql(label) for _, label in wanted_unique}
-    for columns, label in _uniques(live, live_indexes, keys=False):
+    kept_unique = _uniques(live, live_indexes, keys=False)
+    wanted_unique = _uniques(desired, desired_indexes, keys=True) if kept_unique else []
+    wanted_sql = {_norm(label) for _, label in wanted_unique}
+    for columns, label in kept_unique:
         covered = any(d and d <= columns for d, _ in wanted_unique) if columns else False
-        if covered or _norm_sql(label) in wanted_sql or columns & gone_null:
+        if covered or _norm(label) in wanted_sql or columns & gone_null:
             continue
         found.append(
             Reject("unique", _q(live.name), f"`{label}`: the desired schema allows duplicates")
@@ -1287,15 +1297,18 @@ def new_column_value(definition: str) -> tuple[str, str | None]:
     return definition[default[0].start : default[-1].end], collate
 
 
-def check_expressions(text: str) -> list[str]:
+@functools.lru_cache(maxsize=65536)
+def check_expressions(text: str) -> tuple[str, ...]:
     """The expressions of the CHECK clauses of a column definition or table constraint."""
+    if "check" not in text.lower():  # most definitions: no tokenizing
+        return ()
     tokens = _tokens(text)
     found = []
     for i, token in _depth0(tokens):
         if token.is_word("check") and i + 1 < len(tokens) and tokens[i + 1].text == "(":
             opening, closing = _parenthesised(tokens, i + 1)
             found.append(text[tokens[opening].start : tokens[closing].end])
-    return found
+    return tuple(found)
 
 
 def references(text: str) -> tuple[list[str], str, list[str]] | None:
