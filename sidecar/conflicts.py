@@ -11,6 +11,7 @@ change a result (docs/design.md "Double-quoted strings").
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sqlite3
 
@@ -76,19 +77,32 @@ class Rows:
         self.table = table
         self.new = new
         self.columns = {schema.fold(c.name) for c in (*table.columns, *new)}
-        self.params: list[object] = []
+
+    @functools.cached_property
+    def _source(self) -> tuple[str, list[object]]:
+        """(subquery, its parameters); made when a check first needs it, so a default that
+        cannot be evaluated leaves unchecked only the checks that read it."""
+        params: list[object] = []
         values = []
-        for column in new:
+        for column in self.new:
             expression, collate = schema.new_column_value(column.definition)
             if column.generated:
                 expression = self.only_columns(expression)
             elif expression != "NULL":
-                self.params.append(_stored_default(column, expression))
+                params.append(_stored_default(column, expression))
                 expression = "?"
             collation = f" COLLATE {quote_ident(collate)}" if collate else ""
             values.append(f"({expression}){collation} AS {quote_ident(column.name)}")
-        source = quote_ident(table.name)
-        self.sql = f"(SELECT *, {', '.join(values)} FROM {source})" if values else source
+        source = quote_ident(self.table.name)
+        return (f"(SELECT *, {', '.join(values)} FROM {source})" if values else source), params
+
+    @property
+    def sql(self) -> str:
+        return self._source[0]
+
+    @property
+    def params(self) -> list[object]:
+        return self._source[1]
 
     def mentions_new(self, sql: str) -> list[str]:
         names = {t.norm for t in schema.tokenize(sql) if t.kind in ("word", "ident")}
@@ -115,12 +129,21 @@ class Rows:
         return "".join([*out, sql[pos:]])
 
 
+# SQLite's built-in functions whose value differs from one call to the next within a
+# statement (https://www.sqlite.org/deterministic.html); date and time functions with 'now'
+# are stable within one statement, so a rebuild's copy gives every row the same value.
+_PER_ROW = frozenset({"random", "randomblob", "changes", "total_changes", "last_insert_rowid"})
+
+
 def _stored_default(column: schema.Column, expression: str) -> object:
-    """The value a DEFAULT stores in ``column`` (its type affinity applied), computed in an
-    in-memory database. A default that calls a function may differ per row: unknown here."""
+    """The value a DEFAULT stores in ``column`` (its type affinity applied), computed once in
+    an in-memory database. A default that differs per row (``random()``) is unknown here."""
     tokens = schema.tokenize(expression)
-    if any(t.kind in ("word", "ident") and n.text == "(" for t, n in itertools.pairwise(tokens)):
-        raise _Unknown(f"the default {expression} of {quote_ident(column.name)} calls a function")
+    for token, after in itertools.pairwise(tokens):
+        if token.kind in ("word", "ident") and after.text == "(" and token.norm in _PER_ROW:
+            raise _Unknown(
+                f"the default {expression} of {quote_ident(column.name)} differs per row"
+            )
     probe = sqlite3.connect(":memory:")
     try:
         probe.execute(f"CREATE TABLE p (x {column.type} DEFAULT {expression})")

@@ -357,3 +357,28 @@ def test_the_users_health_queries_read_double_quoted_strings_as_sqlite_does(
                 conn.execute('SELECT "nope" FROM t')
     finally:
         conn.close()
+
+
+def test_a_default_that_differs_per_row_is_checked_only_when_applied(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER});"
+    per_row = PRISMA_HANDLE.replace('"handle" TEXT;', '"handle" TEXT DEFAULT (hex(randomblob(8)));')
+    env = setup(tmp_path, live, live + per_row, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    [unchecked] = doc["unchecked"]
+    assert "differs per row" in unchecked
+    assert [op["op"] for op in doc["operations"]] == ["rebuild_table", "create_index"]
+    code, out, _ = run(capsys, ["plan"], env, json_out=False)
+    assert "Checked only when applied (cannot know until it tries):" in out
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    assert len({row[0] for row in query(env, 'SELECT handle FROM "User"')}) == 3
+    # A deterministic function is evaluated: one value for every row collides.
+    other = tmp_path / "other"
+    other.mkdir()
+    same = PRISMA_HANDLE.replace('"handle" TEXT;', "\"handle\" TEXT DEFAULT (lower('X'));")
+    env = setup(other, live, live + same, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert "'x' (3 rows)" in doc["refused"][0]["reason"]
