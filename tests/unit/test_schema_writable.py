@@ -8,7 +8,10 @@ drops or makes optional stops rejecting the new app's rows.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -297,6 +300,59 @@ def test_the_sidecars_connections_refuse_double_quoted_strings(tmp_path: Path) -
         conn.close()
     with checks.immutable(db) as frozen, pytest.raises(sqlite3.OperationalError):
         frozen.execute('SELECT "nope" FROM t')
+
+
+def newer_python() -> str | None:
+    """An interpreter >= 3.12 on this machine (PATH, or pyenv's versions), to test the path
+    where the fallback is turned off even when the suite runs on 3.11."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = [shutil.which(f"python3.{minor}") for minor in range(12, 20)]
+    found += [str(p) for p in sorted(root.glob("versions/3.*/bin/python3"))]
+    for candidate in filter(None, found):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys, sqlite3; sqlite3.SQLITE_DBCONFIG_DQS_DML; "
+             "sys.exit(sys.version_info < (3, 12))"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+def test_with_python_3_12_the_fallback_is_off_for_the_sidecars_sql_only(tmp_path: Path) -> None:
+    # sidecar.checks needs nothing but sqlite3, so any newer interpreter can import it.
+    python = newer_python()
+    if python is None:
+        pytest.skip("no Python >= 3.12 on this machine")
+    script = """
+import sqlite3, sys
+from sidecar import checks
+assert checks.CAN_REFUSE_QUOTED_STRINGS
+conn = checks.refuse_quoted_strings(sqlite3.connect(":memory:"))
+conn.execute('CREATE TABLE t (s TEXT CHECK (s IN ("a", "b")))')  # DDL keeps it
+conn.execute("INSERT INTO t VALUES ('a')")
+try:
+    conn.execute('SELECT "nope" FROM t')
+    sys.exit("the fallback is still on for DML")
+except sqlite3.OperationalError as exc:
+    assert "no such column" in str(exc)
+with checks.as_sqlite_reads_it(conn):
+    assert conn.execute('SELECT count(*) FROM t WHERE s = "a"').fetchone() == (1,)
+try:
+    conn.execute('SELECT "nope" FROM t')
+    sys.exit("the fallback stayed on after the user's SQL")
+except sqlite3.OperationalError:
+    pass
+print("ok")
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [python, "-c", script],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 @pytest.mark.skipif(checks.CAN_REFUSE_QUOTED_STRINGS, reason="Python >= 3.12 turns it off")
