@@ -348,6 +348,7 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
     log.info(
         "migrate.rebuilt",
         table=table.name,
+        relaxed=list(op.relax),
         rows=op.rows,
         seconds=round(time.monotonic() - started, 3),
     )
