@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import checks, cli, database, health
+from sidecar import checks, cli, database, health, schema
 from sidecar.errors import ExitCode
 
 USER = 'CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL'
@@ -438,3 +438,26 @@ def test_a_default_that_differs_per_row_is_checked_only_when_applied(
     code, doc, _ = run(capsys, ["plan"], env)
     assert code == ExitCode.REFUSED
     assert "'x' (3 rows)" in doc["refused"][0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("definition", "relaxed"),
+    [
+        ('"nickname" TEXT NOT NULL', '"nickname" TEXT'),
+        (
+            "nick text not null default 'x' check (nick <> '')",
+            "nick text default 'x' check (nick <> '')",
+        ),
+        ('"n" CONSTRAINT "nn" NOT NULL ON CONFLICT ABORT UNIQUE', '"n" UNIQUE'),
+        ("n NOT NULL", "n"),
+        ("n TEXT CHECK (n IS NOT NULL) NOT NULL NOT NULL", "n TEXT CHECK (n IS NOT NULL)"),
+        ("n INT REFERENCES p (id) NOT DEFERRABLE", "n INT REFERENCES p (id) NOT DEFERRABLE"),
+    ],
+)
+def test_drop_not_null_keeps_every_other_character(definition: str, relaxed: str) -> None:
+    assert schema.drop_not_null(definition) == relaxed
+    # And SQLite agrees: the column accepts NULL, and nothing else about it changed.
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+    conn.execute(f"CREATE TABLE t ({relaxed})")
+    assert [row[3] for row in conn.execute("PRAGMA table_info(t)")] == [0]
