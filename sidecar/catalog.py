@@ -80,11 +80,11 @@ class BackupInfo:
         return Path(self.source or self.stem)
 
     def belongs_to(self, db: Path) -> bool:
-        """Whether this is a backup of ``db``: the manifest's source is the same file (the
-        same path, or the same file through symlinks). A file without a manifest is judged
-        by its name's stem, the only thing known about it (it is never restored)."""
+        """Whether this is a backup of ``db`` (:func:`is_source`, by the manifest's source).
+        A file without a manifest is judged by its name's stem, the only thing known about
+        it (it is never restored)."""
         if self.source:
-            return same_file(Path(self.source), db)
+            return is_source(Path(self.source), db)
         return self.stem == db.stem
 
     @property
@@ -167,6 +167,22 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
     except OSError:
         return False
+
+
+def is_source(source: Path, db: Path) -> bool:
+    """Whether a backup taken of ``source`` is a backup of ``db``.
+
+    The same path (:func:`same_file`) is. Where ``source``'s folder exists here, any other
+    path is another database (``/d/a.db`` and ``/d/b.db``, or ``app.db`` in two folders). A
+    folder not visible here means the backup was taken through another mount point (in the
+    container at ``/app/data``, read now from the host or from a container that mounts the
+    volume elsewhere): then the file name is all that can be compared.
+    """
+    if same_file(source, db):
+        return True
+    if os.path.isdir(source.parent):
+        return False
+    return source.name == db.name
 
 
 def load_check(path: Path) -> dict[str, Any] | None:
@@ -390,7 +406,7 @@ def _manifest_names(path: Path, database: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         source = None
     if source:
-        return same_file(Path(str(source)), database)
+        return is_source(Path(str(source)), database)
     return match is not None and match["stem"] == database.stem
 
 

@@ -181,6 +181,27 @@ def test_databases_with_the_same_file_name_in_two_folders_keep_their_own_backups
     assert _count(small) == 1
 
 
+def test_a_backup_taken_through_another_mount_point_is_matched_by_file_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Taken in a container at /app/data, read from the host at another path: the source's
+    folder is not visible here, so its file name decides (and another name still does not
+    match)."""
+    (tmp_path / "container").mkdir()
+    db = bk_build_db(tmp_path / "container" / "portfolio.db")
+    other = bk_build_db(tmp_path / "container" / "other.db", rows=3)
+    backups = tmp_path / "backups"
+    _, made, _ = _run(capsys, ["backup"], _env(db, backups))
+    _run(capsys, ["backup"], _env(other, backups))
+    (tmp_path / "container").rename(tmp_path / "host")
+    here = tmp_path / "host" / "portfolio.db"
+    _, listed, _ = _run(capsys, ["list"], _env(here, backups))
+    assert [x["id"] for x in listed["backups"]] == [made["backup"]["id"]]
+    code, doc, _ = _run(capsys, ["restore", "latest", "--dry-run"], _env(here, backups))
+    assert code == 0
+    assert doc["backup"]["id"] == made["backup"]["id"]
+
+
 # ------------------------------------------------------- item 5: a corrupt backup stays known
 
 
@@ -407,9 +428,9 @@ def test_a_restore_leftover_is_removed_by_the_next_command(
     db = bk_build_db(tmp_path / "portfolio.db")
     schema = tmp_path / "schema.sql"
     conn = sqlite3.connect(db)
-    schema.write_text(";\n".join(r[0] for r in conn.execute("SELECT sql FROM sqlite_master "
-                                                           "WHERE sql IS NOT NULL")) + ";\n")  # fmt: skip
+    ddl = [r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")]
     conn.close()
+    schema.write_text(";\n".join(ddl) + ";\n")
     env = _env(db, tmp_path / "backups", SIDECAR_SCHEMA=str(schema), SIDECAR_QUIET_PERIOD="0s")
     assert _run(capsys, ["backup"], env)[0] == 0
     _leftover(db).write_bytes(b"\0" * 4096)
