@@ -591,7 +591,7 @@ def holders(db: Path) -> list[Holder]:
     )
     for path, (start, length), how in probes:
         pid = _lock_holder(path, start, length)
-        if pid is not None and not (pid and pid in {h.pid for h in found}):
+        if pid is not None and (pid or None) not in {h.pid for h in found}:
             found.append(Holder(how, pid or None, _command(pid) if pid else ""))
     seen = {h.pid for h in found}
     for pid in _open_by([db, *(Path(f"{db}{s}") for s in SIDE_FILES)]):

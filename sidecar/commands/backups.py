@@ -265,7 +265,8 @@ class VerifyResult:
 
 
 def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> VerifyResult:
-    """Verify one backup (or ``latest``), or all of them and report any that are missing."""
+    """Verify one backup (or this database's ``latest``), or all of this database's (all in
+    the folder when none is configured) and report any that are missing."""
     full = settings.verify == "full"
     db = settings.database
     if backup_id is not None:

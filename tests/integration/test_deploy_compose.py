@@ -226,6 +226,34 @@ def test_one_shot_restore_stops_the_app_and_starts_it_again(project: ComposeProj
     wait_committed(project, len(committed_ids(project)) + 5)
 
 
+def _readme_restore_command() -> list[str]:
+    """The README's own `docker compose run ... restore latest` line, after `docker compose`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("docker compose run") and " restore latest" in line
+    )
+    return line.split("#", 1)[0].split()[2:]
+
+
+def test_the_readmes_restore_command_keeps_a_stopped_app_stopped(project: ComposeProject) -> None:
+    """The user stops the app, then restores with the README's command: Compose must not
+    start the app again through the sidecar's depends_on, and the sidecar must not either
+    (it starts only what it stopped)."""
+    start_app(project)
+    project.run("run", "--rm", "--no-deps", "sidecar", "backup")
+    project.run("stop", "app")
+    restored = project.run(*_readme_restore_command(), "--json")
+    document = json.loads(restored.stdout)
+    assert document["ok"] is True
+    assert document["safety_backup"]
+    app = project.container("app")
+    app.reload()
+    assert app.attrs["State"]["Running"] is False, "the restore started the stopped app"
+    assert app_starts(project) == 1
+
+
 def test_a_wiped_data_volume_is_noticed_and_the_last_good_backup_kept(
     project: ComposeProject,
 ) -> None:
