@@ -1,5 +1,8 @@
 """One frozen settings object, loaded from the environment plus flag overrides, validated here.
 
+:class:`Settings` is the one table of settings: each field carries its row (parser, flag, help,
+the subcommands that read it); the names, parsers, flags and README check derive from it.
+
 Every field has an environment variable (``SIDECAR_*``) and most have a flag twin. Any value
 may instead come from a file named by ``<VAR>_FILE`` (secrets in Docker/Kubernetes). Flags win
 over the environment, the environment over defaults. Errors name the bad field.
@@ -188,7 +191,7 @@ class Setting:
 
     @property
     def option(self) -> str | None:
-        return "--" + self.name.replace("_", "-") if self.flag else None
+        return flag(self.name) if self.flag else None
 
     @property
     def is_switch(self) -> bool:
