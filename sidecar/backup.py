@@ -24,7 +24,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -750,8 +750,15 @@ def restore_backup(
 
     with stop_app() if stop_app is not None else nullcontext():
         recheck()
-        rollback_mode = exists and _is_wal(target) is False
-        with database.write_lock(target, lock_timeout) if rollback_mode else nullcontext():
+        with ExitStack() as held:
+            rollback_mode = exists and _is_wal(target) is False
+            if rollback_mode:
+                try:
+                    held.enter_context(database.write_lock(target, lock_timeout))
+                except sqlite3.DatabaseError as exc:
+                    # Unreadable (the very reason to restore): no app can write to it either.
+                    log.warning("backup.restore_unlocked", target=str(target), error=str(exc))
+                    rollback_mode = False
             if exists:
                 # checksum level: the database being replaced may well be the damaged one.
                 try:
