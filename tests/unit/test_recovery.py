@@ -300,7 +300,19 @@ while not done.is_set():
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)  # a few commits in
     return proc
+
+
+def _backed_up(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, *, journal: str
+) -> tuple[Path, Path, dict[str, str]]:
+    """A database with one verified backup: (database, backups folder, environment)."""
+    db = bk_build_db(tmp_path / "portfolio.db", journal=journal)
+    backups = tmp_path / "backups"
+    env = _env(db, backups)
+    assert _run(capsys, ["backup"], env)[0] == 0
+    return db, backups, env
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[list[int], list[str]]:
@@ -323,13 +335,9 @@ def test_restore_never_replaces_a_wal_database_under_a_writer(
 ) -> None:
     """A WAL-mode app keeps committing into the replaced file's inode: every one of those
     commits would be lost with exit 0. Refused (exit 3), naming the writer, --force or not."""
-    db = bk_build_db(tmp_path / "portfolio.db", journal="wal")
-    backups = tmp_path / "backups"
-    env = _env(db, backups)
-    assert _run(capsys, ["backup"], env)[0] == 0
+    db, _, env = _backed_up(capsys, tmp_path, journal="wal")
     writer = _writer(db)
     try:
-        time.sleep(0.2)
         argv = ["restore", "latest", *(["--force"] if force else [])]
         code, doc, _ = _run(capsys, argv, env)
         time.sleep(0.2)
@@ -351,13 +359,9 @@ def test_restore_force_under_a_rollback_journal_writer_loses_no_commit(
     the write lock from the safety backup to the replace: each acknowledged commit is in the
     safety backup, and the writer's later writes fail (SQLite refuses to write to a moved
     database) instead of being acknowledged into the replaced file."""
-    db = bk_build_db(tmp_path / "portfolio.db", journal="delete")
-    backups = tmp_path / "backups"
-    env = _env(db, backups)
-    assert _run(capsys, ["backup"], env)[0] == 0
+    db, backups, env = _backed_up(capsys, tmp_path, journal="delete")
     writer = _writer(db)
     try:
-        time.sleep(0.2)
         code, doc, _ = _run(capsys, ["restore", "latest"], env)
         assert code == ExitCode.REFUSED, doc
         assert f"pid {writer.pid}" in doc["error"]["message"]
