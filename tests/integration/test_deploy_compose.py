@@ -254,6 +254,28 @@ def test_the_readmes_restore_command_keeps_a_stopped_app_stopped(project: Compos
     assert app_starts(project) == 1
 
 
+def test_restore_force_refuses_while_an_app_in_another_container_writes(
+    project: ComposeProject,
+) -> None:
+    """Without SIDECAR_APP the sidecar cannot stop the app: its WAL-mode connection (a lock
+    the kernel shows across containers, its pid not visible) refuses even --force, and every
+    commit the app makes keeps landing in the live database."""
+    start_app(project)
+    project.run("run", "--rm", "--no-deps", "sidecar", "backup")
+    result = project.run(
+        "run", "--rm", "--no-deps", "-e", "SIDECAR_APP=", "sidecar",
+        "restore", "latest", "--force", "--json", check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "a process this sidecar cannot see" in error["message"]
+    assert "WAL-mode connection" in error["message"]
+    assert "SIDECAR_APP" in error["hint"]
+    ids = wait_committed(project, len(committed_ids(project)) + 5)
+    stored = {row[0] for row in project.query('SELECT id FROM "Transaction"')}
+    assert set(ids) <= stored
+
+
 def test_a_wiped_data_volume_is_noticed_and_the_last_good_backup_kept(
     project: ComposeProject,
 ) -> None:
