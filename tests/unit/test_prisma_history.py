@@ -120,7 +120,8 @@ def test_migrate_records_prismas_rows_so_prisma_deploy_finds_nothing_to_apply(
     script = (migrations / name / "migration.sql").read_bytes()
     assert checksum == hashlib.sha256(script).hexdigest()
     assert name == "20240201000000_nickname"
-    assert isinstance(started, int) and isinstance(finished, int)  # unix ms, as Prisma
+    assert isinstance(started, int)
+    assert isinstance(finished, int)
     assert abs(started - before[0][6]) < 600_000
     assert (logs, rolled_back, steps) == (None, None, 1)
     # Nothing of the sidecar's own went into the database; a second run has nothing to do.
@@ -270,7 +271,8 @@ def test_a_rename_in_a_migration_is_refused_naming_both_names(
     assert "expand and contract" in refusal["hint"]
     code, doc, _ = run(capsys, ["migrate"], env)
     assert code == ExitCode.REFUSED
-    assert old in doc["error"]["message"] and new in doc["error"]["message"]
+    assert old in doc["error"]["message"]
+    assert new in doc["error"]["message"]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
 
 
