@@ -269,6 +269,8 @@ def test_a_rename_in_a_migration_is_refused_naming_both_names(
     assert refusal["summary"].startswith(f"{old} renamed to {new}")
     assert "20240201000000_rename" in refusal["reason"]
     assert "expand and contract" in refusal["hint"]
+    # Refused, so neither the empty new name nor Prisma's rows are listed as to apply.
+    assert doc["operations"] == []
     code, doc, _ = run(capsys, ["migrate"], env)
     assert code == ExitCode.REFUSED
     assert old in doc["error"]["message"]
