@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,6 +191,8 @@ def load_desired(path: Path) -> Desired:
     its data statements listed as not executed).
     """
     history = is_migration_history(path)
+    if history:
+        _check_provider(path / "migration_lock.toml")
     conn = sqlite3.connect(":memory:", isolation_level=None)
     loader = _Loader(conn, history=history)
     migrations: list[Migration] = []
@@ -221,6 +224,23 @@ def load_desired(path: Path) -> Desired:
         renames=tuple(loader.renames),
         not_executed=tuple(loader.not_executed),
     )
+
+
+def _check_provider(lock: Path) -> None:
+    """Prisma's ``migration_lock.toml`` names the database the migrations were written for."""
+    if not lock.is_file():
+        return
+    try:
+        provider = tomllib.loads(lock.read_text(encoding="utf-8")).get("provider")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {lock}: {exc}", hint="it is Prisma's file: restore it from git"
+        ) from None
+    if provider not in (None, "sqlite"):
+        raise ConfigError(
+            f"{lock}: these migrations are for {provider!r}, not SQLite",
+            hint="point SIDECAR_SCHEMA at the migrations of a datasource with provider sqlite",
+        )
 
 
 def _read(file: Path) -> bytes:

@@ -225,6 +225,16 @@ def test_a_rolled_back_migration_is_recorded_again(
     assert len(rows(db)) == 3
 
 
+def test_migrations_for_another_database_are_a_config_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    migrations = history(tmp_path)
+    (migrations / "migration_lock.toml").write_text('provider = "postgresql"\n')
+    code, doc, _ = run(capsys, ["plan"], env_for(tmp_path, migrations))
+    assert code == ExitCode.USAGE
+    assert "'postgresql'" in doc["error"]["message"]
+
+
 # --------------------------------------------------------------------------- story 4
 
 AUDIT = 'CREATE TABLE "AuditLog" ("id" INTEGER NOT NULL PRIMARY KEY, "what" TEXT);\n'
