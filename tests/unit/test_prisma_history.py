@@ -16,6 +16,7 @@ import pytest
 from sidecar import cli
 from sidecar.errors import ExitCode
 from tests import prisma_emulation as prisma
+from tests.unit.test_schema_cli import run
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = (ROOT / "deploy/schema/v1/schema.sql").read_text()
@@ -46,6 +47,16 @@ def env_for(tmp_path: Path, schema: Path) -> dict[str, str]:
     }
 
 
+def plain_db(tmp_path: Path, script: str) -> Path:
+    """A database made without Prisma (no _prisma_migrations)."""
+    db = tmp_path / "data" / "app.db"
+    db.parent.mkdir()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(script)
+    conn.close()
+    return db
+
+
 def prisma_deployed(tmp_path: Path, migrations: Path, seed: str = SEED) -> Path:
     """The app's database as `prisma migrate deploy` left it: every migration applied."""
     db = tmp_path / "data" / "app.db"
@@ -55,14 +66,6 @@ def prisma_deployed(tmp_path: Path, migrations: Path, seed: str = SEED) -> Path:
     conn.executescript(seed)
     conn.close()
     return db
-
-
-def run(
-    capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]
-) -> tuple[int, dict[str, Any], str]:
-    code = cli.main([*argv, "--json"], env=env)
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out), captured.err
 
 
 def events(err: str) -> list[dict[str, Any]]:
@@ -153,11 +156,7 @@ def test_a_database_the_sidecar_made_without_prismas_rows_is_recorded(
     """A database migrated before this fix (no _prisma_migrations): Prisma refuses it (P3005)
     or, with the table, re-runs everything; the next deploy records the rows."""
     migrations = history(tmp_path)
-    db = tmp_path / "data" / "app.db"
-    db.parent.mkdir()
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.executescript(V1 + SEED)
-    conn.close()
+    db = plain_db(tmp_path, V1 + SEED)
     with pytest.raises(prisma.PrismaError, match="P3005"):
         prisma.to_apply(db, migrations)
     code, doc, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
@@ -168,17 +167,25 @@ def test_a_database_the_sidecar_made_without_prismas_rows_is_recorded(
     assert query(db, 'SELECT count(*) FROM "User"') == [(2,)]
 
 
-def test_a_failed_prisma_migration_refuses_the_deploy(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def with_prisma_row(tmp_path: Path, *, rolled_back_at: int | None) -> tuple[Path, Path]:
+    """Prisma applied ``init``; a row for the next migration that never finished (failed,
+    or rolled back by ``prisma migrate resolve --rolled-back``). (database, migrations)"""
     db = prisma_deployed(tmp_path, history(tmp_path))
     migrations = history(tmp_path, ("20240201000000_nickname", 'ALTER TABLE "User" ADD "n" TEXT;'))
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute(
-        "INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at) "
-        "VALUES ('x', 'y', '20240201000000_nickname', 1)"
+        "INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at, "
+        "rolled_back_at) VALUES ('x', 'y', '20240201000000_nickname', 1, ?)",
+        (rolled_back_at,),
     )
     conn.close()
+    return db, migrations
+
+
+def test_a_failed_prisma_migration_refuses_the_deploy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db, migrations = with_prisma_row(tmp_path, rolled_back_at=None)
     digest = hashlib.sha256(db.read_bytes()).hexdigest()
     env = env_for(tmp_path, migrations)
     for command in ("plan", "migrate"):
@@ -210,14 +217,7 @@ def test_a_changed_checksum_is_a_warning_naming_the_migration(
 def test_a_rolled_back_migration_is_recorded_again(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    db = prisma_deployed(tmp_path, history(tmp_path))
-    migrations = history(tmp_path, ("20240201000000_nickname", 'ALTER TABLE "User" ADD "n" TEXT;'))
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute(
-        "INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at, "
-        "rolled_back_at) VALUES ('x', 'y', '20240201000000_nickname', 1, 2)"
-    )
-    conn.close()
+    db, migrations = with_prisma_row(tmp_path, rolled_back_at=2)
     assert prisma.to_apply(db, migrations) == ["20240201000000_nickname"]
     code, _, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
     assert code == ExitCode.OK, err
@@ -305,11 +305,7 @@ def test_prismas_own_redefine_tables_is_no_rename(
 def test_a_declarative_schema_reports_a_possible_rename_with_the_hint(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    db = tmp_path / "data" / "app.db"
-    db.parent.mkdir()
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.executescript(V1 + AUDIT + AUDIT_SEED)
-    conn.close()
+    plain_db(tmp_path, V1 + AUDIT + AUDIT_SEED)
     desired = tmp_path / "schema.sql"
     desired.write_text(
         V1.replace('"name" TEXT, "createdAt"', '"displayName" TEXT, "createdAt"')
@@ -397,15 +393,12 @@ def test_data_statements_of_a_migration_are_listed_as_not_executed(
 def test_litestreams_tables_are_not_drift(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    db = tmp_path / "data" / "app.db"
-    db.parent.mkdir()
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.executescript(
+    db = plain_db(
+        tmp_path,
         V1 + SEED + "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq "
         "INTEGER);\nCREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);\n"
-        "INSERT INTO _litestream_seq VALUES (1, 7);\n"
+        "INSERT INTO _litestream_seq VALUES (1, 7);\n",
     )
-    conn.close()
     env = env_for(tmp_path, ROOT / "deploy/schema/v2")
     code, doc, _ = run(capsys, ["plan", "--strict"], env)
     assert code == ExitCode.OK
