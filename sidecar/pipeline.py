@@ -143,7 +143,9 @@ def _preview(
         catalog.refuse_fresh_over_backups(db, settings)
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
-        return {"fresh": True, **history.review(None, creation, desired).to_dict()}
+        creation = history.review(None, creation, desired)
+        _refuse(creation, settings, report)  # a history's data statements, under --strict
+        return {"fresh": True, **creation.to_dict()}
     database.check_database_file(db)
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:

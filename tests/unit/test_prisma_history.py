@@ -375,6 +375,10 @@ def test_data_statements_of_a_migration_are_listed_as_not_executed(
     assert "not executed" in listed[0]["detail"]
     code, doc, _ = run(capsys, ["migrate", "--strict"], env)
     assert code == ExitCode.REFUSED
+    fresh = env_for(tmp_path / "fresh", migrations)
+    code, doc, _ = run(capsys, ["migrate", "--strict"], fresh)  # a new database alike
+    assert code == ExitCode.REFUSED
+    assert "not executed" in doc["error"]["message"]
     code, doc, _ = run(capsys, ["migrate"], env)
     assert code == ExitCode.OK
     assert sum("not executed" in item for item in doc["drift"]) == 2
