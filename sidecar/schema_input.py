@@ -339,7 +339,7 @@ class _Loader:
                     )
             return
         self.not_executed.append(NotExecuted(self.migration, where, snippet))
-        log.info("schema.statement_not_executed", migration=self.migration, where=where,
+        log.debug("schema.statement_not_executed", migration=self.migration, where=where,
                  statement=snippet)  # fmt: skip
 
     def _alter(self, tokens: list[Token], where: str) -> None:
