@@ -129,9 +129,10 @@ def _backup_age(
     if not settings.backup_dir.is_dir():
         missing = f"no backups folder {settings.backup_dir}"
         return Check("last backup", False, missing, required), None, None
-    latest = catalog.latest_verified(settings.backup_dir)
+    latest = catalog.latest_verified(settings.backup_dir, settings.database)
     if latest is None:
-        return Check("last backup", False, "no verified backup yet", required), None, None
+        of = f" of {settings.database}" if settings.database else ""
+        return Check("last backup", False, f"no verified backup{of} yet", required), None, None
     age = (datetime.now(UTC) - latest.created_at).total_seconds()
     fresh = age <= limit
     detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
