@@ -524,6 +524,7 @@ class _Diff:
     refused: list[Refusal] = field(default_factory=list)
     relax: list[Relax] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    refused_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
 
     def rows(self, table: str) -> int:
         return self._folded.get(fold(table), 0)
@@ -589,7 +590,9 @@ def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]
                 desired_indexes.get(fold(table.name), []),
                 desired,
             )
-    operations = (*diff.creates, *diff.adds, *diff.rebuilds, *diff.others)
+    # An index over a refused new column is refused with it (listed only as refused).
+    others = [op for op in diff.others if not _over_refused(op, diff.refused_columns)]
+    operations = (*diff.creates, *diff.adds, *diff.rebuilds, *others)
     return Plan(
         tuple(operations),
         tuple(diff.drift),
@@ -597,6 +600,13 @@ def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]
         tuple(diff.relax),
         tuple(diff.rejects),
     )
+
+
+def _over_refused(op: Operation, refused: set[tuple[str, str]]) -> bool:
+    if not isinstance(op, CreateIndex) or not refused:
+        return False
+    names = {t.norm for t in tokenize(op.sql) if t.kind in ("word", "ident")}
+    return any(table == fold(op.table) and column in names for table, column in refused)
 
 
 def _diff_table(live: Table, desired: Table, diff: _Diff) -> None:
@@ -699,6 +709,7 @@ def _classify_columns(
         verdict = classify_column(column, rows)
         if isinstance(verdict, Refusal):
             diff.refused.append(replace(verdict, object=_q(live.name, column.name)))
+            diff.refused_columns.add((fold(live.name), fold(column.name)))
             refused = True
         elif verdict:
             reasons.append(f"{column.name}: {verdict}")

@@ -461,3 +461,17 @@ def test_drop_not_null_keeps_every_other_character(definition: str, relaxed: str
     conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
     conn.execute(f"CREATE TABLE t ({relaxed})")
     assert [row[3] for row in conn.execute("PRAGMA table_info(t)")] == [0]
+
+
+def test_an_index_over_a_refused_new_column_is_listed_only_as_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = f"{USER});"
+    desired = live + PRISMA_HANDLE.replace('"handle" TEXT;', '"handle" TEXT NOT NULL;')
+    desired += 'CREATE INDEX "User_email_idx" ON "User"("email");'
+    env = setup(tmp_path, live, desired, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert [r["object"] for r in doc["refused"]] == ['"User"."handle"']
+    # The index over the refused column goes with it; the unrelated index stays.
+    assert [op["name"] for op in doc["operations"]] == ["User_email_idx"]
