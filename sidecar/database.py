@@ -19,7 +19,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from sidecar.checks import immutable, is_busy, quote_ident, uri_path
+from sidecar.checks import immutable, is_busy, quote_ident, refuse_quoted_strings, uri_path
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.signals import Aborted, Stop
@@ -40,7 +40,7 @@ def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) ->
     # Explicit, whatever the SQLite build's default: a table rebuild needs foreign keys off
     # (SQLite's 12-step procedure), and foreign_key_check verifies them afterwards.
     conn.execute("PRAGMA foreign_keys=OFF")
-    return conn
+    return refuse_quoted_strings(conn)
 
 
 def check_database_file(path: Path) -> None:

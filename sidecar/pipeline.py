@@ -182,6 +182,21 @@ def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None
             + (f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""),
             hint=getattr(first, "hint", None) or "see `sidecar plan` for details",
         )
+    rejects = [str(item) for item in plan.rejects]
+    if rejects:
+        log.warning("deploy.rejecting_constraints", items=rejects, strict=settings.strict,
+                    hint="kept constraints reject rows the desired schema accepts; see "
+                    "`sidecar plan`")  # fmt: skip
+        warning = f"{len(rejects)} kept constraint(s) reject rows the new app may write"
+        if warning not in report.warnings:
+            report.warnings.append(warning)
+        if settings.strict:
+            raise RefusedError(
+                f"under --strict: a kept constraint rejects rows the new app may write: "
+                f"{rejects[0]}" + (f" (and {len(rejects) - 1} more)" if len(rejects) > 1 else ""),
+                hint="see `sidecar plan`; drop the constraint yourself if the app no longer "
+                "needs it, or deploy without --strict",
+            )
     if plan.drift and settings.strict:
         raise RefusedError(
             f"destructive drift under --strict: {report.drift[0]}"

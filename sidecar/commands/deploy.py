@@ -8,6 +8,7 @@ from typing import Any
 
 from sidecar import catalog, containers, schedule
 from sidecar.commands.backups import take_backup
+from sidecar.commands.schema import writable_parts
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline import DeployReport, run_deploy
@@ -38,7 +39,7 @@ class DeployResult:
         what = "created the database from the schema" if r.fresh else (
             "applied the schema changes" if r.changed else "nothing to do"
         )  # fmt: skip
-        parts = [what]
+        parts = [what, *writable_parts(r.plan)]
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:
@@ -52,6 +53,11 @@ class DeployResult:
 
 def _plan_text(plan: dict[str, Any]) -> str:
     lines = [f"  {op.get('summary', op)}" for op in plan.get("operations", [])]
+    lines += [f"  relax: {item.get('summary', item)}" for item in plan.get("relax", [])]
+    lines += [
+        f"  kept, rejects the new app's rows: {item.get('summary', item)}"
+        for item in plan.get("rejects", [])
+    ]
     lines += [
         f"  drift (never executed): {item.get('summary', item)}" for item in plan.get("drift", [])
     ]

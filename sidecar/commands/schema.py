@@ -33,7 +33,7 @@ class PlanResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.plan.refused or (self.strict and self.plan.drift):
+        if self.plan.refused or (self.strict and (self.plan.drift or self.plan.rejects)):
             return ExitCode.REFUSED
         if self.check and self.plan.operations:
             return ExitCode.PENDING
@@ -52,15 +52,29 @@ class PlanResult:
         head = f"plan for {self.database}" + (
             " (no database yet: it will be created)" if self.fresh else ""
         )
+        if p.refused:  # the line a user reads first says why a deploy would stop
+            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
+            head += f": refused: {p.refused[0]}{more}"
         sections = [
             ("Will apply", [str(op) for op in p.operations]),
+            ("Relax (so the new app can write)", [str(item) for item in p.relax]),
+            (
+                "Kept constraints that reject rows the desired schema accepts "
+                "(not changed; --strict fails)",
+                [str(item) for item in p.rejects],
+            ),
             ("Drift (never executed)", [str(item) for item in p.drift]),
             ("Refused (and why)", [f"{item}\n      hint: {item.hint}" for item in p.refused]),
         ]
         lines = [head]
         for title, items in sections:
+            if not items and title.startswith(("Relax", "Kept")):
+                continue  # shown only when there is something to say
             lines.append(f"\n{title}:")
             lines += [f"  - {item}" for item in items] or ["  (none)"]
+        if p.unchecked:
+            lines.append("\nChecked only when applied (cannot know until it tries):")
+            lines += [f"  - {item}" for item in p.unchecked]
         return "\n".join(lines)
 
 
@@ -130,12 +144,26 @@ class MigrateResult:
             if r.fresh
             else ("applied the schema changes" if r.changed else "nothing to do")
         )
-        parts = [what]
+        parts = [what, *writable_parts(r.plan)]
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:
             parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
         return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
+
+
+def writable_parts(plan: dict[str, Any]) -> list[str]:
+    """What a deploy summary says about the new app's writes (relaxed columns, and kept
+    constraints that reject its rows: prominent, the first thing after what was done)."""
+    parts = []
+    if plan.get("rejects"):
+        parts.append(
+            f"WARNING: {len(plan['rejects'])} kept constraint(s) reject rows the new app may "
+            "write (see `sidecar plan`)"
+        )
+    if plan.get("relax"):
+        parts.append(f"{len(plan['relax'])} column(s) relaxed so the new app can write")
+    return parts
 
 
 def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateResult:

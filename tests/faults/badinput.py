@@ -448,6 +448,53 @@ def _expect_tables(count: int) -> Callable[[World, Outcome], list[str]]:
     return check
 
 
+def _new_app_writes(insert: str) -> Callable[[World, Outcome], list[str]]:
+    """Every old column of every old row is unchanged, and the new app's first write (on a
+    copy, foreign keys on) succeeds: issue 17's promise."""
+
+    def check(world: World, outcome: Outcome) -> list[str]:
+        del outcome
+        problems = []
+        for table, columns in (("users", "id, email"), ("transactions", "*")):
+            sql = f"SELECT {columns} FROM {table} ORDER BY id"
+            now, then = (_rows(path, sql) for path in (world.db, world.backup))
+            if now != then:
+                problems.append(f"{table}: old rows or values changed")
+        copy = world.root / "new-app-writes.db"
+        shutil.copyfile(world.db, copy)
+        conn = sqlite3.connect(copy, isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(insert)
+        except sqlite3.Error as exc:
+            problems.append(f"the new app's write fails: {exc}")
+        finally:
+            conn.close()
+            copy.unlink()
+        return problems
+
+    return check
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# Issue 17: Prisma's `handle String? @unique`, and the same field with one default for all rows.
+_HANDLE = (
+    "ALTER TABLE users ADD COLUMN handle TEXT;\n"
+    'CREATE UNIQUE INDEX "users_handle_key" ON users(handle);\n'
+)
+_HANDLE_DEFAULT = _HANDLE.replace("handle TEXT;", "handle TEXT NOT NULL DEFAULT 'x';")
+_NO_EMAIL = BASE_SCHEMA.replace("email TEXT NOT NULL UNIQUE", "name TEXT")
+_CHECKED = BASE_SCHEMA.replace(
+    "note BLOB", "note BLOB, kind TEXT DEFAULT 'x' CHECK (kind IN ('buy', 'sell'))"
+)
+
 _THOUSAND = BASE_SCHEMA + "".join(
     f"CREATE TABLE t{i:04d} (id INTEGER PRIMARY KEY, v TEXT);\n" for i in range(1000)
 )
@@ -876,6 +923,70 @@ CASES: list[Case] = [
         _schema(BASE_SCHEMA.replace("UNIQUE);", "UNIQUE, phone TEXT NOT NULL);"), ["deploy"]),
         ExitCode.REFUSED,
         ("phone", "NOT NULL"),
+    ),
+    # --- issue 17: the new app can write; issue 11 item 6: plan promises what deploy does ----
+    Case(
+        "schema",
+        "a new optional unique field, as Prisma writes it / deploy works",
+        _schema(BASE_SCHEMA + _HANDLE, ["deploy"]),
+        ExitCode.OK,
+        ("applied the schema changes",),
+        new_backup=True,
+        migrates=True,
+        check=_new_app_writes("INSERT INTO users (email, handle) VALUES ('new@x', 'new')"),
+    ),
+    Case(
+        "schema",
+        "a new unique field with one default for every row / plan",
+        _schema(BASE_SCHEMA + _HANDLE_DEFAULT, ["plan"]),
+        ExitCode.REFUSED,
+        ("users_handle_key", "'x' (10 rows)", '"handle"'),
+        finding=True,
+    ),
+    Case(
+        "schema",
+        "a required column dropped from the schema / deploy: relaxed, the new app can write",
+        _schema(_NO_EMAIL, ["deploy"]),
+        ExitCode.OK,
+        ("1 column(s) relaxed so the new app can write",),
+        new_backup=True,
+        migrates=True,
+        check=_new_app_writes("INSERT INTO users (name) VALUES ('new')"),
+    ),
+    Case(
+        "schema",
+        "a kept UNIQUE the schema no longer has / deploy --strict",
+        _schema(BASE_SCHEMA.replace("NOT NULL UNIQUE", "NOT NULL"), ["deploy", "--strict"]),
+        ExitCode.REFUSED,
+        ("rejects rows the new app may write", "UNIQUE (email)"),
+    ),
+    Case(
+        "schema",
+        "a new CHECK the existing rows fail / plan (was: exit 0, then deploy 3)",
+        _schema(_CHECKED, ["plan"]),
+        ExitCode.REFUSED,
+        ("CHECK", "fails for 200 existing row(s)"),
+        finding=True,
+    ),
+    Case(
+        "schema",
+        "a new CHECK the existing rows fail / deploy",
+        _schema(_CHECKED, ["deploy"]),
+        ExitCode.REFUSED,
+        ("CHECK", "fails for 200 existing row(s)"),
+    ),
+    Case(
+        "schema",
+        "a new reference whose default has no parent / plan (was: exit 0, then deploy 4)",
+        _schema(
+            BASE_SCHEMA.replace(
+                "note BLOB", "note BLOB, owner INTEGER DEFAULT 99 REFERENCES users"
+            ),
+            ["plan"],
+        ),
+        ExitCode.REFUSED,
+        ("REFERENCES", "would point at no row"),
+        finding=True,
     ),
     # --- a bad database behind health, plan and deploy -------------------------------------
     Case(
