@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -19,8 +20,9 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from sidecar import checks
 from sidecar.checks import immutable, is_busy, quote_ident, uri_path
-from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.signals import Aborted, Stop
 
@@ -78,12 +80,92 @@ def check_database_file(path: Path) -> None:
         )
 
 
-def damaged(path: Path, exc: sqlite3.DatabaseError) -> RefusedError:
-    """The refusal for a database SQLite cannot read: never a traceback, never a change."""
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> SidecarError:
+    """The error for a database SQLite cannot read: never a traceback, never a change.
+
+    "Damaged" (exit 3, restore a backup) only when SQLite says the file is corrupt or not a
+    database; a database that cannot be opened or written *here* (a read-only mount, a folder
+    the sidecar cannot write, a full volume, a hot journal that needs a writer, a lock) is
+    healthy, and restoring an older backup over it would lose data: :func:`cannot_open`."""
+    problem = cannot_open(path, exc)
+    if problem is not None:
+        return problem
     return RefusedError(
         f"database {path} is damaged: {exc}",
         hint="restore a verified backup: sidecar restore latest",
     )
+
+
+def begin_snapshot(conn: sqlite3.Connection) -> None:
+    """``BEGIN`` and a first read, so that a database that cannot be opened here (a lock, a
+    read-only folder, a full volume) fails now, with SQLite's own error code, rather than
+    inside a check that would report it as a finding about the file."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def cannot_open(path: Path, exc: sqlite3.DatabaseError) -> SidecarError | None:
+    """The error for a healthy database that cannot be opened, read or written here (exit 2
+    or 5, each with its own hint), or None when SQLite's error means the file itself is bad."""
+    if checks.is_busy(exc):
+        return UnavailableError(
+            f"database {path} stayed locked: {exc}",
+            hint="the app may hold SQLite in exclusive locking mode: set SIDECAR_APP so that "
+            "a deploy can stop it, or retry when it is stopped",
+        )
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or (code & 0xFF) in checks.DAMAGED_CODES:
+        return None
+    journal = Path(f"{path}-journal")
+    if code == checks.SQLITE_READONLY_ROLLBACK or (
+        code & 0xFF == checks.SQLITE_READONLY and _nonempty(journal)
+    ):
+        return UnavailableError(
+            f"database {path} has a hot rollback journal ({journal.name}) left by an "
+            "interrupted writer: a read-only connection cannot roll it back",
+            hint="the database is not damaged (do not restore a backup over it): start the app "
+            "or run `sidecar backup`, which roll the journal back as SQLite does, then retry",
+        )
+    where = _volume_problem(path)
+    if code & 0xFF == checks.SQLITE_FULL or where == "full":
+        return UnavailableError(
+            f"the data volume holding {path} is full: {exc}",
+            hint="free space on the data volume (or grow it), then retry; the database is "
+            "not damaged",
+        )
+    if (code & 0xFF) in checks.ACCESS_CODES or where is not None:
+        reason = where if where not in (None, "full") else str(exc)
+        return ConfigError(
+            f"cannot open database {path} here: {reason}",
+            hint="the database is not damaged: mount the data volume read-write and run the "
+            "sidecar with the app's uid (SQLite writes -wal, -shm and -journal files beside it)",
+        )
+    return None
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _volume_problem(path: Path) -> str | None:
+    """Why the folder of ``path`` refuses SQLite's writes: "full", or a readable reason."""
+    folder = path.parent
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    if stat.f_flag & os.ST_RDONLY:
+        return f"the data volume at {folder} is mounted read-only"
+    if stat.f_bavail * stat.f_frsize < 64 * 1024:
+        return "full"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by uid {os.geteuid()}"
+    if not os.access(path, os.W_OK):
+        return f"the file is not writable by uid {os.geteuid()}"
+    return None
 
 
 def foreign_key_problems(

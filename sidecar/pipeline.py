@@ -146,7 +146,7 @@ def _preview(
     database.check_database_file(db)
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
-        conn.execute("BEGIN")
+        database.begin_snapshot(conn)
         problems = checks.quick_check(conn)
         if problems:
             raise RefusedError(

@@ -15,7 +15,7 @@ from typing import Any
 from sidecar import catalog, checks, database, schedule
 from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
-from sidecar.errors import ExitCode, RefusedError, UnavailableError
+from sidecar.errors import ExitCode, HealthError, RefusedError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
@@ -203,6 +203,19 @@ class VerifyResult:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.HEALTH if self.bad else ExitCode.OK
+
+    @property
+    def failure(self) -> HealthError | None:
+        """The error line for the CLI when a backup failed (the details are the result)."""
+        if not self.bad:
+            return None
+        first = self.bad[0]
+        return HealthError(
+            f"{len(self.bad)} of {len(self.checked)} backup(s) failed verification: {first}: "
+            + "; ".join(self.checked[first][:2]),
+            hint=f"never restore a bad backup; delete {first} (and its .json) once a newer "
+            "backup verifies, or restore an older one that passes (sidecar verify <id>)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

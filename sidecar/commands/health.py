@@ -27,6 +27,16 @@ class HealthResult:
     def exit_code(self) -> ExitCode:
         return ExitCode.OK if self.report.ok else ExitCode.HEALTH
 
+    @property
+    def failure(self) -> HealthError | None:
+        """The error line for the CLI when a check failed (every check is in the result)."""
+        failures = self.report.failures
+        if not failures:
+            return None
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return HealthError(f"unhealthy: {first.name}: {first.detail}{more}", hint=_hint(first))
+
     def to_dict(self) -> dict[str, Any]:
         return self.report.to_dict()
 
@@ -71,7 +81,7 @@ def _database_health(
     desired = schema.load_desired(settings.schema) if settings.schema else None
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
-        conn.execute("BEGIN")  # one snapshot for every check
+        database.begin_snapshot(conn)  # one snapshot for every check
         found = checks.database_checks(conn, full=settings.verify == "full")
         counts = database.row_counts(conn)
         if desired is not None:
@@ -82,11 +92,11 @@ def _database_health(
         found += checks.run_queries(conn, queries)
         mode = database.journal_mode(conn)
         conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        raise HealthError(
-            f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
-        ) from None
     except sqlite3.DatabaseError as exc:
+        # Locked, read-only, full or a hot journal: exit 5 or 2 with its own hint, as `plan`.
+        problem = database.cannot_open(db, exc)
+        if problem is not None:
+            raise problem from None
         raise HealthError(
             f"database {db} is damaged: {exc}",
             hint="restore a verified backup: sidecar restore latest",
@@ -135,3 +145,19 @@ def _backup_age(
     fresh = age <= limit
     detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
     return Check("last backup", fresh, detail, fatal=required), latest, round(age, 1)
+
+
+def _hint(check: Check) -> str:
+    """What to do about a failed check."""
+    if check.name == "last backup":
+        return "take a backup (sidecar backup) and check the backup schedule (SIDECAR_SCHEDULE)"
+    if check.name in ("quick_check", "integrity_check"):
+        return (
+            "the database is damaged: stop the app, then restore a verified backup "
+            "(sidecar restore latest)"
+        )
+    if check.name == "foreign_key_check":
+        return "rows reference parents that do not exist: fix them in the app's data"
+    if check.name == "desired schema present":
+        return "deploy the desired schema: sidecar deploy (see sidecar plan)"
+    return "see the checks above; fix the data or the query (SIDECAR_HEALTH_QUERIES)"

@@ -78,7 +78,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         database.check_database_file(db)
         conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
         try:
-            conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
+            database.begin_snapshot(conn)  # one snapshot: the catalogue, the counts, the checks
             result = migrating.plan_for(conn, desired)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
