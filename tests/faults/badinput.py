@@ -334,9 +334,11 @@ def _readonly_data(world: World) -> None:
 def _not_restore(outcome: Outcome) -> list[str]:
     """A healthy database must never be called damaged, nor a backup be put over it."""
     said = f"{outcome.message} {outcome.hint}"
-    return [f"calls it damaged or says restore: {said!r}"] if (
-        " is damaged" in said or "restore latest" in said or "quick_check" in said
-    ) else []
+    return (
+        [f"calls it damaged or says restore: {said!r}"]
+        if (" is damaged" in said or "restore latest" in said or "quick_check" in said)
+        else []
+    )
 
 
 def _readonly_backups(world: World) -> None:

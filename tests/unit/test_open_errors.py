@@ -18,7 +18,9 @@ from tests.faults.badinput import BASE_SCHEMA, build_db
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-def run(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def run(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     code = cli.main(argv, env=env)
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith(("error:", "hint:"))]
@@ -38,8 +40,10 @@ def environment(db: Path, tmp_path: Path) -> dict[str, str]:
 
 
 def assert_not_called_damaged(lines: str) -> None:
-    assert lines.startswith("error: ") and "\nhint: " in lines, lines
-    assert " is damaged" not in lines and "restore latest" not in lines, lines
+    assert lines.startswith("error: "), lines
+    assert "\nhint: " in lines, lines
+    assert " is damaged" not in lines, lines
+    assert "restore latest" not in lines, lines
 
 
 @pytest.mark.parametrize("command", ["health", "plan"])
