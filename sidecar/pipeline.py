@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, health, migrate, schema
+from sidecar import appstop, catalog, checks, database, health, migrate, schema
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
@@ -51,6 +51,9 @@ class DeployReport:
     app: str | None = None
     app_stopped: bool = False
     restarted: bool = False
+    # Containers an interrupted run had stopped: started again now, or still down (no Docker).
+    started_again: list[str] = field(default_factory=list)
+    left_stopped: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -88,6 +91,8 @@ def run_deploy(
 
     # 2. Lease: one sidecar per data volume; a second one waits here.
     with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop):
+        # An app that an interrupted run stopped is started again first, whatever follows.
+        report.started_again, report.left_stopped = appstop.start_recorded(db, apps)
         if not db.exists():
             report.fresh = True
             migrate.create_fresh(db, desired)
@@ -218,7 +223,9 @@ def _locked_change(
                 container=app.name,
                 reason="the app holds the database lock (exclusive locking mode?)",
             )
-            stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
+            # Recorded on the data volume: a run killed before starting it again is undone
+            # by the next one (appstop.start_recorded).
+            stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
             report.app_stopped = True
             lock_started = time.monotonic()
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))

@@ -38,7 +38,10 @@ class DeployResult:
         what = "created the database from the schema" if r.fresh else (
             "applied the schema changes" if r.changed else "nothing to do"
         )  # fmt: skip
-        parts = [what]
+        parts = [what, *r.left_stopped]
+        if r.started_again:
+            parts.append(f"started {', '.join(r.started_again)} again (an interrupted run "
+                         "had stopped it)")  # fmt: skip
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:
@@ -78,6 +81,8 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
             app=report.app,
             app_stopped=report.app_stopped,
             restarted=report.restarted,
+            started_again=report.started_again,
+            left_stopped=report.left_stopped,
             quiet=report.quiet,
             lock_wait_s=report.lock_wait_s,
             write_blocked_s=report.write_blocked_s,
