@@ -24,6 +24,8 @@ from sidecar import checks
 from sidecar.checks import immutable, is_busy, quote_ident, uri_path
 from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.logs import get_logger
+from sidecar.progress import Progress
+from sidecar.quiesce import signature
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
@@ -231,13 +233,44 @@ class _Requested(stop_base):
         return self.stop.is_set()
 
 
+class _Watch(stop_base):
+    """A lock wait's progress event every few seconds, and (with ``path``) its early end: a
+    lock that keeps failing while the database files stay unchanged for ``idle`` seconds is
+    held by a connection that is not writing, the mark of SQLite's exclusive locking mode."""
+
+    def __init__(self, sql: str, timeout: float, path: Path | None, idle: float) -> None:
+        self.progress = Progress("database.lock_waiting", statement=sql, timeout_s=timeout)
+        self.path = path
+        self.idle = idle
+        self.signature = signature(path) if path is not None else None
+        self.unchanged_since = time.monotonic()
+        self.idle_hold = False
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        self.progress.tick()
+        if self.path is None:
+            return False
+        now, current = time.monotonic(), signature(self.path)
+        if current != self.signature:
+            self.signature, self.unchanged_since = current, now
+            return False
+        self.idle_hold = now - self.unchanged_since >= self.idle
+        return self.idle_hold
+
+
 def _execute_when_free(
-    conn: sqlite3.Connection, sql: str, timeout: float, stop: Stop | None = None
+    conn: sqlite3.Connection,
+    sql: str,
+    timeout: float,
+    stop: Stop | None = None,
+    watch: _Watch | None = None,
 ) -> bool:
     """Run ``sql`` with bounded exponential retry while the database is busy; False when
-    it stayed busy for ``timeout`` seconds. SQLite's own busy handler covers short waits.
-    A set ``stop`` (SIGTERM) ends the waiting at once: :class:`Aborted`."""
-    give_up = stop_after_delay(timeout)
+    it stayed busy for ``timeout`` seconds (or ``watch`` saw an idle holder). SQLite's own
+    busy handler covers short waits. A set ``stop`` (SIGTERM) ends the waiting at once:
+    :class:`Aborted`."""
+    watch = watch or _Watch(sql, timeout, None, timeout)
+    give_up = stop_after_delay(timeout) | watch
     try:
         for attempt in Retrying(
             retry=retry_if_exception(is_busy),
@@ -256,14 +289,33 @@ def _execute_when_free(
     return True
 
 
-def begin_immediate(conn: sqlite3.Connection, timeout: float, stop: Stop | None = None) -> float:
+def begin_immediate(
+    conn: sqlite3.Connection,
+    timeout: float,
+    stop: Stop | None = None,
+    *,
+    idle_holder: tuple[Path, float] | None = None,
+) -> float:
     """``BEGIN IMMEDIATE`` with bounded exponential retry; returns seconds waited.
 
     The retry covers apps that hold the lock for longer than a busy handler should wait.
-    Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds.
+    Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds, or, with
+    ``idle_holder=(database, seconds)``, as soon as the lock failed for that long while the
+    database's files stayed unchanged (an app in exclusive locking mode: waiting longer
+    cannot help, stopping it can).
     """
     started = time.monotonic()
-    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout, stop):
+    path, idle = idle_holder if idle_holder is not None else (None, timeout)
+    watch = _Watch("BEGIN IMMEDIATE", timeout, path, idle)
+    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout, stop, watch):
+        waited = round(time.monotonic() - started, 3)
+        if watch.idle_hold:
+            log.info("database.exclusive_lock_detected", waited_s=waited, unchanged_s=idle)
+            raise UnavailableError(
+                f"the database stayed locked for {waited:g}s while its files did not change: "
+                "the app holds it in exclusive locking mode",
+                hint="set SIDECAR_APP so the sidecar can stop it briefly",
+            )
         raise UnavailableError(
             f"could not take the database write lock within {timeout:g}s",
             hint="the app may hold SQLite in exclusive mode: set SIDECAR_APP so the sidecar "
@@ -291,13 +343,15 @@ def commit(conn: sqlite3.Connection, timeout: float) -> None:
 
 @contextmanager
 def write_lock(
-    path: Path, timeout: float, *, stop: Stop | None = None
+    path: Path, timeout: float, *, stop: Stop | None = None, idle_holder: float | None = None
 ) -> Iterator[sqlite3.Connection]:
     """A connection holding ``BEGIN IMMEDIATE``. Leaving the block without an explicit
-    ``COMMIT`` rolls back: a change is only ever kept on purpose."""
+    ``COMMIT`` rolls back: a change is only ever kept on purpose. ``idle_holder``: give up
+    early on an app in exclusive locking mode (:func:`begin_immediate`)."""
     conn = connect(path, busy_timeout=min(timeout, 1.0))
     try:
-        begin_immediate(conn, timeout, stop)
+        idle = (path, idle_holder) if idle_holder is not None else None
+        begin_immediate(conn, timeout, stop, idle_holder=idle)
         try:
             yield conn
         finally:

@@ -18,6 +18,8 @@ from sidecar.settings import Settings
 
 log = get_logger(__name__)
 
+VANISHED = "data since the backups"
+
 
 @dataclass(frozen=True)
 class HealthResult:
@@ -50,7 +52,11 @@ class HealthResult:
             lines.append("rows: " + ", ".join(f"{t}={n}" for t, n in r.row_counts.items()))
         if r.journal_mode:
             lines.append(f"journal mode: {r.journal_mode}, wal: {r.wal_bytes or 0} bytes")
-        lines.append("healthy" if r.ok else "UNHEALTHY")
+        verdict = "healthy" if r.ok else "UNHEALTHY"
+        lost = next((c for c in r.checks if c.name == VANISHED and not c.ok), None)
+        if lost is not None:
+            verdict += f", but MOST OF THE DATA VANISHED: {lost.detail}"
+        lines.append(verdict)
         return "\n".join(lines)
 
 
@@ -127,7 +133,7 @@ def _vanished(latest: catalog.BackupInfo | None) -> Check | None:
         f"{lost.get('rows_now')} rows left of {lost.get('rows_before')} in {lost.get('since')}: "
         f"`sidecar restore {lost.get('since')}`, or delete that backup if the reset was wanted"
     )
-    return Check("data since the backups", False, detail, fatal=False)
+    return Check(VANISHED, False, detail, fatal=False)
 
 
 def _backup_age(
