@@ -56,6 +56,7 @@ class Settings:
     min_free_margin: int = 64 * 1024 * 1024
     strict: bool = False
     allow_fresh: bool = False
+    backup_stop_app: bool = False
 
     def require_database(self) -> Path:
         if self.database is None:
@@ -103,6 +104,7 @@ ENV_NAMES: dict[str, str] = {
     "min_free_margin": "SIDECAR_MIN_FREE_MARGIN",
     "strict": "SIDECAR_STRICT",
     "allow_fresh": "SIDECAR_ALLOW_FRESH",
+    "backup_stop_app": "SIDECAR_BACKUP_STOP_APP",
 }
 
 # Settings with no flag twin: set them by environment variable (or ``*_FILE``) only.
@@ -115,6 +117,7 @@ ENV_ONLY: frozenset[str] = frozenset(
         "backup_group",
         "max_backup_age",
         "min_free_margin",
+        "backup_stop_app",
     }
 )
 
@@ -271,6 +274,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "min_free_margin": parse_size,
     "strict": parse_bool,
     "allow_fresh": parse_bool,
+    "backup_stop_app": parse_bool,
 }
 
 

@@ -665,3 +665,34 @@ def test_an_app_stopped_by_a_killed_deploy_is_started_by_the_next_run(
     assert stack.app.attrs["State"]["Running"] is True
     assert not (stack.data / "portfolio.db.sidecar-stopped").exists()
     stack.wait_committed(len(stack.committed()) + 5)  # writing again
+
+
+def test_a_one_shot_backup_may_stop_an_exclusive_app_briefly_when_allowed(
+    docker_client: Any, containers: Any, tmp_path: Path, unique_name: Any
+) -> None:
+    """Issue 11: one-shot backups of an exclusive-locking app always failed (exit 5). With
+    SIDECAR_BACKUP_STOP_APP=1 the sidecar stops it, backs up, and starts it again."""
+    stack = start_stack(tmp_path, containers, unique_name, env={"DEMO_LOCKING_MODE": "exclusive"})
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    own(backups)
+    volumes = {
+        **sidecar_volumes(stack, {str(backups): {"bind": "/backups", "mode": "rw"}}),
+        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+    }
+    env = {**SIDECAR_ENV, "SIDECAR_APP": stack.app.name}
+    code, output = run_once(docker_client, SIDECAR_IMAGE, ["backup"], volumes=volumes,
+                            environment=env, group_add=[docker_gid()])  # fmt: skip
+    assert code == 5, output[-3000:]
+    assert "SIDECAR_BACKUP_STOP_APP=1" in output
+    code, output = run_once(
+        docker_client, SIDECAR_IMAGE, ["backup"], volumes=volumes, group_add=[docker_gid()],
+        environment={**env, "SIDECAR_BACKUP_STOP_APP": "1"},
+    )  # fmt: skip
+    assert code == 0, output[-3000:]
+    assert '"event": "app.stopped"' in output
+    stack.app.reload()
+    assert stack.app.attrs["State"]["Running"] is True
+    assert not (stack.data / "portfolio.db.sidecar-stopped").exists()
+    stack.wait_committed(len(stack.committed()) + 5)  # writing again
+    assert assert_backups_verify(stack.db, backups, "backup with the app stopped") == 1

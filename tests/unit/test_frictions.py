@@ -166,3 +166,22 @@ def test_a_wiped_volume_is_named_in_the_main_line_of_deploy_and_health(
     verdict = out.strip().splitlines()[-1]
     assert verdict.startswith("healthy, but MOST OF THE DATA VANISHED: 4 rows left of 204"), out
     assert "sidecar restore portfolio_backup_" in verdict
+
+
+def test_a_one_shot_backup_of_an_exclusive_app_says_why_and_how_to_fix_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    try:
+        code = cli.main(["backup"], env=env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="1s"))
+    finally:
+        holder.close()
+    err = capsys.readouterr().err
+    assert code == 5, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith(("error: ", "hint: "))]
+    assert len(lines) == 2, err[-2000:]
+    assert "exclusive locking mode" in lines[0]
+    assert "SIDECAR_BACKUP_STOP_APP=1" in lines[1]
