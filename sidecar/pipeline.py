@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import appstop, catalog, checks, database, health, migrate, schema
+from sidecar import appstop, catalog, checks, database, growth, health, migrate, schema
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
@@ -259,6 +259,8 @@ def _locked_change(
                 log.info("deploy.nothing_to_do")
                 return
             _check(stop, "backup")
+            # A table rebuild grows the file by the table's size: it must fit first.
+            growth.require_room(db, growth.of_plan(conn, plan), margin=settings.min_free_margin)
             # 4-6. A verified backup, and the change applied and verified inside the
             # transaction; any failure rolls back. COMMIT only ever follows both.
             applying.append(True)

@@ -7,9 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, schema
+from sidecar import catalog, checks, database, growth, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
+from sidecar.growth import Growth
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
 
@@ -29,6 +30,7 @@ class PlanResult:
     fresh: bool = False
     check: bool = False
     strict: bool = False
+    growth: Growth | None = None  # what table rebuilds add to the database file
 
     @property
     def exit_code(self) -> ExitCode:
@@ -44,6 +46,7 @@ class PlanResult:
             "fresh": self.fresh,
             "strict": self.strict,
             **self.plan.to_dict(),
+            "growth": self.growth.to_dict() if self.growth else None,
         }
 
     def render(self) -> str:
@@ -60,6 +63,8 @@ class PlanResult:
         for title, items in sections:
             lines.append(f"\n{title}:")
             lines += [f"  - {item}" for item in items] or ["  (none)"]
+        if self.growth is not None:
+            lines += ["\nDisk:", f"  - {self.growth}"]
         return "\n".join(lines)
 
 
@@ -80,6 +85,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         try:
             database.begin_snapshot(conn)  # one snapshot: the catalogue, the counts, the checks
             result = migrating.plan_for(conn, desired)
+            grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
             if checks.is_busy(exc):
@@ -89,7 +95,8 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             raise database.damaged(db, exc) from None
         finally:
             conn.close()
-    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict)
+    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict,
+                         growth=None if fresh else grown)  # fmt: skip
     log.info(
         "plan.done",
         operations=len(result.operations),

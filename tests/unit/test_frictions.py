@@ -185,3 +185,49 @@ def test_a_one_shot_backup_of_an_exclusive_app_says_why_and_how_to_fix_it(
     assert len(lines) == 2, err[-2000:]
     assert "exclusive locking mode" in lines[0]
     assert "SIDECAR_BACKUP_STOP_APP=1" in lines[1]
+
+
+PORTFOLIOS = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000)\n"
+    'INSERT INTO "Portfolio" ("userId", name) SELECT 1, hex(randomblob(200)) FROM n;\n'
+)
+
+
+def test_plan_states_what_a_table_rebuild_adds_to_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_db(tmp_path / "data" / "portfolio.db", extra=PORTFOLIOS)  # ~2.7 MB of "Portfolio"
+    assert cli.main(["plan"], env=env_for(tmp_path)) == 0
+    out = capsys.readouterr().out
+    disk = out.split("Disk:\n", 1)[1].strip()
+    assert disk.startswith("- the database file grows by about 2."), out
+    assert '"Portfolio"' in disk
+    assert cli.main(["plan", "--json"], env=env_for(tmp_path)) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["growth"]["file_bytes"] > 2_000_000
+
+
+def test_a_rebuild_that_cannot_fit_on_the_data_volume_exits_5_before_any_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(data)], check=True)
+    try:
+        db = make_db(data / "portfolio.db", extra=PORTFOLIOS)  # 2.7 MB: fits, twice does not
+        before = db.read_bytes()
+        code = cli.main(["migrate"], env=env_for(tmp_path, SIDECAR_MIN_FREE_MARGIN="1M"))
+        err = capsys.readouterr().err
+        assert code == 5, err[-2000:]
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, err[-2000:]
+        assert "not enough free space on the data volume for the table rebuild" in errors[0]
+        assert db.read_bytes() == before
+        assert not list((tmp_path / "backups").glob("*.db"))  # refused before the backup
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
