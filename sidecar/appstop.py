@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sidecar.containers import AppRef, Apps, Replica
 from sidecar.logs import get_logger
+
+if TYPE_CHECKING:  # the Docker SDK stays unimported for `health` (the HEALTHCHECK)
+    from sidecar.containers import AppRef, Apps
 
 log = get_logger(__name__)
 
@@ -49,6 +51,8 @@ def read_record(db: Path) -> dict[str, Any] | None:
 
 
 def recorded_app(record: dict[str, Any]) -> AppRef | None:
+    from sidecar.containers import AppRef, Replica  # noqa: PLC0415 (see TYPE_CHECKING above)
+
     replicas = tuple(
         Replica(str(c.get("name", "?")), str(c.get("id", "")))
         for c in record.get("containers", [])
@@ -116,6 +120,16 @@ def stopped(
         raise body_error
 
 
+def describe(record: dict[str, Any]) -> str:
+    """One line about a record, for a summary or a health check."""
+    names = [str(c.get("name", "?")) for c in record.get("containers", []) if isinstance(c, dict)]
+    return (
+        f"{', '.join(names) or 'the app'} stopped by sidecar {record.get('command', '?')} "
+        f"since {record.get('stopped_at', '?')} and not started again: "
+        f"docker start {' '.join(names) or '<app>'} (or run sidecar deploy)"
+    )
+
+
 def start_recorded(db: Path, apps: Apps | None) -> tuple[list[str], list[str]]:
     """Start what an interrupted run stopped (call it under the lease): the names started,
     and warnings for what could not be (no Docker API, a container gone). The record is
@@ -130,10 +144,7 @@ def start_recorded(db: Path, apps: Apps | None) -> tuple[list[str], list[str]]:
         log.warning("app.stop_record_unreadable", record=str(record_path(db)))
         return [], []
     if apps is None:
-        warning = (
-            f"the app {app.name} was stopped by an interrupted sidecar run ({since}) and "
-            f"may still be down: docker start {' '.join(r.name for r in app.containers)}"
-        )
+        warning = describe(record)
         log.warning("app.left_stopped", containers=app.name, stopped=since,
                     hint="no Docker API here: start it by hand")  # fmt: skip
         return [], [warning]

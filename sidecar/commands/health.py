@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, database, schema
+from sidecar import appstop, catalog, database, schema
 from sidecar import health as checks
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
@@ -110,6 +110,11 @@ def _database_health(
     finally:
         conn.close()
     found.append(backup_check)
+    stopped = appstop.read_record(db)
+    if stopped is not None:
+        # An interrupted run stopped the app: a healthy database with its app down.
+        found.append(Check("app stopped by the sidecar", False, appstop.describe(stopped),
+                           fatal=False))  # fmt: skip
     vanished = _vanished(latest)
     if vanished is not None:
         found.append(vanished)

@@ -134,7 +134,7 @@ class MigrateResult:
             if r.fresh
             else ("applied the schema changes" if r.changed else "nothing to do")
         )
-        parts = [what]
+        parts = [what, *r.left_stopped]  # an app an interrupted run stopped: say it
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:

@@ -231,3 +231,49 @@ def test_a_rebuild_that_cannot_fit_on_the_data_volume_exits_5_before_any_change(
         assert not list((tmp_path / "backups").glob("*.db"))  # refused before the backup
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+class AppThatWillNotStart(StoppableApp):
+    """Stopping works; starting again fails (as if this process had been killed first)."""
+
+    @contextmanager
+    def stopped(self, app: AppRef, *, timeout: float) -> Iterator[None]:
+        self.calls.append(f"stop:{app.name}")
+        self.holder.close()
+        try:
+            yield
+        finally:
+            from sidecar.errors import UnavailableError
+
+            raise UnavailableError("could not start the app again", hint="start it by hand")
+
+
+def test_an_app_left_stopped_is_named_by_the_next_runs_and_started_by_the_next_deploy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sidecar import logs
+    from sidecar.errors import UnavailableError
+
+    logs.configure("json", "info")
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    settings = load_settings(env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="4s", SIDECAR_APP="app"))
+    with pytest.raises(UnavailableError, match="could not start"):
+        run_deploy(settings, apps=AppThatWillNotStart(holder))
+    assert (tmp_path / "data" / "portfolio.db.sidecar-stopped").exists()
+    capsys.readouterr()
+
+    # Without a Docker API (`migrate`), and in `health`: named, with the command to fix it.
+    assert cli.main(["migrate"], env=env_for(tmp_path)) == 0
+    assert "exclusive-app-1 stopped by sidecar deploy" in capsys.readouterr().out
+    assert cli.main(["health"], env=env_for(tmp_path)) == 0
+    assert "warn  app stopped by the sidecar: exclusive-app-1" in capsys.readouterr().out
+
+    # A deploy that reaches Docker starts it and clears the record.
+    apps = FakeApps(app=AppRef(name="exclusive-app-1", id="1" * 64))
+    report = run_deploy(settings, apps=apps)
+    assert report.started_again == ["exclusive-app-1"]
+    assert "start_stopped:exclusive-app-1" in apps.calls
+    assert not (tmp_path / "data" / "portfolio.db.sidecar-stopped").exists()
