@@ -355,10 +355,14 @@ def _rows_vanished(settings: Settings, report: DeployReport) -> dict[str, Any] |
     verified backup: a wiped volume whose app re-created its schema passes every check."""
     if not settings.backup_dir.is_dir():
         return None
-    if report.backup:
-        info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
-    else:
-        info = catalog.latest_verified(settings.backup_dir)
+    try:
+        if report.backup:
+            info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
+        else:
+            info = catalog.latest_verified(settings.backup_dir)
+    except SidecarError as exc:  # a finding for the summary: never a failed deploy
+        log.warning("deploy.vanished_check_failed", error=exc.message)
+        return None
     return info.rows_vanished if info is not None else None
 
 

@@ -1013,33 +1013,18 @@ CASES: list[Case] = [
         ("{db}", "hot rollback journal"),
         check=lambda w, o: _not_restore(o),
     ),
-    Case(
-        "database file",
-        "WAL database, folder not writable / plan: not damaged",
-        _schema(BASE_SCHEMA + _WATCHLIST, ["plan"], _readonly_data),
-        ExitCode.USAGE,
-        ("{db}", "not writable"),
-        drop_dac=True,
-        check=lambda w, o: _not_restore(o),
-    ),
-    Case(
-        "database file",
-        "WAL database, folder not writable / health: not damaged",
-        _then(_readonly_data, ["health"]),
-        ExitCode.USAGE,
-        ("{db}", "not writable"),
-        drop_dac=True,
-        check=lambda w, o: _not_restore(o),
-    ),
-    Case(
-        "database file",
-        "WAL database, folder not writable / deploy: not damaged",
-        _schema(BASE_SCHEMA + _WATCHLIST, ["deploy"], _readonly_data),
-        ExitCode.USAGE,
-        ("{db}", "not writable"),
-        drop_dac=True,
-        check=lambda w, o: _not_restore(o),
-    ),
+    *[
+        Case(
+            "database file",
+            f"WAL database, folder not writable / {command}: not damaged",
+            _schema(BASE_SCHEMA + _WATCHLIST, [command], _readonly_data),
+            ExitCode.USAGE,
+            ("{db}", "not writable"),
+            drop_dac=True,
+            check=lambda w, o: _not_restore(o),
+        )
+        for command in ("plan", "health", "deploy")
+    ],
     Case(
         "database file",
         "unreadable (mode 000) / deploy",

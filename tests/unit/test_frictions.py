@@ -210,15 +210,9 @@ def test_plan_states_what_a_table_rebuild_adds_to_the_file(
 def test_a_rebuild_that_cannot_fit_on_the_data_volume_exits_5_before_any_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import os
-    import subprocess
+    from tests.unit.test_open_errors import mounted_tmpfs
 
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    data = tmp_path / "data"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(data)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "data", "6m") as data:
         db = make_db(data / "portfolio.db", extra=PORTFOLIOS)  # 2.7 MB: fits, twice does not
         before = db.read_bytes()
         code = cli.main(["migrate"], env=env_for(tmp_path, SIDECAR_MIN_FREE_MARGIN="1M"))
@@ -229,8 +223,6 @@ def test_a_rebuild_that_cannot_fit_on_the_data_volume_exits_5_before_any_change(
         assert "not enough free space on the data volume for the table rebuild" in errors[0]
         assert db.read_bytes() == before
         assert not list((tmp_path / "backups").glob("*.db"))  # refused before the backup
-    finally:
-        subprocess.run(["umount", "-l", str(data)], check=False)
 
 
 class AppThatWillNotStart(StoppableApp):

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,18 +65,23 @@ def test_a_locked_database_exits_5_from_health_as_from_plan(
     assert_not_called_damaged(lines)
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A small tmpfs mounted at a folder (root only: the suite runs as root in CI)."""
+@contextmanager
+def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs mounted at ``folder`` (root only: the suite runs as root in CI)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    folder = tmp_path / "volume"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], check=True)
+    folder.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
     try:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with mounted_tmpfs(tmp_path / "volume", "2m") as folder:
+        yield folder
 
 
 def fill(folder: Path) -> None:
