@@ -85,7 +85,10 @@ def _table_bytes(conn: sqlite3.Connection, table: str) -> int:
         return pages * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
-def require_room(db: Path, growth: Growth | None, *, margin: int) -> None:
+MARGIN = 8 * 1024 * 1024  # kept free on the data volume beyond a rebuild's peak
+
+
+def require_room(db: Path, growth: Growth | None, *, margin: int = MARGIN) -> None:
     """Exit 5 before any change when the data volume cannot hold the rebuild's growth."""
     if growth is None:
         return
@@ -98,7 +101,7 @@ def require_room(db: Path, growth: Growth | None, *, margin: int) -> None:
         raise UnavailableError(
             f"not enough free space on the data volume for the table rebuild: {_mib(free)} "
             f"free in {db.parent}, {_mib(needed)} needed ({growth}; plus "
-            "SIDECAR_MIN_FREE_MARGIN); nothing was changed",
+            f"{_mib(margin)} to spare); nothing was changed",
             hint="grow the data volume or free space on it, then deploy again",
         )
 

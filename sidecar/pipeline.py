@@ -260,7 +260,7 @@ def _locked_change(
                 return
             _check(stop, "backup")
             # A table rebuild grows the file by the table's size: it must fit first.
-            growth.require_room(db, growth.of_plan(conn, plan), margin=settings.min_free_margin)
+            growth.require_room(db, growth.of_plan(conn, plan))
             # 4-6. A verified backup, and the change applied and verified inside the
             # transaction; any failure rolls back. COMMIT only ever follows both.
             applying.append(True)

@@ -215,7 +215,7 @@ def test_a_rebuild_that_cannot_fit_on_the_data_volume_exits_5_before_any_change(
     with mounted_tmpfs(tmp_path / "data", "6m") as data:
         db = make_db(data / "portfolio.db", extra=PORTFOLIOS)  # 2.7 MB: fits, twice does not
         before = db.read_bytes()
-        code = cli.main(["migrate"], env=env_for(tmp_path, SIDECAR_MIN_FREE_MARGIN="1M"))
+        code = cli.main(["migrate"], env=env_for(tmp_path))
         err = capsys.readouterr().err
         assert code == 5, err[-2000:]
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
