@@ -19,6 +19,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,25 +131,37 @@ def describe(record: dict[str, Any]) -> str:
     )
 
 
-def start_recorded(db: Path, apps: Apps | None) -> tuple[list[str], list[str]]:
+def start_recorded(db: Path, apps: Apps | None, app: AppRef | None) -> tuple[list[str], list[str]]:
     """Start what an interrupted run stopped (call it under the lease): the names started,
-    and warnings for what could not be (no Docker API, a container gone). The record is
-    removed once nothing it names is left stopped."""
+    and warnings for what could not be (no Docker API, no app configured). The record is
+    removed once nothing it names is left stopped.
+
+    Only containers of the configured ``app`` are started: the record sits on a volume the
+    app can write, so it never decides alone which containers the sidecar touches."""
     record = read_record(db)
     if record is None:
         return [], []
-    app = recorded_app(record)
+    recorded = recorded_app(record)
     since = f"since {record.get('stopped_at', '?')} by {record.get('command', '?')}"
-    if app is None:
+    if recorded is None:
         _clear(db)
         log.warning("app.stop_record_unreadable", record=str(record_path(db)))
         return [], []
-    if apps is None:
-        warning = describe(record)
-        log.warning("app.left_stopped", containers=app.name, stopped=since,
-                    hint="no Docker API here: start it by hand")  # fmt: skip
-        return [], [warning]
-    log.info("app.starting_after_interrupted_run", containers=app.name, stopped=since)
-    started = apps.start_stopped(app)
+    if apps is None or app is None:
+        log.warning("app.left_stopped", containers=recorded.name, stopped=since,
+                    hint="no Docker API or no SIDECAR_APP here: start it by hand")  # fmt: skip
+        return [], [describe(record)]
+    ours = {r.id for r in app.containers}
+    targets = tuple(r for r in recorded.containers if r.id in ours)
+    foreign = [r.name for r in recorded.containers if r.id not in ours]
+    if foreign:
+        log.warning("app.stop_record_ignored", containers=foreign,
+                    reason="not the configured app's containers (any more)")  # fmt: skip
+    started: list[str] = []
+    if targets:
+        log.info("app.starting_after_interrupted_run",
+                 containers=", ".join(r.name for r in targets), stopped=since)  # fmt: skip
+        names = ", ".join(r.name for r in targets)
+        started = apps.start_stopped(replace(app, name=names, id=targets[0].id, replicas=targets))
     _clear(db)
     return started, []

@@ -360,6 +360,7 @@ class AppControl:
         """Start the containers of ``app`` (by id) that are not running; their names. For the
         app an interrupted run stopped (:mod:`sidecar.appstop`): gone, running or out of our
         project's scope, a container is left alone."""
+        self.project  # noqa: B018 (our own project and container, detected before any scope check)
         to_start = []
         for replica in app.containers:
             container = self._get(replica.id)

@@ -101,7 +101,7 @@ def run_deploy(
     with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop) as lease:
         report.lease_wait_s = round(lease.waited_s, 3)
         # An app that an interrupted run stopped is started again first, whatever follows.
-        report.started_again, report.left_stopped = appstop.start_recorded(db, apps)
+        report.started_again, report.left_stopped = appstop.start_recorded(db, apps, app)
         if not db.exists():
             report.fresh = True
             migrate.create_fresh(db, desired)

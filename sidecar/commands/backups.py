@@ -417,7 +417,7 @@ def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> Backu
     assert apps is not None  # noqa: S101 - required=True raises instead
     app = apps.find(settings.app, label=settings.app_label)
     with hold_lease(db, wait=settings.lease_wait, command="backup"):
-        appstop.start_recorded(db, apps)
+        appstop.start_recorded(db, apps, app)
         log.info("backup.stopping_app", container=app.name,
                  reason="the app holds the database in exclusive locking mode")  # fmt: skip
         with appstop.stopped(db, apps, app, timeout=settings.stop_timeout, command="backup"):

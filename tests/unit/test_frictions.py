@@ -269,3 +269,16 @@ def test_an_app_left_stopped_is_named_by_the_next_runs_and_started_by_the_next_d
     assert report.started_again == ["exclusive-app-1"]
     assert "start_stopped:exclusive-app-1" in apps.calls
     assert not (tmp_path / "data" / "portfolio.db.sidecar-stopped").exists()
+
+
+def test_a_stop_record_never_starts_containers_that_are_not_the_app(tmp_path: Path) -> None:
+    """The record sits on a volume the app can write: it must not pick what gets started."""
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    record = {"containers": [{"name": "someone-else", "id": "2" * 64}], "command": "deploy"}
+    (tmp_path / "data" / "portfolio.db.sidecar-stopped").write_text(json.dumps(record))
+    apps = FakeApps(app=AppRef(name="exclusive-app-1", id="1" * 64))
+    settings = load_settings(env_for(tmp_path, SIDECAR_APP="app"))
+    report = run_deploy(settings, apps=apps)
+    assert report.started_again == []
+    assert not [call for call in apps.calls if call.startswith("start_stopped")], apps.calls
+    assert not Path(f"{db}.sidecar-stopped").exists()
