@@ -104,7 +104,9 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     database.check_database_file(db)
     try:
         try:
-            info = _create(settings, db, reason)
+            # Allowed to stop the app: try briefly first, rather than a whole wait timeout.
+            first_wait = min(settings.wait_timeout, 5.0) if settings.backup_stop_app else None
+            info = _create(settings, db, reason, busy_timeout=first_wait)
         except (sqlite3.DatabaseError, UnavailableError) as exc:
             if not _locked_out(exc):
                 raise
@@ -424,7 +426,9 @@ def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> Backu
             return _create(settings, db, reason)
 
 
-def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
+def _create(
+    settings: Settings, db: Path, reason: str, *, busy_timeout: float | None = None
+) -> BackupInfo:
     return create_backup(
         db,
         settings.backup_dir,
@@ -434,5 +438,5 @@ def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
         compress=settings.compress,
         group=settings.backup_group,
         min_free_margin=settings.min_free_margin,
-        busy_timeout=settings.wait_timeout,
+        busy_timeout=settings.wait_timeout if busy_timeout is None else busy_timeout,
     )
