@@ -7,7 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tenacity import (
@@ -98,12 +98,26 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> SidecarError:
     )
 
 
-def begin_snapshot(conn: sqlite3.Connection) -> None:
+def begin_snapshot(conn: sqlite3.Connection, wait: float = 0.0) -> None:
     """``BEGIN`` and a first read, so that a database that cannot be opened here (a lock, a
     read-only folder, a full volume) fails now, with SQLite's own error code, rather than
-    inside a check that would report it as a finding about the file."""
-    conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    inside a check that would report it as a finding about the file. A locked database is
+    retried for ``wait`` seconds, with a progress event every few seconds (give ``conn`` a
+    short busy timeout: SQLite's own busy handler waits in silence)."""
+    progress = Progress("database.read_waiting", timeout_s=wait)
+    while True:
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if not is_busy(exc) or progress.waited >= wait:
+                raise
+            progress.tick()
+            time.sleep(0.2)
+        else:
+            return
 
 
 def cannot_open(path: Path, exc: sqlite3.DatabaseError) -> SidecarError | None:

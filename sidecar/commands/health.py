@@ -85,9 +85,9 @@ def _database_health(
     database.check_database_file(db)
     queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
     desired = schema.load_desired(settings.schema) if settings.schema else None
-    conn = database.connect(db, busy_timeout=settings.wait_timeout)
+    conn = database.connect(db, busy_timeout=min(settings.wait_timeout, 1.0))
     try:
-        database.begin_snapshot(conn)  # one snapshot for every check
+        database.begin_snapshot(conn, wait=settings.wait_timeout)  # one snapshot for all
         found = checks.database_checks(conn, full=settings.verify == "full")
         counts = database.row_counts(conn)
         if desired is not None:

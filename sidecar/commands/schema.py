@@ -81,9 +81,10 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         result = schema.make_plan(schema.Catalogue(), desired, row_counts={})
     else:
         database.check_database_file(db)
-        conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
+        conn = database.connect(db, readonly=True, busy_timeout=min(settings.wait_timeout, 1.0))
         try:
-            database.begin_snapshot(conn)  # one snapshot: the catalogue, the counts, the checks
+            # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
+            database.begin_snapshot(conn, wait=settings.wait_timeout)
             result = migrating.plan_for(conn, desired)
             grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")

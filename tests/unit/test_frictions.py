@@ -282,3 +282,20 @@ def test_a_stop_record_never_starts_containers_that_are_not_the_app(tmp_path: Pa
     assert report.started_again == []
     assert not [call for call in apps.calls if call.startswith("start_stopped")], apps.calls
     assert not Path(f"{db}.sidecar-stopped").exists()
+
+
+@pytest.mark.parametrize("command", ["health", "plan"])
+def test_a_read_that_waits_for_a_lock_is_not_silent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    try:
+        code = cli.main([command], env=env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="6s"))
+    finally:
+        holder.close()
+    err = capsys.readouterr().err
+    assert code == 5, err[-2000:]
+    assert events(err, "database.read_waiting"), err[-2000:]  # SQLite's busy handler is silent
