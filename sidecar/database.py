@@ -112,9 +112,11 @@ def begin_snapshot(conn: sqlite3.Connection, wait: float = 0.0) -> None:
         except sqlite3.OperationalError as exc:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if not is_busy(exc) or progress.waited >= wait:
+            if not is_busy(exc):
                 raise
             progress.tick()
+            if progress.waited >= wait:
+                raise
             time.sleep(0.2)
         else:
             return

@@ -14,6 +14,7 @@ from sidecar import health as checks
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
+from sidecar.schema_input import load_desired
 from sidecar.settings import Settings
 
 log = get_logger(__name__)
@@ -84,7 +85,7 @@ def _database_health(
     db = settings.require_database()
     database.check_database_file(db)
     queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
-    desired = schema.load_desired(settings.schema) if settings.schema else None
+    desired = load_desired(settings.schema) if settings.schema else None
     conn = database.connect(db, busy_timeout=min(settings.wait_timeout, 1.0))
     try:
         database.begin_snapshot(conn, wait=settings.wait_timeout)  # one snapshot for all

@@ -7,11 +7,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, growth, schema
+from sidecar import catalog, checks, database, growth, history, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
+from sidecar.schema_input import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,20 +73,22 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     """Compare the database with the desired schema. Never writes: a read-only connection
     and one read transaction. A missing database is planned as created from empty."""
     started = time.monotonic()
-    desired = schema.load_desired(settings.require_schema())
+    desired = load_desired(settings.require_schema())
     db = settings.require_database()
     fresh = not db.exists()
     if fresh:
         migrating.refuse_orphan_sides(db)  # as the deploy would
         catalog.refuse_fresh_over_backups(db, settings)
-        result = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        result = history.review(
+            None, schema.make_plan(schema.Catalogue(), desired, row_counts={}), desired
+        )
     else:
         database.check_database_file(db)
         conn = database.connect(db, readonly=True, busy_timeout=min(settings.wait_timeout, 1.0))
         try:
             # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
             database.begin_snapshot(conn, wait=settings.wait_timeout)
-            result = migrating.plan_for(conn, desired)
+            result = history.review(conn, migrating.plan_for(conn, desired), desired)
             grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:

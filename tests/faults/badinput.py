@@ -850,16 +850,20 @@ CASES: list[Case] = [
     ),
     Case(
         "schema",
-        "INSERT in the schema never reaches the data / deploy",
+        "INSERT in a declarative schema is refused, never dropped silently / deploy",
         _schema(
             BASE_SCHEMA + "INSERT INTO users(email) VALUES ('planted@x');\n" + _WATCHLIST,
             ["deploy"],
         ),
-        ExitCode.OK,
-        ("applied the schema changes",),
-        new_backup=True,
-        migrates=True,
-        check=_expect_tables(3),
+        ExitCode.USAGE,
+        ("{outside}/schema.sql:4", "data statements", "INSERT INTO users(email)"),
+    ),
+    Case(
+        "schema",
+        "CREATE TABLE ... AS SELECT (an empty table) is refused / plan",
+        _schema(BASE_SCHEMA + "CREATE TABLE copy AS SELECT * FROM users;\n", ["plan"]),
+        ExitCode.USAGE,
+        ("{outside}/schema.sql:4", "CREATE TABLE ... AS SELECT", "CREATE TABLE copy AS"),
     ),
     Case(
         "schema",
