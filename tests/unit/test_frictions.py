@@ -39,6 +39,14 @@ def events(stderr: str, name: str) -> list[dict[str, Any]]:
     return found
 
 
+def exclusive_holder(db: Path) -> sqlite3.Connection:
+    """An app's connection in exclusive locking mode, after one write: it holds the lock."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    return holder
+
+
 def test_a_writer_that_never_pauses_gets_progress_events_and_a_true_wait(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,9 +109,7 @@ def test_an_exclusive_lock_is_recognised_early_and_reported_truthfully(
 
     logs.configure("json", "info")
     db = make_db(tmp_path / "data" / "portfolio.db")
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    holder = exclusive_holder(db)
     apps = StoppableApp(holder)
     settings = load_settings(
         env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="20s", SIDECAR_QUIET_PERIOD="200ms",
@@ -172,9 +178,7 @@ def test_a_one_shot_backup_of_an_exclusive_app_says_why_and_how_to_fix_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = make_db(tmp_path / "data" / "portfolio.db")
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    holder = exclusive_holder(db)
     try:
         code = cli.main(["backup"], env=env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="1s"))
     finally:
@@ -248,9 +252,7 @@ def test_an_app_left_stopped_is_named_by_the_next_runs_and_started_by_the_next_d
 
     logs.configure("json", "info")
     db = make_db(tmp_path / "data" / "portfolio.db")
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    holder = exclusive_holder(db)
     settings = load_settings(env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="4s", SIDECAR_APP="app"))
     with pytest.raises(UnavailableError, match="could not start"):
         run_deploy(settings, apps=AppThatWillNotStart(holder))
@@ -289,9 +291,7 @@ def test_a_read_that_waits_for_a_lock_is_not_silent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     db = make_db(tmp_path / "data" / "portfolio.db")
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("""INSERT INTO "User" (email, name) VALUES ('held@x', 'held')""")
+    holder = exclusive_holder(db)
     try:
         code = cli.main([command], env=env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="6s"))
     finally:
