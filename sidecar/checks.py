@@ -65,6 +65,22 @@ def immutable(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+# SQLite's primary result codes (the low byte of an extended code) that say the file itself
+# is bad, and those that say only that this process cannot open or write it here.
+SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_FULL = 3, 8, 11, 14, 13
+SQLITE_NOTADB, SQLITE_AUTH = 26, 23
+SQLITE_READONLY_ROLLBACK = SQLITE_READONLY | (3 << 8)  # a hot journal, and no write access
+DAMAGED_CODES = frozenset({SQLITE_CORRUPT, SQLITE_NOTADB})
+ACCESS_CODES = frozenset({SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH})
+
+
+def is_access_error(exc: BaseException) -> bool:
+    """SQLite could not open, read or write the file here (permissions, read-only mount, full
+    volume, hot journal): the file is not known to be damaged."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in ACCESS_CODES | {SQLITE_FULL}
+
+
 def is_busy(exc: BaseException) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock (retry, or exit 5)."""
     return isinstance(exc, sqlite3.OperationalError) and (
@@ -93,8 +109,8 @@ def quick_check(
     try:
         rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
     except sqlite3.DatabaseError as exc:
-        if is_busy(exc):
-            raise
+        if is_busy(exc) or is_access_error(exc):
+            raise  # not a finding about the file: the caller says what is in the way
         return [str(exc)]  # "database disk image is malformed": damaged beyond a check
     if rows == ["ok"]:
         return []

@@ -278,13 +278,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"hint: {hint}", file=sys.stderr)
         return int(ExitCode.BUG)
     code = int(result.exit_code)
+    # A check that found problems (health, verify) is a result, and an error line as well.
+    failure: SidecarError | None = getattr(result, "failure", None) if code else None
     if as_json:
         document = {"command": args.command, "ok": code == 0, "exit_code": code}
+        if failure is not None:
+            document |= {"error": _error_document(args.command, failure)["error"]}
         _emit_json({**document, **result.to_dict()})
     else:
         text = result.render()
         if text:
             print(text)
+    if failure is not None:
+        log.error("command.failed", command=args.command, error=failure.message,
+                  hint=failure.hint, exit_code=code)  # fmt: skip
+        _print_error(failure)
     return code
 
 

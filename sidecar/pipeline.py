@@ -19,7 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, health, history, migrate, prisma, schema
+from sidecar import (
+    appstop,
+    catalog,
+    checks,
+    database,
+    growth,
+    health,
+    history,
+    migrate,
+    prisma,
+    schema,
+)
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
@@ -32,6 +43,8 @@ from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
+
+PREVIEW_WAIT_S = 2.0  # the read-only preview's busy timeout (the real plan is made under lock)
 
 
 @dataclass
@@ -46,14 +59,23 @@ class DeployReport:
     drift: list[str] = field(default_factory=list)
     backup: str | None = None
     quiet: bool | None = None
+    # Every wait, truthfully: for the lease, for a lull, for the write lock (from the first
+    # attempt to the lock, stopping an app that never lets go included).
+    lease_wait_s: float | None = None
+    quiesce_wait_s: float | None = None
     lock_wait_s: float | None = None
     # How long the app's writers were blocked by us: from the write lock to COMMIT/ROLLBACK.
     write_blocked_s: float | None = None
     app: str | None = None
     app_stopped: bool = False
     restarted: bool = False
+    # Containers an interrupted run had stopped: started again now, or still down (no Docker).
+    started_again: list[str] = field(default_factory=list)
+    left_stopped: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
+    rows_vanished: dict[str, Any] | None = None
     seconds: float = 0.0
 
 
@@ -88,7 +110,10 @@ def run_deploy(
     _check(stop, "lease")
 
     # 2. Lease: one sidecar per data volume; a second one waits here.
-    with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop):
+    with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop) as lease:
+        report.lease_wait_s = round(lease.waited_s, 3)
+        # An app that an interrupted run stopped is started again first, whatever follows.
+        report.started_again, report.left_stopped = appstop.start_recorded(db, apps, app)
         if not db.exists():
             report.fresh = True
             migrate.create_fresh(db, desired)
@@ -111,6 +136,7 @@ def run_deploy(
                 report=report,
                 stop=stop,
             )
+    report.rows_vanished = _rows_vanished(settings, report)
     # 8. Restart, outside the lease and after the lock is released.
     _restart(settings, apps, app, report)
     _compress(settings, report)
@@ -147,9 +173,10 @@ def _preview(
         _refuse(creation, settings, report)  # a history's data statements, under --strict
         return {"fresh": True, **creation.to_dict()}
     database.check_database_file(db)
-    conn = database.connect(db, busy_timeout=settings.wait_timeout)
+    # A short wait: a database still locked now is planned again under the lock, later.
+    conn = database.connect(db, busy_timeout=min(settings.wait_timeout, PREVIEW_WAIT_S))
     try:
-        conn.execute("BEGIN")
+        database.begin_snapshot(conn)
         problems = checks.quick_check(conn)
         if problems:
             raise RefusedError(
@@ -219,15 +246,22 @@ def _locked_change(
     # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
     quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop)
     report.quiet = quiet.quiet
+    report.quiesce_wait_s = round(quiet.waited_s, 3)
+    # An app that can be stopped is, as soon as its lock is seen held by nobody writing.
+    idle = max(2 * settings.quiet_period, 3.0) if apps is not None and app is not None else None
     _check(stop, "lock")
     with ExitStack() as stack:
         # The backups folder first: waiting for another sidecar's backup must never happen
         # while the app is locked out of its database.
         prepare_folder(settings.backup_dir, settings.backup_group)
         stack.enter_context(catalog.folder_lock(settings.backup_dir))
+        applying: list[bool] = []
+        stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
         lock_started = time.monotonic()
         try:
-            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
+            conn = stack.enter_context(
+                database.write_lock(db, settings.wait_timeout, stop=stop, idle_holder=idle)
+            )
         except UnavailableError:
             if apps is None or app is None:
                 raise
@@ -236,9 +270,10 @@ def _locked_change(
                 container=app.name,
                 reason="the app holds the database lock (exclusive locking mode?)",
             )
-            stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
+            # Recorded on the data volume: a run killed before starting it again is undone
+            # by the next one (appstop.start_recorded).
+            stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
             report.app_stopped = True
-            lock_started = time.monotonic()
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
         locked_at = time.monotonic()
@@ -254,8 +289,11 @@ def _locked_change(
                 log.info("deploy.nothing_to_do")
                 return
             _check(stop, "backup")
+            # A table rebuild grows the file by the table's size: it must fit first.
+            growth.require_room(db, growth.of_plan(conn, plan))
             # 4-6. A verified backup, and the change applied and verified inside the
             # transaction; any failure rolls back. COMMIT only ever follows both.
+            applying.append(True)
             report.backup = _backup_and_apply(
                 db, conn, plan, desired, guards=guards, settings=settings, stop=stop
             )
@@ -264,6 +302,27 @@ def _locked_change(
             report.changed = True
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+
+
+def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[..., bool]:
+    """An exit callback for the locked change: once a failure has rolled the change back,
+    say so, in an event and in the error line (a full backups volume used to log
+    ``migrate.applied``, ``migrate.verified`` and then only "not enough free space")."""
+
+    def on_exit(exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not applying or report.changed:
+            return False
+        reason = exc.message if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        log.warning("migrate.rolled_back", reason=reason,
+                    hint="nothing was changed: the database is as it was")  # fmt: skip
+        if isinstance(exc, SidecarError) and "rolled back" not in exc.message:
+            raise type(exc)(
+                f"{exc.message}; the schema change was rolled back, nothing was changed",
+                hint=exc.hint,
+            ) from exc
+        return False
+
+    return on_exit
 
 
 def _backup_and_apply(
@@ -320,6 +379,22 @@ def _backup_and_apply(
             pending.result()  # a failed backup is the first thing to report
             raise
         return pending.result().id
+
+
+def _rows_vanished(settings: Settings, report: DeployReport) -> dict[str, Any] | None:
+    """The vanished-data finding of this deploy's backup or, without one, of the newest
+    verified backup: a wiped volume whose app re-created its schema passes every check."""
+    if not settings.backup_dir.is_dir():
+        return None
+    try:
+        if report.backup:
+            info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
+        else:
+            info = catalog.latest_verified(settings.backup_dir)
+    except SidecarError as exc:  # a finding for the summary: never a failed deploy
+        log.warning("deploy.vanished_check_failed", error=exc.message)
+        return None
+    return info.rows_vanished if info is not None else None
 
 
 def _compress(settings: Settings, report: DeployReport) -> None:

@@ -303,7 +303,7 @@ class Settings:
             _text,
             metavar="NAME",
             help="the app's Compose service or container",
-            commands=frozenset({"deploy", "restore"}),
+            commands=frozenset({"deploy", "restore", "backup"}),
         ),
     )
     app_label: str | None = dataclasses.field(
@@ -312,7 +312,7 @@ class Settings:
             _text,
             flag=False,
             help="or find the app by a label, key=value",
-            commands=frozenset({"deploy", "restore"}),
+            commands=frozenset({"deploy", "restore", "backup"}),
         ),
     )
     log_format: LogFormat | None = dataclasses.field(
@@ -358,7 +358,7 @@ class Settings:
             _seconds,
             flag=False,
             help="how long to wait for another sidecar's lease",
-            commands=frozenset({"deploy", "migrate", "restore"}),
+            commands=frozenset({"deploy", "migrate", "restore", "backup"}),
             shown="`60s`",
         ),
     )
@@ -368,7 +368,7 @@ class Settings:
             _seconds,
             flag=False,
             help="graceful stop timeout of the app",
-            commands=frozenset({"deploy", "restore"}),
+            commands=frozenset({"deploy", "restore", "backup"}),
             shown="`30s`",
         ),
     )
@@ -454,6 +454,15 @@ class Settings:
             parse_bool,
             commands=_SCHEMA,
             help="create an empty database even though backups of a missing one exist",
+        ),
+    )
+    backup_stop_app: bool = dataclasses.field(
+        default=False,
+        metadata=_row(
+            parse_bool,
+            flag=False,
+            commands=frozenset({"backup"}),
+            help="a backup may stop SIDECAR_APP briefly (an app in exclusive locking mode)",
         ),
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 from sidecar import catalog, checks, database, schedule
 from sidecar.backup import SIDE_FILES, RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
-from sidecar.errors import ConfigError, ExitCode, RefusedError, UnavailableError
+from sidecar.errors import ConfigError, ExitCode, HealthError, RefusedError, UnavailableError
 from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
@@ -104,13 +104,22 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     database.check_database_file(db)
     remove_restore_partial_if_free(db, command="backup")
     try:
-        info = _create(settings, db, reason)
+        try:
+            # Allowed to stop the app: try briefly first, rather than a whole wait timeout.
+            first_wait = min(settings.wait_timeout, 5.0) if settings.backup_stop_app else None
+            info = _create(settings, db, reason, busy_timeout=first_wait)
+        except (sqlite3.DatabaseError, UnavailableError) as exc:
+            if not _locked_out(exc):
+                raise
+            if not settings.backup_stop_app:
+                raise UnavailableError(
+                    f"database {db} stayed locked for {settings.wait_timeout:g}s: an app in "
+                    "exclusive locking mode keeps every backup out while it runs",
+                    hint="set SIDECAR_APP and SIDECAR_BACKUP_STOP_APP=1 to let the sidecar stop "
+                    "the app briefly for each backup (it is started again at once)",
+                ) from None
+            info = _create_with_app_stopped(settings, db, reason)
     except sqlite3.DatabaseError as exc:
-        if checks.is_busy(exc):
-            raise UnavailableError(
-                f"database {db} stayed locked: {exc}",
-                hint="the app may hold SQLite in exclusive mode; stop it or retry",
-            ) from None
         raise database.damaged(db, exc) from None
     # Prune only now that a new backup exists and passed verification.
     pruned = (
@@ -241,6 +250,19 @@ class VerifyResult:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.HEALTH if self.bad else ExitCode.OK
+
+    @property
+    def failure(self) -> HealthError | None:
+        """The error line for the CLI when a backup failed (the details are the result)."""
+        if not self.bad:
+            return None
+        first = self.bad[0]
+        return HealthError(
+            f"{len(self.bad)} of {len(self.checked)} backup(s) failed verification: {first}: "
+            + "; ".join(self.checked[first][:2]),
+            hint=f"never restore a bad backup; delete {first} (and its .json) once a newer "
+            "backup verifies, or restore an older one that passes (sidecar verify <id>)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -501,7 +523,37 @@ def prune(settings: Settings, *, dry_run: bool = False, **_: Any) -> PruneResult
     return PruneResult(outcome)
 
 
-def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
+def _locked_out(exc: BaseException) -> bool:
+    """The backup could not read the database because another connection holds its lock."""
+    cause = exc.__cause__ if isinstance(exc, UnavailableError) else exc
+    return cause is not None and checks.is_busy(cause)
+
+
+def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> BackupInfo:
+    """SIDECAR_BACKUP_STOP_APP: the app holds its database in exclusive locking mode, so
+    stop it (gracefully, recorded on the data volume), back up, and start it again at once,
+    under the lease as a deploy does."""
+    from sidecar import appstop, containers  # noqa: PLC0415 (the Docker SDK only when needed)
+
+    if not (settings.app or settings.app_label):
+        raise ConfigError(
+            "SIDECAR_BACKUP_STOP_APP is set, but no app is configured to stop",
+            hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) to the app's service or container",
+        )
+    apps = containers.connect(required=True)
+    assert apps is not None  # noqa: S101 - required=True raises instead
+    app = apps.find(settings.app, label=settings.app_label)
+    with hold_lease(db, wait=settings.lease_wait, command="backup"):
+        appstop.start_recorded(db, apps, app)
+        log.info("backup.stopping_app", container=app.name,
+                 reason="the app holds the database in exclusive locking mode")  # fmt: skip
+        with appstop.stopped(db, apps, app, timeout=settings.stop_timeout, command="backup"):
+            return _create(settings, db, reason)
+
+
+def _create(
+    settings: Settings, db: Path, reason: str, *, busy_timeout: float | None = None
+) -> BackupInfo:
     return create_backup(
         db,
         settings.backup_dir,
@@ -511,5 +563,5 @@ def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
         compress=settings.compress,
         group=settings.backup_group,
         min_free_margin=settings.min_free_margin,
-        busy_timeout=settings.wait_timeout,
+        busy_timeout=settings.wait_timeout if busy_timeout is None else busy_timeout,
     )

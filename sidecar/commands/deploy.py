@@ -39,7 +39,10 @@ class DeployResult:
         what = "created the database from the schema" if r.fresh else (
             "applied the schema changes" if r.changed else "nothing to do"
         )  # fmt: skip
-        parts = [what, *writable_parts(r.plan)]
+        parts = [*vanished_lead(r.rows_vanished), what, *writable_parts(r.plan), *r.left_stopped]
+        if r.started_again:
+            parts.append(f"started {', '.join(r.started_again)} again (an interrupted run "
+                         "had stopped it)")  # fmt: skip
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:
@@ -49,6 +52,18 @@ class DeployResult:
         elif r.app_stopped:
             parts.append(f"stopped and started {r.app}")
         return "deploy: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
+
+
+def vanished_lead(lost: dict[str, Any] | None) -> list[str]:
+    """The first words of a summary when most of the data vanished since a backup."""
+    if lost is None:
+        return []
+    since = lost.get("since")
+    return [
+        f"MOST OF THE DATA VANISHED: {lost.get('rows_now')} rows left of "
+        f"{lost.get('rows_before')} in backup {since}; to bring it back: stop the app, then "
+        f"`sidecar restore {since}` (if the reset was wanted, delete that backup)"
+    ]
 
 
 def _plan_text(plan: dict[str, Any]) -> str:
@@ -84,10 +99,15 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
             app=report.app,
             app_stopped=report.app_stopped,
             restarted=report.restarted,
+            started_again=report.started_again,
+            left_stopped=report.left_stopped,
             quiet=report.quiet,
+            lease_wait_s=report.lease_wait_s,
+            quiesce_wait_s=report.quiesce_wait_s,
             lock_wait_s=report.lock_wait_s,
             write_blocked_s=report.write_blocked_s,
             pruned=report.pruned,
+            rows_vanished=report.rows_vanished,
             dry_run=dry_run,
             seconds=round(report.seconds, 3),
         )

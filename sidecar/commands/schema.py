@@ -7,9 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, history, schema
+from sidecar import catalog, checks, database, growth, history, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
+from sidecar.growth import Growth
 from sidecar.logs import get_logger
 from sidecar.schema_input import load_desired
 from sidecar.settings import Settings
@@ -30,6 +31,7 @@ class PlanResult:
     fresh: bool = False
     check: bool = False
     strict: bool = False
+    growth: Growth | None = None  # what table rebuilds add to the database file
 
     @property
     def exit_code(self) -> ExitCode:
@@ -45,6 +47,7 @@ class PlanResult:
             "fresh": self.fresh,
             "strict": self.strict,
             **self.plan.to_dict(),
+            "growth": self.growth.to_dict() if self.growth else None,
         }
 
     def render(self) -> str:
@@ -75,6 +78,8 @@ class PlanResult:
         if p.unchecked:
             lines.append("\nChecked only when applied (cannot know until it tries):")
             lines += [f"  - {item}" for item in p.unchecked]
+        if self.growth is not None:
+            lines += ["\nDisk:", f"  - {self.growth}"]
         return "\n".join(lines)
 
 
@@ -93,10 +98,12 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         )
     else:
         database.check_database_file(db)
-        conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
+        conn = database.connect(db, readonly=True, busy_timeout=min(settings.wait_timeout, 1.0))
         try:
-            conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
+            # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
+            database.begin_snapshot(conn, wait=settings.wait_timeout)
             result = history.review(conn, migrating.plan_for(conn, desired), desired)
+            grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
             if checks.is_busy(exc):
@@ -106,7 +113,8 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             raise database.damaged(db, exc) from None
         finally:
             conn.close()
-    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict)
+    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict,
+                         growth=None if fresh else grown)  # fmt: skip
     log.info(
         "plan.done",
         operations=len(result.operations),
@@ -144,7 +152,8 @@ class MigrateResult:
             if r.fresh
             else ("applied the schema changes" if r.changed else "nothing to do")
         )
-        parts = [what, *writable_parts(r.plan)]
+        # An app an interrupted run stopped: say it.
+        parts = [what, *writable_parts(r.plan), *r.left_stopped]
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:

@@ -152,7 +152,7 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
         "-h", "--help", "--json", "--full", "--no-prune", "--reason", "--log-format",
         "--log-level", "--database", "--backup-dir", "--environment", "--verify", "--compress",
         "--wait-timeout", "--schedule", "--keep", "--keep-daily", "--keep-weekly",
-        "--keep-monthly",
+        "--keep-monthly", "--app",  # --app: for SIDECAR_BACKUP_STOP_APP
     }  # fmt: skip
     with pytest.raises(SystemExit):
         cli.main(["backup", "--help"])
