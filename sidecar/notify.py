@@ -76,14 +76,16 @@ class Event:
     def failed(self) -> bool:
         return is_failure(self.name)
 
-    def title(self) -> str:
+    def headline(self) -> str:
+        """What happened, in one line: command, database, outcome."""
         text = _OUTCOME.get(self.name, self.name).format(db=self.database or "the database")
-        if self.exit_code:
-            text += f" (exit {self.exit_code})"
-        return f"sidecar: {text}" + (f" on {self.host}" if self.host else "")
+        return text + (f" (exit {self.exit_code})" if self.exit_code else "")
+
+    def title(self) -> str:
+        return f"sidecar: {self.headline()}" + (f" on {self.host}" if self.host else "")
 
     def body(self) -> str:
-        lines = [self.title().removeprefix("sidecar: ")]
+        lines = [self.headline()]
         lines += [f"error: {self.error}"] if self.error else []
         lines += [f"hint: {self.hint}"] if self.hint else []
         lines += [f"backup: {self.backup}"] if self.backup else []
@@ -147,12 +149,15 @@ class Notifier:
         if not self.wants(event):
             return False
         title, body = event.title(), event.body()
+        # Importing apprise and reading the URLs is local work: done before the bound starts,
+        # which is there for the services.
+        client = self._client()
+        import apprise  # noqa: PLC0415
+
+        kind = apprise.NotifyType.FAILURE if event.failed else apprise.NotifyType.SUCCESS
 
         def deliver() -> bool:
-            import apprise  # noqa: PLC0415
-
-            kind = apprise.NotifyType.FAILURE if event.failed else apprise.NotifyType.SUCCESS
-            return bool(self._client().notify(body=body, title=title, notify_type=kind))
+            return bool(client.notify(body=body, title=title, notify_type=kind))
 
         sent = deadline.within(self.timeout, deliver, what="notify")
         if sent:
