@@ -47,10 +47,21 @@ class Channels:
     host: str
     notifier: Notifier | None = None
     pinger: Pinger | None = None
-    metrics: Metrics | None = None
+    metrics_wanted: bool = False
+    metrics_addr: str | None = None
     metrics_file: Path | None = None
     backup_dir: Path | None = None
     max_backup_age: float = 26 * 3600.0
+    _metrics: Metrics | None = None
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """Built on first use: prometheus_client is imported only by runs that record."""
+        if self.metrics_wanted and self._metrics is None:
+            from sidecar.metrics import Metrics  # noqa: PLC0415 - see the docstring
+
+            self._metrics = Metrics(self.database.name if self.database else "")
+        return self._metrics
 
 
 @dataclass
@@ -68,7 +79,7 @@ class Run:
 
 _channels: Channels | None = None
 _current: ContextVar[Run | None] = ContextVar("sidecar_run", default=None)
-_server: list[Any] = []
+_serving: list[str] = []  # the address served, once per process
 
 
 def configure(
@@ -84,30 +95,38 @@ def configure(
     backup_dir: Path | None = None,
     max_backup_age: float = 26 * 3600.0,
 ) -> None:
-    """Set the channels for this process (again: replaces them). ``metrics_addr``: serve
-    /metrics there (the long-running mode only)."""
+    """Set the channels for this process (again: replaces them). ``metrics_addr``: where
+    :func:`serve_metrics` serves /metrics."""
     global _channels  # noqa: PLW0603 - one process, one set of channels, set by the CLI
     if not (notify_urls or ping_url or metrics_addr or metrics_file):
         _channels = None
         return
-    metrics = None
-    if metrics_addr or metrics_file:
-        from sidecar.metrics import Metrics  # noqa: PLC0415 - only when metrics are wanted
-
-        metrics = Metrics(database.name if database else "")
     _channels = Channels(
         database=database,
         host=f"{socket.gethostname()} (environment {environment})",
         notifier=Notifier(notify_urls, on=notify_on, timeout=timeout) if notify_urls else None,
         pinger=Pinger(ping_url, timeout=timeout) if ping_url else None,
-        metrics=metrics,
+        metrics_wanted=bool(metrics_addr or metrics_file),
+        metrics_addr=metrics_addr,
         metrics_file=metrics_file,
         backup_dir=backup_dir,
         max_backup_age=max_backup_age,
     )
-    if metrics is not None and metrics_addr:
-        _guarded("metrics", lambda: _refresh_backups(_channels) if _channels else None)
-        metrics.serve(metrics_addr)
+
+
+def serve_metrics() -> None:
+    """Serve /metrics on SIDECAR_METRICS_ADDR, once per process: the long-running mode calls
+    it as its schedule starts (never a one-shot run, nor the HEALTHCHECK in the same
+    container, which would find the port taken)."""
+    channels = _channels
+    if channels is None or not channels.metrics_addr or _serving:
+        return
+    metrics = channels.metrics
+    if metrics is None:
+        return
+    _refresh_backups(channels)
+    metrics.serve(channels.metrics_addr)
+    _serving.append(channels.metrics_addr)
 
 
 def event(

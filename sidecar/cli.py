@@ -298,8 +298,7 @@ def _configure_alerts(settings: Settings) -> None:
         notify_on=settings.notify_on,
         timeout=settings.notify_timeout,
         ping_url=settings.ping_url,
-        # /metrics is served by the long-running mode only; one-shot runs write the file.
-        metrics_addr=settings.metrics_addr if settings.schedule else None,
+        metrics_addr=settings.metrics_addr,
         metrics_file=settings.metrics_file,
         backup_dir=settings.backup_dir,
         max_backup_age=settings.max_backup_age,

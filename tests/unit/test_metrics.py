@@ -209,3 +209,25 @@ def test_metrics_of_the_long_running_mode_are_scraped_by_a_real_prometheus(
         sidecar.communicate(timeout=30)
         prometheus.wait(timeout=30)
     assert sidecar.returncode == 0
+
+
+def test_the_healthcheck_never_serves_nor_imports_the_metrics(
+    mx_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The image's HEALTHCHECK runs in the long-running container, with its environment:
+    it must neither take the /metrics port nor pay for prometheus_client."""
+    assert cli.main(["backup"], env=mx_env) == 0
+    port = _free_port()
+    env = {**os.environ, **mx_env, "SIDECAR_SCHEDULE": "1h",
+           "SIDECAR_METRICS_ADDR": f"127.0.0.1:{port}"}  # fmt: skip
+    probe = (
+        "import sys; from sidecar import cli; code = cli.main(['health', '--backups-only']); "
+        "print('prometheus_client' in sys.modules, 'apprise' in sys.modules); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False"
+    assert "metrics." not in done.stderr
