@@ -74,22 +74,14 @@ def test_an_app_never_healthy_after_the_restart_is_notified_with_the_way_back(
     webhook receiver on 127.0.0.1 (the sidecar shares the host's network, so 127.0.0.1 is
     the same address on both sides). The README's notification is this test's message."""
     from tests.integration.test_faults import (
+        FLAG_HEALTHCHECK,
         SIDECAR_ENV,
         own,
         sidecar_volumes,
         start_stack,
-    )  # fmt: skip
+    )
 
-    second = 1_000_000_000
-    stack = start_stack(
-        tmp_path, containers, unique_name,
-        healthcheck={
-            "test": ["CMD-SHELL", "test ! -e /app/data/force-unhealthy && "
-                     "python3 /app/healthcheck.py"],
-            "interval": second, "timeout": 3 * second, "retries": 2,
-            "start_period": 2 * second,
-        },
-    )  # fmt: skip
+    stack = start_stack(tmp_path, containers, unique_name, healthcheck=FLAG_HEALTHCHECK)
     backups = tmp_path / "backups"
     backups.mkdir()
     own(backups)

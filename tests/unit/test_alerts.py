@@ -52,6 +52,15 @@ def _break(db: Path) -> None:
         Path(f"{db}{side}").unlink(missing_ok=True)
 
 
+def hook_url(hook: Receiver) -> str:
+    """apprise's JSON webhook to the receiver: a POST of {title, message, type} to /hook."""
+    return hook_url(hook)
+
+
+def notifying(env: dict[str, str], hook: Receiver, **more: str) -> dict[str, str]:
+    return {**env, "SIDECAR_NOTIFY": hook_url(hook), **more}
+
+
 def test_a_backup_pings_start_then_success(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
 ) -> None:
@@ -86,7 +95,7 @@ def test_a_failure_notification_arrives_with_what_a_person_needs(
     db = Path(al_env["SIDECAR_DATABASE"])
     _break(db)
     with receiver() as hook:
-        env = {**al_env, "SIDECAR_NOTIFY": f"json://127.0.0.1:{hook.port}/hook"}
+        env = notifying(al_env, hook)
         code, doc, events = _run(capsys, ["backup"], env)
         assert code == ExitCode.REFUSED
         [request] = hook.wait_for(1)
@@ -110,7 +119,7 @@ def test_by_default_only_failures_are_sent_and_always_sends_the_backup_taken(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
 ) -> None:
     with receiver() as hook:
-        env = {**al_env, "SIDECAR_NOTIFY": f"json://127.0.0.1:{hook.port}/hook"}
+        env = notifying(al_env, hook)
         assert _run(capsys, ["backup"], env)[0] == 0
         assert hook.requests == []
         code, doc, _ = _run(capsys, ["backup"], {**env, "SIDECAR_NOTIFY_ON": "always"})
@@ -127,11 +136,7 @@ def test_notify_on_a_list_of_events_and_unknown_names_are_a_config_error(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
 ) -> None:
     with receiver() as hook:
-        env = {
-            **al_env,
-            "SIDECAR_NOTIFY": f"json://127.0.0.1:{hook.port}/hook",
-            "SIDECAR_NOTIFY_ON": "backup.done, deploy.failed",
-        }
+        env = notifying(al_env, hook, SIDECAR_NOTIFY_ON="backup.done, deploy.failed")
         assert _run(capsys, ["backup"], env)[0] == 0
         assert len(hook.wait_for(1)) == 1
         code, doc, _ = _run(capsys, ["backup"], {**env, "SIDECAR_NOTIFY_ON": "backup.oops"})
@@ -154,7 +159,7 @@ def test_a_receiver_that_hangs_or_fails_costs_at_most_the_bound_and_changes_noth
             **al_env,
             "SIDECAR_NOTIFY_TIMEOUT": "1s",
             "SIDECAR_PING_URL": bad.url("/ping/x"),
-            "SIDECAR_NOTIFY": f"json://127.0.0.1:{bad.port}/hook",
+            "SIDECAR_NOTIFY": hook_url(bad),
             "SIDECAR_NOTIFY_ON": "always",
         }
         started = time.monotonic()
@@ -179,7 +184,7 @@ def test_data_that_vanished_is_announced_with_the_restore_command(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
 ) -> None:
     with receiver() as hook:
-        env = {**al_env, "SIDECAR_NOTIFY": f"json://127.0.0.1:{hook.port}/hook"}
+        env = notifying(al_env, hook)
         code, first, _ = _run(capsys, ["backup"], env)
         assert code == 0
         conn = sqlite3.connect(al_env["SIDECAR_DATABASE"])
@@ -200,11 +205,7 @@ def test_a_failed_backup_past_the_max_age_also_says_backups_are_stale(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
 ) -> None:
     with receiver() as hook:
-        env = {
-            **al_env,
-            "SIDECAR_NOTIFY": f"json://127.0.0.1:{hook.port}/hook",
-            "SIDECAR_MAX_BACKUP_AGE": "1s",
-        }
+        env = notifying(al_env, hook, SIDECAR_MAX_BACKUP_AGE="1s")
         code, first, _ = _run(capsys, ["backup"], env)
         assert code == 0
         time.sleep(1.2)
@@ -226,7 +227,7 @@ def test_an_event_from_anywhere_is_one_line(al_env: dict[str, str]) -> None:
         alerts.configure(
             database=Path(al_env["SIDECAR_DATABASE"]),
             environment="staging",
-            notify_urls=f"json://127.0.0.1:{hook.port}/hook",
+            notify_urls=hook_url(hook),
             notify_on=frozenset({"offsite.failed"}),
         )
         alerts.event("offsite.done", backup="b1")
@@ -240,10 +241,6 @@ def test_an_event_from_anywhere_is_one_line(al_env: dict[str, str]) -> None:
         assert "error: bucket gone" in message["message"]
         assert "backup: b1" in message["message"]
         assert "(environment staging)" in message["message"]
-
-
-def hook_url(hook: Receiver) -> str:
-    return f"json://127.0.0.1:{hook.port}/hook"
 
 
 # ---- deploy: done, refused, app not healthy after the restart ------------------------------
