@@ -580,7 +580,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     messages = []
     for name in sorted(env):
         base = name.removesuffix("_FILE")
-        if not name.startswith("SIDECAR_") or base in known or name in NOT_SETTINGS:
+        # A setting may itself end in _FILE (SIDECAR_METRICS_FILE): its own name is known.
+        if not name.startswith("SIDECAR_") or {name, base} & known or name in NOT_SETTINGS:
             continue
         import difflib  # noqa: PLC0415 (only on a typo: keeps startup light)
 
