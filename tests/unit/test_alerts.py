@@ -54,7 +54,7 @@ def _break(db: Path) -> None:
 
 def hook_url(hook: Receiver) -> str:
     """apprise's JSON webhook to the receiver: a POST of {title, message, type} to /hook."""
-    return hook_url(hook)
+    return f"json://127.0.0.1:{hook.port}/hook"
 
 
 def notifying(env: dict[str, str], hook: Receiver, **more: str) -> dict[str, str]:
