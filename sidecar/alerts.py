@@ -224,6 +224,10 @@ def observing(kind: str, *, ping: bool = True, enabled: bool = True) -> Iterator
 
 def _succeeded(channels: Channels, run: Run, pinger: Pinger | None) -> None:
     doc = _guarded("result", lambda: run.result.to_dict() if run.result else {}) or {}
+    if doc.get("aborted"):
+        # Stopped by a signal before any change: no run happened to report, or to ping for.
+        log.info("alert.skipped", kind=run.kind, reason="aborted before any change")
+        return
     if channels.metrics is not None:
         metrics = channels.metrics
         _guarded("metrics", lambda: metrics.success(run.kind, doc))
