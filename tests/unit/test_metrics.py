@@ -231,3 +231,16 @@ def test_the_healthcheck_never_serves_nor_imports_the_metrics(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
     assert "metrics." not in done.stderr
+
+
+def test_a_textfile_that_cannot_be_written_is_a_warning_not_a_failed_backup(
+    capsys: pytest.CaptureFixture[str], mx_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**mx_env, "SIDECAR_METRICS_FILE": str(tmp_path / "no-such-dir" / "sidecar.prom")}
+    assert cli.main(["backup", "--json"], env=env) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ok"] is True
+    events = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["event"] == "metrics.failed"]
+    assert failed
+    assert failed[0]["level"] == "warning"
