@@ -149,8 +149,8 @@ def event(
     if channels is None:
         return
     kind, _, outcome = name.partition(".")
-    if channels.metrics is not None and kind in ("offsite", "drill"):
-        metrics = channels.metrics
+    metrics = _guarded("metrics", lambda: channels.metrics)
+    if metrics is not None and kind in ("offsite", "drill"):
         if outcome == "done":
             doc = {"seconds": seconds} if seconds is not None else {}
             _guarded("metrics", lambda: metrics.success(kind, doc))
@@ -172,7 +172,7 @@ def measure(kind: str, result: Result) -> None:
     if channels is None or channels.metrics is None:
         return
     metrics = channels.metrics
-    _guarded("metrics", lambda: metrics.success(kind, result.to_dict()))
+    _guarded("metrics", lambda: metrics.record(kind, result.to_dict()))
     _write_metrics(channels)
 
 
@@ -189,7 +189,7 @@ def note(
 
 
 @contextmanager
-def observing(kind: str, *, ping: bool = True, enabled: bool = True) -> Iterator[Run]:
+def observing(kind: str, *, enabled: bool = True) -> Iterator[Run]:
     """Observe one unit of work of ``kind`` (backup, deploy, plan); see the module doc."""
     run = Run(kind)
     channels = _channels
@@ -197,7 +197,7 @@ def observing(kind: str, *, ping: bool = True, enabled: bool = True) -> Iterator
         yield run
         return
     token = _current.set(run)
-    pinger = channels.pinger if ping else None
+    pinger = channels.pinger
     if pinger is not None:
         pinger.start()
     try:

@@ -95,7 +95,7 @@ class Metrics:
         """A run of ``kind`` succeeded; ``document`` is its result's ``to_dict()``."""
         self.set("sidecar_last_success_timestamp_seconds", self._clock(), kind=kind)
         self.set("sidecar_last_exit_code", 0, kind=kind)
-        self._from_document(kind, document)
+        self.record(kind, document)
 
     def failure(self, kind: str, exit_code: int, *, app_unhealthy: bool = False) -> None:
         self.set("sidecar_last_failure_timestamp_seconds", self._clock(), kind=kind)
@@ -111,7 +111,8 @@ class Metrics:
             self.set("sidecar_backup_newest_timestamp_seconds", newest.timestamp())
         self.set("sidecar_data_vanished", int(vanished))
 
-    def _from_document(self, kind: str, doc: Mapping[str, Any]) -> None:
+    def record(self, kind: str, doc: Mapping[str, Any]) -> None:
+        """The figures of a result's ``to_dict()``: durations, sizes, schema changes."""
         if isinstance(doc.get("seconds"), int | float):
             self.set("sidecar_duration_seconds", doc["seconds"], step=kind)
         if kind == "backup":
