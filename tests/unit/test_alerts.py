@@ -334,37 +334,14 @@ def test_a_deploy_stopped_by_sigterm_before_any_change_reports_nothing_done(
 ) -> None:
     """A real process waiting for a busy app's lock, then SIGTERM: exit 0, nothing changed,
     and so no success ping and no "deploy done" (the /start ping already went)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.unit.test_pipeline import env_for, make_db
+    from tests.unit.test_pipeline import env_for, make_db, sigterm_while_waiting_for_the_lock
 
     db = make_db(tmp_path / "data" / "portfolio.db")
-    app = sqlite3.connect(db, isolation_level=None)
-    app.execute("BEGIN IMMEDIATE")
     with receiver() as hook, receiver() as hc:
-        base = {**os.environ, **env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="60s")}
-        env = notifying(base, hook, SIDECAR_NOTIFY_ON="always", SIDECAR_PING_URL=hc.url("/d"))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "deploy"], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            lease = Path(f"{db}.sidecar-lease")
-            deadline = time.monotonic() + 30
-            while not (lease.exists() and lease.read_text().strip()):
-                assert time.monotonic() < deadline, "the deploy never took the lease"
-                time.sleep(0.05)
-            time.sleep(1.0)
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-            app.execute("ROLLBACK")
-            app.close()
-        assert proc.returncode == 0, err
+        env = notifying(env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="60s"), hook,
+                        SIDECAR_NOTIFY_ON="always", SIDECAR_PING_URL=hc.url("/d"))  # fmt: skip
+        code, out, err, _ = sigterm_while_waiting_for_the_lock(db, env)
+        assert code == 0, err
         assert "aborted" in out
         assert hc.paths() == ["/d/start"]
         assert hook.requests == []
