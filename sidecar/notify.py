@@ -25,7 +25,7 @@ log = get_logger(__name__)
 EVENTS: dict[str, str] = {
     "deploy.done": "a deploy finished (changed or nothing to do)",
     "deploy.refused": "a deploy was refused by a safety rule (exit 3); nothing changed",
-    "deploy.failed": "a deploy failed; any change was rolled back",
+    "deploy.failed": "a deploy failed (the error says whether the change was committed)",
     "deploy.unhealthy": "the app did not become healthy after the restart",
     "backup.done": "a verified backup was taken",
     "backup.failed": "a backup failed",
