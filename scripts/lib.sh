@@ -60,6 +60,17 @@ ensure_compose() {
   docker compose version >/dev/null || die "docker compose still does not work"
 }
 
+# The metrics tests scrape the sidecar with a real Prometheus server and check the alert rules
+# with promtool: Debian's prometheus package has both.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then return; fi
+  [ "$(id -u)" = 0 ] || die "prometheus and promtool are missing and I am not root; apt-get install prometheus"
+  say "installing Debian's prometheus (for the metrics tests and promtool)"
+  apt-get update -qq
+  # No service is started: a container has no init, and the tests start their own server.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # Prints the base image to build from: the public default when it can be had, else a local
 # Debian root file system made by mmdebstrap from this machine's own apt sources.
 ensure_base_image() {

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from sidecar import __version__, logs
+from sidecar import __version__, alerts, logs
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.report import Result
 from sidecar.settings import ENV_NAMES, Settings, for_command, load_settings, unknown_variables
@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     started = time.monotonic()
     try:
         settings: Settings = load_settings(environ, flags)
+        _configure_alerts(settings)
         result = _resolve(args.command)(settings, **options)
     except SidecarError as exc:
         code = int(exc.exit_code)
@@ -294,6 +295,22 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                   hint=failure.hint, exit_code=code)  # fmt: skip
         _print_error(failure)
     return code
+
+
+def _configure_alerts(settings: Settings) -> None:
+    """Pings, notifications and metrics (sidecar.alerts): plain values from the settings."""
+    alerts.configure(
+        database=settings.database,
+        environment=settings.environment,
+        notify_urls=settings.notify,
+        notify_on=settings.notify_on,
+        timeout=settings.notify_timeout,
+        ping_url=settings.ping_url,
+        metrics_addr=settings.metrics_addr,
+        metrics_file=settings.metrics_file,
+        backup_dir=settings.backup_dir,
+        max_backup_age=settings.max_backup_age,
+    )
 
 
 def _error_document(command: str | None, exc: SidecarError) -> dict[str, Any]:

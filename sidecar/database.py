@@ -24,7 +24,7 @@ from sidecar import checks
 from sidecar.checks import immutable, is_busy, quote_ident, refuse_quoted_strings, uri_path
 from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.logs import get_logger
-from sidecar.progress import Progress
+from sidecar.waits import WaitProgress
 from sidecar.quiesce import signature
 from sidecar.signals import Aborted, Stop
 
@@ -104,7 +104,7 @@ def begin_snapshot(conn: sqlite3.Connection, wait: float = 0.0) -> None:
     inside a check that would report it as a finding about the file. A locked database is
     retried for ``wait`` seconds, with a progress event every few seconds (give ``conn`` a
     short busy timeout: SQLite's own busy handler waits in silence)."""
-    progress = Progress("database.read_waiting", timeout_s=wait)
+    progress = WaitProgress("database.read_waiting", timeout_s=wait)
     while True:
         conn.execute("BEGIN")
         try:
@@ -255,7 +255,7 @@ class _Watch(stop_base):
     held by a connection that is not writing, the mark of SQLite's exclusive locking mode."""
 
     def __init__(self, sql: str, timeout: float, path: Path | None, idle: float) -> None:
-        self.progress = Progress("database.lock_waiting", statement=sql, timeout_s=timeout)
+        self.progress = WaitProgress("database.lock_waiting", statement=sql, timeout_s=timeout)
         self.path = path
         self.idle = idle
         self.signature = signature(path) if path is not None else None

@@ -38,7 +38,7 @@ from typing import Any
 
 from sidecar.errors import ConfigError, RefusedError
 from sidecar.logs import get_logger
-from sidecar.progress import Progress
+from sidecar.waits import WaitProgress
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
@@ -191,7 +191,7 @@ def _acquire(
 ) -> None:
     deadline = time.monotonic() + wait
     announced = False
-    progress = Progress("lease.still_waiting", lease=str(path), wait_s=wait)
+    progress = WaitProgress("lease.still_waiting", lease=str(path), wait_s=wait)
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

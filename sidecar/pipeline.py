@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import (
+    alerts,
     appstop,
     catalog,
     checks,
@@ -34,7 +35,7 @@ from sidecar import (
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
-from sidecar.errors import RefusedError, SidecarError, UnavailableError
+from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
@@ -456,8 +457,10 @@ def _restart(
         report.restarted = True
         apps.wait_healthy(app, timeout=settings.healthy_timeout)
     except SidecarError as exc:
+        alerts.note(backup=report.backup, app_unhealthy=isinstance(exc, HealthError))
         if not (report.changed and report.backup):
             raise
+        alerts.note(restore=f"sidecar restore {report.backup}")
         # Past COMMIT nothing rolls back by itself: say so, and name the way back.
         raise type(exc)(
             f"{exc.message} after the schema change was committed; "

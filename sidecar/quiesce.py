@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.logs import get_logger
-from sidecar.progress import Progress
+from sidecar.waits import WaitProgress
 from sidecar.signals import Stop
 
 log = get_logger(__name__)
@@ -57,7 +57,7 @@ def wait_quiet(
     last = signature(db)
     quiet_since = started
     changes = 0
-    progress = Progress("quiesce.waiting", clock=clock, period_s=period, timeout_s=timeout)
+    progress = WaitProgress("quiesce.waiting", clock=clock, period_s=period, timeout_s=timeout)
     while stop is None or not stop.is_set():
         progress.tick(changes=changes, quiet_for_s=round(clock() - quiet_since, 1))
         now = clock()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from sidecar import notify as notifications
 from sidecar.errors import ConfigError
 
 RestartPolicy = Literal["on-change", "always", "never"]
@@ -151,6 +152,31 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _http_url(value: str) -> str:
+    url = value.strip()
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``0.0.0.0:9473``, ``127.0.0.1:9473``, ``[::]:9473``, ``:9473`` or ``9473``."""
+    host, _, port = value.strip().rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - the documented default: all interfaces
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"expected host:port like 0.0.0.0:9473, got {value!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"port must be 1-65535, got {number}")
+    return host, number
+
+
+def _address(value: str) -> str:
+    parse_address(value)
+    return value.strip()
+
+
 # Which subcommands read a setting (the flag is offered only there; the environment is global).
 ALL_COMMANDS = frozenset(
     {
@@ -170,6 +196,7 @@ _SCHEMA = frozenset({"deploy", "plan", "migrate"})  # the schema pipeline (plan:
 _RETENTION = frozenset({"deploy", "backup", "migrate", "prune"})  # prune_by_policy
 _NEW_BACKUP = frozenset({"deploy", "backup", "migrate"})  # create_backup
 _HISTORY = _NEW_BACKUP | {"restore", "prune"}  # writes backups or history (group, environment)
+_ALERTS = frozenset({"deploy", "backup", "plan"})  # observed by sidecar.alerts
 
 
 @dataclass(frozen=True)
@@ -465,6 +492,56 @@ class Settings:
             help="a backup may stop SIDECAR_APP briefly (an app in exclusive locking mode)",
         ),
     )
+    notify: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            notifications.check_urls,
+            flag=False,
+            help="apprise URLs for notifications",
+            commands=_ALERTS,
+        ),
+    )
+    notify_on: frozenset[str] = dataclasses.field(
+        default=notifications.parse_on("failure"),
+        metadata=_row(
+            notifications.parse_on,
+            flag=False,
+            help="failure, always, or a list of events",
+            commands=_ALERTS,
+            shown="`failure`",
+        ),
+    )
+    notify_timeout: float = dataclasses.field(
+        default=5.0,
+        metadata=_row(
+            _seconds,
+            flag=False,
+            help="the bound of each notification and ping",
+            commands=_ALERTS,
+            shown="`5s`",
+        ),
+    )
+    ping_url: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _http_url, flag=False, help="dead-man pings (healthchecks.io)", commands=_ALERTS
+        ),
+    )
+    metrics_addr: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _address,
+            flag=False,
+            help="serve /metrics here in the long-running mode",
+            commands=frozenset({"deploy", "backup"}),
+        ),
+    )
+    metrics_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _path, flag=False, help="node_exporter textfile for the metrics", commands=_ALERTS
+        ),
+    )
 
     def require_database(self) -> Path:
         if self.database is None:
@@ -495,7 +572,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {s.name: s.parse for s in SETTINGS}
 # image tags ./scripts/setup and Compose read, the venv path, and test-only switches.
 NOT_SETTINGS = frozenset(
     {"SIDECAR_IMAGE", "SIDECAR_BASE_IMAGE", "SIDECAR_VENV", "SIDECAR_FAULT_SEED",
-     "SIDECAR_FAULT_KILLS", "SIDECAR_TEST_NO_KUSTOMIZE"}
+     "SIDECAR_FAULT_KILLS", "SIDECAR_TEST_NO_KUSTOMIZE",
+     "SIDECAR_METRICS_PORT"}  # the host port deploy/monitoring/compose.metrics.yml publishes
 )  # fmt: skip
 
 
@@ -511,7 +589,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     messages = []
     for name in sorted(env):
         base = name.removesuffix("_FILE")
-        if not name.startswith("SIDECAR_") or base in known or name in NOT_SETTINGS:
+        # A setting may itself end in _FILE (SIDECAR_METRICS_FILE): its own name is known.
+        if not name.startswith("SIDECAR_") or {name, base} & known or name in NOT_SETTINGS:
             continue
         import difflib  # noqa: PLC0415 (only on a typo: keeps startup light)
 

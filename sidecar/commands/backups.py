@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, schedule
+from sidecar import alerts, catalog, checks, database, schedule
 from sidecar.backup import SIDE_FILES, RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ConfigError, ExitCode, HealthError, RefusedError, UnavailableError
@@ -96,7 +96,14 @@ def backup(
 
 
 def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:
-    """One verified backup, then prune (unless ``no_prune``) and a history record."""
+    """One verified backup, then prune (unless ``no_prune``) and a history record; observed
+    by :mod:`sidecar.alerts` (pings, metrics, notifications), every scheduled run too."""
+    with alerts.observing("backup") as run:
+        result = run.result = _take_backup(settings, reason=reason, no_prune=no_prune)
+    return result
+
+
+def _take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:
     started = time.monotonic()
     db = settings.require_database()
     # Refuse what is not a readable SQLite database before the copy: an empty or foreign

@@ -6,14 +6,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, containers, schedule
+from sidecar import alerts, catalog, containers, schedule
 from sidecar.commands.backups import take_backup
 from sidecar.commands.schema import writable_parts
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline import DeployReport, run_deploy
 from sidecar.settings import Settings
-from sidecar.signals import Aborted, stop_on_sigterm
+from sidecar.signals import Aborted, Stop, stop_on_sigterm
 
 log = get_logger(__name__)
 
@@ -80,44 +80,51 @@ def _plan_text(plan: dict[str, Any]) -> str:
 
 
 def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResult:
-    """Run the deploy pipeline; then, with SIDECAR_SCHEDULE, stay up for scheduled backups."""
-    if settings.schedule:
-        schedule.validate(settings.schedule)
-    wants_app = bool(settings.app or settings.app_label)
-    apps = containers.connect(required=wants_app and not dry_run)
+    """Run the deploy pipeline; then, with SIDECAR_SCHEDULE, stay up for scheduled backups.
+    The deploy itself is observed by :mod:`sidecar.alerts` before the schedule starts."""
     with stop_on_sigterm() as stop:
-        try:
-            report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
-        except Aborted:
-            return DeployResult(DeployReport(database=str(settings.database)), aborted=True)
-        log.info(
-            "deploy.done",
-            changed=report.changed,
-            fresh=report.fresh,
-            backup=report.backup,
-            drift=report.drift,
-            app=report.app,
-            app_stopped=report.app_stopped,
-            restarted=report.restarted,
-            started_again=report.started_again,
-            left_stopped=report.left_stopped,
-            quiet=report.quiet,
-            lease_wait_s=report.lease_wait_s,
-            quiesce_wait_s=report.quiesce_wait_s,
-            lock_wait_s=report.lock_wait_s,
-            write_blocked_s=report.write_blocked_s,
-            pruned=report.pruned,
-            rows_vanished=report.rows_vanished,
-            dry_run=dry_run,
-            seconds=round(report.seconds, 3),
-        )
-        if settings.schedule and not dry_run:
-            _backup_if_none_fresh(settings, report)
+        with alerts.observing("deploy", enabled=not dry_run) as run:
+            result = run.result = _deploy_once(settings, dry_run=dry_run, stop=stop)
+        if settings.schedule and not dry_run and not result.aborted:
+            _backup_if_none_fresh(settings, result.report)
             schedule.run_forever(
                 settings.schedule,
                 lambda: take_backup(settings, reason="scheduled", no_prune=False),
                 stop,
             )
+    return result
+
+
+def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResult:
+    if settings.schedule:
+        schedule.validate(settings.schedule)
+    wants_app = bool(settings.app or settings.app_label)
+    apps = containers.connect(required=wants_app and not dry_run)
+    try:
+        report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
+    except Aborted:
+        return DeployResult(DeployReport(database=str(settings.database)), aborted=True)
+    log.info(
+        "deploy.done",
+        changed=report.changed,
+        fresh=report.fresh,
+        backup=report.backup,
+        drift=report.drift,
+        app=report.app,
+        app_stopped=report.app_stopped,
+        restarted=report.restarted,
+        started_again=report.started_again,
+        left_stopped=report.left_stopped,
+        quiet=report.quiet,
+        lease_wait_s=report.lease_wait_s,
+        quiesce_wait_s=report.quiesce_wait_s,
+        lock_wait_s=report.lock_wait_s,
+        write_blocked_s=report.write_blocked_s,
+        pruned=report.pruned,
+        rows_vanished=report.rows_vanished,
+        dry_run=dry_run,
+        seconds=round(report.seconds, 3),
+    )
     return DeployResult(report)
 
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, growth, history, schema
+from sidecar import alerts, catalog, checks, database, growth, history, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
 from sidecar.growth import Growth
@@ -124,6 +124,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         exit_code=int(outcome.exit_code),
         seconds=round(time.monotonic() - started, 3),
     )
+    alerts.measure("plan", outcome)  # sidecar_schema_pending_changes, drift
     return outcome
 
 

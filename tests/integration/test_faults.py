@@ -491,19 +491,18 @@ def test_app_killed_during_the_deploy_is_started_again_and_nothing_is_lost(
     assert assert_backups_verify(stack.db, backups, "app killed") == 1
 
 
+_SECOND = 1_000_000_000
+# The app's healthcheck, failing while the data volume holds a file named force-unhealthy.
+FLAG_HEALTHCHECK = {
+    "test": ["CMD-SHELL", "test ! -e /app/data/force-unhealthy && python3 /app/healthcheck.py"],
+    "interval": _SECOND, "timeout": 3 * _SECOND, "retries": 2, "start_period": 2 * _SECOND,
+}  # fmt: skip
+
+
 def test_app_never_healthy_after_the_restart_exits_4_and_keeps_the_data(
     containers: Any, tmp_path: Path, unique_name: Any
 ) -> None:
-    second = 1_000_000_000
-    stack = start_stack(
-        tmp_path, containers, unique_name,
-        healthcheck={
-            "test": ["CMD-SHELL", "test ! -e /app/data/force-unhealthy && "
-                     "python3 /app/healthcheck.py"],
-            "interval": second, "timeout": 3 * second, "retries": 2,
-            "start_period": 2 * second,
-        },
-    )  # fmt: skip
+    stack = start_stack(tmp_path, containers, unique_name, healthcheck=FLAG_HEALTHCHECK)
     backups = tmp_path / "backups"
     backups.mkdir()
     flag = stack.data / "force-unhealthy"

@@ -195,7 +195,9 @@ def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
     samples = {"database": "/x.db", "environment": "staging", "log_format": "json",
                "log_level": "debug", "restart": "never", "verify": "full", "compress": "zstd",
                "strict": "true", "allow_fresh": "true", "min_free_margin": "1M",
-               "backup_stop_app": "true"}  # fmt: skip
+               "backup_stop_app": "true",
+               "notify": "json://127.0.0.1:1/hook", "notify_on": "always",
+               "ping_url": "http://127.0.0.1:1/ping", "metrics_addr": "127.0.0.1:9473"}  # fmt: skip
     for setting in settings.SETTINGS:
         value = samples.get(setting.name, "7")
         secret = tmp_path / setting.name
@@ -212,6 +214,8 @@ def test_unknown_variables_name_the_closest_setting() -> None:
         "SIDECAR_KEEP": "3",
         "SIDECAR_KEEP_FILE": "/x",
         "SIDECAR_IMAGE": "sidecar:local",
+        "SIDECAR_METRICS_FILE": "/x.prom",  # a setting whose own name ends in _FILE
+        "SIDECAR_METRICS_FILE_FILE": "/run/secrets/x",
         "PATH": "/bin",
     }
     assert settings.unknown_variables(env) == [
