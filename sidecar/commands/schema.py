@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import alerts, catalog, checks, database, growth, history, schema
 from sidecar import migrate as migrating
-from sidecar.errors import ExitCode, UnavailableError
+from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
 from sidecar.schema_input import load_desired
@@ -40,6 +40,21 @@ class PlanResult:
         if self.check and self.plan.operations:
             return ExitCode.PENDING
         return ExitCode.OK
+
+    @property
+    def failure(self) -> RefusedError | None:
+        """The error line for the CLI when a deploy would be refused (the plan is the result)."""
+        if self.exit_code != ExitCode.REFUSED:
+            return None
+        p = self.plan
+        if p.refused:
+            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
+            return RefusedError(f"refused: {p.refused[0]}{more}", hint=p.refused[0].hint)
+        items = [*p.drift, *p.rejects]
+        return RefusedError(
+            f"--strict: {items[0]}" + (f" (and {len(items) - 1} more)" if len(items) > 1 else ""),
+            hint="see the plan above; deploy without --strict to apply the rest",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
