@@ -18,6 +18,7 @@ from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
+from sidecar.report import Result
 from sidecar.settings import Settings
 from sidecar.signals import stop_on_sigterm
 
@@ -48,6 +49,7 @@ class BackupResult:
     backup: BackupInfo
     seconds: float
     pruned: PruneOutcome | None = None
+    offsite: dict[str, Any] | None = None  # the proved upload (sidecar.commands.offsite)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -58,6 +60,7 @@ class BackupResult:
             "backup": {**self.backup.to_dict(), "manifest": self.backup.manifest},
             "seconds": round(self.seconds, 3),
             "pruned": [b.id for b in self.pruned.deleted] if self.pruned else [],
+            "offsite": self.offsite,
         }
 
     def render(self) -> str:
@@ -69,6 +72,12 @@ class BackupResult:
         if self.pruned and self.pruned.deleted:
             text += f"\npruned {len(self.pruned.deleted)}: " + ", ".join(
                 b.id for b in self.pruned.deleted
+            )
+        if self.offsite:
+            o = self.offsite
+            text += (
+                f"\noffsite: {o['key']}, {_size(o['size'])}, "
+                f"{'encrypted' if o['encrypted'] else 'NOT encrypted'}, proved ({o['proof']})"
             )
         return text
 
@@ -85,7 +94,9 @@ def backup(
     if not settings.schedule:
         return take_backup(settings, reason=reason, no_prune=no_prune)
     schedule.validate(settings.schedule)
-    with stop_on_sigterm() as stop:
+    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+    with stop_on_sigterm() as stop, offsite.drills_scheduled(settings, stop):
         first = take_backup(settings, reason=reason, no_prune=no_prune)
         schedule.run_forever(
             settings.schedule,
@@ -129,7 +140,10 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
         },
         group=settings.backup_group,
     )
-    return BackupResult(info, seconds, pruned)
+    # Offsite (SIDECAR_OFFSITE): a failure raises (exit 5); the local backup stays.
+    from sidecar.commands import offsite  # noqa: PLC0415
+
+    return BackupResult(info, seconds, pruned, offsite.upload_backup(settings, info))
 
 
 @dataclass(frozen=True)
@@ -182,8 +196,12 @@ def _note(info: BackupInfo, *, kept: bool) -> str:
     return f"{lost.get('rows_now')} of {lost.get('rows_before')} rows left"
 
 
-def list_backups(settings: Settings, **_: Any) -> ListResult:
-    """The backups in the backups folder, newest first."""
+def list_backups(settings: Settings, *, remote: bool = False, **_: Any) -> Result:
+    """The backups in the backups folder, newest first (``remote``: the offsite copies)."""
+    if remote:
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        return offsite.list_remote(settings)
     result = ListResult(
         catalog.list_backups(settings.backup_dir), catalog.missing_backups(settings.backup_dir)
     )
@@ -226,8 +244,23 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> VerifyResult:
-    """Verify one backup (or ``latest``), or all of them and report any that are missing."""
+def verify(
+    settings: Settings,
+    *,
+    backup_id: str | None = None,
+    remote: bool = False,
+    every: bool = False,
+    latest: bool = False,
+    **_: Any,
+) -> VerifyResult:
+    """Verify one backup (or ``latest``), or all of them and report any that are missing.
+    ``remote``: restore drills of the offsite copies (the newest, one, or ``every`` one)."""
+    if remote:
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        return offsite.verify_remote(settings, backup_id=backup_id, every=every)
+    if latest:
+        backup_id = "latest"
     full = settings.verify == "full"
     if backup_id is not None:
         targets = [catalog.find_backup(settings.backup_dir, backup_id)]
@@ -279,10 +312,24 @@ def restore(
     dry_run: bool = False,
     force: bool = False,
     to: str | None = None,
+    source: str = "local",
     **_: Any,
 ) -> RestoreResult:
-    """Replace the database (or create ``to``) from a listed, verified backup."""
+    """Replace the database (or create ``to``) from a listed, verified backup
+    (``source`` offsite: an offsite copy, downloaded and checked first)."""
+    if source == "offsite":
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        with offsite.fetched(settings, backup_id) as fetched:
+            return restore_from(settings, fetched, dry_run=dry_run, force=force, to=to)
     info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True)
+    return restore_from(settings, info, dry_run=dry_run, force=force, to=to)
+
+
+def restore_from(
+    settings: Settings, info: BackupInfo, *, dry_run: bool, force: bool, to: str | None
+) -> RestoreResult:
+    """The restore path for a verified ``info``: lease, safety backup, atomic replace."""
     if to is not None:
         target = Path(to)
         if target.exists() or target.is_symlink():

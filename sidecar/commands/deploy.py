@@ -86,12 +86,15 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
             seconds=round(report.seconds, 3),
         )
         if settings.schedule and not dry_run:
+            from sidecar.commands import offsite  # noqa: PLC0415
+
             _backup_if_none_fresh(settings, report)
-            schedule.run_forever(
-                settings.schedule,
-                lambda: take_backup(settings, reason="scheduled", no_prune=False),
-                stop,
-            )
+            with offsite.drills_scheduled(settings, stop):
+                schedule.run_forever(
+                    settings.schedule,
+                    lambda: take_backup(settings, reason="scheduled", no_prune=False),
+                    stop,
+                )
     return DeployResult(report)
 
 

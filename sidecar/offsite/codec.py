@@ -196,7 +196,9 @@ def decode(chunks: Iterable[bytes], *, identities: Sequence[Any] | None) -> Iter
         chunks = _through(lambda src, dst: pyrage.decrypt_io(src, dst, keys), chunks)
     reader = _ChunkReader(chunks)
     return iter(
-        zstandard.ZstdDecompressor().read_to_iter(cast(IO[bytes], reader), read_size=CHUNK, write_size=CHUNK)
+        zstandard.ZstdDecompressor().read_to_iter(
+            cast(IO[bytes], reader), read_size=CHUNK, write_size=CHUNK
+        )
     )
 
 

@@ -106,11 +106,16 @@ class Upload:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "key": self.key, "manifest_key": self.manifest_key,
-            "size": self.size, "sha256": self.sha256, "encrypted": self.encrypted,
-            "proof": self.proof, "seconds": round(self.seconds, 3),
+            "id": self.id,
+            "key": self.key,
+            "manifest_key": self.manifest_key,
+            "size": self.size,
+            "sha256": self.sha256,
+            "encrypted": self.encrypted,
+            "proof": self.proof,
+            "seconds": round(self.seconds, 3),
             "uploaded_at": self.uploaded_at,
-        }  # fmt: skip
+        }
 
 
 def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -> Upload:
@@ -124,13 +129,24 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
     key = store.remote.key(data_name(copy_id, encrypted=encrypted))
     manifest_key = store.remote.key(copy_id + MANIFEST_SUFFIX)
     tally = _Tally()
-    store.put(key, lambda: tally.wrap(
-        codec.encode(info.path, compressed=info.compressed, recipients=recipients)))  # fmt: skip
+    store.put(
+        key,
+        lambda: tally.wrap(
+            codec.encode(info.path, compressed=info.compressed, recipients=recipients)
+        ),
+    )
     proof = _prove(store, key, tally)
     done = Upload(
-        copy_id, key, manifest_key, tally.size, tally.sha.hexdigest(), encrypted, proof,
-        time.monotonic() - started, datetime.now(UTC).isoformat(),
-    )  # fmt: skip
+        copy_id,
+        key,
+        manifest_key,
+        tally.size,
+        tally.sha.hexdigest(),
+        encrypted,
+        proof,
+        time.monotonic() - started,
+        datetime.now(UTC).isoformat(),
+    )
     manifest = {
         **info.manifest,
         "id": copy_id,
@@ -139,8 +155,15 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
     }
     body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     store.put(manifest_key, lambda: [body])
-    log.info("offsite.uploaded", id=copy_id, key=key, bytes=done.size, encrypted=encrypted,
-             proof=proof, seconds=round(done.seconds, 3))  # fmt: skip
+    log.info(
+        "offsite.uploaded",
+        id=copy_id,
+        key=key,
+        bytes=done.size,
+        encrypted=encrypted,
+        proof=proof,
+        seconds=round(done.seconds, 3),
+    )
     return done
 
 
@@ -213,19 +236,27 @@ class RemoteCopy:
         match = BACKUP_NAME.match(self.id)
         manifest = {**self.manifest, "verified": not self.problems}
         return BackupInfo(
-            id=self.id, path=Path(self.manifest_key), manifest=manifest,
-            created_at=self.created_at, stem=match["stem"] if match else "",
+            id=self.id,
+            path=Path(self.manifest_key),
+            manifest=manifest,
+            created_at=self.created_at,
+            stem=match["stem"] if match else "",
             environment=match["env"] if match else "",
-            seq=int(match["seq"] or 0) if match else 0, size=self.size,
-        )  # fmt: skip
+            seq=int(match["seq"] or 0) if match else 0,
+            size=self.size,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "key": self.offsite.get("key"), "size": self.size,
-            "created_at": self.created_at.isoformat(), "encrypted": self.encrypted,
-            "uploaded_at": self.offsite.get("uploaded_at"), "sha256": self.manifest.get("sha256"),
+            "id": self.id,
+            "key": self.offsite.get("key"),
+            "size": self.size,
+            "created_at": self.created_at.isoformat(),
+            "encrypted": self.encrypted,
+            "uploaded_at": self.offsite.get("uploaded_at"),
+            "sha256": self.manifest.get("sha256"),
             "problems": self.problems,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -252,9 +283,8 @@ def list_copies(store: ObjectStore) -> RemoteListing:
         named.add(data_key)
         copies.append(RemoteCopy(copy_id, manifest, key, objects.get(data_key)))
     orphans = [
-        k for k in sorted(objects)
-        if k not in named and _is_copy_id(_data_id(k[len(prefix):]) or "")
-    ]  # fmt: skip
+        k for k in sorted(objects) if k not in named and _is_copy_id(data_id(k[len(prefix) :]))
+    ]
     copies.sort(key=lambda c: (c.created_at, c.id), reverse=True)
     return RemoteListing(copies, orphans)
 
@@ -263,11 +293,11 @@ def _is_copy_id(name: str) -> bool:
     return bool(BACKUP_NAME.match(name)) and not name.endswith(".zst")
 
 
-def _data_id(name: str) -> str | None:
+def data_id(name: str) -> str:
     for suffix in (".zst.age", ".zst"):
         if name.endswith(suffix):
             return name.removesuffix(suffix)
-    return None
+    return ""
 
 
 def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any]:
@@ -341,8 +371,9 @@ def drill(
         problems = list(facts["problems"])
         expected = copy.manifest.get("row_counts") or {}
         if not problems and facts.get("row_counts") != expected:
-            problems.append(f"row counts {facts.get('row_counts')} differ from the "
-                            f"manifest's {expected}")  # fmt: skip
+            problems.append(
+                f"row counts {facts.get('row_counts')} differ from the manifest's {expected}"
+            )
         return problems
     finally:
         work.unlink(missing_ok=True)
@@ -365,9 +396,13 @@ def prune_copies(
     names as holding data since lost); ids in ``protect`` are kept too. Manifest first."""
     by_id = {c.id: c for c in listing.copies}
     _, delete = retention(
-        [c.as_backup() for c in listing.copies], keep=keep, keep_daily=keep_daily,
-        keep_weekly=keep_weekly, keep_monthly=keep_monthly, now=now or datetime.now(UTC),
-    )  # fmt: skip
+        [c.as_backup() for c in listing.copies],
+        keep=keep,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+        now=now or datetime.now(UTC),
+    )
     wanted = {remote_id(p) for p in protect}
     gone = [by_id[b.id] for b in delete if b.id not in wanted]
     if not dry_run:

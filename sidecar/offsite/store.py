@@ -136,9 +136,15 @@ class S3Store:
         self._call(
             "upload",
             key,
-            lambda: obstore.put(self._store, key, chunks(), use_multipart=True,
-                                chunk_size=PART_SIZE, max_concurrency=CONCURRENCY),
-        )  # fmt: skip
+            lambda: obstore.put(
+                self._store,
+                key,
+                chunks(),
+                use_multipart=True,
+                chunk_size=PART_SIZE,
+                max_concurrency=CONCURRENCY,
+            ),
+        )
 
     def head(self, key: str) -> ObjectMeta | None:
         import obstore  # noqa: PLC0415
@@ -185,8 +191,14 @@ class S3Store:
     def _call(self, what: str, key: str, run: Callable[[], T]) -> T:
         def log_retry(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("offsite.retry", op=what, key=key, attempt=state.attempt_number,
-                        endpoint=self.remote.endpoint, error=_short(exc))  # fmt: skip
+            log.warning(
+                "offsite.retry",
+                op=what,
+                key=key,
+                attempt=state.attempt_number,
+                endpoint=self.remote.endpoint,
+                error=_short(exc),
+            )
 
         retrying = _Retrying(
             stop=stop_after_attempt(self._attempts),
