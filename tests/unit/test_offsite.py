@@ -437,3 +437,81 @@ def test_offsite_settings_without_offsite_are_an_error_never_ignored(
     settings = load_settings({"SIDECAR_OFFSITE": "s3://b/p", "SIDECAR_AGE_RECIPIENTS": str(keys)})
     assert settings.age_recipients == (age_key[1],)
     assert SECRET not in repr(load_settings({"AWS_SECRET_ACCESS_KEY": SECRET}))
+
+
+def test_deploy_uploads_after_the_commit_and_the_restart_and_a_failure_is_a_warning(
+    server: S3Server, tmp_path: Path
+) -> None:
+    from sidecar.pipeline import run_deploy
+    from sidecar.settings import load_settings
+    from tests.fakes import FakeApps
+    from tests.unit.test_pipeline import env_for, make_db
+
+    server.make_bucket("deploys")
+    offsite = {
+        "SIDECAR_OFFSITE": "s3://deploys/app",
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "SIDECAR_COMPRESS": "zstd",
+    }
+    app = {"SIDECAR_APP": "app", "SIDECAR_WAIT_TIMEOUT": "5s"}
+    settings = load_settings(env_for(tmp_path / "one", **app, **offsite))
+    store = S3Store(
+        Remote(
+            "deploys", "app", endpoint=server.url, access_key_id=KEY_ID, secret_access_key=SECRET
+        )
+    )
+    seen_at_restart: list[int] = []
+
+    class Apps(FakeApps):
+        def restart(self, app: Any, *, timeout: float) -> None:
+            seen_at_restart.append(len(store.list("app")))
+            super().restart(app, timeout=timeout)
+
+    make_db(settings.require_database())
+    report = run_deploy(settings, apps=Apps())
+    assert report.changed
+    assert report.restarted
+    assert seen_at_restart == [0]  # nothing went out while the app waited
+    assert report.offsite is not None
+    assert report.offsite["id"] == str(report.backup).removesuffix(".zst")
+    assert not [w for w in report.warnings if "offsite" in w]
+
+    # An unreachable store: the change is committed and stays, the deploy warns.
+    from tests.s3server import free_port
+
+    down = offsite | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    settings = load_settings(env_for(tmp_path / "two", **app, **down))
+    make_db(settings.require_database())
+    report = run_deploy(settings, apps=FakeApps())
+    assert report.changed
+    assert report.restarted
+    assert report.offsite is not None
+    assert "kept locally" in report.offsite["error"]
+    assert any("offsite copy failed" in w for w in report.warnings)
+    again = run_deploy(settings, apps=FakeApps())
+    assert not again.changed  # committed: nothing left to apply
+
+
+def test_scheduled_drills_run_beside_the_scheduled_backups(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sidecar.commands import offsite
+    from sidecar.settings import load_settings
+    from sidecar.signals import Stop
+
+    assert run(capsys, ["backup"], env)[0] == 0
+    settings = load_settings(env | {"SIDECAR_SCHEDULE": "1h", "SIDECAR_DRILL_SCHEDULE": "1s"})
+    stop = Stop()
+    with offsite.drills_scheduled(settings, stop):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            from sidecar.offsite import state
+
+            if state.load(settings.backup_dir).get("last_drill"):
+                break
+            time.sleep(0.2)
+    assert state.load(settings.backup_dir)["last_drill"]["ok"] is True
+    code, _ = run(capsys, ["backup"], env | {"SIDECAR_DRILL_SCHEDULE": "1h"})
+    assert code == 2  # a drill schedule without the long-running mode is never ignored
