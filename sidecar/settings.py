@@ -519,7 +519,7 @@ class Settings:
             flag=False,
             commands=_OFFSITE,
             env="AWS_REGION",
-            shown="`us-east-1`",
+            shown="unset: `us-east-1`",
             help="the store's region",
         ),
     )
@@ -671,7 +671,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     messages = []
     for name in sorted(env):
         base = name.removesuffix("_FILE")
-        if not name.startswith("SIDECAR_") or base in known or name in NOT_SETTINGS:
+        # A setting may itself end in _FILE (SIDECAR_AGE_IDENTITY_FILE): the name first.
+        if not name.startswith("SIDECAR_") or {name, base} & known or name in NOT_SETTINGS:
             continue
         import difflib  # noqa: PLC0415 (only on a typo: keeps startup light)
 
