@@ -37,7 +37,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage or configuration error; subcommand not available
   3  refused by a safety rule (drift under --strict, impossible change, lease held)
   4  health check failed; changes rolled back
-  5  dependency unavailable after retries (database locked, Docker API, disk)
+  5  dependency unavailable after retries (database locked, Docker API, disk, offsite store)
   6  plan --check: changes pending
 """
 
