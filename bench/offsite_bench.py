@@ -91,15 +91,15 @@ def main() -> None:
     from sidecar.backup import create_backup  # noqa: PLC0415
     from tests.s3server import s3_server  # noqa: PLC0415
 
-    out = ROOT / "bench" / "out"  # ignored by git; on the disk the backups would use
-    out.mkdir(exist_ok=True)
+    scratch = ROOT / "bench" / "out"  # ignored by git; on the disk the backups would use
+    scratch.mkdir(exist_ok=True)
     identity = pyrage.x25519.Identity.generate()
     env = {
         **os.environ,
         "BENCH_RECIPIENT": str(identity.to_public()),
         "BENCH_IDENTITY": str(identity),
     }
-    with tempfile.TemporaryDirectory(dir=out) as tmp, s3_server() as server:
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp, s3_server() as server:
         work = Path(tmp)
         server.make_bucket("bench")
         db = work / "bench.db"

@@ -255,6 +255,11 @@ def _row(
     return {"row": row}
 
 
+def _offsite_row(parse: Callable[[str], Any] | None = None, **row: Any) -> dict[str, Any]:
+    """An offsite setting's row: environment-only, read by the commands that touch copies."""
+    return _row(parse, flag=False, commands=_OFFSITE, **row)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a command may need. Built only by :func:`load_settings`.
@@ -493,20 +498,16 @@ class Settings:
     # every S3 tool reads. Secrets never show in a repr; every value may come from *_FILE.
     offsite: str | None = dataclasses.field(
         default=None,
-        metadata=_row(
+        metadata=_offsite_row(
             _offsite_url,
-            flag=False,
-            commands=_OFFSITE,
             shown="off",
             help="`s3://bucket/prefix`: every verified backup also goes there",
         ),
     )
     aws_endpoint_url: str | None = dataclasses.field(
         default=None,
-        metadata=_row(
+        metadata=_offsite_row(
             _endpoint,
-            flag=False,
-            commands=_OFFSITE,
             env="AWS_ENDPOINT_URL",
             shown="AWS S3",
             help="an S3-compatible store (MinIO, B2, R2, Garage)",
@@ -514,10 +515,8 @@ class Settings:
     )
     aws_region: str | None = dataclasses.field(
         default=None,
-        metadata=_row(
+        metadata=_offsite_row(
             _text,
-            flag=False,
-            commands=_OFFSITE,
             env="AWS_REGION",
             shown="unset: `us-east-1`",
             help="the store's region",
@@ -526,10 +525,8 @@ class Settings:
     aws_access_key_id: str | None = dataclasses.field(
         default=None,
         repr=False,
-        metadata=_row(
+        metadata=_offsite_row(
             _text,
-            flag=False,
-            commands=_OFFSITE,
             env="AWS_ACCESS_KEY_ID",
             help="the store's access key (a secret: use `_FILE`)",
         ),
@@ -537,39 +534,31 @@ class Settings:
     aws_secret_access_key: str | None = dataclasses.field(
         default=None,
         repr=False,
-        metadata=_row(
+        metadata=_offsite_row(
             _text,
-            flag=False,
-            commands=_OFFSITE,
             env="AWS_SECRET_ACCESS_KEY",
             help="the store's secret key (a secret: use `_FILE`)",
         ),
     )
     s3_path_style: PathStyle = dataclasses.field(
         default="auto",
-        metadata=_row(
-            flag=False,
-            commands=_OFFSITE,
+        metadata=_offsite_row(
             choices=("auto", "true", "false"),
             help="path-style URLs (`auto`: when AWS_ENDPOINT_URL is set)",
         ),
     )
     age_recipients: tuple[str, ...] = dataclasses.field(
         default=(),
-        metadata=_row(
+        metadata=_offsite_row(
             _recipients,
-            flag=False,
-            commands=_OFFSITE,
             shown="none (NOT encrypted)",
             help="age public keys, or a file of them: every object is encrypted",
         ),
     )
     age_identity_file: Path | None = dataclasses.field(
         default=None,
-        metadata=_row(
+        metadata=_offsite_row(
             _path,
-            flag=False,
-            commands=_OFFSITE,
             help="the age identity file for restores and drills",
         ),
     )
@@ -581,28 +570,22 @@ class Settings:
     )
     offsite_keep_daily: int = dataclasses.field(
         default=0,
-        metadata=_row(
+        metadata=_offsite_row(
             _count(0),
-            flag=False,
-            commands=_OFFSITE,
             help="also keep the newest copy of each of N days",
         ),
     )
     offsite_keep_weekly: int = dataclasses.field(
         default=0,
-        metadata=_row(
+        metadata=_offsite_row(
             _count(0),
-            flag=False,
-            commands=_OFFSITE,
             help="also keep the newest copy of each of N ISO weeks",
         ),
     )
     offsite_keep_monthly: int = dataclasses.field(
         default=0,
-        metadata=_row(
+        metadata=_offsite_row(
             _count(0),
-            flag=False,
-            commands=_OFFSITE,
             help="also keep the newest copy of each of N months",
         ),
     )
@@ -617,10 +600,8 @@ class Settings:
     )
     max_offsite_age: float = dataclasses.field(
         default=26 * 3600.0,
-        metadata=_row(
+        metadata=_offsite_row(
             _seconds,
-            flag=False,
-            commands=_OFFSITE,
             shown="`26h`",
             help="`health` warns past this age of the newest offsite copy",
         ),

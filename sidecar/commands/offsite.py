@@ -249,9 +249,10 @@ def verify_remote(settings: Settings, *, backup_id: str | None, every: bool) -> 
 @contextmanager
 def fetched(settings: Settings, backup_id: str) -> Iterator[BackupInfo]:
     """The offsite copy ``backup_id`` downloaded, decrypted and decompressed into a scratch
-    file in the backups folder, checked (sha256 against its manifest, quick_check), as a
-    BackupInfo the existing restore path takes; the scratch file is removed afterwards."""
-    from sidecar.backup import inspect_file, prepare_folder  # noqa: PLC0415
+    file in the backups folder, as a BackupInfo whose manifest expects the copy's own size and
+    sha256: the existing restore path checks it (verify_backup: sha256, quick_check) before
+    anything is replaced. The scratch file is removed afterwards."""
+    from sidecar.backup import prepare_folder  # noqa: PLC0415
 
     offsite = require(settings)
     copy = copies.find_copy(copies.list_copies(offsite.store), backup_id)
@@ -264,19 +265,15 @@ def fetched(settings: Settings, backup_id: str) -> Iterator[BackupInfo]:
     scratch = settings.backup_dir / f".offsite-restore-{os.getpid()}-{secrets.token_hex(4)}.db"
     identities = offsite.identities() if copy.encrypted else None
     try:
-        size, sha = copies.fetch(offsite.store, copy, scratch, identities=identities)
-        if sha != copy.manifest.get("sha256"):
-            raise RefusedError(
-                f"offsite copy {copy.id} does not match its manifest (sha256)",
-                hint="run sidecar verify --remote --all; pick another copy",
-            )
-        problems = inspect_file(scratch, False)["problems"]
-        if problems:
-            raise RefusedError(
-                f"offsite copy {copy.id} fails quick_check: {problems[0]}",
-                hint="pick another from: sidecar list --remote",
-            )
-        manifest = {**copy.manifest, "compression": "none", "size": size, "stored_sha256": sha}
+        size, _ = copies.fetch(offsite.store, copy, scratch, identities=identities)
+        # The manifest's own size and sha256 as the expected ones: the restore path's
+        # verify_backup then checks the download against them, and runs quick_check.
+        manifest = {
+            **copy.manifest,
+            "compression": "none",
+            "size": copy.manifest.get("db_size"),
+            "stored_sha256": copy.manifest.get("sha256"),
+        }
         log.info("offsite.fetched", id=copy.id, bytes=size)
         yield BackupInfo(
             id=copy.id,

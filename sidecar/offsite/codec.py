@@ -78,19 +78,29 @@ def load_identities(path: Path) -> list[Any]:
     return identities
 
 
+class CodecError(Exception):
+    """The bytes do not decrypt (wrong key, damaged) or do not decompress."""
+
+
 class _ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks."""
+    """A read-only file over an iterator of byte chunks. An error of the iterator (the store
+    went away) is kept in ``failure``: pyrage reports it as its own OSError."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._pending = b""
+        self.failure: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
-            self._pending = next(self._chunks, b"")
+            try:
+                self._pending = next(self._chunks, b"")
+            except BaseException as exc:
+                self.failure = exc
+                raise
             if not self._pending:
                 return 0
         n = min(len(buffer), len(self._pending))
@@ -141,16 +151,17 @@ def _through(work: Callable[[Any, Any], None], chunks: Iterable[bytes]) -> Itera
     out: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
     cancelled = threading.Event()
     writer = _QueueWriter(out, cancelled)
+    reader = _ChunkReader(chunks)
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            work(_ChunkReader(chunks), writer)
+            work(reader, writer)
             writer.flush_chunk()
         except _Cancelled:
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            failure.append(exc)
+            failure.append(reader.failure or CodecError(f"{type(exc).__name__}: {exc}"))
         try:
             writer._put(_DONE)
         except _Cancelled:
@@ -195,11 +206,20 @@ def decode(chunks: Iterable[bytes], *, identities: Sequence[Any] | None) -> Iter
         keys = list(identities)
         chunks = _through(lambda src, dst: pyrage.decrypt_io(src, dst, keys), chunks)
     reader = _ChunkReader(chunks)
-    return iter(
+    return _zstd_errors(
         zstandard.ZstdDecompressor().read_to_iter(
             cast(IO[bytes], reader), read_size=CHUNK, write_size=CHUNK
         )
     )
+
+
+def _zstd_errors(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    import zstandard  # noqa: PLC0415
+
+    try:
+        yield from chunks
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"zstd: {exc}") from None
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:

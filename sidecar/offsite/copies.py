@@ -26,7 +26,7 @@ from typing import Any
 from sidecar.backup import inspect_file
 from sidecar.catalog import BACKUP_NAME, EPOCH, TIMESTAMP, BackupInfo, retention
 from sidecar.copier import create_exclusive, pump
-from sidecar.errors import ConfigError, UnavailableError
+from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.offsite import codec
 from sidecar.offsite.store import PART_SIZE, ObjectMeta, ObjectStore
@@ -311,8 +311,6 @@ def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any]:
 def find_copy(listing: RemoteListing, copy_id: str) -> RemoteCopy:
     """The listed copy ``copy_id`` (a local name with or without ``.zst``, or ``latest``:
     the newest complete one). Raises RefusedError."""
-    from sidecar.errors import RefusedError  # noqa: PLC0415
-
     if copy_id == "latest":
         good = [c for c in listing.copies if not c.problems]
         if not good:
@@ -339,6 +337,13 @@ def fetch(
     try:
         chunks = store.get(str(copy.offsite.get("key")))
         return pump(codec.decode(chunks, identities=identities if copy.encrypted else None), fd)
+    except codec.CodecError as exc:
+        raise RefusedError(
+            f"offsite copy {copy.id} cannot be decrypted or decompressed: "
+            f"{type(exc).__name__}: {exc}",
+            hint="check SIDECAR_AGE_IDENTITY_FILE is the key of SIDECAR_AGE_RECIPIENTS; "
+            "else the copy is damaged: pick another from sidecar list --remote",
+        ) from None
     finally:
         os.close(fd)
 
@@ -361,10 +366,8 @@ def drill(
     try:
         try:
             _, sha = fetch(store, copy, work, identities=identities)
-        except (ConfigError, UnavailableError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any decoder error means a bad copy
-            return [f"cannot decrypt or decompress: {type(exc).__name__}: {exc}"]
+        except RefusedError as exc:  # the bytes do not decrypt or decompress
+            return [exc.message]
         if sha != copy.manifest.get("sha256"):
             return ["sha256 of the restored database differs from the manifest"]
         facts = inspect_file(work, full)

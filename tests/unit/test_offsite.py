@@ -63,11 +63,20 @@ def env(server: S3Server, tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def age_env(env: dict[str, str], age_key: tuple[Path, str]) -> dict[str, str]:
+    """``env`` with encryption on: the age-keygen key as recipient and identity."""
+    identity, public = age_key
+    return env | {"SIDECAR_AGE_RECIPIENTS": public, "SIDECAR_AGE_IDENTITY_FILE": str(identity)}
+
+
 def run(
     capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
     code = cli.main([*argv, "--json"], env=env)
-    return code, json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.out, captured.err  # every outcome, failures too, is a JSON document
+    return code, json.loads(captured.out)
 
 
 def store_of(env: dict[str, str]) -> S3Store:
@@ -130,12 +139,9 @@ def test_backup_uploads_ciphertext_that_the_age_tool_decrypts_to_the_backup(
 
 
 def test_restore_from_offsite_latest_brings_back_every_row(
-    capsys: pytest.CaptureFixture[str],
-    env: dict[str, str],
-    age_key: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str], age_env: dict[str, str]
 ) -> None:
-    identity, public = age_key
-    env |= {"SIDECAR_AGE_RECIPIENTS": public, "SIDECAR_AGE_IDENTITY_FILE": str(identity)}
+    env = age_env
     db = Path(env["SIDECAR_DATABASE"])
     before = rows(db)
     assert run(capsys, ["backup", "--compress", "zstd"], env)[0] == 0
@@ -168,12 +174,9 @@ def test_restore_from_offsite_of_an_encrypted_copy_needs_the_identity(
 
 
 def test_verify_remote_catches_a_flipped_byte_and_a_missing_manifest(
-    capsys: pytest.CaptureFixture[str],
-    env: dict[str, str],
-    age_key: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str], age_env: dict[str, str]
 ) -> None:
-    identity, public = age_key
-    env |= {"SIDECAR_AGE_RECIPIENTS": public, "SIDECAR_AGE_IDENTITY_FILE": str(identity)}
+    env = age_env
     first = run(capsys, ["backup"], env)[1]["offsite"]
     second = run(capsys, ["backup"], env)[1]["offsite"]
     code, doc = run(capsys, ["verify", "--remote", "--all"], env)
@@ -364,19 +367,14 @@ def test_wrong_credentials_give_one_clear_error_and_exit_5(
 
 
 def test_credentials_never_appear_in_logs_json_or_manifests(
-    capsys: pytest.CaptureFixture[str],
-    env: dict[str, str],
-    age_key: tuple[Path, str],
-    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], age_env: dict[str, str], tmp_path: Path
 ) -> None:
-    identity, public = age_key
+    env = age_env
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
     del env["AWS_SECRET_ACCESS_KEY"]
     env |= {
         "AWS_SECRET_ACCESS_KEY_FILE": str(secret_file),
-        "SIDECAR_AGE_RECIPIENTS": public,
-        "SIDECAR_AGE_IDENTITY_FILE": str(identity),
         "SIDECAR_LOG_LEVEL": "debug",
     }
     seen = []
@@ -515,3 +513,47 @@ def test_scheduled_drills_run_beside_the_scheduled_backups(
     assert state.load(settings.backup_dir)["last_drill"]["ok"] is True
     code, _ = run(capsys, ["backup"], env | {"SIDECAR_DRILL_SCHEDULE": "1h"})
     assert code == 2  # a drill schedule without the long-running mode is never ignored
+
+
+def test_restore_from_a_corrupted_offsite_copy_is_refused_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], age_env: dict[str, str]
+) -> None:
+    upload = run(capsys, ["backup"], age_env)[1]["offsite"]
+    store = store_of(age_env)
+    blob = bytearray(b"".join(store.get(upload["key"])))
+    blob[-100] ^= 0x01  # inside the last age chunk: decryption fails
+    store.put(upload["key"], lambda: [bytes(blob)])
+    db = Path(age_env["SIDECAR_DATABASE"])
+    before = db.read_bytes()
+    code, doc = run(capsys, ["restore", "--from", "offsite", "latest"], age_env)
+    assert code != 0
+    assert doc["error"]["hint"]
+    assert db.read_bytes() == before
+    assert not [p for p in Path(age_env["SIDECAR_BACKUP_DIR"]).iterdir() if "restore" in p.name]
+
+
+def test_an_upload_whose_source_fails_leaves_no_multipart_upload(server: S3Server) -> None:
+    import boto3
+
+    server.make_bucket("aborted")
+    store = S3Store(
+        Remote("aborted", "p", endpoint=server.url, access_key_id=KEY_ID, secret_access_key=SECRET),
+        attempts=1,
+    )
+
+    def failing() -> Iterator[bytes]:
+        for _ in range(20):  # past two 8 MiB parts
+            yield os.urandom(1 << 20)
+        raise OSError("the disk went away")
+
+    with pytest.raises(Exception, match="disk went away"):
+        store.put("p/x.db.zst", failing)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
+    assert not s3.list_multipart_uploads(Bucket="aborted").get("Uploads")
+    assert store.list("p") == []
