@@ -18,7 +18,7 @@ from sidecar.copier import CHUNK, read_chunks
 from sidecar.errors import ConfigError
 
 _DONE = object()
-_QUEUE_DEPTH = 4  # chunks of ~1 MiB between the age thread and its consumer
+_QUEUE_DEPTH = 2  # chunks of ~1 MiB between the age thread and its consumer
 
 
 def parse_recipients(text: str) -> list[str]:

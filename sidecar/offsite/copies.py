@@ -29,7 +29,7 @@ from sidecar.copier import create_exclusive, pump
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.offsite import codec
-from sidecar.offsite.store import PART_SIZE, ObjectMeta, ObjectStore
+from sidecar.offsite.store import ObjectMeta, ObjectStore, part_size
 
 log = get_logger(__name__)
 
@@ -49,7 +49,8 @@ class _Tally:
     """Counts, hashes (sha256) and part-hashes (md5 per multipart part) the bytes sent, to
     prove the stored object against the store's ETag without reading it back."""
 
-    def __init__(self) -> None:
+    def __init__(self, part: int) -> None:
+        self.part = part
         self.reset()
 
     def reset(self) -> None:
@@ -66,11 +67,11 @@ class _Tally:
             self.size += len(chunk)
             view = memoryview(chunk)
             while view:
-                take = min(len(view), PART_SIZE - self._in_part)
+                take = min(len(view), self.part - self._in_part)
                 self._part.update(view[:take])
                 self._in_part += take
                 view = view[take:]
-                if self._in_part == PART_SIZE:
+                if self._in_part == self.part:
                     self._close_part()
             yield chunk
         if self._in_part or not self.parts:
@@ -128,12 +129,13 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
     encrypted = bool(recipients)
     key = store.remote.key(data_name(copy_id, encrypted=encrypted))
     manifest_key = store.remote.key(copy_id + MANIFEST_SUFFIX)
-    tally = _Tally()
+    tally = _Tally(part_size(info.size))
     store.put(
         key,
         lambda: tally.wrap(
             codec.encode(info.path, compressed=info.compressed, recipients=recipients)
         ),
+        part=tally.part,
     )
     proof = _prove(store, key, tally)
     done = Upload(

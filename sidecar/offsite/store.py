@@ -29,7 +29,8 @@ from sidecar.logs import get_logger
 log = get_logger(__name__)
 T = TypeVar("T")
 
-PART_SIZE = 8 << 20  # multipart part size: memory in flight is PART_SIZE * CONCURRENCY
+MIN_PART = 5 << 20  # S3's smallest part; memory in flight is about part size * (CONCURRENCY + 1)
+MAX_PARTS = 10_000  # S3's limit on parts per upload
 CONCURRENCY = 2
 ATTEMPTS = 3  # tenacity attempts per call; obstore retries each request twice more inside
 
@@ -72,6 +73,13 @@ def parse_url(value: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def part_size(expected: int) -> int:
+    """The multipart part size for an object of about ``expected`` bytes: S3's 5 MiB
+    minimum (memory stays small), larger only when 10,000 parts would not hold it."""
+    needed = -(-expected * 11 // 10 // (MAX_PARTS - 500))  # 10% headroom, spare parts
+    return max(MIN_PART, ((needed + (1 << 20) - 1) >> 20) << 20)
+
+
 @dataclass(frozen=True)
 class ObjectMeta:
     key: str
@@ -85,8 +93,9 @@ class ObjectStore(Protocol):
 
     remote: Remote
 
-    def put(self, key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
-        """Upload the bytes ``chunks()`` yields (multipart; called again on a retry)."""
+    def put(self, key: str, chunks: Callable[[], Iterable[bytes]], *, part: int = MIN_PART) -> None:
+        """Upload the bytes ``chunks()`` yields, in parts of ``part`` bytes (multipart;
+        ``chunks`` is called again on a retry)."""
 
     def head(self, key: str) -> ObjectMeta | None: ...
 
@@ -130,7 +139,7 @@ class S3Store:
             **config,
         )
 
-    def put(self, key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+    def put(self, key: str, chunks: Callable[[], Iterable[bytes]], *, part: int = MIN_PART) -> None:
         import obstore  # noqa: PLC0415
 
         self._call(
@@ -141,7 +150,7 @@ class S3Store:
                 key,
                 chunks(),
                 use_multipart=True,
-                chunk_size=PART_SIZE,
+                chunk_size=part,
                 max_concurrency=CONCURRENCY,
             ),
         )

@@ -557,3 +557,13 @@ def test_an_upload_whose_source_fails_leaves_no_multipart_upload(server: S3Serve
     )
     assert not s3.list_multipart_uploads(Bucket="aborted").get("Uploads")
     assert store.list("p") == []
+
+
+def test_parts_stay_at_the_s3_minimum_until_10000_would_not_hold_the_object() -> None:
+    from sidecar.offsite.store import MAX_PARTS, MIN_PART, part_size
+
+    assert part_size(0) == MIN_PART
+    assert part_size(1 << 30) == MIN_PART
+    for size in (60 << 30, 200 << 30):
+        assert size * 1.1 / part_size(size) < MAX_PARTS
+        assert part_size(size) % (1 << 20) == 0
