@@ -47,6 +47,9 @@ class DeployResult:
             parts.append(f"restarted {r.app}")
         elif r.app_stopped:
             parts.append(f"stopped and started {r.app}")
+        if r.offsite:
+            failed = r.offsite.get("error")
+            parts.append(f"offsite copy FAILED: {failed}" if failed else "offsite copy proved")
         return "deploy: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sidecar import catalog, schedule
 from sidecar.catalog import BackupInfo
 from sidecar.commands.backups import VerifyResult, _age, _size
-from sidecar.errors import ExitCode, RefusedError, SidecarError
+from sidecar.errors import ConfigError, ExitCode, RefusedError, SidecarError
 from sidecar.health import Check
 from sidecar.logs import get_logger
 from sidecar.offsite import copies, state
@@ -75,7 +75,7 @@ def configured(settings: Settings) -> Offsite | None:
 def require(settings: Settings) -> Offsite:
     found = configured(settings)
     if found is None:
-        raise RefusedError(
+        raise ConfigError(
             "offsite copies are off (SIDECAR_OFFSITE is not set)",
             hint="set SIDECAR_OFFSITE=s3://bucket/prefix and the AWS_* credentials",
         )

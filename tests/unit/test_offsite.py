@@ -427,6 +427,9 @@ def test_offsite_settings_without_offsite_are_an_error_never_ignored(
     code, doc = run(capsys, ["backup"], base | {"SIDECAR_OFFSITE": "http://b/p"})
     assert code == 2
     assert "SIDECAR_OFFSITE" in doc["error"]["message"]
+    code, doc = run(capsys, ["list", "--remote"], base)
+    assert code == 2
+    assert "SIDECAR_OFFSITE" in doc["error"]["message"]
     # A recipients file works as well as the keys themselves.
     keys = tmp_path / "recipients.txt"
     keys.write_text(f"# ops\n{age_key[1]}\n")
