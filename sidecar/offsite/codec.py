@@ -88,21 +88,24 @@ class _ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._pending = b""
+        self._pending = memoryview(b"")
         self.failure: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        # A view, not a slice of bytes: age reads 8 KiB at a time from 1 MiB chunks, and
+        # slicing would copy the rest of the chunk on every read.
         while not self._pending:
             try:
-                self._pending = next(self._chunks, b"")
+                chunk = next(self._chunks, b"")
             except BaseException as exc:
                 self.failure = exc
                 raise
-            if not self._pending:
+            if not chunk:
                 return 0
+            self._pending = memoryview(chunk)
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
