@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, health, migrate, schema
+from sidecar import catalog, checks, database, health, history, migrate, prisma, schema
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps
@@ -27,6 +27,7 @@ from sidecar.errors import RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
+from sidecar.schema_input import load_desired
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
@@ -77,7 +78,7 @@ def run_deploy(
     report = DeployReport(database=str(db), dry_run=dry_run)
 
     # 1. Preflight: read-only. Any refusal here changes nothing.
-    desired = schema.load_desired(settings.require_schema())
+    desired = load_desired(settings.require_schema())
     guards = _health_guards(settings)
     report.warnings += volume_warnings(db)
     app = _find_app(settings, apps, report)
@@ -145,6 +146,8 @@ def _preview(
         catalog.refuse_fresh_over_backups(db, settings)
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        creation = history.review(None, creation, desired)
+        _refuse(creation, settings, report)  # a history's data statements, under --strict
         return {"fresh": True, **creation.to_dict()}
     database.check_database_file(db)
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
@@ -157,7 +160,7 @@ def _preview(
                 hint="restore a verified backup (sidecar restore latest) before deploying",
             )
         # Duplicates under a new unique index are refused now, before the lock and the backup.
-        plan = migrate.plan_for(conn, desired)
+        plan = history.review(conn, migrate.plan_for(conn, desired), desired)
     except sqlite3.DatabaseError as exc:
         if checks.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
@@ -232,6 +235,7 @@ def _locked_change(
             plan = schema.make_plan(
                 schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
             )
+            plan = history.review(conn, plan, desired)
             _refuse(plan, settings, report)
             report.plan = plan.to_dict()
             if not plan.operations:
@@ -284,12 +288,13 @@ def _backup_and_apply(
     def apply(info: Callable[[], BackupInfo]) -> None:
         _check(stop, "migrate")
         migrate.apply_plan(
-            conn, plan, desired, extra_checks=guards,
+            conn, prisma.schema_changes(plan), desired, extra_checks=guards,
             fk_before=lambda: database.foreign_key_problems_in(info().path),
             # Every level but checksum runs quick_check (or integrity_check) on the database
             # as the change found it, and a backup that fails it fails the deploy first.
             checked_before=settings.verify != "checksum",
         )  # fmt: skip
+        prisma.record(conn, desired)  # Prisma's own rows, in the same transaction
 
     if database.journal_mode(conn) != "wal":
         done = backup()

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import catalog, checks, database, schedule
-from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
+from sidecar.backup import SIDE_FILES, RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
-from sidecar.errors import ExitCode, RefusedError, UnavailableError
-from sidecar.lease import hold_lease
+from sidecar.errors import ConfigError, ExitCode, RefusedError, UnavailableError
+from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
 from sidecar.report import Result
 from sidecar.settings import Settings
@@ -113,6 +113,7 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     # Refuse what is not a readable SQLite database before the copy: an empty or foreign
     # file must never become a "verified" backup that retention then counts.
     database.check_database_file(db)
+    remove_restore_partial_if_free(db, command="backup")
     try:
         info = _create(settings, db, reason)
     except sqlite3.DatabaseError as exc:
@@ -151,17 +152,28 @@ class ListResult:
     backups: list[BackupInfo]
     missing: list[str] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    database: Path | None = None
+    others: dict[str, int] = field(default_factory=dict)  # other databases -> backups
 
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backups": [b.to_dict() for b in self.backups], "missing": self.missing}
+        return {
+            "database": str(self.database) if self.database else None,
+            "backups": [b.to_dict() for b in self.backups],
+            "missing": self.missing,
+            "other_databases": self.others,
+        }
 
     def render(self) -> str:
+        others = "".join(
+            f"\n(also {n} backup(s) of {db} in this folder: SIDECAR_DATABASE={db} sidecar list)"
+            for db, n in self.others.items()
+        )
         if not self.backups and not self.missing:
-            return "no backups"
+            return ("no backups" + (f" of {self.database}" if self.database else "")) + others
         # Backups that a newer one names as the last holding data since lost (retention keeps them).
         anchors = {
             str(lost.get("since")) for b in self.backups if (lost := b.rows_vanished) is not None
@@ -170,7 +182,7 @@ class ListResult:
         rows += [
             (
                 b.id,
-                "verified" if b.verified else "UNVERIFIED",
+                _status(b),
                 _age(b.created_at, self.now),
                 _size(b.size),
                 b.reason,
@@ -180,14 +192,30 @@ class ListResult:
         ]
         rows += [(m, "MISSING", "", "", "", "") for m in self.missing]
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        return "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows
+        return (
+            "\n".join(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                for row in rows
+            )
+            + others
         )
 
 
+def _status(info: BackupInfo) -> str:
+    """verified; CORRUPT (a failed verify, a wrong size); CHANGED (modified after its
+    manifest, not verified since); UNVERIFIED (no manifest)."""
+    if info.verified:
+        return "verified"
+    if not info.manifest:
+        return "UNVERIFIED"
+    return "CHANGED" if info.problem == catalog.CHANGED else "CORRUPT"
+
+
 def _note(info: BackupInfo, *, kept: bool) -> str:
-    """Where most of the data vanished (catalog.rows_vanished), and the backup kept for it."""
+    """Why a backup cannot be trusted; where most of the data vanished
+    (catalog.rows_vanished), and the backup kept for it."""
+    if info.problem and info.manifest:
+        return info.problem
     if kept:
         return "kept: the last backup before the data vanished"
     lost = info.rows_vanished
@@ -197,15 +225,25 @@ def _note(info: BackupInfo, *, kept: bool) -> str:
 
 
 def list_backups(settings: Settings, *, remote: bool = False, **_: Any) -> Result:
-    """The backups in the backups folder, newest first (``remote``: the offsite copies)."""
+    """The configured database's backups (every backup when none is), newest first, and how
+    many of other databases share the folder (``remote``: the offsite copies instead)."""
     if remote:
         from sidecar.commands import offsite  # noqa: PLC0415
 
         return offsite.list_remote(settings)
+    db = settings.database
+    every = catalog.list_backups(settings.backup_dir)
+    ours = catalog.backups_of(settings.backup_dir, db)
+    others: dict[str, int] = {}
+    for info in every:
+        if db is not None and not info.belongs_to(db):
+            others[str(info.database)] = others.get(str(info.database), 0) + 1
     result = ListResult(
-        catalog.list_backups(settings.backup_dir), catalog.missing_backups(settings.backup_dir)
+        ours, catalog.missing_backups(settings.backup_dir, db), database=db, others=others
     )
-    log.info("backup.listed", count=len(result.backups), missing=len(result.missing))
+    log.info("backup.listed", count=len(result.backups), missing=len(result.missing),
+             corrupt=[b.id for b in ours if b.manifest and not b.verified],
+             other_databases=len(others))  # fmt: skip
     return result
 
 
@@ -253,8 +291,9 @@ def verify(
     latest: bool = False,
     **_: Any,
 ) -> VerifyResult:
-    """Verify one backup (or ``latest``), or all of them and report any that are missing.
-    ``remote``: restore drills of the offsite copies (the newest, one, or ``every`` one)."""
+    """Verify one backup (or this database's ``latest``), or all of this database's (all in
+    the folder when none is configured) and report any that are missing. ``remote``: restore
+    drills of the offsite copies (the newest, one, or ``every`` one)."""
     if remote:
         from sidecar.commands import offsite  # noqa: PLC0415
 
@@ -262,12 +301,13 @@ def verify(
     if latest:
         backup_id = "latest"
     full = settings.verify == "full"
+    db = settings.database
     if backup_id is not None:
-        targets = [catalog.find_backup(settings.backup_dir, backup_id)]
+        targets = [catalog.find_backup(settings.backup_dir, backup_id, database=db)]
         missing: list[str] = []
     else:
-        targets = catalog.list_backups(settings.backup_dir)
-        missing = catalog.missing_backups(settings.backup_dir)
+        targets = catalog.backups_of(settings.backup_dir, db)
+        missing = catalog.missing_backups(settings.backup_dir, db)
     checked = {info.id: verify_backup(info, full=full) for info in targets}
     checked |= {m: ["backup file is missing (its manifest exists)"] for m in missing}
     result = VerifyResult(checked, "full" if full else "quick")
@@ -278,6 +318,7 @@ def verify(
 @dataclass(frozen=True)
 class RestoreResult:
     outcome: RestoreOutcome
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # newer backups that failed
 
     @property
     def exit_code(self) -> ExitCode:
@@ -292,14 +333,23 @@ class RestoreResult:
             "safety_backup": o.safety_backup.id if o.safety_backup else None,
             "removed_side_files": o.removed_side_files,
             "actions": o.actions,
+            "skipped": [{"id": k, "problems": v} for k, v in self.skipped.items()],
             "seconds": round(o.seconds, 3),
         }
 
     def render(self) -> str:
         o = self.outcome
+        skipped = "".join(
+            f"\nskipped {backup_id}: {'; '.join(problems)}"
+            for backup_id, problems in self.skipped.items()
+        )
         if o.dry_run:
-            return "dry run, nothing changed; would:\n" + "\n".join(f"  {a}" for a in o.actions)
-        text = f"restored {o.backup.id} into {o.target}"
+            return (
+                "dry run, nothing changed; would:\n"
+                + "\n".join(f"  {a}" for a in o.actions)
+                + skipped
+            )
+        text = f"restored {o.backup.id} into {o.target}" + skipped
         if o.safety_backup:
             text += f"\nthe previous database is saved as {o.safety_backup.id}"
         return text
@@ -312,33 +362,75 @@ def restore(
     dry_run: bool = False,
     force: bool = False,
     to: str | None = None,
+    from_other_database: bool = False,
     source: str = "local",
     **_: Any,
 ) -> RestoreResult:
-    """Replace the database (or create ``to``) from a listed, verified backup
-    (``source`` offsite: an offsite copy, downloaded and checked first)."""
+    """Replace the database (or create ``to``) from a listed, verified backup of it
+    (``source`` offsite: an offsite copy, downloaded and checked first).
+
+    ``latest`` is the newest of this database's backups that passes verification: newer
+    ones that fail are skipped, and named. A backup of another database (its manifest's
+    source) replaces this one only with ``from_other_database``.
+    """
+    db = settings.database
+    target = _restore_target(settings, to)
+    skipped: dict[str, list[str]] = {}
     if source == "offsite":
         from sidecar.commands import offsite  # noqa: PLC0415
 
         with offsite.fetched(settings, backup_id) as fetched:
-            return restore_from(settings, fetched, dry_run=dry_run, force=force, to=to)
-    info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True)
-    return restore_from(settings, info, dry_run=dry_run, force=force, to=to)
+            _refuse_other_database(fetched, target, to=to, allowed=from_other_database)
+            return _restore_from(
+                settings,
+                fetched,
+                target,
+                dry_run=dry_run,
+                force=force,
+                to=to,
+                checked=False,
+                skipped=skipped,
+            )
+    if backup_id == "latest":
+        info, skipped = _latest_passing(settings.backup_dir, db)
+    else:
+        info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True, database=db)
+        _refuse_other_database(info, target, to=to, allowed=from_other_database)
+    return _restore_from(
+        settings,
+        info,
+        target,
+        dry_run=dry_run,
+        force=force,
+        to=to,
+        checked=backup_id == "latest",
+        skipped=skipped,
+    )
 
 
-def restore_from(
-    settings: Settings, info: BackupInfo, *, dry_run: bool, force: bool, to: str | None
+def _refuse_other_database(
+    info: BackupInfo, target: Path, *, to: str | None, allowed: bool
+) -> None:
+    if to is None and not info.belongs_to(target) and not allowed:
+        raise RefusedError(
+            f"backup {info.id} is of {info.database}, not of {target}",
+            hint="check SIDECAR_DATABASE and the ID (sidecar list); to put that "
+            "database's data into this one on purpose, add --from-other-database",
+        )
+
+
+def _restore_from(
+    settings: Settings,
+    info: BackupInfo,
+    target: Path,
+    *,
+    dry_run: bool,
+    force: bool,
+    to: str | None,
+    checked: bool,
+    skipped: dict[str, list[str]],
 ) -> RestoreResult:
     """The restore path for a verified ``info``: lease, safety backup, atomic replace."""
-    if to is not None:
-        target = Path(to)
-        if target.exists() or target.is_symlink():
-            raise RefusedError(
-                f"{target} already exists; --to only writes a new file",
-                hint="choose a path that does not exist yet",
-            )
-    else:
-        target = settings.require_database()
     in_place = to is None and not dry_run
     with ExitStack() as stack:
         stop_app = None
@@ -355,6 +447,8 @@ def restore_from(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
+            checked=checked,
+            lock_timeout=settings.wait_timeout,
         )
     if not dry_run:
         catalog.append_history(
@@ -364,10 +458,74 @@ def restore_from(
                 "id": info.id,
                 "target": str(target),
                 "safety_backup": outcome.safety_backup.id if outcome.safety_backup else None,
+                "skipped": list(skipped),
             },
             group=settings.backup_group,
         )
-    return RestoreResult(outcome)
+    return RestoreResult(outcome, skipped)
+
+
+def _restore_target(settings: Settings, to: str | None) -> Path:
+    """The database, or the new file ``to``: in an existing folder, and neither the live
+    database nor one of its side files (a restored copy named like its -wal would be taken
+    for the database's write-ahead log)."""
+    if to is None:
+        return settings.require_database()
+    target = Path(to)
+    if target.exists() or target.is_symlink():
+        raise RefusedError(
+            f"{target} already exists; --to only writes a new file",
+            hint="choose a path that does not exist yet",
+        )
+    if not target.parent.is_dir():
+        raise ConfigError(
+            f"cannot restore into {target}: the folder {target.parent} does not exist",
+            hint="create the folder first, or choose a path in an existing folder",
+        )
+    db = settings.database
+    if db is not None and any(
+        catalog.same_file(target, Path(f"{db}{side}")) for side in ("", *SIDE_FILES)
+    ):
+        raise RefusedError(
+            f"--to {target} is the live database {db} or one of its side files",
+            hint="to replace the database itself, leave out --to; to inspect a backup, "
+            "choose another file name",
+        )
+    return target
+
+
+def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict[str, list[str]]]:
+    """The newest backup of ``db`` that passes verification, and the newer ones that did
+    not (each skip is logged). Without a configured database, the folder must hold the
+    backups of one database only: `latest` never picks between databases."""
+    backups = catalog.list_backups(backup_dir)
+    ours = catalog.backups_of(backup_dir, db)
+    if db is None and len({b.database for b in ours if b.manifest}) > 1:
+        names = ", ".join(sorted({str(b.database) for b in ours if b.manifest}))
+        raise ConfigError(
+            f"{backup_dir} holds backups of several databases ({names}): which one's latest?",
+            hint="set SIDECAR_DATABASE (or --database), or name the backup ID",
+        )
+    skipped: dict[str, list[str]] = {}
+    for info in ours:
+        if not info.manifest.get("verified"):
+            continue
+        # A recorded failure or a wrong size is known without reading the file again; a
+        # file changed after its manifest is verified now, and may well pass.
+        known = info.problem if info.problem != catalog.CHANGED else None
+        problems = [known] if known else verify_backup(info)
+        if not problems:
+            return info, skipped
+        skipped[info.id] = problems
+        hint = "a newer backup failed verification; an older one is restored"
+        log.warning("restore.skipped", id=info.id, problems=problems, hint=hint)
+    if skipped:
+        raise RefusedError(
+            f"every backup of {db or 'the database'} in {backup_dir} fails verification "
+            f"({len(skipped)}: {', '.join(skipped)})",
+            hint="run sidecar verify; restore nothing until a good backup is found",
+        )
+    raise catalog.no_backups_of(db, backups, backup_dir, verified=True)
 
 
 def _app_stopper(settings: Settings) -> Callable[[], AbstractContextManager[None]] | None:
