@@ -285,6 +285,7 @@ def fetched(settings: Settings, backup_id: str) -> Iterator[BackupInfo]:
         )
     finally:
         scratch.unlink(missing_ok=True)
+        catalog.check_path(scratch).unlink(missing_ok=True)  # verify_backup's record of it
 
 
 @contextmanager
