@@ -376,36 +376,29 @@ def restore(
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}
-    if source == "offsite":
-        from sidecar.commands import offsite  # noqa: PLC0415
+    with ExitStack() as fetching:
+        if source == "offsite":
+            from sidecar.commands import offsite  # noqa: PLC0415
 
-        with offsite.fetched(settings, backup_id) as fetched:
-            _refuse_other_database(fetched, target, to=to, allowed=from_other_database)
-            return _restore_from(
-                settings,
-                fetched,
-                target,
-                dry_run=dry_run,
-                force=force,
-                to=to,
-                checked=False,
-                skipped=skipped,
+            info = fetching.enter_context(offsite.fetched(settings, backup_id))
+        elif backup_id == "latest":
+            info, skipped = _latest_passing(settings.backup_dir, db)
+        else:
+            info = catalog.find_backup(
+                settings.backup_dir, backup_id, verified_only=True, database=db
             )
-    if backup_id == "latest":
-        info, skipped = _latest_passing(settings.backup_dir, db)
-    else:
-        info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True, database=db)
-        _refuse_other_database(info, target, to=to, allowed=from_other_database)
-    return _restore_from(
-        settings,
-        info,
-        target,
-        dry_run=dry_run,
-        force=force,
-        to=to,
-        checked=backup_id == "latest",
-        skipped=skipped,
-    )
+        if source == "offsite" or backup_id != "latest":
+            _refuse_other_database(info, target, to=to, allowed=from_other_database)
+        return _restore_from(
+            settings,
+            info,
+            target,
+            dry_run=dry_run,
+            force=force,
+            to=to,
+            checked=source != "offsite" and backup_id == "latest",
+            skipped=skipped,
+        )
 
 
 def _refuse_other_database(

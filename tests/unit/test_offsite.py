@@ -46,21 +46,25 @@ def age_key(tmp_path: Path) -> tuple[Path, str]:
     return identity, public
 
 
+def env_of(db: Path, backups: Path, offsite: str, url: str) -> dict[str, str]:
+    return {
+        "SIDECAR_DATABASE": str(db),
+        "SIDECAR_BACKUP_DIR": str(backups),
+        "SIDECAR_LOG_FORMAT": "json",
+        "SIDECAR_OFFSITE": offsite,
+        "AWS_ENDPOINT_URL": url,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
+
+
 @pytest.fixture
 def env(server: S3Server, tmp_path: Path) -> dict[str, str]:
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     server.make_bucket(bucket)
     db = bk_build_db(tmp_path / "portfolio.db")
-    return {
-        "SIDECAR_DATABASE": str(db),
-        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-        "SIDECAR_LOG_FORMAT": "json",
-        "SIDECAR_OFFSITE": f"s3://{bucket}/prod/app",
-        "AWS_ENDPOINT_URL": server.url,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-    }
+    return env_of(db, tmp_path / "backups", f"s3://{bucket}/prod/app", server.url)
 
 
 @pytest.fixture
@@ -252,15 +256,7 @@ def test_the_store_killed_mid_upload_leaves_no_copy_and_the_local_backup_intact(
     with s3_server() as own:
         own.make_bucket("killed")
         db = bk_build_db(tmp_path / "big.db", rows=2000, blob=16 << 10)  # ~32 MiB, random
-        env = {
-            "SIDECAR_DATABASE": str(db),
-            "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-            "SIDECAR_LOG_FORMAT": "json",
-            "SIDECAR_OFFSITE": "s3://killed/p",
-            "AWS_ENDPOINT_URL": own.url,
-            "AWS_ACCESS_KEY_ID": KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET,
-        }
+        env = env_of(db, tmp_path / "backups", "s3://killed/p", own.url)
         child = _sidecar(["backup"], env)
         _wait_for_event(child, "backup.created")
         time.sleep(0.5)
@@ -282,15 +278,7 @@ def test_a_sidecar_killed_mid_upload_leaves_no_listed_copy(
 ) -> None:
     server.make_bucket("crashed")
     db = bk_build_db(tmp_path / "big.db", rows=2000, blob=16 << 10)
-    env = {
-        "SIDECAR_DATABASE": str(db),
-        "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-        "SIDECAR_LOG_FORMAT": "json",
-        "SIDECAR_OFFSITE": "s3://crashed/p",
-        "AWS_ENDPOINT_URL": server.url,
-        "AWS_ACCESS_KEY_ID": KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-    }
+    env = env_of(db, tmp_path / "backups", "s3://crashed/p", server.url)
     child = _sidecar(["backup"], env)
     _wait_for_event(child, "backup.created")
     time.sleep(0.5)
