@@ -226,6 +226,15 @@ def test_remote_retention_keeps_n_and_the_last_drilled_copy(
     doc = run(capsys, ["list", "--remote"], env)[1]
     assert [c["id"] for c in doc["remote"]] == [new2, ids[2]]
     assert new not in [c["id"] for c in doc["remote"]]
+    # One copy by its ID (the local name, with or without .zst); the table for people.
+    code, doc = run(capsys, ["verify", "--remote", ids[2] + ".zst"], env)
+    assert code == 0
+    assert [b["id"] for b in doc["backups"]] == [ids[2]]
+    assert cli.main(["list", "--remote"], env=env) == 0
+    table = capsys.readouterr().out
+    assert "ENCRYPTED" in table
+    assert ids[2] in table
+    assert "ok " in table  # its drill
 
 
 def test_unreachable_store_keeps_the_local_backup_and_exits_5(
