@@ -31,6 +31,16 @@ ensure_venv() {
   fi
 }
 
+# The age command-line tool: the offsite tests decrypt an uploaded copy with it, as a user
+# without sidecar would (Debian's age package).
+ensure_age() {
+  if command -v age >/dev/null 2>&1 && command -v age-keygen >/dev/null 2>&1; then return; fi
+  [ "$(id -u)" = 0 ] || die "the age tool is missing; install it (apt-get install age)"
+  say "installing Debian's age"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
+}
+
 ensure_docker() {
   if docker info >/dev/null 2>&1; then return; fi
   [ "$(id -u)" = 0 ] || die "no Docker engine answers and I am not root to start one; start Docker and retry"

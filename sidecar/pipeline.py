@@ -77,6 +77,8 @@ class DeployReport:
     warnings: list[str] = field(default_factory=list)
     # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
     rows_vanished: dict[str, Any] | None = None
+    # The proved offsite upload of the backup (SIDECAR_OFFSITE), or {"error": ...}.
+    offsite: dict[str, Any] | None = None
     seconds: float = 0.0
 
 
@@ -141,6 +143,7 @@ def run_deploy(
     # 8. Restart, outside the lease and after the lock is released.
     _restart(settings, apps, app, report)
     _compress(settings, report)
+    _offsite(settings, report)
     # 9. Prune and history.
     if report.backup:
         outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
@@ -414,6 +417,23 @@ def _compress(settings: Settings, report: DeployReport) -> None:
                     hint=getattr(exc, "hint", None) or "the plain backup is complete and verified",
                     exc_info=not isinstance(exc, SidecarError))  # fmt: skip
         report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
+
+
+def _offsite(settings: Settings, report: DeployReport) -> None:
+    """Upload the deploy's backup offsite, after the commit and the restart (never while the
+    app's writes wait). A failure is a warning: the change is committed and stays, the local
+    backup is complete, `health` shows the failed upload; the deploy still exits 0."""
+    if settings.offsite is None or not report.backup:
+        return
+    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+    try:
+        info = catalog.find_backup(settings.backup_dir, report.backup)
+        report.offsite = offsite.upload_backup(settings, info)
+    except SidecarError as exc:
+        log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
+        report.offsite = {"error": exc.message, "hint": exc.hint}
+        report.warnings.append(exc.message)
 
 
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:

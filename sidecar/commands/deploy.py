@@ -51,6 +51,9 @@ class DeployResult:
             parts.append(f"restarted {r.app}")
         elif r.app_stopped:
             parts.append(f"stopped and started {r.app}")
+        if r.offsite:
+            failed = r.offsite.get("error")
+            parts.append(f"offsite copy FAILED: {failed}" if failed else "offsite copy proved")
         return "deploy: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
 
 
@@ -86,12 +89,15 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
         with alerts.observing("deploy", enabled=not dry_run) as run:
             result = run.result = _deploy_once(settings, dry_run=dry_run, stop=stop)
         if settings.schedule and not dry_run and not result.aborted:
+            from sidecar.commands import offsite  # noqa: PLC0415
+
             _backup_if_none_fresh(settings, result.report)
-            schedule.run_forever(
-                settings.schedule,
-                lambda: take_backup(settings, reason="scheduled", no_prune=False),
-                stop,
-            )
+            with offsite.drills_scheduled(settings, stop):
+                schedule.run_forever(
+                    settings.schedule,
+                    lambda: take_backup(settings, reason="scheduled", no_prune=False),
+                    stop,
+                )
     return result
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sidecar import appstop, catalog, database, schema
 from sidecar import health as checks
+from sidecar.commands import offsite
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
@@ -67,7 +68,8 @@ def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> Healt
     backup_check, latest, age = _backup_age(settings, required=backups_only)
     if backups_only:
         last = latest.id if latest is not None else None
-        report = HealthReport(checks=(backup_check,), last_backup=last, last_backup_age_s=age)
+        found = (backup_check, *offsite.health_checks(settings))
+        report = HealthReport(checks=found, last_backup=last, last_backup_age_s=age)
     else:
         report = _database_health(settings, backup_check, latest, age)
     log.info(
@@ -116,6 +118,7 @@ def _database_health(
         # An interrupted run stopped the app: a healthy database with its app down.
         found.append(Check("app stopped by the sidecar", False, appstop.describe(stopped),
                            fatal=False))  # fmt: skip
+    found += offsite.health_checks(settings)
     vanished = _vanished(latest)
     if vanished is not None:
         found.append(vanished)

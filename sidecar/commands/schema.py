@@ -130,6 +130,12 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             conn.close()
     outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict,
                          growth=None if fresh else grown)  # fmt: skip
+    if settings.offsite is not None and not settings.age_recipients:
+        log.warning(
+            "offsite.unencrypted",
+            store=settings.offsite,
+            hint="offsite copies go out NOT encrypted: set SIDECAR_AGE_RECIPIENTS",
+        )
     log.info(
         "plan.done",
         operations=len(result.operations),
