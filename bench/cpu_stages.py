@@ -19,7 +19,6 @@ import hashlib
 import os
 import resource
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
