@@ -29,8 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.backup_bench import build, fsync_path, label, parse_size, warm  # noqa: E402
+from backup_bench import build, fsync_path, label, parse_size, warm  # noqa: E402
 from sidecar import checks  # noqa: E402
 from sidecar.backup import inspect_file  # noqa: E402
 
