@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from backup_bench import build, fsync_path, label, parse_size, warm  # noqa: E402
+
 from sidecar import checks  # noqa: E402
 from sidecar.backup import inspect_file  # noqa: E402
 
@@ -153,7 +154,10 @@ def main() -> None:
         ("read both + compare", lambda: compare(db, copy)),
         ("quick_check (SQLite's reads)", lambda: quick_check(copy, mmap=False)),
         ("quick_check (memory-mapped)", lambda: quick_check(copy, mmap=True)),
-        ("manifest facts (schema hash, row counts)", lambda: inspect_file(copy, None)),
+        (
+            "manifest facts (schema hash, row counts)",
+            lambda: print(inspect_file(copy, None)["page_count"], file=sys.stderr),
+        ),
         ("cp + fsync", lambda: cp_fsync(db, work / "cp.db")),
         ("`sidecar backup --verify checksum`", backup("checksum")),
         ("`sidecar backup --verify quick`", backup("quick")),
