@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, health, migrate, schema
+from sidecar import catalog, checks, database, health, migrate, schema, schema_source
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
-from sidecar.containers import AppRef, Apps
+from sidecar.containers import AppRef, Apps, left_for_compose
 from sidecar.errors import RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
@@ -75,7 +75,7 @@ def run_deploy(
     report = DeployReport(database=str(db), dry_run=dry_run)
 
     # 1. Preflight: read-only. Any refusal here changes nothing.
-    desired = schema.load_desired(settings.require_schema())
+    desired = _load_desired(settings, apps)
     guards = _health_guards(settings)
     report.warnings += volume_warnings(db)
     app = _find_app(settings, apps, report)
@@ -211,7 +211,7 @@ def _locked_change(
         try:
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         except UnavailableError:
-            if apps is None or app is None:
+            if apps is None or app is None or not app.running:
                 raise
             log.info(
                 "deploy.stopping_app",
@@ -320,6 +320,18 @@ def _compress(settings: Settings, report: DeployReport) -> None:
         report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
 
 
+def _load_desired(settings: Settings, apps: Apps | None) -> schema.Catalogue:
+    """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
+    spec = settings.require_schema()
+    if schema_source.parse(str(spec)) is not None and apps is None:
+        raise UnavailableError(
+            f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
+            hint="mount the Docker socket (or a socket proxy), or point SIDECAR_SCHEMA at a "
+            "local folder (in Kubernetes: an emptyDir an init container fills)",
+        )
+    return schema_source.load_desired(spec, apps)
+
+
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:
     if settings.health_queries is None:
         return []
@@ -344,6 +356,14 @@ def _restart(
 ) -> None:
     if apps is None or app is None:
         return
+    # A container created by Compose and not started yet (the release layout), or stopped:
+    # starting it is Compose's job (or the user's), never the sidecar's.
+    for replica in app.containers:
+        if not replica.running:
+            left_for_compose(replica.name)
+    if not app.running:
+        return
+    app = app.running_part()
     try:
         if report.app_stopped:
             # Stopped and started again by the pipeline itself: no second restart on top.
