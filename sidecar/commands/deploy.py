@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, containers, schedule
+from sidecar import catalog, containers, schedule, schema_source
 from sidecar.commands.backups import take_backup
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
@@ -63,7 +63,8 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
     if settings.schedule:
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
-    apps = containers.connect(required=wants_app and not dry_run)
+    schema_in_app = settings.schema is not None and schema_source.parse(str(settings.schema))
+    apps = containers.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
     with stop_on_sigterm() as stop:
         try:
             report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)

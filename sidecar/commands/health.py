@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, database, schema
+from sidecar import catalog, database, schema, schema_source
 from sidecar import health as checks
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
@@ -68,7 +68,7 @@ def _database_health(
     db = settings.require_database()
     database.check_database_file(db)
     queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
-    desired = schema.load_desired(settings.schema) if settings.schema else None
+    desired = schema_source.load_desired(settings.schema) if settings.schema else None
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
         conn.execute("BEGIN")  # one snapshot for every check

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, schema
+from sidecar import catalog, checks, database, schema, schema_source
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
 from sidecar.logs import get_logger
@@ -67,7 +67,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     """Compare the database with the desired schema. Never writes: a read-only connection
     and one read transaction. A missing database is planned as created from empty."""
     started = time.monotonic()
-    desired = schema.load_desired(settings.require_schema())
+    desired = schema_source.load_desired(settings.require_schema())
     db = settings.require_database()
     fresh = not db.exists()
     if fresh:
