@@ -545,7 +545,7 @@ def test_the_schema_from_image_overlay(renderings: dict[str, list[Doc]], tmp_pat
     copied = schema.load_desired(tmp_path / "schema")
     # Its end state is deploy/schema/v2: planned from one to the other, nothing differs.
     plan = schema.make_plan(schema.load_desired(DESIRED_SCHEMA.parent), copied, row_counts={})
-    assert plan.operations == plan.drift == plan.refused == ()
+    assert [*plan.operations, *plan.drift, *plan.refused] == []
 
 
 def test_the_restore_job(base: list[Doc], restore_job: Doc) -> None:
