@@ -199,8 +199,15 @@ def _locked_change(
     stop: Stop | None,
 ) -> None:
     # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
-    quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop)
-    report.quiet = quiet.quiet
+    if app is not None and not app.running:
+        # Compose stopped the app for the release: no lull to wait for (the write lock still
+        # keeps out anyone else), and every second here is downtime.
+        log.info("quiesce.skipped", reason="the app is not running", container=app.name)
+    else:
+        quiet = wait_quiet(
+            db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop
+        )
+        report.quiet = quiet.quiet
     _check(stop, "lock")
     with ExitStack() as stack:
         # The backups folder first: waiting for another sidecar's backup must never happen

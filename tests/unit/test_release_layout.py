@@ -46,6 +46,9 @@ def test_an_app_not_running_when_the_deploy_began_is_left_for_compose(
     assert not app.running
     assert [c for c in app.calls if c != "reload"] == []  # never started, stopped, restarted
     assert app_events(logs) == ["app.found", "app.left_for_compose"]
+    # No app runs: no lull to wait for (SIDECAR_QUIET_PERIOD is downtime here).
+    assert "quiesce.skipped" in [e["event"] for e in logs]
+    assert report.quiet is None
     left = next(e for e in logs if e["event"] == "app.left_for_compose")
     assert left["container"] == "a-app-1"
     assert "service_completed_successfully" in left["hint"]
@@ -61,7 +64,7 @@ def test_restart_policy_always_leaves_a_created_app_alone_too(tmp_path: Path) ->
 
 
 def test_a_running_app_is_still_restarted_after_a_change(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, SIDECAR_QUIET_PERIOD="100ms")
     make_db(settings.require_database())
     app = compose_container("a", "app", healthcheck=True)
     with capture_logs() as logs:
@@ -69,6 +72,7 @@ def test_a_running_app_is_still_restarted_after_a_change(tmp_path: Path) -> None
     assert report.restarted
     assert [c for c in app.calls if c.startswith("restart")] == ["restart:30"]
     assert "app.left_for_compose" not in app_events(logs)
+    assert report.quiet is True  # a running app's lull is still waited for
 
 
 def test_of_a_scaled_service_only_the_replicas_that_ran_are_restarted(tmp_path: Path) -> None:
