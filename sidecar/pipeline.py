@@ -75,10 +75,10 @@ def run_deploy(
     report = DeployReport(database=str(db), dry_run=dry_run)
 
     # 1. Preflight: read-only. Any refusal here changes nothing.
-    desired = _load_desired(settings, apps)
+    app = _find_app(settings, apps, report)
+    desired = _load_desired(settings, apps, app)
     guards = _health_guards(settings)
     report.warnings += volume_warnings(db)
-    app = _find_app(settings, apps, report)
     preview = _preview(db, desired, settings, report)
     if dry_run:
         report.plan = preview
@@ -327,16 +327,18 @@ def _compress(settings: Settings, report: DeployReport) -> None:
         report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
 
 
-def _load_desired(settings: Settings, apps: Apps | None) -> schema.Catalogue:
+def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> schema.Catalogue:
     """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
     spec = settings.require_schema()
-    if schema_source.parse(str(spec)) is not None and apps is None:
+    source = schema_source.parse(str(spec))
+    if source is not None and apps is None:
         raise UnavailableError(
             f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
             hint="mount the Docker socket (or a socket proxy), or point SIDECAR_SCHEMA at a "
             "local folder (in Kubernetes: an emptyDir an init container fills)",
         )
-    return schema_source.load_desired(spec, apps)
+    found = app if source is not None and source.container == settings.app else None
+    return schema_source.load_desired(spec, apps, found=found)
 
 
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:

@@ -77,9 +77,12 @@ def parse(spec: str) -> ContainerPath | None:
     return ContainerPath(match["container"], PurePosixPath(raw))
 
 
-def load_desired(spec: Path, apps: Archives | None = None) -> schema.Catalogue:
+def load_desired(
+    spec: Path, apps: Archives | None = None, *, found: AppRef | None = None
+) -> schema.Catalogue:
     """:func:`schema.load_desired` for a local path or a container path (``apps`` reaches
-    Docker; without one, the engine from the environment is required)."""
+    Docker; without one, the engine from the environment is required). ``found``: the
+    container, when the caller has already looked it up."""
     source = parse(str(spec))
     if source is None:
         return schema.load_desired(spec)
@@ -87,7 +90,7 @@ def load_desired(spec: Path, apps: Archives | None = None) -> schema.Catalogue:
         apps = connect(required=True)
         if apps is None:  # pragma: no cover (required=True raises instead)
             raise UnavailableError("no Docker API", hint="mount the Docker socket")
-    ref = apps.find(source.container)
+    ref = found or apps.find(source.container)
     with tempfile.TemporaryDirectory(prefix="sidecar-schema-") as tmp:
         root = Path(tmp)
         try:

@@ -78,6 +78,7 @@ def test_the_migrations_folder_from_the_container_is_the_desired_schema(tmp_path
     report = run_deploy(settings, apps=apps)
     assert report.changed
     assert "get_archive:demo-app-1:/app/prisma/migrations" in apps.calls
+    assert apps.calls.count("find:app:None") == 1  # SIDECAR_APP's container, looked up once
     # The end state of the app's migrations is deploy/schema/v2: nothing left to plan.
     local = settings_for(tmp_path)
     assert run_deploy(local, apps=FakeApps()).plan["operations"] == []
