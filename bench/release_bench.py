@@ -36,6 +36,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -54,7 +55,8 @@ def free_port() -> int:
 
 @dataclass
 class Probe:
-    """GET /health every 50 ms; every (monotonic time, ok) result."""
+    """GET /health every 50 ms; every (wall-clock time, ok) result (wall clock: it lines up
+    with Docker's StartedAt/FinishedAt)."""
 
     port: int
     results: list[tuple[float, bool]] = field(default_factory=list)
@@ -69,14 +71,14 @@ class Probe:
     def _run(self) -> None:
         url = f"http://127.0.0.1:{self.port}/health"
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = time.time()
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     ok = response.status == 200
             except OSError:
                 ok = False
             self.results.append((started, ok))
-            self._stop.wait(max(0.0, PROBE_EVERY - (time.monotonic() - started)))
+            self._stop.wait(max(0.0, PROBE_EVERY - (time.time() - started)))
 
     def outages(self, since: float) -> list[tuple[float, float]]:
         """(first failed probe, first good probe after it) for each outage after ``since``."""
@@ -127,9 +129,14 @@ class Project:
         while time.monotonic() < deadline:
             state = self.inspect("app", "{{.Config.Image}} {{.State.Health.Status}}")
             if state == f"{self.image} healthy":
-                return time.monotonic()
+                return time.time()
             time.sleep(0.1)
         raise RuntimeError(f"the app is not healthy on {self.image} after {timeout:g}s")
+
+    def times(self, service: str) -> tuple[float, float]:
+        """The service container's StartedAt and FinishedAt, as Unix times."""
+        raw = self.inspect(service, "{{.State.StartedAt}} {{.State.FinishedAt}}").split()
+        return _unix(raw[0]), _unix(raw[1])
 
     def deploy_seconds(self, output: str) -> float | None:
         for line in reversed(output.splitlines()):
@@ -141,6 +148,15 @@ class Project:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
 
 
+def _unix(stamp: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds, as a Unix time (0 for "never")."""
+    if stamp.startswith("0001-"):
+        return 0.0
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    base = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return base + (float(f"0.{fraction}") if fraction else 0.0)
+
+
 @dataclass
 class Run:
     layout: str
@@ -148,6 +164,11 @@ class Run:
     downtime_s: float
     outages: int
     deploy_s: float | None
+    # The last outage, in phases: the old app's stop (first failed probe) to the sidecar's
+    # container start, the sidecar's run, its exit to the new app's start, the app's start
+    # to the first good probe. For "run, then up -d" that outage is the code swap, where the
+    # sidecar runs too, with nothing to do.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def one_run(layout: str) -> Run:
@@ -158,7 +179,7 @@ def one_run(layout: str) -> Run:
         time.sleep(3)  # writing, with a lull or two behind it
         probe.start()
         time.sleep(1)
-        started = time.monotonic()
+        started = time.time()
         deploy_s = None
         if layout == "run, then up -d":
             ran = project.compose(
@@ -172,15 +193,24 @@ def one_run(layout: str) -> Run:
         if deploy_s is None:
             deploy_s = project.deploy_seconds(project.compose("logs", "sidecar").stdout)
         # The probe sees the app back a little after Docker's HEALTHCHECK does, or before.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (
+        deadline = time.time() + 10
+        while time.time() < deadline and (
             not probe.results or not probe.results[-1][1] or probe.results[-1][0] < healthy
         ):
             time.sleep(PROBE_EVERY)
         probe.stop()
         outages = probe.outages(started)
         downtime = sum(end - begin for begin, end in outages)
-        return Run(layout, healthy - started, downtime, len(outages), deploy_s)
+        down, up = outages[-1] if outages else (float("nan"), float("nan"))
+        sidecar_started, sidecar_done = project.times("sidecar")
+        app_started, _ = project.times("app")
+        phases = {
+            "old app stopped -> sidecar started": sidecar_started - down,
+            "sidecar ran": sidecar_done - sidecar_started,
+            "sidecar exited -> app started": app_started - sidecar_done,
+            "app started -> first good probe": up - app_started,
+        }
+        return Run(layout, healthy - started, downtime, len(outages), deploy_s, phases)
     finally:
         probe.stop()
         project.down()
@@ -214,10 +244,19 @@ def main() -> int:
             f"| {statistics.median(r.outages for r in mine):g} "
             f"| {statistics.median(deploys) if deploys else float('nan'):.2f} |"
         )
+    print("\n#### The last outage of each release, in phases (median, seconds)\n")
+    print("| layout | " + " | ".join(runs[0].phases) + " |")
+    print("|---|" + "---:|" * len(runs[0].phases))
+    for layout in layouts:
+        mine = [r for r in runs if r.layout == layout]
+        cells = [f"{statistics.median(r.phases[k] for r in mine):.2f}" for k in runs[0].phases]
+        print(f"| {layout} | " + " | ".join(cells) + " |")
     print("\nEvery run (wall, downtime):", file=sys.stderr)
     for run in runs:
         print(f"  {run.layout}: {run.wall_s:.2f} s, {run.downtime_s:.2f} s down "
-              f"({run.outages} outage(s)), deploy {run.deploy_s}", file=sys.stderr)  # fmt: skip
+              f"({run.outages} outage(s)), deploy {run.deploy_s}, "
+              + ", ".join(f"{k} {v:.2f}" for k, v in run.phases.items()),
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
