@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from sidecar import __version__, logs
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.report import Result
-from sidecar.settings import ENV_NAMES, Settings, load_settings
+from sidecar.settings import ENV_NAMES, Settings, for_command, load_settings, unknown_variables
 
 # subcommand -> "module:function" under sidecar.commands, imported only when run, so that
 # `sidecar version` and `--help` stay fast and independent of the heavier modules.
@@ -42,44 +42,25 @@ EXIT_CODES_HELP = """exit codes:
 """
 
 
-def _common() -> _Parser:
-    """Flags every subcommand accepts. Each has a SIDECAR_* environment twin."""
-    common = _Parser(add_help=False)
-    group = common.add_argument_group("common options (each also set by its SIDECAR_* variable)")
-    group.add_argument("--database", metavar="PATH|URL", help="SQLite file or file: URL")
-    group.add_argument("--backup-dir", dest="backup_dir", metavar="DIR", help="backups folder")
-    group.add_argument("--schema", metavar="PATH", help="desired schema: .sql file or folder")
-    group.add_argument("--environment", metavar="NAME", help="used in backup names")
-    group.add_argument("--app", metavar="NAME", help="the app's Compose service or container")
-    group.add_argument(
-        "--verify", choices=("checksum", "quick", "full"), help="backup verification"
-    )
-    group.add_argument("--compress", choices=("none", "zstd"), help="compress backups")
-    group.add_argument("--keep", metavar="N", help="keep the N most recent verified backups")
-    group.add_argument("--keep-daily", dest="keep_daily", metavar="N")
-    group.add_argument("--keep-weekly", dest="keep_weekly", metavar="N")
-    group.add_argument("--keep-monthly", dest="keep_monthly", metavar="N")
-    group.add_argument("--strict", action="store_true", help="destructive drift fails (exit 3)")
-    group.add_argument(
-        "--allow-fresh",
-        dest="allow_fresh",
-        action="store_true",
-        help="create an empty database even though backups of a missing one exist",
-    )
-    group.add_argument("--restart", choices=("on-change", "always", "never"), help="restart policy")
-    group.add_argument("--health-queries", dest="health_queries", metavar="FILE")
-    group.add_argument("--quiet-period", dest="quiet_period", metavar="DURATION")
-    group.add_argument("--wait-timeout", dest="wait_timeout", metavar="DURATION")
-    group.add_argument(
-        "--schedule", metavar="CRON|DURATION", help="deploy/backup: then stay up, backing up"
-    )
-    group.add_argument("--log-format", dest="log_format", choices=("json", "console"))
-    group.add_argument("--log-level", dest="log_level", choices=logs.LEVELS)
+def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of the settings ``command`` reads (from the table in sidecar.settings)."""
+    group = parser.add_argument_group("settings (each also set by its SIDECAR_* variable)")
+    for setting in for_command(command):
+        if setting.option is None:
+            continue
+        if setting.is_switch:
+            group.add_argument(setting.option, action="store_true", help=setting.help)
+        else:
+            group.add_argument(
+                setting.option,
+                metavar=setting.metavar,
+                choices=setting.choices,
+                help=setting.help,
+            )
     # SUPPRESS: `sidecar --json list` and `sidecar list --json` both work.
     group.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
     )
-    return common
 
 
 class UsageError(SidecarError):
@@ -107,17 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    common = _common()
 
     def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        command = sub.add_parser(
             name,
             help=summary,
             description=description,
-            parents=[common],
             epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        _add_settings(command, name)
+        return command
 
     p = add(
         "deploy",
@@ -255,6 +236,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         flags.get("log_level") or environ.get("SIDECAR_LOG_LEVEL") or "info",
     )
     log = logs.get_logger("sidecar.cli")
+    for message in unknown_variables(environ):
+        # A warning, not an error (even under --strict, which is about schema drift).
+        log.warning("settings.unknown", variable=message.partition(":")[0], message=message)
     started = time.monotonic()
     try:
         settings: Settings = load_settings(environ, flags)

@@ -1,5 +1,8 @@
 """One frozen settings object, loaded from the environment plus flag overrides, validated here.
 
+:class:`Settings` is the one table of settings: each field carries its row (parser, flag, help,
+the subcommands that read it); the names, parsers, flags and README check derive from it.
+
 Every field has an environment variable (``SIDECAR_*``) and most have a flag twin. Any value
 may instead come from a file named by ``<VAR>_FILE`` (secrets in Docker/Kubernetes). Flags win
 over the environment, the environment over defaults. Errors name the bad field.
@@ -12,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from sidecar.errors import ConfigError
@@ -22,101 +25,6 @@ VerifyLevel = Literal["checksum", "quick", "full"]
 Compression = Literal["none", "zstd"]
 LogFormat = Literal["json", "console"]
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a command may need. Built only by :func:`load_settings`."""
-
-    database: Path | None = None
-    backup_dir: Path = Path("/backups")
-    keep: int = 10
-    keep_daily: int = 0
-    keep_weekly: int = 0
-    keep_monthly: int = 0
-    environment: str = "production"
-    schema: Path | None = None
-    app: str | None = None
-    app_label: str | None = None
-    log_format: LogFormat | None = None
-    log_level: str = "info"
-    quiet_period: float = 2.0
-    wait_timeout: float = 60.0
-    lease_wait: float = 60.0
-    stop_timeout: float = 30.0
-    healthy_timeout: float = 120.0
-    restart: RestartPolicy = "on-change"
-    schedule: str | None = None
-    health_queries: Path | None = None
-    verify: VerifyLevel = "quick"
-    compress: Compression = "none"
-    backup_group: int | None = None
-    max_backup_age: float = 26 * 3600.0
-    min_free_margin: int = 64 * 1024 * 1024
-    strict: bool = False
-    allow_fresh: bool = False
-
-    def require_database(self) -> Path:
-        if self.database is None:
-            raise ConfigError(
-                "no database configured",
-                hint="set SIDECAR_DATABASE (or --database) to a path or a file: URL",
-            )
-        return self.database
-
-    def require_schema(self) -> Path:
-        if self.schema is None:
-            raise ConfigError(
-                "no desired schema configured",
-                hint="set SIDECAR_SCHEMA (or --schema) to a .sql file or a folder of them",
-            )
-        return self.schema
-
-
-# field name -> environment variable. Flags use the field name with dashes: --backup-dir.
-ENV_NAMES: dict[str, str] = {
-    "database": "SIDECAR_DATABASE",
-    "backup_dir": "SIDECAR_BACKUP_DIR",
-    "keep": "SIDECAR_KEEP",
-    "keep_daily": "SIDECAR_KEEP_DAILY",
-    "keep_weekly": "SIDECAR_KEEP_WEEKLY",
-    "keep_monthly": "SIDECAR_KEEP_MONTHLY",
-    "environment": "SIDECAR_ENVIRONMENT",
-    "schema": "SIDECAR_SCHEMA",
-    "app": "SIDECAR_APP",
-    "app_label": "SIDECAR_APP_LABEL",
-    "log_format": "SIDECAR_LOG_FORMAT",
-    "log_level": "SIDECAR_LOG_LEVEL",
-    "quiet_period": "SIDECAR_QUIET_PERIOD",
-    "wait_timeout": "SIDECAR_WAIT_TIMEOUT",
-    "lease_wait": "SIDECAR_LEASE_WAIT",
-    "stop_timeout": "SIDECAR_STOP_TIMEOUT",
-    "healthy_timeout": "SIDECAR_HEALTHY_TIMEOUT",
-    "restart": "SIDECAR_RESTART",
-    "schedule": "SIDECAR_SCHEDULE",
-    "health_queries": "SIDECAR_HEALTH_QUERIES",
-    "verify": "SIDECAR_VERIFY",
-    "compress": "SIDECAR_COMPRESS",
-    "backup_group": "SIDECAR_BACKUP_GROUP",
-    "max_backup_age": "SIDECAR_MAX_BACKUP_AGE",
-    "min_free_margin": "SIDECAR_MIN_FREE_MARGIN",
-    "strict": "SIDECAR_STRICT",
-    "allow_fresh": "SIDECAR_ALLOW_FRESH",
-}
-
-# Settings with no flag twin: set them by environment variable (or ``*_FILE``) only.
-ENV_ONLY: frozenset[str] = frozenset(
-    {
-        "app_label",
-        "lease_wait",
-        "stop_timeout",
-        "healthy_timeout",
-        "backup_group",
-        "max_backup_age",
-        "min_free_margin",
-    }
-)
 
 # Prisma/Nuxt apps already carry their database location; accept it when it is a file: URL.
 DATABASE_FALLBACKS = ("DATABASE_URL", "NUXT_DATABASE_URL")
@@ -243,35 +151,365 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "database": parse_database,
-    "backup_dir": _path,
-    "keep": _count(1),
-    "keep_daily": _count(0),
-    "keep_weekly": _count(0),
-    "keep_monthly": _count(0),
-    "environment": _environment,
-    "schema": _path,
-    "app": _text,
-    "app_label": _text,
-    "log_format": _choice("json", "console"),
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "quiet_period": _seconds,
-    "wait_timeout": _seconds,
-    "lease_wait": _seconds,
-    "stop_timeout": _seconds,
-    "healthy_timeout": _seconds,
-    "restart": _choice("on-change", "always", "never"),
-    "schedule": _text,
-    "health_queries": _path,
-    "verify": _choice("checksum", "quick", "full"),
-    "compress": _choice("none", "zstd"),
-    "backup_group": _count(0),
-    "max_backup_age": _seconds,
-    "min_free_margin": parse_size,
-    "strict": parse_bool,
-    "allow_fresh": parse_bool,
-}
+# Which subcommands read a setting (the flag is offered only there; the environment is global).
+ALL_COMMANDS = frozenset(
+    {
+        "deploy",
+        "backup",
+        "restore",
+        "plan",
+        "migrate",
+        "health",
+        "list",
+        "verify",
+        "prune",
+        "version",
+    }
+)
+_SCHEMA = frozenset({"deploy", "plan", "migrate"})  # the schema pipeline (plan: its preview)
+_RETENTION = frozenset({"deploy", "backup", "migrate", "prune"})  # prune_by_policy
+_NEW_BACKUP = frozenset({"deploy", "backup", "migrate"})  # create_backup
+_HISTORY = _NEW_BACKUP | {"restore", "prune"}  # writes backups or history (group, environment)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table (see :class:`Settings`): everything about one setting."""
+
+    name: str  # the Settings field; its variable is SIDECAR_<NAME>, its flag --<name>
+    parse: Callable[[str], Any]
+    commands: frozenset[str]  # the subcommands that read it, and so offer its flag
+    help: str
+    flag: bool = True  # False: environment (or *_FILE) only
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    shown_default: str | None = None  # the README's default column, when not the field's
+
+    @property
+    def env(self) -> str:
+        return "SIDECAR_" + self.name.upper()
+
+    @property
+    def option(self) -> str | None:
+        return flag(self.name) if self.flag else None
+
+    @property
+    def is_switch(self) -> bool:
+        return self.parse is parse_bool
+
+
+def _row(
+    parse: Callable[[str], Any] | None = None,
+    *,
+    commands: frozenset[str],
+    help: str,
+    flag: bool = True,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    shown: str | None = None,
+) -> dict[str, Any]:
+    """A Settings field's metadata: the rest of its row. ``parse`` defaults to ``choices``'."""
+    row = {
+        "parse": parse or _choice(*(choices or ())),
+        "commands": commands,
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "choices": choices,
+        "shown_default": shown,
+    }
+    return {"row": row}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command may need. Built only by :func:`load_settings`.
+
+    THE settings table: one field a setting, its metadata the rest of its row. Adding a
+    setting is adding one field here (and its README row: a test keeps them in step).
+    """
+
+    database: Path | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            parse_database,
+            metavar="PATH|URL",
+            help="SQLite file or file: URL",
+            commands=_SCHEMA | _HISTORY | {"health"},
+            shown="`DATABASE_URL`, then `NUXT_DATABASE_URL` when `file:` URLs",
+        ),
+    )
+    backup_dir: Path = dataclasses.field(
+        default=Path("/backups"),
+        metadata=_row(
+            _path,
+            metavar="DIR",
+            help="backups folder",
+            commands=ALL_COMMANDS - {"version"},
+        ),
+    )
+    keep: int = dataclasses.field(
+        default=10,
+        metadata=_row(
+            _count(1),
+            metavar="N",
+            help="keep the N most recent verified backups",
+            commands=_RETENTION,
+        ),
+    )
+    keep_daily: int = dataclasses.field(
+        default=0,
+        metadata=_row(
+            _count(0),
+            metavar="N",
+            help="also keep the newest backup of each of the last N days",
+            commands=_RETENTION,
+        ),
+    )
+    keep_weekly: int = dataclasses.field(
+        default=0,
+        metadata=_row(
+            _count(0), metavar="N", help="... of each of the last N weeks", commands=_RETENTION
+        ),
+    )
+    keep_monthly: int = dataclasses.field(
+        default=0,
+        metadata=_row(
+            _count(0), metavar="N", help="... of each of the last N months", commands=_RETENTION
+        ),
+    )
+    environment: str = dataclasses.field(
+        default="production",
+        metadata=_row(
+            _environment,
+            metavar="NAME",
+            help="used in backup names",
+            commands=_HISTORY,
+        ),
+    )
+    schema: Path | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _path,
+            metavar="PATH",
+            help="desired schema: .sql file or folder",
+            commands=_SCHEMA | {"health"},
+        ),
+    )
+    app: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _text,
+            metavar="NAME",
+            help="the app's Compose service or container",
+            commands=frozenset({"deploy", "restore"}),
+        ),
+    )
+    app_label: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _text,
+            flag=False,
+            help="or find the app by a label, key=value",
+            commands=frozenset({"deploy", "restore"}),
+        ),
+    )
+    log_format: LogFormat | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            choices=("json", "console"),
+            help="log format (stderr)",
+            commands=ALL_COMMANDS,
+            shown="console on a TTY, else `json`",
+        ),
+    )
+    log_level: str = dataclasses.field(
+        default="info",
+        metadata=_row(
+            choices=("debug", "info", "warning", "error"),
+            help="log level",
+            commands=ALL_COMMANDS,
+        ),
+    )
+    quiet_period: float = dataclasses.field(
+        default=2.0,
+        metadata=_row(
+            _seconds,
+            metavar="DURATION",
+            help="how long the files must stay unchanged",
+            commands=frozenset({"deploy", "migrate"}),
+            shown="`2s`",
+        ),
+    )
+    wait_timeout: float = dataclasses.field(
+        default=60.0,
+        metadata=_row(
+            _seconds,
+            metavar="DURATION",
+            help="longest wait for a lull and the write lock",
+            commands=_SCHEMA | {"backup", "health"},
+            shown="`60s`",
+        ),
+    )
+    lease_wait: float = dataclasses.field(
+        default=60.0,
+        metadata=_row(
+            _seconds,
+            flag=False,
+            help="how long to wait for another sidecar's lease",
+            commands=frozenset({"deploy", "migrate", "restore"}),
+            shown="`60s`",
+        ),
+    )
+    stop_timeout: float = dataclasses.field(
+        default=30.0,
+        metadata=_row(
+            _seconds,
+            flag=False,
+            help="graceful stop timeout of the app",
+            commands=frozenset({"deploy", "restore"}),
+            shown="`30s`",
+        ),
+    )
+    healthy_timeout: float = dataclasses.field(
+        default=120.0,
+        metadata=_row(
+            _seconds,
+            flag=False,
+            help="how long the restarted app may take to be healthy",
+            commands=frozenset({"deploy"}),
+            shown="`120s`",
+        ),
+    )
+    restart: RestartPolicy = dataclasses.field(
+        default="on-change",
+        metadata=_row(
+            choices=("on-change", "always", "never"),
+            help="restart policy",
+            commands=frozenset({"deploy"}),
+        ),
+    )
+    schedule: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _text,
+            metavar="CRON|DURATION",
+            help="then stay up, backing up on this schedule",
+            commands=frozenset({"deploy", "backup"}),
+        ),
+    )
+    health_queries: Path | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _path,
+            metavar="FILE",
+            help=".sql file; each query must return a truthy value",
+            commands=frozenset({"deploy", "migrate", "health"}),
+        ),
+    )
+    verify: VerifyLevel = dataclasses.field(
+        default="quick",
+        metadata=_row(
+            choices=("checksum", "quick", "full"),
+            help="backup verification",
+            commands=_NEW_BACKUP | {"health", "verify"},
+        ),
+    )
+    compress: Compression = dataclasses.field(
+        default="none",
+        metadata=_row(choices=("none", "zstd"), help="compress backups", commands=_NEW_BACKUP),
+    )
+    backup_group: int | None = dataclasses.field(
+        default=None,
+        metadata=_row(_count(0), flag=False, help="gid that may read backups", commands=_HISTORY),
+    )
+    max_backup_age: float = dataclasses.field(
+        default=26 * 3600.0,
+        metadata=_row(
+            _seconds,
+            flag=False,
+            help="health fails past this backup age",
+            commands=frozenset({"deploy", "health"}),
+            shown="`26h`",
+        ),
+    )
+    min_free_margin: int = dataclasses.field(
+        default=64 * 1024 * 1024,
+        metadata=_row(
+            parse_size,
+            flag=False,
+            help="free space required beyond the database",
+            commands=_NEW_BACKUP,
+            shown="`64M`",
+        ),
+    )
+    strict: bool = dataclasses.field(
+        default=False,
+        metadata=_row(parse_bool, help="destructive drift fails (exit 3)", commands=_SCHEMA),
+    )
+    allow_fresh: bool = dataclasses.field(
+        default=False,
+        metadata=_row(
+            parse_bool,
+            commands=_SCHEMA,
+            help="create an empty database even though backups of a missing one exist",
+        ),
+    )
+
+    def require_database(self) -> Path:
+        if self.database is None:
+            raise ConfigError(
+                "no database configured",
+                hint="set SIDECAR_DATABASE (or --database) to a path or a file: URL",
+            )
+        return self.database
+
+    def require_schema(self) -> Path:
+        if self.schema is None:
+            raise ConfigError(
+                "no desired schema configured",
+                hint="set SIDECAR_SCHEMA (or --schema) to a .sql file or a folder of them",
+            )
+        return self.schema
+
+
+# The table, and what the rest of the code looks up in it.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name=f.name, **f.metadata["row"]) for f in dataclasses.fields(Settings)
+)
+ENV_NAMES: dict[str, str] = {s.name: s.env for s in SETTINGS}
+ENV_ONLY: frozenset[str] = frozenset(s.name for s in SETTINGS if not s.flag)
+PARSERS: dict[str, Callable[[str], Any]] = {s.name: s.parse for s in SETTINGS}
+
+# SIDECAR_* variables that are not settings but are legitimately in the environment: the
+# image tags ./scripts/setup and Compose read, the venv path, and test-only switches.
+NOT_SETTINGS = frozenset(
+    {"SIDECAR_IMAGE", "SIDECAR_BASE_IMAGE", "SIDECAR_VENV", "SIDECAR_FAULT_SEED",
+     "SIDECAR_FAULT_KILLS", "SIDECAR_TEST_NO_KUSTOMIZE"}
+)  # fmt: skip
+
+
+def for_command(command: str) -> list[Setting]:
+    """The settings ``command`` reads (and whose flags it accepts)."""
+    return [s for s in SETTINGS if command in s.commands]
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One message per ``SIDECAR_*`` variable (or ``*_FILE``) that names no setting, with the
+    closest known name: ``SIDECAR_KEEEP: unknown setting; did you mean SIDECAR_KEEP?``."""
+    known = set(ENV_NAMES.values())
+    messages = []
+    for name in sorted(env):
+        base = name.removesuffix("_FILE")
+        if not name.startswith("SIDECAR_") or base in known or name in NOT_SETTINGS:
+            continue
+        import difflib  # noqa: PLC0415 (only on a typo: keeps startup light)
+
+        suffix = name[len(base) :]
+        close = difflib.get_close_matches(base, sorted(known), n=1)
+        guess = f"; did you mean {close[0]}{suffix}?" if close else ""
+        messages.append(f"{name}: unknown setting{guess}")
+    return messages
 
 
 def read_env(env: Mapping[str, str], name: str) -> str | None:

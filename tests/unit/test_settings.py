@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
+from sidecar import settings
 from sidecar.errors import ConfigError, ExitCode
 from sidecar.settings import Settings, load_settings, parse_database, parse_duration, parse_size
 
@@ -131,3 +134,102 @@ def test_environment_only_settings_hint_at_the_variable_alone() -> None:
         load_settings({"SIDECAR_KEEP": "many"})
     assert raised.value.hint == "fix SIDECAR_KEEP or --keep"
     assert parse_size("1.5G") == int(1.5 * 1024**3)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _readme_rows() -> dict[str, tuple[str, str]]:
+    """variable -> (flag, default) from the README's configuration table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`SIDECAR_"):
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    return rows
+
+
+def _documented_default(setting: settings.Setting) -> str:
+    default = {f.name: f.default for f in dataclasses.fields(Settings)}[setting.name]
+    if setting.shown_default is not None:
+        return setting.shown_default
+    if default is None:
+        return "—"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    return f"`{default}`"
+
+
+def test_the_readme_configuration_table_is_the_settings_table() -> None:
+    rows = _readme_rows()
+    assert sorted(rows) == sorted(s.env for s in settings.SETTINGS)
+    for setting in settings.SETTINGS:
+        flag, default = rows[setting.env]
+        assert flag == (f"`{setting.option}`" if setting.option else "—"), setting.env
+        assert default == _documented_default(setting), setting.env
+
+
+def test_documented_defaults_parse_to_the_real_defaults() -> None:
+    """A default written as a value (`2s`, `26h`, `64M`) is the field's default, parsed."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for setting in settings.SETTINGS:
+        shown = _documented_default(setting)
+        if shown.startswith("`") and shown.endswith("`") and shown.count("`") == 2:
+            assert setting.parse(shown.strip("`")) == defaults[setting.name], setting.env
+
+
+def test_the_table_derives_names_parsers_and_environment_only_settings() -> None:
+    assert [f.name for f in dataclasses.fields(Settings)] == [s.name for s in settings.SETTINGS]
+    assert settings.ENV_NAMES["backup_dir"] == "SIDECAR_BACKUP_DIR"
+    assert settings.PARSERS["keep"]("3") == 3
+    assert "min_free_margin" in settings.ENV_ONLY
+    assert "keep" not in settings.ENV_ONLY
+    for setting in settings.SETTINGS:
+        assert setting.commands, setting.env
+        assert setting.commands <= settings.ALL_COMMANDS, setting.env
+
+
+def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
+    samples = {"database": "/x.db", "environment": "staging", "log_format": "json",
+               "log_level": "debug", "restart": "never", "verify": "full", "compress": "zstd",
+               "strict": "true", "allow_fresh": "true", "min_free_margin": "1M"}  # fmt: skip
+    for setting in settings.SETTINGS:
+        value = samples.get(setting.name, "7")
+        secret = tmp_path / setting.name
+        secret.write_text(value + "\n")
+        loaded = load_settings({f"{setting.env}_FILE": str(secret)})
+        assert getattr(loaded, setting.name) == setting.parse(value), setting.env
+
+
+def test_unknown_variables_name_the_closest_setting() -> None:
+    env = {
+        "SIDECAR_KEEEP": "3",
+        "SIDECAR_SCHEMAS_FILE": "/run/secrets/x",
+        "SIDECAR_ZZZZZZZZZZZZ": "1",
+        "SIDECAR_KEEP": "3",
+        "SIDECAR_KEEP_FILE": "/x",
+        "SIDECAR_IMAGE": "sidecar:local",
+        "PATH": "/bin",
+    }
+    assert settings.unknown_variables(env) == [
+        "SIDECAR_KEEEP: unknown setting; did you mean SIDECAR_KEEP?",
+        "SIDECAR_SCHEMAS_FILE: unknown setting; did you mean SIDECAR_SCHEMA_FILE?",
+        "SIDECAR_ZZZZZZZZZZZZ: unknown setting",
+    ]
+
+
+def test_variables_the_project_sets_itself_are_never_reported() -> None:
+    """Every SIDECAR_* name in the image, Compose, the manifests, scripts and the code is a
+    setting (or one of the few that are not: image tags, the venv, test switches)."""
+    names: set[str] = set()
+    for pattern in ("Dockerfile", "docker-compose.yml", "deploy/**/*.y*ml", "scripts/*",
+                    "sidecar/**/*.py", "tests/**/*.py", "bench/*.py", ".ci/*"):  # fmt: skip
+        for path in ROOT.glob(pattern):
+            if path.is_file():
+                names |= set(re.findall(r"\bSIDECAR_[A-Z][A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    # SIDECAR_ENV is a test constant's name; the rest are the typos these tests make on purpose.
+    names -= {"SIDECAR_ENV", "SIDECAR_KEEEP", "SIDECAR_SCHEMAS_FILE", "SIDECAR_ZZZZZZZZZZZZ",
+              "SIDECAR_STRCT_FILE"}  # fmt: skip
+    assert settings.unknown_variables(dict.fromkeys(names, "x")) == []
