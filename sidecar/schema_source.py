@@ -23,13 +23,13 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Protocol
-
-import docker.errors
+from typing import IO, TYPE_CHECKING, Protocol
 
 from sidecar import schema
-from sidecar.containers import AppRef, connect
 from sidecar.errors import ConfigError, UnavailableError
+
+if TYPE_CHECKING:
+    from sidecar.containers import AppRef
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -86,6 +86,11 @@ def load_desired(
     source = parse(str(spec))
     if source is None:
         return schema.load_desired(spec)
+    # Only here: `health --backups-only` (the image's HEALTHCHECK) never loads the Docker SDK.
+    import docker.errors  # noqa: PLC0415
+
+    from sidecar.containers import connect  # noqa: PLC0415
+
     if apps is None:
         apps = connect(required=True)
         if apps is None:  # pragma: no cover (required=True raises instead)
