@@ -10,8 +10,10 @@ writing first:
 - ``up -d``: the release layout. ``DEMO_IMAGE=<v2> docker compose up -d``: Compose stops the
   old app, the sidecar backs up and migrates, Compose starts the v2 app.
 - ``run, then up -d``: migrate before swapping the code. ``docker compose run --rm sidecar
-  deploy`` with the v2 schema mounted, while v1 runs (lull, lock, backup, change, restart
-  v1), then ``DEMO_IMAGE=<v2> docker compose up -d`` (the sidecar has nothing to do).
+  deploy`` with the v2 schema mounted, while v1 runs (lull, lock, backup, change; with
+  ``--restart never`` as the README says, unless ``--restart-v1``: then v1 is restarted
+  after the change, a second outage), then ``DEMO_IMAGE=<v2> docker compose up -d`` (the
+  sidecar has nothing to do).
 
 An HTTP probe (GET /health on the published port, 1 s timeout) runs every 50 ms from before
 the release to its end. Reported: the release's wall time (from the first command to the v2
@@ -171,7 +173,7 @@ class Run:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def one_run(layout: str) -> Run:
+def one_run(layout: str, *, restart_v1: bool = False) -> Run:
     project = Project()
     probe = Probe(project.port)
     try:
@@ -185,6 +187,7 @@ def one_run(layout: str) -> Run:
             ran = project.compose(
                 "run", "--rm", "-e", "SIDECAR_LOG_FORMAT=json", "-e", "SIDECAR_SCHEMA=/schema",
                 "-v", f"{ROOT}/deploy/schema/v2:/schema:ro", "sidecar", "deploy",
+                "--restart", "on-change" if restart_v1 else "never",
             )  # fmt: skip
             deploy_s = project.deploy_seconds(ran.stderr)
         project.image = DEMO_V2_IMAGE
@@ -219,6 +222,11 @@ def one_run(layout: str) -> Run:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--restart-v1",
+        action="store_true",
+        help="run, then up -d: restart v1 after the change (a second outage)",
+    )
     args = parser.parse_args()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -230,7 +238,7 @@ def main() -> int:
     for index in range(args.runs):
         for layout in layouts:  # interleaved: a busy moment hurts both alike
             print(f"run {index + 1}/{args.runs}: {layout}", file=sys.stderr, flush=True)
-            runs.append(one_run(layout))
+            runs.append(one_run(layout, restart_v1=args.restart_v1))
             print(f"  {runs[-1]}", file=sys.stderr, flush=True)
     print(f"#### The demo's v1 -> v2 release (median of {args.runs} runs; probe every 50 ms)\n")
     print("| layout | release, wall (s) | downtime users see (s) | outages | deploy (s) |")
