@@ -27,7 +27,8 @@ from pathlib import Path
 VERSION = int(os.environ.get("DEMO_VERSION", "1"))
 # The app's own migrations, inside its image: applied by the app only to an empty database
 # (like `prisma migrate deploy` on a first start); the sidecar reads the same folder.
-MIGRATIONS = Path(os.environ.get("DEMO_MIGRATIONS", "/app/prisma/migrations"))
+# (Beside app.py: /app/prisma/migrations in the image, deploy/demo-app/prisma/... in a checkout.)
+MIGRATIONS = Path(os.environ.get("DEMO_MIGRATIONS", Path(__file__).parent / "prisma/migrations"))
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "VWRL", "BTC", "ETH")
 HEARTBEAT = Path(os.environ.get("DEMO_HEARTBEAT", "/tmp/demo-heartbeat"))  # noqa: S108
 # Set by SIGTERM/SIGINT. A plain flag, not a threading.Event: a signal handler runs on the
@@ -63,7 +64,11 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'User'").fetchone()
     if not exists:
         # An empty database: replay this image's migrations, in name order.
-        script = "".join(p.read_text() for p in sorted(MIGRATIONS.glob("*/migration.sql")))
+        # The first VERSION of them: all the image holds; a checkout holds every release's.
+        files = sorted(MIGRATIONS.glob("*/migration.sql"))[:VERSION]
+        if len(files) < VERSION:
+            raise SystemExit(f"{MIGRATIONS}: {len(files)} migration(s), version {VERSION}")
+        script = "".join(p.read_text() for p in files)
         conn.executescript(f"BEGIN IMMEDIATE;{script};COMMIT;")
         conn.execute("PRAGMA foreign_keys=ON")  # a migration's PRAGMAs may have changed it
     if not conn.execute('SELECT 1 FROM "Portfolio" LIMIT 1').fetchone():
