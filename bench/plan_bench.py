@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sidecar import database, logs, migrate, schema  # noqa: E402 (after the path tweak)
+from sidecar import database, logs, migrate, schema, schema_input  # noqa: E402 (after the path tweak)
 
 
 def median_seconds(runs: int, work: Callable[[], object]) -> float:
@@ -71,11 +71,11 @@ def bench_plan(folder: Path, tables: int, runs: int) -> tuple[float, float, floa
         "".join(table_sql(i, extra=True) for i in range(tables))
         + 'CREATE TABLE "New" (id INTEGER PRIMARY KEY);\n'
     )
-    desired = schema.load_desired(desired_file)
+    desired = schema_input.load_desired(desired_file)
     conn = database.connect(db, readonly=True)
     live = schema.read_catalogue(conn)
     counts = database.row_counts(conn)
-    load = median_seconds(runs, lambda: schema.load_desired(desired_file))
+    load = median_seconds(runs, lambda: schema_input.load_desired(desired_file))
     read = median_seconds(runs, lambda: schema.read_catalogue(conn))
     diff = median_seconds(runs, lambda: schema.make_plan(live, desired, row_counts=counts))
     operations = len(schema.make_plan(live, desired, row_counts=counts).operations)
@@ -110,7 +110,7 @@ def bench_migrate(folder: Path, rows: int, runs: int) -> list[tuple[str, float, 
     for label, sql in variants.items():
         desired_file = folder / "desired_rows.sql"
         desired_file.write_text(sql)
-        desired = schema.load_desired(desired_file)
+        desired = schema_input.load_desired(desired_file)
         kinds: set[str] = set()
         timings: list[tuple[float, float, float]] = []
         for _ in range(runs):

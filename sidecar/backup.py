@@ -14,15 +14,17 @@ so a backup without a manifest is never "verified".
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,16 +36,19 @@ from sidecar.catalog import (
     MANIFEST_FORMAT,
     PARTIAL_NAME,
     BackupInfo,
+    backups_of,
+    check_path,
     clean_partials,
     folder_lock,
-    list_backups,
     manifest_path,
     new_backup_path,
     partial_path,
+    record_check,
     rows_vanished,
 )
 from sidecar.copier import create_exclusive, decompressed_chunks, fsync_dir, pump, sha256_file
 from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
+from sidecar.lease import remove_restore_partial, restore_partial_path
 from sidecar.logs import get_logger
 from sidecar.settings import Compression, VerifyLevel
 
@@ -267,6 +272,7 @@ def compress_backup(info: BackupInfo, *, group: int | None = None) -> BackupInfo
             # The manifest first, as catalog.prune does: a crash in between leaves a file
             # without a manifest (unverified), never a manifest `verify` reports as missing.
             info.manifest_path.unlink()
+            check_path(info.path).unlink(missing_ok=True)
             info.path.unlink()
             fsync_dir(backup_dir)
         except OSError as exc:
@@ -296,11 +302,7 @@ def _vanished_since_last(
 ) -> dict[str, Any] | None:
     """:func:`rows_vanished` against the newest verified backup of this database; None
     once the backup it would name is gone (deleted by hand: the user has decided)."""
-    ours = [
-        b
-        for b in list_backups(backup_dir)
-        if b.verified and b.stem == db.stem and b.environment == environment
-    ]
+    ours = [b for b in backups_of(backup_dir, db) if b.verified and b.environment == environment]
     found = rows_vanished(ours[0], row_counts) if ours else None
     if found is None or found["since"] not in {b.id for b in ours}:
         return None
@@ -483,12 +485,23 @@ def inspect_file(path: Path, full: bool | None) -> dict[str, Any]:
 
 def verify_backup(info: BackupInfo, *, full: bool = False) -> list[str]:
     """Problems with a stored backup ([] when it is good): manifest, sha256, quick_check
-    (``integrity_check`` when ``full``). Compressed backups are checked decompressed."""
+    (``integrity_check`` when ``full``). Compressed backups are checked decompressed.
+
+    The result is recorded beside the manifest (:func:`catalog.record_check`), so that
+    `list`, `health` and `restore latest` know it without reading the file again."""
     path, man = info.path, info.manifest
     if path.is_symlink() or not path.is_file():
         return ["backup file is missing" if not path.is_symlink() else "is a symlink"]
     if not man:
         return ["no manifest: not written (or not finished) by sidecar"]
+    st = path.stat()
+    problems = _verify_file(info, full=full)
+    record_check(path, problems, level="full" if full else "quick", st=st)
+    return problems
+
+
+def _verify_file(info: BackupInfo, *, full: bool) -> list[str]:
+    path, man = info.path, info.manifest
     problems: list[str] = []
     size, sha = sha256_file(path)
     if size != man.get("size"):
@@ -538,30 +551,154 @@ class RestoreOutcome:
     salvaged: Path | None = None  # raw copies of files SQLite could not read
 
 
-def database_in_use(db: Path, timeout: float = 0.5) -> bool:
-    """Whether another connection (the app) holds ``db``.
+# SQLite's unix VFS locks (os_unix.c). On the database file: PENDING, RESERVED and the
+# 510-byte SHARED range from 1 GiB on; a rollback-journal connection holds one only inside a
+# transaction, a WAL-mode one holds SHARED for as long as it is open. On the -shm: every
+# WAL-mode connection read-locks the "DMS" byte (128) for as long as it has it open.
+_LOCK_BYTES = (0x40000000, 512)
+_SHM_DMS = (128, 1)
 
-    In WAL mode every open connection keeps a SHARED lock on the file, so an exclusive
-    locking-mode transaction fails even against an idle app; in rollback-journal mode only an
-    app inside a transaction is seen. Locks are visible across containers on one volume.
+
+@dataclass(frozen=True)
+class Holder:
+    """A process holding the database: by a SQLite lock (``locked``), or only an open file."""
+
+    how: str
+    pid: int | None = None  # None: not visible from here (another container's PID namespace)
+    command: str = ""
+    locked: bool = True
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" + (f" ({self.command})" if self.command else "")
+        if self.pid is None:
+            who = "a process this sidecar cannot see (another container?)"
+        return f"{who}: {self.how}"
+
+
+def holders(db: Path) -> list[Holder]:
+    """Who else holds ``db``, as far as this process can tell (never ourselves).
+
+    Reliable, across containers on one volume (the kernel's POSIX locks): every WAL-mode
+    connection (its lock on the ``-shm``), and a rollback-journal connection inside a
+    transaction (its lock on the database). Only in this PID namespace, and for processes
+    we may inspect (/proc/<pid>/fd): a process that merely has a file open, such as an idle
+    rollback-journal connection, which holds no lock between transactions.
     """
-    if not db.exists():
-        return False
-    conn = database.connect(db, busy_timeout=timeout)
+    found: list[Holder] = []
+    probes = (
+        (Path(f"{db}-shm"), _SHM_DMS, "a WAL-mode connection (its lock on the -shm)"),
+        (db, _LOCK_BYTES, "a connection inside a transaction (a lock on the database)"),
+    )
+    for path, (start, length), how in probes:
+        pid = _lock_holder(path, start, length)
+        if pid is not None and (pid or None) not in {h.pid for h in found}:
+            found.append(Holder(how, pid or None, _command(pid) if pid else ""))
+    seen = {h.pid for h in found}
+    for pid in _open_by([db, *(Path(f"{db}{s}") for s in SIDE_FILES)]):
+        if pid not in seen:
+            found.append(Holder("has the database open", pid, _command(pid), locked=False))
+    return found
+
+
+def database_in_use(db: Path) -> bool:
+    """Whether another connection holds a SQLite lock on ``db`` (see :func:`holders`)."""
+    return any(h.locked for h in holders(db))
+
+
+def _lock_holder(path: Path, start: int, length: int) -> int | None:
+    """The pid holding a POSIX lock on ``path``'s bytes (0: not visible here), else None.
+    F_GETLK only asks: it takes no lock, and an fd opened only for it drops none of ours
+    (this process holds no SQLite connection to the file when it asks)."""
     try:
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-        conn.execute("BEGIN EXCLUSIVE")
-        conn.execute("ROLLBACK")
-    except sqlite3.DatabaseError as exc:
-        if checks.is_busy(exc):
-            return True
-        # SQLite cannot read the file at all (damaged, not a database): no app can be using
-        # it through SQLite either; the restore that follows is what repairs it.
-        log.warning("backup.target_unreadable", database=str(db), error=str(exc))
-        return False
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    except OSError:
+        return None
     finally:
-        conn.close()
-    return False
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else max(pid, 0)
+
+
+def _open_by(paths: list[Path]) -> list[int]:
+    """Other processes with one of ``paths`` open (by inode), from /proc/<pid>/fd."""
+    inodes = set()
+    for path in paths:
+        with suppress(OSError):
+            st = path.stat()
+            inodes.add((st.st_dev, st.st_ino))
+    if not inodes:
+        return []
+    found = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or not ours to inspect
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in inodes:
+                found.append(pid)
+                break
+    return found
+
+
+def _command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    text = "".join(c if c.isprintable() else " " for c in raw.decode(errors="replace"))
+    return " ".join(text.split())[:60]
+
+
+def _refuse_holders(target: Path, found: list[Holder], *, force: bool, can_stop: bool) -> None:
+    """Refuse to replace ``target`` under another process. A lock holder is refused even
+    with ``force``: a WAL-mode app would go on committing into the replaced file's inode,
+    and every one of those commits would be lost without an error. ``force`` only passes
+    processes that hold no lock (an idle rollback-journal connection: its next write fails,
+    SQLite refuses to write to a moved database, and it reads the old data until reopened)."""
+    locked = [h for h in found if h.locked]
+    if not locked and (not found or force):
+        if found:
+            log.warning("backup.restore_forced", target=str(target),
+                        holders=[h.describe() for h in found])  # fmt: skip
+        return
+    shown = "; ".join(h.describe() for h in (locked or found)[:3])
+    if can_stop:
+        hint = "something besides the app holds it (SIDECAR_APP was stopped): stop that too"
+    else:
+        hint = (
+            "stop the app first (docker compose stop <app>), or set SIDECAR_APP so that "
+            "restore stops it and starts it again"
+        )
+    if locked:
+        hint += "; --force cannot override this: the app's later commits would be lost"
+    else:
+        hint += "; or pass --force (its next write then fails instead of being kept)"
+    raise RefusedError(f"{target} is in use: {shown}", hint=hint)
+
+
+def _is_wal(db: Path) -> bool | None:
+    """The journal mode from the header (bytes 18-19 are 2 in WAL mode); None if unreadable."""
+    try:
+        with db.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return None
+    if len(header) < 20 or not header.startswith(b"SQLite format 3\0"):
+        return None
+    return header[18] == 2
 
 
 def restore_backup(
@@ -574,15 +711,23 @@ def restore_backup(
     force: bool = False,
     group: int | None = None,
     stop_app: Callable[[], AbstractContextManager[None]] | None = None,
+    checked: bool = False,
+    lock_timeout: float = 10.0,
 ) -> RestoreOutcome:
     """Replace ``target`` with the verified backup ``info``, atomically.
 
-    Refuses a backup that fails verification, and (unless ``force``) a target the app is
-    using; ``stop_app`` gives a context manager that stops the app and starts it again at
-    the end whatever happens. An existing target is first backed up (reason ``pre-restore``).
+    Refuses a backup that fails verification (``checked``: the caller just verified it), and
+    a target that another process holds (:func:`holders`; ``force`` passes only holders
+    without a lock, see :func:`_refuse_holders`); ``stop_app`` gives a context manager that
+    stops the app and starts it again at the end whatever happens. An existing target is
+    first backed up (reason ``pre-restore``). In rollback-journal mode the write lock is held
+    from that backup to the replace, so a writer that was not seen waits, then fails on the
+    moved file, instead of committing into the old file after its safety backup; in WAL mode
+    the holders are looked for again just before the replace (a connection opened between
+    that look and the rename is the one case left: microseconds).
     """
     started = time.monotonic()
-    problems = verify_backup(info)
+    problems = [] if checked else verify_backup(info)
     if problems:
         raise RefusedError(
             f"backup {info.id} failed verification: {'; '.join(problems)}",
@@ -599,29 +744,44 @@ def restore_backup(
         return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
     safety = None
     salvaged: Path | None = None
+
+    def recheck() -> None:
+        _refuse_holders(target, holders(target), force=force, can_stop=stop_app is not None)
+
     with stop_app() if stop_app is not None else nullcontext():
-        if exists and not force and database_in_use(target):
-            raise RefusedError(
-                f"the app is using {target}",
-                hint="stop the app first (docker compose stop <app>), or pass --force",
+        recheck()
+        with ExitStack() as held:
+            rollback_mode = exists and _is_wal(target) is False
+            if rollback_mode:
+                try:
+                    held.enter_context(database.write_lock(target, lock_timeout))
+                except sqlite3.DatabaseError as exc:
+                    # Unreadable (the very reason to restore): no app can write to it either.
+                    log.warning("backup.restore_unlocked", target=str(target), error=str(exc))
+                    rollback_mode = False
+            if exists:
+                # checksum level: the database being replaced may well be the damaged one.
+                try:
+                    safety = create_backup(
+                        target, backup_dir, environment=environment, reason="pre-restore",
+                        verify="checksum", group=group,
+                    )  # fmt: skip
+                except sqlite3.DatabaseError as exc:
+                    if checks.is_busy(exc):
+                        raise
+                    # SQLite cannot read it (the very reason to restore): keep its raw bytes.
+                    log.warning("backup.restore_target_damaged", target=str(target),
+                                error=str(exc))  # fmt: skip
+                    salvaged = salvage(target, sides, backup_dir, group)
+            elif sides:
+                # Side files without their database (an orphan -wal holds committed data).
+                salvaged = salvage(None, sides, backup_dir, group)
+            # Under the rollback-journal write lock nobody can commit, nor switch to WAL,
+            # and probing would open the file here: an open+close in this process drops
+            # every POSIX lock it holds on the file, that write lock included.
+            _replace(
+                info, target, group, before_replace=(lambda: None) if rollback_mode else recheck
             )
-        if exists:
-            # checksum level: the database being replaced may well be the damaged one.
-            try:
-                safety = create_backup(
-                    target, backup_dir, environment=environment, reason="pre-restore",
-                    verify="checksum", group=group,
-                )  # fmt: skip
-            except sqlite3.DatabaseError as exc:
-                if checks.is_busy(exc):
-                    raise
-                # SQLite cannot read it (the very reason to restore): keep its raw bytes.
-                log.warning("backup.restore_target_damaged", target=str(target), error=str(exc))
-                salvaged = salvage(target, sides, backup_dir, group)
-        elif sides:
-            # Side files without their database (an orphan -wal holds committed data).
-            salvaged = salvage(None, sides, backup_dir, group)
-        _replace(info, target, group)
     log.info(
         "backup.restored",
         id=info.id,
@@ -667,9 +827,15 @@ def salvage(target: Path | None, sides: list[str], backup_dir: Path, group: int 
     return folder
 
 
-def _replace(info: BackupInfo, target: Path, group: int | None) -> None:
-    tmp = target.with_name(f".{target.name}.restore-partial")
-    tmp.unlink(missing_ok=True)  # a leftover of an interrupted restore: ours by its name
+def _replace(
+    info: BackupInfo,
+    target: Path,
+    group: int | None,
+    *,
+    before_replace: Callable[[], None] = lambda: None,
+) -> None:
+    tmp = restore_partial_path(target)
+    remove_restore_partial(target)  # a leftover of an interrupted restore: ours by its name
     try:
         old = target.stat()
         mode, owner = old.st_mode & 0o777, (old.st_uid, old.st_gid)
@@ -687,6 +853,7 @@ def _replace(info: BackupInfo, target: Path, group: int | None) -> None:
                 os.chown(tmp, *owner)
             except PermissionError:
                 log.warning("backup.restore_owner_kept", target=str(target))
+        before_replace()
         # The old -wal/-journal would be replayed onto the new file: remove them first.
         for side in SIDE_FILES:
             Path(f"{target}{side}").unlink(missing_ok=True)

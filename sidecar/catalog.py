@@ -38,6 +38,10 @@ PARTIAL_NAME = re.compile(
 )
 LOCK_NAME = ".sidecar-backup.lock"
 MANIFEST_FORMAT = 1
+# The result of the last verification of a backup, beside its manifest (see record_check).
+CHECK_SUFFIX = ".verify.json"
+CHECK_NAME = re.compile(rf"^{_BASE}(?:\.zst)?{re.escape(CHECK_SUFFIX)}$")
+CHANGED = "modified after its manifest was written: run sidecar verify"
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,34 @@ class BackupInfo:
     size: int = 0
     reason: str = "unknown"
     compressed: bool = False
+    # Why the backup cannot be trusted now, known without reading it (see _known_problem).
+    problem: str | None = None
 
     @property
     def verified(self) -> bool:
-        """A manifest written by sidecar, which it only writes after verification passed."""
-        return bool(self.manifest.get("verified"))
+        """A manifest written by sidecar (only ever after verification passed), and nothing
+        known against the file since: the last ``verify`` passed, or it never ran and the
+        file is as large as the manifest says and not modified after it."""
+        return bool(self.manifest.get("verified")) and self.problem is None
+
+    @property
+    def source(self) -> str:
+        """The database this backup was taken of, as its manifest names it ("" without one)."""
+        return str(self.manifest.get("source") or "")
+
+    @property
+    def database(self) -> Path:
+        """The database this backup belongs to: the manifest's source; for a file without
+        one, only its name's stem is known."""
+        return Path(self.source or self.stem)
+
+    def belongs_to(self, db: Path) -> bool:
+        """Whether this is a backup of ``db`` (:func:`is_source`, by the manifest's source).
+        A file without a manifest is judged by its name's stem, the only thing known about
+        it (it is never restored)."""
+        if self.source:
+            return is_source(Path(self.source), db)
+        return self.stem == db.stem
 
     @property
     def manifest_path(self) -> Path:
@@ -80,9 +107,10 @@ class BackupInfo:
             if isinstance(loaded, dict) and loaded.get("id") == path.name:
                 manifest = loaded
         try:
-            size = path.lstat().st_size
+            st: os.stat_result | None = path.lstat()
         except OSError:
-            size = 0
+            st = None
+        size = st.st_size if st is not None else 0
         created = datetime.strptime(match["ts"], TIMESTAMP).replace(tzinfo=UTC)
         return cls(
             id=path.name,
@@ -95,6 +123,7 @@ class BackupInfo:
             size=size,
             reason=str(manifest.get("reason", "unknown")),
             compressed=bool(match["zst"]),
+            problem=_known_problem(path, manifest, st) if manifest else None,
         )
 
     @property
@@ -111,6 +140,8 @@ class BackupInfo:
             "size": self.size,
             "reason": self.reason,
             "verified": self.verified,
+            "problem": self.problem,
+            "source": self.source or None,
             "compressed": self.compressed,
             "environment": self.environment,
             "sha256": self.manifest.get("sha256"),
@@ -120,6 +151,102 @@ class BackupInfo:
 
 def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def check_path(path: Path) -> Path:
+    return path.with_name(path.name + CHECK_SUFFIX)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same database path: equal once made absolute, or once symlinks are resolved.
+    By path, not by inode: a restore gives the database a new inode, and a missing database
+    has none."""
+    if os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b)):
+        return True
+    try:
+        return os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return False
+
+
+def is_source(source: Path, db: Path) -> bool:
+    """Whether a backup taken of ``source`` is a backup of ``db``.
+
+    The same path (:func:`same_file`) is. Where ``source``'s folder exists here, any other
+    path is another database (``/d/a.db`` and ``/d/b.db``, or ``app.db`` in two folders). A
+    folder not visible here means the backup was taken through another mount point (in the
+    container at ``/app/data``, read now from the host or from a container that mounts the
+    volume elsewhere): then the file name is all that can be compared.
+    """
+    if same_file(source, db):
+        return True
+    if os.path.isdir(source.parent):
+        return False
+    return source.name == db.name
+
+
+def load_check(path: Path) -> dict[str, Any] | None:
+    """The last verification of the backup at ``path``, when recorded and readable."""
+    try:
+        loaded = json.loads(check_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) and loaded.get("id") == path.name else None
+
+
+def record_check(path: Path, problems: Sequence[str], *, level: str, st: os.stat_result) -> None:
+    """Write the result of a verification beside the backup (``<id>.verify.json``), with
+    the file's size and mtime as they were when it was read: :func:`_known_problem` trusts a
+    record only while the file is still that file. Best effort: a read-only backups folder
+    (a verification job) keeps its result on stdout only."""
+    record = {
+        "id": path.name,
+        "ok": not problems,
+        "problems": list(problems),
+        "level": level,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+    final = check_path(path)
+    work = final.with_name(f".{final.name}.partial")
+    try:
+        work.unlink(missing_ok=True)
+        fd = os.open(work, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(record, sort_keys=True).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(work, final)
+    except OSError as exc:
+        with suppress(OSError):
+            work.unlink(missing_ok=True)
+        log.warning("backup.check_not_recorded", id=path.name, error=exc.strerror or str(exc))
+
+
+def _known_problem(path: Path, manifest: dict[str, Any], st: os.stat_result | None) -> str | None:
+    """What is known against a backup without reading it: its last recorded verification
+    failed; or (no record for the file as it is now) its size differs from the manifest's,
+    or it was modified after its manifest was written (sidecar writes the file first and
+    never touches it again). A passing record for the file as it is now clears the last."""
+    if st is None:
+        return "the file cannot be read"
+    expected = manifest.get("size")
+    if isinstance(expected, int) and st.st_size != expected:
+        return f"size {st.st_size} differs from the manifest's {expected}"
+    record = load_check(path)
+    if record is not None and (record.get("size"), record.get("mtime_ns")) == (
+        st.st_size,
+        st.st_mtime_ns,
+    ):
+        found = record.get("problems") or ["failed"]
+        ok = bool(record.get("ok"))
+        return None if ok else f"verify found it corrupt ({record.get('at')}): {found[0]}"
+    with suppress(OSError):
+        if st.st_mtime_ns > manifest_path(path).stat().st_mtime_ns:
+            return CHANGED
+    return None
 
 
 def partial_path(final: Path) -> Path:
@@ -202,7 +329,7 @@ def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
     verified = [b for b in list_backups(settings.backup_dir) if b.verified]
     if not verified:
         return
-    ours = [b for b in verified if b.stem == db.stem or b.manifest.get("source") == str(db)]
+    ours = [b for b in verified if b.belongs_to(db)]
     hint = "to start with an empty database on purpose: SIDECAR_ALLOW_FRESH=1 (--allow-fresh)"
     if ours:
         raise RefusedError(
@@ -211,7 +338,7 @@ def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
             hint="mount the data volume (or fix SIDECAR_DATABASE); to bring the data back: "
             f"`sidecar restore latest`; {hint}",
         )
-    others = sorted({b.stem for b in verified})
+    others = sorted({str(b.database) for b in verified})
     raise RefusedError(
         f"database {db} is missing, and {settings.backup_dir} holds backups of "
         f"{', '.join(others)} only: refusing to create an empty one",
@@ -237,30 +364,62 @@ def list_backups(backup_dir: Path) -> list[BackupInfo]:
     return sorted(found, key=lambda b: b.sort_key, reverse=True)
 
 
-def latest_verified(backup_dir: Path) -> BackupInfo | None:
-    """The newest backup with a manifest (written only after verification passed)."""
-    return next((b for b in list_backups(backup_dir) if b.verified), None)
+def backups_of(backup_dir: Path, database: Path | None) -> list[BackupInfo]:
+    """The backups of ``database`` (:meth:`BackupInfo.belongs_to`), newest first; every
+    backup when no database is configured. The one notion of "this database's backups"
+    that every command uses: two databases may share one backups folder."""
+    found = list_backups(backup_dir)
+    return found if database is None else [b for b in found if b.belongs_to(database)]
 
 
-def missing_backups(backup_dir: Path) -> list[str]:
-    """IDs whose manifest exists but whose backup file is gone (deleted by hand, lost)."""
+def latest_verified(backup_dir: Path, database: Path | None = None) -> BackupInfo | None:
+    """The newest verified backup of ``database`` (of any database when None)."""
+    return next((b for b in backups_of(backup_dir, database) if b.verified), None)
+
+
+def missing_backups(backup_dir: Path, database: Path | None = None) -> list[str]:
+    """IDs whose manifest exists but whose backup file is gone (deleted by hand, lost); only
+    those whose manifest names ``database`` when given."""
     try:
         names = set(os.listdir(backup_dir))
     except FileNotFoundError:
         return []
     except NotADirectoryError:
         raise not_a_folder(backup_dir) from None
-    return sorted(
+    gone = [
         name.removesuffix(".json")
         for name in names
         if name.endswith(".json")
         and BACKUP_NAME.match(name.removesuffix(".json"))
         and name.removesuffix(".json") not in names
-    )
+    ]
+    if database is not None:
+        gone = [g for g in gone if _manifest_names(backup_dir / f"{g}.json", database)]
+    return sorted(gone)
 
 
-def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False) -> BackupInfo:
-    """The listed backup named ``backup_id`` (or ``latest``). Never a path: no traversal."""
+def _manifest_names(path: Path, database: Path) -> bool:
+    """Whether the manifest at ``path`` is of ``database`` (unreadable: judged by its name)."""
+    match = BACKUP_NAME.match(path.name.removesuffix(".json"))
+    try:
+        source = json.loads(path.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        source = None
+    if source:
+        return is_source(Path(str(source)), database)
+    return match is not None and match["stem"] == database.stem
+
+
+def find_backup(
+    backup_dir: Path,
+    backup_id: str,
+    *,
+    verified_only: bool = False,
+    database: Path | None = None,
+) -> BackupInfo:
+    """The listed backup named ``backup_id``, or ``latest``: the newest of ``database``'s
+    backups (:func:`backups_of`). Never a path: no traversal. A backup named by its ID is
+    found whichever database it belongs to; the caller decides what that may be used for."""
     if len(backup_id) > MAX_NAME or not backup_id.isprintable():
         shown = backup_id[:40].encode("unicode_escape").decode("ascii")
         raise RefusedError(
@@ -274,12 +433,10 @@ def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False
         )
     backups = list_backups(backup_dir)
     if backup_id == "latest":
-        pool = [b for b in backups if b.verified] if verified_only else backups
+        ours = [b for b in backups if database is None or b.belongs_to(database)]
+        pool = [b for b in ours if b.verified] if verified_only else ours
         if not pool:
-            raise RefusedError(
-                f"no {'verified ' if verified_only else ''}backups in {backup_dir}",
-                hint="take one with: sidecar backup",
-            )
+            raise no_backups_of(database, backups, backup_dir, verified=verified_only)
         return pool[0]
     for info in backups:
         if info.id == backup_id:
@@ -289,6 +446,22 @@ def find_backup(backup_dir: Path, backup_id: str, *, verified_only: bool = False
         raise RefusedError(f"{backup_id} is a symlink", hint="backups must be regular files")
     raise RefusedError(
         f"no backup named {backup_id} in {backup_dir}", hint="run sidecar list to see the IDs"
+    )
+
+
+def no_backups_of(
+    database: Path | None, backups: Sequence[BackupInfo], backup_dir: Path, *, verified: bool
+) -> RefusedError:
+    """The refusal when ``database`` has no (verified) backup, naming the databases whose
+    backups the folder does hold: never fall back to another database's backup."""
+    kind = "verified backups" if verified else "backups"
+    others = sorted({str(b.database) for b in backups if not verified or b.verified})
+    if database is None or not others:
+        return RefusedError(f"no {kind} in {backup_dir}", hint="take one with: sidecar backup")
+    return RefusedError(
+        f"no {kind} of {database} in {backup_dir}; it holds {kind} of {', '.join(others)}",
+        hint="check SIDECAR_DATABASE; to restore another database's backup into this one on "
+        "purpose, name it: sidecar restore <id> --from-other-database",
     )
 
 
@@ -383,22 +556,19 @@ def prune(
     keep_daily: int = 0,
     keep_weekly: int = 0,
     keep_monthly: int = 0,
-    stem: str | None = None,
+    database: Path | None = None,
     environment: str | None = None,
     protect: Sequence[str] = (),
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> PruneOutcome:
-    """Apply :func:`retention` to the backups of one database (``stem``) and ``environment``.
+    """Apply :func:`retention` to the backups of one ``database`` (:func:`backups_of`) and
+    ``environment``.
 
     Backups of other databases or environments in the same folder are left alone; IDs in
     ``protect`` (the backup just taken) are never deleted.
     """
-    backups = [
-        b
-        for b in list_backups(backup_dir)
-        if stem in (None, b.stem) and environment in (None, b.environment)
-    ]
+    backups = [b for b in backups_of(backup_dir, database) if environment in (None, b.environment)]
     keep_list, delete_list = retention(
         backups,
         keep=keep,
@@ -415,6 +585,7 @@ def prune(
             for info in delete_list:
                 # Manifest first: a crash in between leaves an unverified file, not a
                 # manifest that `verify` would report as a missing backup.
+                check_path(info.path).unlink(missing_ok=True)
                 info.manifest_path.unlink(missing_ok=True)
                 info.path.unlink(missing_ok=True)
             fsync_dir(backup_dir)
@@ -448,19 +619,19 @@ def prune_by_policy(
     """The settings' retention, per database: each database's backups form their own group
     (only the configured database's when one is set)."""
     if settings.database is not None:
-        stems = {settings.database.stem}
+        databases = {settings.database}
     else:
-        stems = {b.stem for b in list_backups(settings.backup_dir)}
+        databases = {b.database for b in list_backups(settings.backup_dir)}
     kept: list[BackupInfo] = []
     deleted: list[BackupInfo] = []
-    for stem in sorted(stems):
+    for database in sorted(databases):
         outcome = prune(
             settings.backup_dir,
             keep=settings.keep,
             keep_daily=settings.keep_daily,
             keep_weekly=settings.keep_weekly,
             keep_monthly=settings.keep_monthly,
-            stem=stem,
+            database=database,
             environment=settings.environment,
             protect=protect,
             dry_run=dry_run,

@@ -127,8 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("backup_id", metavar="ID", help="a backup name from `sidecar list`, or latest")
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
-    p.add_argument("--force", action="store_true", help="restore even if the app seems active")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore although a process has the database open without a lock (an idle "
+        "rollback-journal connection); never over a connection holding a lock",
+    )
     p.add_argument("--to", dest="to", metavar="PATH", help="restore into PATH for inspection")
+    p.add_argument(
+        "--from-other-database",
+        dest="from_other_database",
+        action="store_true",
+        help="restore a backup whose manifest names another database file (ID only)",
+    )
 
     p = add(
         "plan",

@@ -43,6 +43,7 @@ from sidecar.signals import Aborted, Stop
 log = get_logger(__name__)
 
 LEASE_SUFFIX = ".sidecar-lease"
+RESTORE_PARTIAL_SUFFIX = ".restore-partial"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,42 @@ class Lease:
 def lease_path(db: Path) -> Path:
     """The lease file for a database: ``<db>.sidecar-lease`` in the database's folder."""
     return db.with_name(db.name + LEASE_SUFFIX)
+
+
+def restore_partial_path(db: Path) -> Path:
+    """Where a restore writes ``db``'s new content before renaming it into place."""
+    return db.with_name(f".{db.name}{RESTORE_PARTIAL_SUFFIX}")
+
+
+def remove_restore_partial(db: Path) -> bool:
+    """Delete what a killed restore of ``db`` left (``.<name>.restore-partial``, as large as
+    the database), with a log line. Only the lease holder may: an in-place restore writes
+    it while holding the lease (a ``--to`` restore calls this for its own new file)."""
+    leftover = restore_partial_path(db)
+    try:
+        size = leftover.lstat().st_size
+        leftover.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("restore.leftover_kept", path=str(leftover), error=exc.strerror)
+        return False
+    log.warning("restore.leftover_removed", path=str(leftover), bytes=size,
+                reason="a restore was interrupted; the database was not replaced")  # fmt: skip
+    return True
+
+
+def remove_restore_partial_if_free(db: Path, *, command: str) -> None:
+    """For commands that do not hold the lease (``backup``): remove a killed restore's
+    leftover when the lease is free right now; while another sidecar holds it, that one may
+    be the restore writing it, so it stays (and the lease holder's next run removes it)."""
+    if not os.path.lexists(restore_partial_path(db)):
+        return
+    try:
+        with hold_lease(db, wait=0, command=command):
+            pass
+    except (RefusedError, ConfigError) as exc:
+        log.info("restore.leftover_kept", path=str(restore_partial_path(db)), reason=str(exc))
 
 
 def read_holder(path: Path) -> dict[str, Any]:
@@ -104,6 +141,7 @@ def hold_lease(
         }
         _write_holder(fd, holder)
         log.info("lease.acquired", lease=str(path), waited_s=round(waited, 3), command=command)
+        remove_restore_partial(db)
         held_since = time.monotonic()
         try:
             yield Lease(path=path, waited_s=waited)

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sidecar import checks, database, schema
+from sidecar import checks, database, prisma, schema
 from sidecar.checks import quote_ident
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
@@ -488,6 +488,7 @@ def create_fresh(db: Path, desired: schema.Catalogue) -> None:
             for sql in desired.statements:
                 conn.execute(sql)
             verify(conn, desired, {})
+            prisma.record(conn, desired)  # Prisma's own rows, in the same transaction
             conn.execute("COMMIT")
         finally:
             conn.close()

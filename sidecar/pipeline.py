@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, health, migrate, schema, schema_source
+from sidecar import (
+    catalog,
+    checks,
+    database,
+    health,
+    history,
+    migrate,
+    prisma,
+    schema,
+    schema_source,
+)
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps, left_for_compose
@@ -142,6 +152,8 @@ def _preview(
         catalog.refuse_fresh_over_backups(db, settings)
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        creation = history.review(None, creation, desired)
+        _refuse(creation, settings, report)  # a history's data statements, under --strict
         return {"fresh": True, **creation.to_dict()}
     database.check_database_file(db)
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
@@ -154,7 +166,7 @@ def _preview(
                 hint="restore a verified backup (sidecar restore latest) before deploying",
             )
         # Duplicates under a new unique index are refused now, before the lock and the backup.
-        plan = migrate.plan_for(conn, desired)
+        plan = history.review(conn, migrate.plan_for(conn, desired), desired)
     except sqlite3.DatabaseError as exc:
         if checks.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
@@ -236,6 +248,7 @@ def _locked_change(
             plan = schema.make_plan(
                 schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
             )
+            plan = history.review(conn, plan, desired)
             _refuse(plan, settings, report)
             report.plan = plan.to_dict()
             if not plan.operations:
@@ -288,12 +301,13 @@ def _backup_and_apply(
     def apply(info: Callable[[], BackupInfo]) -> None:
         _check(stop, "migrate")
         migrate.apply_plan(
-            conn, plan, desired, extra_checks=guards,
+            conn, prisma.schema_changes(plan), desired, extra_checks=guards,
             fk_before=lambda: database.foreign_key_problems_in(info().path),
             # Every level but checksum runs quick_check (or integrity_check) on the database
             # as the change found it, and a backup that fails it fails the deploy first.
             checked_before=settings.verify != "checksum",
         )  # fmt: skip
+        prisma.record(conn, desired)  # Prisma's own rows, in the same transaction
 
     if database.journal_mode(conn) != "wal":
         done = backup()

@@ -1,4 +1,4 @@
-"""Pure schema logic: catalogue models, desired-schema loading, diff -> plan, classification.
+"""Pure schema logic: catalogue models, diff -> plan, classification (loading: schema_input).
 
 Planning never writes: :func:`read_catalogue` only reads ``sqlite_master`` and pragmas, and
 :func:`make_plan` is a pure function of two catalogues and the live row counts. The plan is
@@ -26,11 +26,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from sidecar.checks import quote_ident
-from sidecar.errors import ConfigError
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -320,166 +318,6 @@ def _read_table(
     )
 
 
-# --------------------------------------------------------------------------- desired schema
-
-_DECLARATIVE_HINT = (
-    "the desired schema is declarative: describe the end state with CREATE statements; "
-    "anything it lacks is reported as drift, never dropped"
-)
-# First keyword -> (what, hint). ATTACH/DETACH are refused even in a migrations history.
-_REFUSED_STATEMENTS = {
-    "drop": ("DROP statements are", _DECLARATIVE_HINT),
-    "alter": ("ALTER TABLE ... DROP/RENAME statements are", _DECLARATIVE_HINT),
-    "vacuum": ("VACUUM statements are", "remove the statement from the schema"),
-    "attach": ("ATTACH statements are", "a desired schema may not open other files: remove it"),
-    "detach": ("DETACH statements are", "remove the statement from the schema"),
-}
-_IGNORED_STATEMENTS = ("pragma", "begin", "commit", "end", "rollback", "savepoint", "release")
-
-
-def desired_files(path: Path) -> list[Path]:
-    """The ``.sql`` files of a desired schema, in the order they are applied."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise ConfigError(
-            f"desired schema {path} does not exist",
-            hint="set SIDECAR_SCHEMA to a .sql file or a folder of them, and check the mount",
-        )
-    # Name order: the folder's own .sql files and those one level down (Prisma's
-    # migrations/<timestamp>_<name>/migration.sql sort by their folder). Hidden entries are
-    # skipped: a Kubernetes ConfigMap mount holds every file twice more, under ..data and
-    # ..<timestamp>, and only the visible symlinks count.
-    found: dict[Path, Path] = {}
-    try:
-        for entry in sorted(path.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            children = sorted(entry.iterdir()) if entry.is_dir() else [entry]
-            for file in children:
-                if file.suffix == ".sql" and file.is_file() and not file.name.startswith("."):
-                    found.setdefault(file.resolve(), file)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the desired schema folder {path}: {exc.strerror} ({exc.filename})",
-            hint="check the schema mount and its permissions",
-        ) from None
-    files = sorted(found.values(), key=lambda p: p.relative_to(path).as_posix())
-    if not files:
-        raise ConfigError(
-            f"desired schema folder {path} holds no .sql files",
-            hint="put the schema (CREATE statements) in one or more .sql files",
-        )
-    return files
-
-
-def is_migration_history(path: Path) -> bool:
-    """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order.
-
-    Such a history legitimately drops and redefines things on the way to its end state, so
-    DROP statements are allowed there: only the net result is compared."""
-    return path.is_dir() and (
-        (path / "migration_lock.toml").exists() or any(path.glob("*/migration.sql"))
-    )
-
-
-# Whitespace and comments before a statement (an unclosed block comment runs to the end).
-_LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z))*", re.DOTALL)
-
-
-def split_statements(text: str) -> list[tuple[int, str]]:
-    """(line number, statement) pairs. A statement ends at the first ``;`` where
-    ``sqlite3.complete_statement`` agrees (so strings, comments and trigger bodies stay
-    whole); several statements may share a line. A trailing incomplete statement is returned
-    as is. SQLite's own C scanner does the work: 1,000 tables split in milliseconds."""
-    statements: list[tuple[int, str]] = []
-    pos, line, counted = 0, 1, 0
-    while True:
-        leading = _LEADING.match(text, pos)
-        begin = leading.end() if leading else pos  # it always matches, if only emptily
-        if begin >= len(text):
-            return statements
-        if text[begin] == ";":  # an empty statement
-            pos = begin + 1
-            continue
-        line += text.count("\n", counted, begin)
-        counted = begin
-        end = text.find(";", begin)
-        while end != -1 and not sqlite3.complete_statement(text[begin : end + 1]):
-            end = text.find(";", end + 1)
-        if end == -1:
-            statements.append((line, text[begin:].strip()))
-            return statements
-        statements.append((line, text[begin : end + 1]))
-        pos = end + 1
-
-
-def load_desired(path: Path) -> Catalogue:
-    """Load the desired schema into an in-memory database, so SQLite itself parses it.
-
-    A file, or a folder of ``.sql`` files applied in name order. ``PRAGMA`` and transaction
-    statements are ignored (they configure connections, not the schema); data statements run
-    against the empty in-memory tables and never reach the live database. ``DROP`` and
-    ``ALTER TABLE ... DROP/RENAME`` are refused: a desired schema is declarative (except in
-    a Prisma migrations folder, which is replayed and judged by its net result).
-    """
-    history = is_migration_history(path)
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        # One transaction for the whole load: much faster for big schemas. Transaction
-        # statements in the files are ignored, so nothing can end it early.
-        conn.execute("BEGIN")
-        for file in desired_files(path):
-            try:
-                text = file.read_bytes().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ConfigError(
-                    f"{file}: not UTF-8 text (byte {exc.start})", hint="save the schema as UTF-8"
-                ) from None
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {file}: {exc.strerror}",
-                    hint="check the schema file's mount and permissions",
-                ) from None
-            for line, statement in split_statements(text.lstrip("\ufeff")):
-                _load_statement(conn, file, line, statement, history=history)
-        catalogue = read_catalogue(conn)
-    finally:
-        conn.close()
-    log.debug("schema.loaded", path=str(path), tables=len(catalogue.tables))
-    return catalogue
-
-
-def _load_statement(
-    conn: sqlite3.Connection, file: Path, line: int, statement: str, *, history: bool
-) -> None:
-    first_word = next((t for t in iter_tokens(statement) if t.kind == "word"), None)
-    first = fold(first_word.text) if first_word else ""
-    snippet = " ".join(statement.split())
-    snippet = snippet if len(snippet) <= 100 else snippet[:97] + "..."
-    where = f"{file}:{line}"
-    if first in _IGNORED_STATEMENTS:
-        log.debug("schema.statement_ignored", file=str(file), line=line, statement=snippet)
-        return
-    if first == "alter" and not any(t.is_word("drop", "rename") for t in tokenize(statement)):
-        first = "alter table add"  # ADD COLUMN is additive: allowed
-    if first in _REFUSED_STATEMENTS and (not history or first in ("attach", "detach")):
-        what, hint = _REFUSED_STATEMENTS[first]
-        raise ConfigError(f"{where}: {what} not allowed in a desired schema: {snippet}", hint=hint)
-    if not sqlite3.complete_statement(statement):
-        raise ConfigError(
-            f"{where}: incomplete statement (missing ';'?): {snippet}",
-            hint="end every statement with ';'",
-        )
-    try:
-        conn.execute(statement)
-    except sqlite3.Error as exc:
-        raise ConfigError(
-            f"{where}: {exc} in statement: {snippet}",
-            hint="fix the statement; the schema is checked by SQLite in an in-memory database",
-        ) from None
-
-
 # --------------------------------------------------------------------------- plan items
 
 
@@ -642,10 +480,16 @@ class _Diff:
         return {fold(t): n for t, n in self.row_counts.items()}
 
 
-# Bookkeeping tables that migration tools keep in the app's database and never put in the
+# Bookkeeping tables that other tools keep in the app's database and never put in the
 # schema they generate: their absence from the desired schema is not drift (it would make
-# every Prisma user's `--strict` deploy fail). They are kept, like every table.
-TOOL_TABLES: frozenset[str] = frozenset({"_prisma_migrations"})
+# every such user's `--strict` deploy fail). They are kept, like every table. The one list:
+TOOL_TABLES: frozenset[str] = frozenset(
+    {
+        "_prisma_migrations",  # Prisma Migrate's history (prisma-engines, flavour/sqlite.rs)
+        "_litestream_seq",  # Litestream forces WAL writes with it (litestream, db.go init)
+        "_litestream_lock",  # Litestream takes the write lock through it (db.go init)
+    }
+)
 
 
 def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]) -> Plan:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Protocol
 
-from sidecar import schema
+from sidecar import schema, schema_input
 from sidecar.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
@@ -80,12 +80,12 @@ def parse(spec: str) -> ContainerPath | None:
 def load_desired(
     spec: Path, apps: Archives | None = None, *, found: AppRef | None = None
 ) -> schema.Catalogue:
-    """:func:`schema.load_desired` for a local path or a container path (``apps`` reaches
+    """:func:`schema_input.load_desired` for a local path or a container path (``apps`` reaches
     Docker; without one, the engine from the environment is required). ``found``: the
     container, when the caller has already looked it up."""
     source = parse(str(spec))
     if source is None:
-        return schema.load_desired(spec)
+        return schema_input.load_desired(spec)
     # Only here: `health --backups-only` (the image's HEALTHCHECK) never loads the Docker SDK.
     import docker.errors  # noqa: PLC0415
 
@@ -115,7 +115,7 @@ def load_desired(
             ) from exc
         log.info("schema.fetched", source=str(source), container=ref.name, files=files)
         try:
-            return schema.load_desired(root / source.path.name)
+            return schema_input.load_desired(root / source.path.name)
         except ConfigError as exc:
             # Name the file as the user knows it, not by our temporary folder.
             raise ConfigError(

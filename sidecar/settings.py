@@ -235,7 +235,8 @@ class Settings:
             parse_database,
             metavar="PATH|URL",
             help="SQLite file or file: URL",
-            commands=_SCHEMA | _HISTORY | {"health"},
+            # list and verify: only that database's backups (a backups folder may be shared)
+            commands=_SCHEMA | _HISTORY | {"health", "list", "verify"},
             shown="`DATABASE_URL`, then `NUXT_DATABASE_URL` when `file:` URLs",
         ),
     )

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import catalog, checks, database, schedule
-from sidecar.backup import RestoreOutcome, create_backup, restore_backup, verify_backup
+from sidecar.backup import SIDE_FILES, RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
-from sidecar.errors import ExitCode, RefusedError, UnavailableError
-from sidecar.lease import hold_lease
+from sidecar.errors import ConfigError, ExitCode, RefusedError, UnavailableError
+from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
 from sidecar.signals import stop_on_sigterm
@@ -102,6 +102,7 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     # Refuse what is not a readable SQLite database before the copy: an empty or foreign
     # file must never become a "verified" backup that retention then counts.
     database.check_database_file(db)
+    remove_restore_partial_if_free(db, command="backup")
     try:
         info = _create(settings, db, reason)
     except sqlite3.DatabaseError as exc:
@@ -137,17 +138,28 @@ class ListResult:
     backups: list[BackupInfo]
     missing: list[str] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    database: Path | None = None
+    others: dict[str, int] = field(default_factory=dict)  # other databases -> backups
 
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backups": [b.to_dict() for b in self.backups], "missing": self.missing}
+        return {
+            "database": str(self.database) if self.database else None,
+            "backups": [b.to_dict() for b in self.backups],
+            "missing": self.missing,
+            "other_databases": self.others,
+        }
 
     def render(self) -> str:
+        others = "".join(
+            f"\n(also {n} backup(s) of {db} in this folder: SIDECAR_DATABASE={db} sidecar list)"
+            for db, n in self.others.items()
+        )
         if not self.backups and not self.missing:
-            return "no backups"
+            return ("no backups" + (f" of {self.database}" if self.database else "")) + others
         # Backups that a newer one names as the last holding data since lost (retention keeps them).
         anchors = {
             str(lost.get("since")) for b in self.backups if (lost := b.rows_vanished) is not None
@@ -156,7 +168,7 @@ class ListResult:
         rows += [
             (
                 b.id,
-                "verified" if b.verified else "UNVERIFIED",
+                _status(b),
                 _age(b.created_at, self.now),
                 _size(b.size),
                 b.reason,
@@ -166,14 +178,30 @@ class ListResult:
         ]
         rows += [(m, "MISSING", "", "", "", "") for m in self.missing]
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        return "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows
+        return (
+            "\n".join(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                for row in rows
+            )
+            + others
         )
 
 
+def _status(info: BackupInfo) -> str:
+    """verified; CORRUPT (a failed verify, a wrong size); CHANGED (modified after its
+    manifest, not verified since); UNVERIFIED (no manifest)."""
+    if info.verified:
+        return "verified"
+    if not info.manifest:
+        return "UNVERIFIED"
+    return "CHANGED" if info.problem == catalog.CHANGED else "CORRUPT"
+
+
 def _note(info: BackupInfo, *, kept: bool) -> str:
-    """Where most of the data vanished (catalog.rows_vanished), and the backup kept for it."""
+    """Why a backup cannot be trusted; where most of the data vanished
+    (catalog.rows_vanished), and the backup kept for it."""
+    if info.problem and info.manifest:
+        return info.problem
     if kept:
         return "kept: the last backup before the data vanished"
     lost = info.rows_vanished
@@ -183,11 +211,21 @@ def _note(info: BackupInfo, *, kept: bool) -> str:
 
 
 def list_backups(settings: Settings, **_: Any) -> ListResult:
-    """The backups in the backups folder, newest first."""
+    """The configured database's backups (every backup when none is), newest first, and how
+    many of other databases share the folder."""
+    db = settings.database
+    every = catalog.list_backups(settings.backup_dir)
+    ours = catalog.backups_of(settings.backup_dir, db)
+    others: dict[str, int] = {}
+    for info in every:
+        if db is not None and not info.belongs_to(db):
+            others[str(info.database)] = others.get(str(info.database), 0) + 1
     result = ListResult(
-        catalog.list_backups(settings.backup_dir), catalog.missing_backups(settings.backup_dir)
+        ours, catalog.missing_backups(settings.backup_dir, db), database=db, others=others
     )
-    log.info("backup.listed", count=len(result.backups), missing=len(result.missing))
+    log.info("backup.listed", count=len(result.backups), missing=len(result.missing),
+             corrupt=[b.id for b in ours if b.manifest and not b.verified],
+             other_databases=len(others))  # fmt: skip
     return result
 
 
@@ -227,14 +265,16 @@ class VerifyResult:
 
 
 def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> VerifyResult:
-    """Verify one backup (or ``latest``), or all of them and report any that are missing."""
+    """Verify one backup (or this database's ``latest``), or all of this database's (all in
+    the folder when none is configured) and report any that are missing."""
     full = settings.verify == "full"
+    db = settings.database
     if backup_id is not None:
-        targets = [catalog.find_backup(settings.backup_dir, backup_id)]
+        targets = [catalog.find_backup(settings.backup_dir, backup_id, database=db)]
         missing: list[str] = []
     else:
-        targets = catalog.list_backups(settings.backup_dir)
-        missing = catalog.missing_backups(settings.backup_dir)
+        targets = catalog.backups_of(settings.backup_dir, db)
+        missing = catalog.missing_backups(settings.backup_dir, db)
     checked = {info.id: verify_backup(info, full=full) for info in targets}
     checked |= {m: ["backup file is missing (its manifest exists)"] for m in missing}
     result = VerifyResult(checked, "full" if full else "quick")
@@ -245,6 +285,7 @@ def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> Ver
 @dataclass(frozen=True)
 class RestoreResult:
     outcome: RestoreOutcome
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # newer backups that failed
 
     @property
     def exit_code(self) -> ExitCode:
@@ -259,14 +300,23 @@ class RestoreResult:
             "safety_backup": o.safety_backup.id if o.safety_backup else None,
             "removed_side_files": o.removed_side_files,
             "actions": o.actions,
+            "skipped": [{"id": k, "problems": v} for k, v in self.skipped.items()],
             "seconds": round(o.seconds, 3),
         }
 
     def render(self) -> str:
         o = self.outcome
+        skipped = "".join(
+            f"\nskipped {backup_id}: {'; '.join(problems)}"
+            for backup_id, problems in self.skipped.items()
+        )
         if o.dry_run:
-            return "dry run, nothing changed; would:\n" + "\n".join(f"  {a}" for a in o.actions)
-        text = f"restored {o.backup.id} into {o.target}"
+            return (
+                "dry run, nothing changed; would:\n"
+                + "\n".join(f"  {a}" for a in o.actions)
+                + skipped
+            )
+        text = f"restored {o.backup.id} into {o.target}" + skipped
         if o.safety_backup:
             text += f"\nthe previous database is saved as {o.safety_backup.id}"
         return text
@@ -279,19 +329,28 @@ def restore(
     dry_run: bool = False,
     force: bool = False,
     to: str | None = None,
+    from_other_database: bool = False,
     **_: Any,
 ) -> RestoreResult:
-    """Replace the database (or create ``to``) from a listed, verified backup."""
-    info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True)
-    if to is not None:
-        target = Path(to)
-        if target.exists() or target.is_symlink():
-            raise RefusedError(
-                f"{target} already exists; --to only writes a new file",
-                hint="choose a path that does not exist yet",
-            )
+    """Replace the database (or create ``to``) from a listed, verified backup of it.
+
+    ``latest`` is the newest of this database's backups that passes verification: newer
+    ones that fail are skipped, and named. A backup of another database (its manifest's
+    source) replaces this one only with ``from_other_database``.
+    """
+    db = settings.database
+    target = _restore_target(settings, to)
+    skipped: dict[str, list[str]] = {}
+    if backup_id == "latest":
+        info, skipped = _latest_passing(settings.backup_dir, db)
     else:
-        target = settings.require_database()
+        info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True, database=db)
+        if to is None and not info.belongs_to(target) and not from_other_database:
+            raise RefusedError(
+                f"backup {info.id} is of {info.database}, not of {target}",
+                hint="check SIDECAR_DATABASE and the ID (sidecar list); to put that "
+                "database's data into this one on purpose, add --from-other-database",
+            )
     in_place = to is None and not dry_run
     with ExitStack() as stack:
         stop_app = None
@@ -308,6 +367,8 @@ def restore(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
+            checked=backup_id == "latest",
+            lock_timeout=settings.wait_timeout,
         )
     if not dry_run:
         catalog.append_history(
@@ -317,10 +378,74 @@ def restore(
                 "id": info.id,
                 "target": str(target),
                 "safety_backup": outcome.safety_backup.id if outcome.safety_backup else None,
+                "skipped": list(skipped),
             },
             group=settings.backup_group,
         )
-    return RestoreResult(outcome)
+    return RestoreResult(outcome, skipped)
+
+
+def _restore_target(settings: Settings, to: str | None) -> Path:
+    """The database, or the new file ``to``: in an existing folder, and neither the live
+    database nor one of its side files (a restored copy named like its -wal would be taken
+    for the database's write-ahead log)."""
+    if to is None:
+        return settings.require_database()
+    target = Path(to)
+    if target.exists() or target.is_symlink():
+        raise RefusedError(
+            f"{target} already exists; --to only writes a new file",
+            hint="choose a path that does not exist yet",
+        )
+    if not target.parent.is_dir():
+        raise ConfigError(
+            f"cannot restore into {target}: the folder {target.parent} does not exist",
+            hint="create the folder first, or choose a path in an existing folder",
+        )
+    db = settings.database
+    if db is not None and any(
+        catalog.same_file(target, Path(f"{db}{side}")) for side in ("", *SIDE_FILES)
+    ):
+        raise RefusedError(
+            f"--to {target} is the live database {db} or one of its side files",
+            hint="to replace the database itself, leave out --to; to inspect a backup, "
+            "choose another file name",
+        )
+    return target
+
+
+def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict[str, list[str]]]:
+    """The newest backup of ``db`` that passes verification, and the newer ones that did
+    not (each skip is logged). Without a configured database, the folder must hold the
+    backups of one database only: `latest` never picks between databases."""
+    backups = catalog.list_backups(backup_dir)
+    ours = catalog.backups_of(backup_dir, db)
+    if db is None and len({b.database for b in ours if b.manifest}) > 1:
+        names = ", ".join(sorted({str(b.database) for b in ours if b.manifest}))
+        raise ConfigError(
+            f"{backup_dir} holds backups of several databases ({names}): which one's latest?",
+            hint="set SIDECAR_DATABASE (or --database), or name the backup ID",
+        )
+    skipped: dict[str, list[str]] = {}
+    for info in ours:
+        if not info.manifest.get("verified"):
+            continue
+        # A recorded failure or a wrong size is known without reading the file again; a
+        # file changed after its manifest is verified now, and may well pass.
+        known = info.problem if info.problem != catalog.CHANGED else None
+        problems = [known] if known else verify_backup(info)
+        if not problems:
+            return info, skipped
+        skipped[info.id] = problems
+        hint = "a newer backup failed verification; an older one is restored"
+        log.warning("restore.skipped", id=info.id, problems=problems, hint=hint)
+    if skipped:
+        raise RefusedError(
+            f"every backup of {db or 'the database'} in {backup_dir} fails verification "
+            f"({len(skipped)}: {', '.join(skipped)})",
+            hint="run sidecar verify; restore nothing until a good backup is found",
+        )
+    raise catalog.no_backups_of(db, backups, backup_dir, verified=True)
 
 
 def _app_stopper(settings: Settings) -> Callable[[], AbstractContextManager[None]] | None:

@@ -101,7 +101,8 @@ def _backup_if_none_fresh(settings: Settings, report: DeployReport) -> None:
     HEALTHCHECK (backup age) is not unhealthy until the first slot on a new install."""
     if report.backup:
         return
-    latest = catalog.latest_verified(settings.backup_dir) if settings.backup_dir.is_dir() else None
+    folder = settings.backup_dir
+    latest = catalog.latest_verified(folder, settings.database) if folder.is_dir() else None
     if latest is not None and (datetime.now(UTC) - latest.created_at).total_seconds() < (
         settings.max_backup_age / 2
     ):

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, database, schema, schema_source
+from sidecar import catalog, database, schema
 from sidecar import health as checks
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
+from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 log = get_logger(__name__)
@@ -68,7 +69,7 @@ def _database_health(
     db = settings.require_database()
     database.check_database_file(db)
     queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
-    desired = schema_source.load_desired(settings.schema) if settings.schema else None
+    desired = load_desired(settings.schema) if settings.schema else None
     conn = database.connect(db, busy_timeout=settings.wait_timeout)
     try:
         conn.execute("BEGIN")  # one snapshot for every check
@@ -128,9 +129,10 @@ def _backup_age(
     if not settings.backup_dir.is_dir():
         missing = f"no backups folder {settings.backup_dir}"
         return Check("last backup", False, missing, required), None, None
-    latest = catalog.latest_verified(settings.backup_dir)
+    latest = catalog.latest_verified(settings.backup_dir, settings.database)
     if latest is None:
-        return Check("last backup", False, "no verified backup yet", required), None, None
+        of = f" of {settings.database}" if settings.database else ""
+        return Check("last backup", False, f"no verified backup{of} yet", required), None, None
     age = (datetime.now(UTC) - latest.created_at).total_seconds()
     fresh = age <= limit
     detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"

@@ -7,10 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, schema, schema_source
+from sidecar import catalog, checks, database, history, schema
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, UnavailableError
 from sidecar.logs import get_logger
+from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,19 +68,21 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     """Compare the database with the desired schema. Never writes: a read-only connection
     and one read transaction. A missing database is planned as created from empty."""
     started = time.monotonic()
-    desired = schema_source.load_desired(settings.require_schema())
+    desired = load_desired(settings.require_schema())
     db = settings.require_database()
     fresh = not db.exists()
     if fresh:
         migrating.refuse_orphan_sides(db)  # as the deploy would
         catalog.refuse_fresh_over_backups(db, settings)
-        result = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        result = history.review(
+            None, schema.make_plan(schema.Catalogue(), desired, row_counts={}), desired
+        )
     else:
         database.check_database_file(db)
         conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
         try:
             conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
-            result = migrating.plan_for(conn, desired)
+            result = history.review(conn, migrating.plan_for(conn, desired), desired)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
             if checks.is_busy(exc):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from sidecar import cli
 from sidecar.backup import create_backup
-from sidecar.catalog import BACKUP_NAME, HISTORY_NAME, LOCK_NAME, PARTIAL_NAME
+from sidecar.catalog import BACKUP_NAME, CHECK_NAME, HISTORY_NAME, LOCK_NAME, PARTIAL_NAME
 from sidecar.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +95,12 @@ class World:
         if self.template is not None:
             shutil.copytree(self.template.root, self.root, symlinks=True)
             self.backup_id = self.template.backup_id
+            # The copied backup is of this world's database: its manifest says so, as if
+            # it had been taken here (a backup belongs to the database its manifest names).
+            manifest = self.backups / f"{self.backup_id}.json"
+            record = json.loads(manifest.read_text())
+            record["source"] = str(self.db)
+            manifest.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             self.template = None
             return
         for folder in (self.data, self.outside):
@@ -814,16 +820,20 @@ CASES: list[Case] = [
     ),
     Case(
         "schema",
-        "INSERT in the schema never reaches the data / deploy",
+        "INSERT in a declarative schema is refused, never dropped silently / deploy",
         _schema(
             BASE_SCHEMA + "INSERT INTO users(email) VALUES ('planted@x');\n" + _WATCHLIST,
             ["deploy"],
         ),
-        ExitCode.OK,
-        ("applied the schema changes",),
-        new_backup=True,
-        migrates=True,
-        check=_expect_tables(3),
+        ExitCode.USAGE,
+        ("{outside}/schema.sql:4", "data statements", "INSERT INTO users(email)"),
+    ),
+    Case(
+        "schema",
+        "CREATE TABLE ... AS SELECT (an empty table) is refused / plan",
+        _schema(BASE_SCHEMA + "CREATE TABLE copy AS SELECT * FROM users;\n", ["plan"]),
+        ExitCode.USAGE,
+        ("{outside}/schema.sql:4", "CREATE TABLE ... AS SELECT", "CREATE TABLE copy AS"),
     ),
     Case(
         "schema",
@@ -1141,6 +1151,8 @@ def lost_problems(case: Case, world: World, before: dict[str, str]) -> list[str]
 def _may_add(case: Case, name: str) -> bool:
     if name == LOCK_NAME or case.relocates or (name == HISTORY_NAME and case.code == 0):
         return True
+    if CHECK_NAME.match(name):
+        return True  # the result of a verification, recorded beside the manifest
     ours = BACKUP_NAME.match(name.removesuffix(".json")) or name == HISTORY_NAME
     return case.new_backup and bool(ours)
 

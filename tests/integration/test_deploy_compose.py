@@ -239,6 +239,56 @@ def test_one_shot_restore_stops_the_app_and_starts_it_again(project: ComposeProj
     wait_committed(project, len(committed_ids(project)) + 5)
 
 
+def _readme_restore_command() -> list[str]:
+    """The README's own `docker compose run ... restore latest` line, after `docker compose`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("docker compose run") and " restore latest" in line
+    )
+    return line.split("#", 1)[0].split()[2:]
+
+
+def test_the_readmes_restore_command_keeps_a_stopped_app_stopped(project: ComposeProject) -> None:
+    """The user stops the app, then restores with the README's command: Compose must not
+    start the app again through the sidecar's depends_on, and the sidecar must not either
+    (it starts only what it stopped)."""
+    start_app(project)
+    project.run("run", "--rm", "--no-deps", "sidecar", "backup")
+    project.run("stop", "app")
+    restored = project.run(*_readme_restore_command(), "--json")
+    document = json.loads(restored.stdout)
+    assert document["ok"] is True
+    assert document["safety_backup"]
+    app = project.container("app")
+    app.reload()
+    assert app.attrs["State"]["Running"] is False, "the restore started the stopped app"
+    assert app_starts(project) == 1
+
+
+def test_restore_force_refuses_while_an_app_in_another_container_writes(
+    project: ComposeProject,
+) -> None:
+    """Without SIDECAR_APP the sidecar cannot stop the app: its WAL-mode connection (a lock
+    the kernel shows across containers, its pid not visible) refuses even --force, and every
+    commit the app makes keeps landing in the live database."""
+    start_app(project)
+    project.run("run", "--rm", "--no-deps", "sidecar", "backup")
+    result = project.run(
+        "run", "--rm", "--no-deps", "-e", "SIDECAR_APP=", "sidecar",
+        "restore", "latest", "--force", "--json", check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "a process this sidecar cannot see" in error["message"]
+    assert "WAL-mode connection" in error["message"]
+    assert "SIDECAR_APP" in error["hint"]
+    ids = wait_committed(project, len(committed_ids(project)) + 5)
+    stored = {row[0] for row in project.query('SELECT id FROM "Transaction"')}
+    assert set(ids) <= stored
+
+
 def test_a_wiped_data_volume_is_noticed_and_the_last_good_backup_kept(
     project: ComposeProject,
 ) -> None:

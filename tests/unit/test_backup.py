@@ -261,22 +261,25 @@ def _hold_open(db: Path) -> subprocess.Popen[str]:
     return bk_other_connection(db, "SELECT count(*) FROM users", in_transaction=False)
 
 
-def test_restore_refuses_while_the_app_holds_the_database_unless_forced(
+def test_restore_refuses_while_the_app_holds_the_database_even_forced(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
+    """A WAL-mode connection would keep committing into the replaced inode: --force never
+    passes it (issue 11, item 2)."""
     db = bk_db("wal")
     info = create_backup(db, bk_dir, environment="production", reason="manual")
     app = _hold_open(db)
     try:
         assert database_in_use(db)
-        with pytest.raises(RefusedError, match="the app is using"):
-            restore_backup(info, db, backup_dir=bk_dir, environment="production")
+        for force in (False, True):
+            with pytest.raises(RefusedError, match=rf"is in use: pid {app.pid} .*WAL-mode"):
+                restore_backup(info, db, backup_dir=bk_dir, environment="production", force=force)
         assert len(catalog.list_backups(bk_dir)) == 1  # refused before the safety backup
-        outcome = restore_backup(info, db, backup_dir=bk_dir, environment="production", force=True)
-        assert outcome.safety_backup is not None
     finally:
         app.communicate("\n", timeout=10)
     assert not database_in_use(db)
+    outcome = restore_backup(info, db, backup_dir=bk_dir, environment="production")
+    assert outcome.safety_backup is not None
 
 
 def test_restore_uses_the_stop_app_hook(bk_db: Callable[..., Path], bk_dir: Path) -> None:
@@ -401,7 +404,7 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     for _ in range(4):
         later = create_backup(db, bk_dir, environment="production", reason="scheduled")
         assert later.manifest["rows_vanished"]["since"] == good.id
-    outcome = catalog.prune(bk_dir, keep=2, stem="portfolio", environment="production")
+    outcome = catalog.prune(bk_dir, keep=2, database=db, environment="production")
     assert good.id in {b.id for b in outcome.kept}
     assert len(outcome.deleted) == 3
     assert _rows(good.path, "users") == 10  # the data is still there to restore

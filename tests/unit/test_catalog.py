@@ -118,11 +118,19 @@ def test_prune_deletes_only_its_own_old_verified_backups(tmp_path: Path) -> None
     other_db = _write_backup(tmp_path, NOW - timedelta(days=9), stem="other")
     (tmp_path / "notes.txt").write_text("mine")
 
-    dry = catalog.prune(tmp_path, keep=2, stem="portfolio", environment="production", dry_run=True)
+    dry = catalog.prune(
+        tmp_path,
+        keep=2,
+        database=Path("/data/portfolio.db"),
+        environment="production",
+        dry_run=True,
+    )
     assert [b.id for b in dry.deleted] == names[2:]
     assert all((tmp_path / n).exists() for n in names)
 
-    done = catalog.prune(tmp_path, keep=2, stem="portfolio", environment="production", now=NOW)
+    done = catalog.prune(
+        tmp_path, keep=2, database=Path("/data/portfolio.db"), environment="production", now=NOW
+    )
     assert [b.id for b in done.deleted] == names[2:]
     left = set(os.listdir(tmp_path))
     assert {*names[:2], unverified, other_db, "notes.txt"} <= left

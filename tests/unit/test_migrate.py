@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import database, migrate, schema
+from sidecar import database, migrate, schema, schema_input
 from sidecar.errors import HealthError, RefusedError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def build(path: Path, sql: str, *, journal: str = "delete") -> Path:
 def load(tmp_path: Path, sql: str) -> schema.Catalogue:
     file = tmp_path / "desired.sql"
     file.write_text(sql, encoding="utf-8")
-    return schema.load_desired(file)
+    return schema_input.load_desired(file)
 
 
 def run(
@@ -99,7 +99,7 @@ def test_v1_to_v2_keeps_every_row_value_index_trigger_view_and_sequence(tmp_path
     before = all_hashes(db)
     sequence = dict(rows(db, "SELECT name, seq FROM sqlite_sequence"))
     assert sequence == {"User": 2, "Portfolio": 3, "Transaction": 4}  # above max(id) after deletes
-    desired = schema.load_desired(ROOT / "deploy/schema/v2")
+    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
     plan = run(db, desired)
     assert "rebuild_table" in [op.kind for op in plan.operations]
 
@@ -155,7 +155,7 @@ def test_failing_extra_check_rolls_back_to_the_same_bytes(tmp_path: Path, journa
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
     before, logical = sha(db), dump(db)
-    desired = schema.load_desired(ROOT / "deploy/schema/v2")
+    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
     seen: list[int] = []
 
     def failing(conn: sqlite3.Connection) -> None:
@@ -325,7 +325,7 @@ def test_column_hashes_see_a_changed_value(tmp_path: Path) -> None:
 
 
 def test_create_fresh_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
-    desired = schema.load_desired(ROOT / "deploy/schema/v2")
+    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
     db = tmp_path / "data" / "portfolio.db"
     migrate.create_fresh(db, desired)
     assert sorted(p.name for p in db.parent.iterdir()) == ["portfolio.db"]

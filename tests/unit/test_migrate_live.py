@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import cli, database, schema
+from sidecar import cli, database, schema, schema_input
 from sidecar.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_migrate_under_a_writing_app_loses_no_committed_row(
     ).fetchone() == (0,)
     plan = schema.make_plan(
         schema.read_catalogue(conn),
-        schema.load_desired(ROOT / "deploy/schema/v2"),
+        schema_input.load_desired(ROOT / "deploy/schema/v2"),
         row_counts=database.row_counts(conn),
     )
     conn.close()

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar import checks, database, migrate, schema
+from sidecar import checks, database, migrate, schema, schema_input
 from sidecar.checks import quote_ident as q
 
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", "select", 'x"y', "日本", "group", "Value"]
@@ -144,7 +144,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
         sequence = sequences(conn)
         conn.close()
         (Path(folder) / "desired.sql").write_text(case.desired, encoding="utf-8")
-        desired = schema.load_desired(Path(folder) / "desired.sql")
+        desired = schema_input.load_desired(Path(folder) / "desired.sql")
 
         with database.write_lock(db, 5) as locked:
             counts = database.row_counts(locked)

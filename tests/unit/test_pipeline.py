@@ -238,7 +238,7 @@ def test_a_lost_database_with_backups_is_refused_not_recreated_empty(
     typo = {**env, "SIDECAR_DATABASE": str(tmp_path / "data" / "portfolo.db")}
     said = _cli(capsys, ["deploy"], typo)
     assert said.startswith("exit 3\n")
-    assert "holds backups of portfolio only" in said
+    assert f"holds backups of {db} only" in said
     assert "a typo?" in said
     assert not (tmp_path / "data" / "portfolo.db").exists()
 

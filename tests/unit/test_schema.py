@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import database, schema
+from sidecar import database, schema, schema_input
 from sidecar.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def build(path: Path, sql: str, seed: str = "") -> Path:
 def desired_from(tmp_path: Path, sql: str, name: str = "desired.sql") -> schema.Catalogue:
     file = tmp_path / name
     file.write_text(sql, encoding="utf-8")
-    return schema.load_desired(file)
+    return schema_input.load_desired(file)
 
 
 def plan_for(
@@ -360,7 +360,7 @@ def test_new_primary_key_column_is_refused(tmp_path: Path) -> None:
 
 def test_v2_demo_schema_plan(tmp_path: Path) -> None:
     db = build(tmp_path / "live.db", V1, SEED)
-    desired = schema.load_desired(ROOT / "deploy/schema/v2")
+    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
     conn = database.connect(db, readonly=True)
     plan = schema.make_plan(
         schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
@@ -378,7 +378,7 @@ def test_v2_demo_schema_plan(tmp_path: Path) -> None:
 
 def test_destructive_demo_schema_is_only_drift(tmp_path: Path) -> None:
     db = build(tmp_path / "live.db", V1, SEED)
-    desired = schema.load_desired(ROOT / "deploy/schema/destructive")
+    desired = schema_input.load_desired(ROOT / "deploy/schema/destructive")
     conn = database.connect(db, readonly=True)
     plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={})
     conn.close()
@@ -558,7 +558,7 @@ def test_syntax_error_names_file_line_and_statement(tmp_path: Path) -> None:
         "-- a comment; with a semicolon\nCREATE TABLE b (id INTEGER);\n\nCREATE TABEL c (x);\n"
     )
     with pytest.raises(ConfigError) as raised:
-        schema.load_desired(folder)
+        schema_input.load_desired(folder)
     message = str(raised.value)
     assert "02_more.sql:4" in message
     assert "CREATE TABEL c (x);" in message
@@ -572,7 +572,7 @@ def test_folder_is_applied_in_name_order(tmp_path: Path) -> None:
     (folder / "10_index.sql").write_text("CREATE INDEX i ON a(x);")
     (folder / "02_table.sql").write_text("CREATE TABLE a (x);")
     (folder / "notes.txt").write_text("not sql")
-    catalogue = schema.load_desired(folder)
+    catalogue = schema_input.load_desired(folder)
     assert [t.name for t in catalogue.tables] == ["a"]
     assert [i.name for i in catalogue.indexes] == ["i"]
 
@@ -587,8 +587,8 @@ def test_kubernetes_config_map_layout_reads_each_file_once(tmp_path: Path) -> No
     (mount / "..data").symlink_to(revision.name)
     for name in ("01-tables.sql", "02-views.sql"):
         (mount / name).symlink_to(f"..data/{name}")
-    assert [p.name for p in schema.desired_files(mount)] == ["01-tables.sql", "02-views.sql"]
-    catalogue = schema.load_desired(mount)
+    assert [p.name for p in schema_input.desired_files(mount)] == ["01-tables.sql", "02-views.sql"]
+    catalogue = schema_input.load_desired(mount)
     assert [t.name for t in catalogue.tables] == ["a"]
     assert [v.name for v in catalogue.views] == ["v"]
 
@@ -597,7 +597,7 @@ def test_non_utf8_is_a_config_error(tmp_path: Path) -> None:
     file = tmp_path / "s.sql"
     file.write_bytes(b"CREATE TABLE t (name TEXT DEFAULT '\xff\xfe');")
     with pytest.raises(ConfigError, match="not UTF-8"):
-        schema.load_desired(file)
+        schema_input.load_desired(file)
 
 
 @pytest.mark.parametrize(
@@ -616,18 +616,18 @@ def test_destructive_statements_are_refused_in_a_desired_schema(
     file = tmp_path / "s.sql"
     file.write_text(f"CREATE TABLE a (x, y);\n{statement}\n")
     with pytest.raises(ConfigError) as raised:
-        schema.load_desired(file)
+        schema_input.load_desired(file)
     assert statement.rstrip(";") in str(raised.value)
     assert raised.value.hint
 
 
-def test_pragmas_and_transactions_are_ignored_data_statements_are_harmless(tmp_path: Path) -> None:
+def test_pragmas_and_transactions_are_ignored(tmp_path: Path) -> None:
     file = tmp_path / "s.sql"
     file.write_text(
         "PRAGMA foreign_keys=OFF;\nPRAGMA journal_mode=WAL;\nPRAGMA no_such_pragma=1;\nBEGIN;\n"
-        "CREATE TABLE a (x);\nINSERT INTO a VALUES (1);\nCOMMIT;\nPRAGMA foreign_keys=ON;\n"
+        "CREATE TABLE a (x);\nCOMMIT;\nPRAGMA foreign_keys=ON;\n"
     )
-    catalogue = schema.load_desired(file)
+    catalogue = schema_input.load_desired(file)
     assert [t.name for t in catalogue.tables] == ["a"]
 
 
@@ -657,8 +657,8 @@ def test_prisma_migrations_folder_is_replayed_with_its_redefine_tables(tmp_path:
         'DROP TABLE "Portfolio";\nALTER TABLE "new_Portfolio" RENAME TO "Portfolio";\n'
         "PRAGMA foreign_keys=ON;\nPRAGMA defer_foreign_keys=OFF;\n"
     )
-    assert schema.is_migration_history(history)
-    desired = schema.load_desired(history)
+    assert schema_input.is_migration_history(history)
+    desired = schema_input.load_desired(history)
     portfolio = desired.table("Portfolio")
     assert portfolio is not None
     assert portfolio.column("updatedAt") is not None
@@ -673,17 +673,17 @@ def test_prisma_migrations_folder_is_replayed_with_its_redefine_tables(tmp_path:
 
 def test_missing_schema_and_empty_folder_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        schema.load_desired(tmp_path / "nope")
+        schema_input.load_desired(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"no \.sql files"):
-        schema.load_desired(tmp_path / "empty")
+        schema_input.load_desired(tmp_path / "empty")
 
 
 def test_incomplete_last_statement_is_named(tmp_path: Path) -> None:
     file = tmp_path / "s.sql"
     file.write_text("CREATE TABLE a (x);\nCREATE TABLE b (y)\n")
     with pytest.raises(ConfigError, match=r"s\.sql:2: incomplete statement"):
-        schema.load_desired(file)
+        schema_input.load_desired(file)
 
 
 def test_tokenizer_keeps_quotes_comments_and_unicode_apart() -> None:
@@ -716,7 +716,7 @@ def test_split_statements_keeps_strings_comments_and_trigger_bodies_whole() -> N
         ";;\n"
         "CREATE TABLE c (z)"
     )
-    assert schema.split_statements(text) == [
+    assert schema_input.split_statements(text) == [
         (2, "CREATE TABLE a (x TEXT DEFAULT ';');"),
         (2, "CREATE TABLE b(y);"),
         (

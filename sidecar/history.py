@@ -1,0 +1,181 @@
+"""What the desired schema says beyond its end state, judged against the live database.
+
+:func:`review` amends a plan (:func:`sidecar.schema.make_plan` judges end states only) with:
+
+* **Prisma's bookkeeping** (:mod:`sidecar.prisma`): the rows to record for migrations Prisma
+  would still apply (an operation), a failed migration recorded by Prisma (a refusal: P3009),
+  a recorded checksum that no longer matches its file (a warning);
+* **renames** a migration makes (``RENAME TO``, ``RENAME COLUMN``, a RedefineTables copy into
+  a new name): judged by the end state alone, the new name would be created empty while the
+  data stays under the old one, so each is refused while the live database still holds the
+  old name and lacks the new one;
+* **possible renames**, in any schema: a table or column that the desired schema lacks while
+  one of the same shape appears (drift, with the same hint);
+* **data statements** of migrations Prisma has not applied: listed as drift ("not
+  executed"), so ``--strict`` refuses them.
+
+Migrations already recorded as applied are not judged again: only their end state counts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import TypeVar
+
+from sidecar import prisma, schema
+from sidecar.checks import quote_ident
+from sidecar.schema_input import Desired, Rename
+
+T = TypeVar("T")
+RENAME_HINT = (
+    "rename in steps (expand and contract): add the new {what} beside the old one and let "
+    "the app write both and copy the old values, then stop using the old one in a later "
+    "release (it is kept, never dropped)"
+)
+
+
+def review(
+    conn: sqlite3.Connection | None, plan: schema.Plan, desired: schema.Catalogue
+) -> schema.Plan:
+    """``plan`` amended by the desired schema's history (module docstring). Read-only;
+    ``conn`` None plans a database that does not exist yet."""
+    # The live catalogue again only when something needs it: planning 1,000 tables reads it once.
+    dropped = any(d.kind in ("table_missing", "column_missing") for d in plan.drift)
+    needed = dropped or (isinstance(desired, Desired) and bool(desired.renames))
+    live = schema.read_catalogue(conn) if conn is not None and needed else schema.Catalogue()
+    operations, drift, refused = list(plan.operations), list(plan.drift), list(plan.refused)
+    renames: Sequence[Rename] = ()
+    if isinstance(desired, Desired):
+        recorded = prisma.rows(conn) if desired.migrations else []
+        refused += prisma.failed_refusals(recorded)
+        prisma.warn_changed(recorded, desired.migrations)
+        done = prisma.applied(recorded)
+        renames = [r for r in desired.renames if r.migration not in done and _still_to_do(r, live)]
+        refused += [_refusal(r, conn) for r in renames]
+        # What the end state would make of a refused rename is refused with it, not applied.
+        operations = [op for op in operations if not any(_makes(op, r) for r in renames)]
+        drift += [
+            schema.Drift(
+                "not_executed",
+                f"migration {item.migration}",
+                f"`{item.statement}` ({item.where}): a data statement, not executed "
+                "(run it yourself if the new app needs it)",
+            )
+            for item in desired.not_executed
+            if item.migration not in done
+        ]
+        bookkeeping = prisma.bookkeeping(conn, desired)
+        if bookkeeping is not None and not refused:
+            operations.append(bookkeeping)
+    drift += possible_renames(live, desired, conn, known=renames)
+    return replace(plan, operations=tuple(operations), drift=tuple(drift), refused=tuple(refused))
+
+
+def _still_to_do(rename: Rename, live: schema.Catalogue) -> bool:
+    """The live database still holds the old name and lacks the new one."""
+    table = live.table(rename.table)
+    if table is None:
+        return False
+    if rename.column:
+        return table.column(rename.old) is not None and table.column(rename.new) is None
+    return live.table(rename.new) is None
+
+
+def _makes(op: schema.Operation, rename: Rename) -> bool:
+    """``op`` creates the new name of ``rename`` (empty)."""
+    fold = schema.fold
+    if rename.column:
+        return isinstance(op, schema.AddColumn) and (fold(op.table), fold(op.column)) == (
+            fold(rename.table),
+            fold(rename.new),
+        )
+    return isinstance(op, schema.CreateTable) and fold(op.table) == fold(rename.new)
+
+
+def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:
+    rows = _rows(conn, rename.table)
+    if rename.column:
+        old, new = _q(rename.table, rename.old), _q(rename.table, rename.new)
+        empty = f"{new} would be added empty while {old} keeps the values of {rows} row(s)"
+    else:
+        old, new = _q(rename.old), _q(rename.new)
+        empty = f"{new} would be created empty while {old} keeps its {rows} row(s)"
+    return schema.Refusal(
+        f"{old} renamed to {new}",
+        f"migration {rename.migration} ({rename.where}) renames it; applied by its end "
+        f"state, {empty}",
+        RENAME_HINT.format(what="column" if rename.column else "table"),
+    )
+
+
+def possible_renames(
+    live: schema.Catalogue,
+    desired: schema.Catalogue,
+    conn: sqlite3.Connection | None,
+    *,
+    known: Sequence[Rename] = (),
+) -> list[schema.Drift]:
+    """A table or column the desired schema lacks while exactly one of the same shape
+    appears: possibly a rename, which the end state alone would make an empty copy."""
+    if conn is None:
+        return []
+    seen = {(schema.fold(r.table), schema.fold(r.old)) for r in known}
+    found = []
+    for old, new in _pairs(
+        [t for t in live.tables if _kept(t.name, desired)],
+        [t for t in desired.tables if live.table(t.name) is None],
+        lambda t: tuple((schema.fold(c.name), c.shape) for c in t.columns),
+    ):
+        if (schema.fold(old.name), schema.fold(old.name)) not in seen:
+            found.append(_possible(_q(old.name), _q(new.name), _rows(conn, old.name), "table"))
+    for table in desired.tables:
+        current = live.table(table.name)
+        if current is None:
+            continue
+        gone = [c for c in current.columns if c.hidden != 1 and table.column(c.name) is None]
+        added = [c for c in table.columns if c.hidden != 1 and current.column(c.name) is None]
+        for old_column, new_column in _pairs(gone, added, lambda c: c.shape):
+            if (schema.fold(current.name), schema.fold(old_column.name)) not in seen:
+                rows = _rows(conn, current.name)
+                found.append(
+                    _possible(
+                        _q(current.name, old_column.name),
+                        _q(current.name, new_column.name),
+                        rows,
+                        "column",
+                    )
+                )
+    return found
+
+
+def _kept(name: str, desired: schema.Catalogue) -> bool:
+    return desired.table(name) is None and schema.fold(name) not in schema.TOOL_TABLES
+
+
+def _pairs(old: list[T], new: list[T], key: Callable[[T], object]) -> Iterator[tuple[T, T]]:
+    """(old, new) where exactly one new item has the old one's shape, and vice versa."""
+    for item in old:
+        matches = [n for n in new if key(n) == key(item)]
+        if len(matches) == 1 and sum(key(o) == key(matches[0]) for o in old) == 1:
+            yield item, matches[0]
+
+
+def _possible(old: str, new: str, rows: int, what: str) -> schema.Drift:
+    return schema.Drift(
+        "possible_rename",
+        f"{old} -> {new}",
+        f"possibly a rename: {new} would be created empty beside {old} ({rows} row(s)), "
+        f"which has the same shape. If it is one: {RENAME_HINT.format(what=what)}",
+    )
+
+
+def _rows(conn: sqlite3.Connection | None, table: str) -> int:
+    if conn is None:
+        return 0
+    return int(conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0])
+
+
+def _q(*names: str) -> str:
+    return ".".join(quote_ident(n) for n in names)

@@ -1,0 +1,206 @@
+"""Prisma Migrate's own bookkeeping: the ``_prisma_migrations`` table in the app's database.
+
+``prisma migrate deploy`` applies every folder of ``migrations/`` that has no row in
+``_prisma_migrations`` with its name (a row with ``rolled_back_at`` set does not count), and
+refuses to run at all while a row has neither ``finished_at`` nor ``rolled_back_at`` (a failed
+migration: P3009). When the sidecar brings the database to a history's end state it records
+those rows as Prisma's schema engine writes them, in the same transaction as the change, so
+that Prisma finds nothing left to apply. The rows are Prisma's: nothing of the sidecar's own
+goes into the database.
+
+Read from prisma-engines: the table's DDL (``sql-schema-connector/src/flavour/sqlite.rs``,
+``create_migrations_table``); the rows (``sql_migration_persistence.rs``: a v4 UUID, the
+checksum, ``started_at`` now, then ``applied_steps_count`` + 1 and ``finished_at`` now, ``logs``
+untouched: NULL); the checksum (``checksum.rs``: sha256 hex of the script, also accepted with
+its line endings changed); timestamps (quaint binds a ``DateTime`` as unix milliseconds in
+SQLite); what deploy applies (``core/src/commands/apply_migrations.rs``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from sidecar import schema
+from sidecar.errors import HealthError, RefusedError
+from sidecar.logs import get_logger
+from sidecar.schema_input import Desired, Migration
+
+log = get_logger(__name__)
+
+TABLE = "_prisma_migrations"
+# Prisma's own DDL for SQLite, verbatim (indoc! strips the indentation of the Rust source).
+CREATE_TABLE = """CREATE TABLE "_prisma_migrations" (
+    "id"                    TEXT PRIMARY KEY NOT NULL,
+    "checksum"              TEXT NOT NULL,
+    "finished_at"           DATETIME,
+    "migration_name"        TEXT NOT NULL,
+    "logs"                  TEXT,
+    "rolled_back_at"        DATETIME,
+    "started_at"            DATETIME NOT NULL DEFAULT current_timestamp,
+    "applied_steps_count"   INTEGER UNSIGNED NOT NULL DEFAULT 0
+);
+"""
+RESOLVE_HINT = (
+    "a failed Prisma migration blocks every deploy (Prisma's P3009): fix the database, then "
+    "`prisma migrate resolve --rolled-back <name>` (or `--applied <name>`), and deploy again"
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of ``_prisma_migrations``, the columns ``prisma migrate deploy`` reads."""
+
+    migration_name: str
+    checksum: str
+    finished_at: object
+    rolled_back_at: object
+
+    @property
+    def failed(self) -> bool:
+        return self.finished_at is None and self.rolled_back_at is None
+
+
+@dataclass(frozen=True)
+class RecordMigrations(schema.Operation):
+    """Record migrations as applied in ``_prisma_migrations``, as Prisma does."""
+
+    kind: ClassVar[str] = "record_migrations"
+    migrations: tuple[str, ...]
+    checksums: tuple[str, ...]
+    create_table: bool = False
+
+    def __str__(self) -> str:
+        created = " (creating it with Prisma's own DDL)" if self.create_table else ""
+        return (
+            f"record {len(self.migrations)} Prisma migration(s) as applied in {TABLE}"
+            f"{created}: {', '.join(self.migrations)}"
+        )
+
+
+def has_table(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (TABLE,),
+    ).fetchone()
+    return found is not None
+
+
+def rows(conn: sqlite3.Connection | None) -> list[Row]:
+    """The rows of ``_prisma_migrations`` (none without the table, or without a database)."""
+    if conn is None or not has_table(conn):
+        return []
+    try:
+        found = conn.execute(
+            f'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "{TABLE}"'
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such column" not in str(exc):
+            raise
+        raise RefusedError(
+            f"{TABLE} is not Prisma's migrations table: {exc}",
+            hint=f"{TABLE} belongs to Prisma Migrate; rename the other table",
+        ) from None
+    return [Row(str(r[0]), str(r[1]), r[2], r[3]) for r in found]
+
+
+def applied(recorded: Sequence[Row]) -> set[str]:
+    """The migrations Prisma counts as applied: a row of that name not rolled back."""
+    return {r.migration_name for r in recorded if r.rolled_back_at is None}
+
+
+def pending(recorded: Sequence[Row], migrations: Sequence[Migration]) -> list[Migration]:
+    """What ``prisma migrate deploy`` would apply, in its order."""
+    done = applied(recorded)
+    return [m for m in migrations if m.name not in done]
+
+
+def failed_refusals(recorded: Sequence[Row]) -> list[schema.Refusal]:
+    return [
+        schema.Refusal(
+            f"Prisma migration {r.migration_name}",
+            f"recorded as failed in {TABLE} (finished_at and rolled_back_at are NULL)",
+            RESOLVE_HINT,
+        )
+        for r in recorded
+        if r.failed
+    ]
+
+
+def warn_changed(recorded: Sequence[Row], migrations: Sequence[Migration]) -> list[str]:
+    """Migrations whose file no longer matches the checksum Prisma recorded: a warning each."""
+    files = {m.name: m for m in migrations}
+    changed = []
+    for row in recorded:
+        migration = files.get(row.migration_name)
+        if migration is None or row.rolled_back_at is not None:
+            continue
+        if row.checksum not in migration.checksums:
+            changed.append(migration.name)
+            log.warning(
+                "prisma.checksum_changed",
+                migration=migration.name,
+                recorded=row.checksum,
+                file=migration.checksum,
+                hint="the migration was edited after it was applied; its changes are judged "
+                "by the end state, and Prisma's row is kept as it is",
+            )
+    return changed
+
+
+def bookkeeping(
+    conn: sqlite3.Connection | None, desired: schema.Catalogue
+) -> RecordMigrations | None:
+    """The rows to record for ``desired``'s history, or None (nothing missing, or a failed
+    row that must be resolved first)."""
+    if not isinstance(desired, Desired) or not desired.migrations:
+        return None
+    recorded = rows(conn)
+    missing = pending(recorded, desired.migrations)
+    if not missing or any(r.failed for r in recorded):
+        return None
+    return RecordMigrations(
+        tuple(m.name for m in missing),
+        tuple(m.checksum for m in missing),
+        create_table=conn is None or not has_table(conn),
+    )
+
+
+def schema_changes(plan: schema.Plan) -> schema.Plan:
+    """``plan`` without the bookkeeping, which :func:`record` applies after it."""
+    kept = tuple(op for op in plan.operations if not isinstance(op, RecordMigrations))
+    return replace(plan, operations=kept)
+
+
+def record(conn: sqlite3.Connection, desired: schema.Catalogue) -> list[str]:
+    """Record every migration of ``desired``'s history that Prisma would still apply, in the
+    caller's transaction, then check that none is left. The names recorded."""
+    op = bookkeeping(conn, desired)
+    if op is None:
+        return []
+    if not has_table(conn):
+        conn.execute(CREATE_TABLE)
+    last = 0
+    for name, checksum in zip(op.migrations, op.checksums, strict=True):
+        # Unix milliseconds, as Prisma stores them; strictly increasing, so that Prisma's
+        # ORDER BY started_at lists them in the order they were applied.
+        now = max(time.time_ns() // 1_000_000, last + 1)
+        conn.execute(
+            f'INSERT INTO "{TABLE}" (id, checksum, started_at, migration_name, '
+            "applied_steps_count, finished_at) VALUES (?, ?, ?, ?, 1, ?)",
+            (str(uuid.uuid4()), checksum, now, name, now),
+        )
+        last = now
+    history = desired.migrations if isinstance(desired, Desired) else ()
+    left = pending(rows(conn), history)
+    if left:
+        raise HealthError(
+            f"{TABLE} still lacks migration {left[0].name} after recording it",
+            hint="the change was rolled back; please report this as a bug",
+        )
+    log.info("prisma.recorded", table=TABLE, migrations=list(op.migrations))
+    return list(op.migrations)
