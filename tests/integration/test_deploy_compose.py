@@ -56,8 +56,10 @@ def deploy(project: ComposeProject, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def tables(project: ComposeProject) -> set[str]:
+    """The app's tables: not SQLite's, nor Prisma's bookkeeping (the first start created the
+    database from the app's migrations folder, and recorded them there, as Prisma does)."""
     rows = project.query("SELECT name FROM sqlite_master WHERE type='table'")
-    return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+    return {r[0] for r in rows if not r[0].startswith(("sqlite_", "_prisma_migrations"))}
 
 
 def columns(project: ComposeProject, table: str) -> set[str]:

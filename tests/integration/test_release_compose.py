@@ -159,6 +159,14 @@ def test_a_release_with_up_d_migrates_before_the_new_code_starts(
     assert document["data"]["watchlist"] >= 1
     assert document["data"]["fees"]["total"] > 0
 
+    # Prisma's bookkeeping holds both migrations of the v2 image, finished: a
+    # `prisma migrate deploy` of the same folder would have nothing to do.
+    recorded = project.query(
+        "SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL"
+        " AND rolled_back_at IS NULL ORDER BY 1"
+    )
+    assert [r[0] for r in recorded] == ["20261101000000_init", "20261201000000_release_v2"]
+
     # Every row v1 committed is there.
     before = old_app.finish()
     assert before, "the v1 app logged no commits"
