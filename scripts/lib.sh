@@ -33,6 +33,16 @@ ensure_venv() {
   fi
 }
 
+# The age command-line tool: the offsite tests decrypt an uploaded copy with it, as a user
+# without sidecar would (Debian's age package).
+ensure_age() {
+  if command -v age >/dev/null 2>&1 && command -v age-keygen >/dev/null 2>&1; then return; fi
+  [ "$(id -u)" = 0 ] || die "the age tool is missing; install it (apt-get install age)"
+  say "installing Debian's age"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
+}
+
 ensure_docker() {
   if docker info >/dev/null 2>&1; then return; fi
   [ "$(id -u)" = 0 ] || die "no Docker engine answers and I am not root to start one; start Docker and retry"
@@ -60,6 +70,17 @@ ensure_compose() {
   mkdir -p "$plugins"
   install -m 0755 "$binary" "$plugins/docker-compose"
   docker compose version >/dev/null || die "docker compose still does not work"
+}
+
+# The metrics tests scrape the sidecar with a real Prometheus server and check the alert rules
+# with promtool: Debian's prometheus package has both.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then return; fi
+  [ "$(id -u)" = 0 ] || die "prometheus and promtool are missing and I am not root; apt-get install prometheus"
+  say "installing Debian's prometheus (for the metrics tests and promtool)"
+  apt-get update -qq
+  # No service is started: a container has no init, and the tests start their own server.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
 # Prints the base image to build from: the public default when it can be had, else a local

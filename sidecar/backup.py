@@ -50,6 +50,7 @@ from sidecar.copier import create_exclusive, decompressed_chunks, fsync_dir, pum
 from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
 from sidecar.lease import remove_restore_partial, restore_partial_path
 from sidecar.logs import get_logger
+from sidecar.progress import Progress
 from sidecar.settings import Compression, VerifyLevel
 
 __all__ = [
@@ -844,7 +845,9 @@ def _replace(
     fd = create_exclusive(tmp, mode, group)
     try:
         try:
-            _, sha = pump(decompressed_chunks(info.path), fd)
+            db_size = int(info.manifest.get("db_size") or info.size)
+            with Progress("restore", info.id, db_size) as bar:
+                _, sha = pump(decompressed_chunks(info.path), fd, progress=bar.to)
         finally:
             os.close(fd)
         _check_restored(info, tmp, sha)

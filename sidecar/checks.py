@@ -4,6 +4,7 @@ while it copies, and ``sidecar.database`` (tenacity, structlog: ~90 ms) would sl
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,17 +20,65 @@ def uri_path(path: Path) -> str:
     return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
+# SQLite reads a double-quoted name that matches no column as a string literal (its
+# double-quoted-string fallback): "handle" on a table without that column is 'handle' in
+# every row. Python 3.12 can turn that off per connection (sqlite3_db_config); 3.11, the
+# Python of Debian bookworm's base image, cannot. Every query the sidecar builds names only
+# columns that exist, so the fallback never changes a result either way; with it off, a
+# mistake there would be an error instead of a wrong answer. docs/design.md "Double-quoted
+# strings" says why DDL keeps the fallback.
+CAN_REFUSE_QUOTED_STRINGS = sys.version_info >= (3, 12)
+
+
+def refuse_quoted_strings(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """``conn`` with the double-quoted-string fallback off for DML, where Python allows."""
+    if sys.version_info >= (3, 12):
+        conn.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)
+    return conn
+
+
+@contextmanager
+def as_sqlite_reads_it(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``conn`` with SQLite's default reading of double-quoted strings, for the user's own
+    SQL (health queries): it then means what it means in the app and in the sqlite3 shell,
+    on every Python."""
+    if sys.version_info >= (3, 12):
+        conn.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, True)
+        try:
+            yield conn
+        finally:
+            conn.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)
+    else:
+        yield conn
+
+
 @contextmanager
 def immutable(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection to a file nobody writes while it is open (a backup, or a
     database file frozen by a read transaction elsewhere): ``immutable=1`` takes no lock and
     neither reads nor creates a ``-wal`` or ``-shm``."""
     uri = f"file:{uri_path(path)}?mode=ro&immutable=1"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    conn = refuse_quoted_strings(sqlite3.connect(uri, uri=True, isolation_level=None))
     try:
         yield conn
     finally:
         conn.close()
+
+
+# SQLite's primary result codes (the low byte of an extended code) that say the file itself
+# is bad, and those that say only that this process cannot open or write it here.
+SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_FULL = 3, 8, 11, 14, 13
+SQLITE_NOTADB, SQLITE_AUTH = 26, 23
+SQLITE_READONLY_ROLLBACK = SQLITE_READONLY | (3 << 8)  # a hot journal, and no write access
+DAMAGED_CODES = frozenset({SQLITE_CORRUPT, SQLITE_NOTADB})
+ACCESS_CODES = frozenset({SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH})
+
+
+def is_access_error(exc: BaseException) -> bool:
+    """SQLite could not open, read or write the file here (permissions, read-only mount, full
+    volume, hot journal): the file is not known to be damaged."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in ACCESS_CODES | {SQLITE_FULL}
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -60,8 +109,8 @@ def quick_check(
     try:
         rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
     except sqlite3.DatabaseError as exc:
-        if is_busy(exc):
-            raise
+        if is_busy(exc) or is_access_error(exc):
+            raise  # not a finding about the file: the caller says what is in the way
         return [str(exc)]  # "database disk image is malformed": damaged beyond a check
     if rows == ["ok"]:
         return []

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from sidecar import __version__, logs
+from sidecar import __version__, alerts, logs
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.report import Result
 from sidecar.settings import ENV_NAMES, Settings, for_command, load_settings, unknown_variables
@@ -37,7 +37,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage or configuration error; subcommand not available
   3  refused by a safety rule (drift under --strict, impossible change, lease held)
   4  health check failed; changes rolled back
-  5  dependency unavailable after retries (database locked, Docker API, disk)
+  5  dependency unavailable after retries (database locked, Docker API, disk, offsite store)
   6  plan --check: changes pending
 """
 
@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", dest="to", metavar="PATH", help="restore into PATH for inspection")
     p.add_argument(
+        "--from",
+        dest="source",
+        choices=("local", "offsite"),
+        default="local",
+        help="offsite: download the copy from SIDECAR_OFFSITE and check it first",
+    )
+    p.add_argument(
         "--from-other-database",
         dest="from_other_database",
         action="store_true",
@@ -174,11 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(the image's HEALTHCHECK; never opens the database)",
     )
 
-    add(
+    p = add(
         "list",
         "list the backups with their verified status, age, size and reason",
         "List the backups in the backups folder, newest first.",
     )
+    p.add_argument("--remote", action="store_true", help="list the offsite copies instead")
 
     p = add(
         "verify",
@@ -188,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("backup_id", metavar="ID", nargs="?", help="a backup name, or latest")
     p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="restore drills of the offsite copies, into a scratch file (exit 4 "
+        "names a bad copy); the newest by default",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--all", dest="every", action="store_true", help="every backup or copy")
+    scope.add_argument("--latest", action="store_true", help="the newest backup or copy")
 
     p = add(
         "prune",
@@ -253,6 +270,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     started = time.monotonic()
     try:
         settings: Settings = load_settings(environ, flags)
+        _configure_alerts(settings)
         result = _resolve(args.command)(settings, **options)
     except SidecarError as exc:
         code = int(exc.exit_code)
@@ -278,14 +296,38 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"hint: {hint}", file=sys.stderr)
         return int(ExitCode.BUG)
     code = int(result.exit_code)
+    # A check that found problems (health, verify) is a result, and an error line as well.
+    failure: SidecarError | None = getattr(result, "failure", None) if code else None
     if as_json:
         document = {"command": args.command, "ok": code == 0, "exit_code": code}
+        if failure is not None:
+            document |= {"error": _error_document(args.command, failure)["error"]}
         _emit_json({**document, **result.to_dict()})
     else:
         text = result.render()
         if text:
             print(text)
+    if failure is not None:
+        log.error("command.failed", command=args.command, error=failure.message,
+                  hint=failure.hint, exit_code=code)  # fmt: skip
+        _print_error(failure)
     return code
+
+
+def _configure_alerts(settings: Settings) -> None:
+    """Pings, notifications and metrics (sidecar.alerts): plain values from the settings."""
+    alerts.configure(
+        database=settings.database,
+        environment=settings.environment,
+        notify_urls=settings.notify,
+        notify_on=settings.notify_on,
+        timeout=settings.notify_timeout,
+        ping_url=settings.ping_url,
+        metrics_addr=settings.metrics_addr,
+        metrics_file=settings.metrics_file,
+        backup_dir=settings.backup_dir,
+        max_backup_age=settings.max_backup_age,
+    )
 
 
 def _error_document(command: str | None, exc: SidecarError) -> dict[str, Any]:

@@ -117,6 +117,8 @@ class Apps(Protocol):
 
     def restart(self, app: AppRef, *, timeout: float) -> None: ...
 
+    def start_stopped(self, app: AppRef) -> list[str]: ...
+
     def wait_healthy(self, app: AppRef, *, timeout: float) -> None: ...
 
     def get_archive(self, app: AppRef, path: str) -> Iterator[bytes]: ...
@@ -184,6 +186,8 @@ class AppControl:
         self._client = client
         self._project = project
         self._self_id: str | None = None
+        self._self_service: str | None = None
+        self._self_name: str | None = None
         self._detect = detect_project and project is None
         self._steady = steady
         self._poll = poll_interval
@@ -201,6 +205,8 @@ class AppControl:
             if me is not None:
                 self._self_id = str(me.id)
                 self._project = (me.labels or {}).get(PROJECT_LABEL)
+                self._self_service = (me.labels or {}).get(SERVICE_LABEL)
+                self._self_name = str(me.name)
                 log.info("docker.self", container=me.name, project=self._project)
         return self._project
 
@@ -233,6 +239,7 @@ class AppControl:
         if not app and not label:
             raise ConfigError("no app configured", hint="set SIDECAR_APP or SIDECAR_APP_LABEL")
         project = self.project
+        self._refuse_self(app)
         scope = f" in Compose project {project!r}" if project else ""
         searched: list[str] = []
         if app and project:
@@ -266,6 +273,33 @@ class AppControl:
             "is the app running in the same Compose project as the sidecar?",
         )
 
+    def _refuse_self(self, app: str | None, found: Iterable[Any] = ()) -> None:
+        """The sidecar's own container, or a container of its own Compose service (the one
+        `docker compose up` left, next to a `docker compose run` one-off), is never the app:
+        restarting it would run another deploy. Exit 2."""
+        own = [
+            str(c.name)
+            for c in found
+            if str(c.id) == self._self_id
+            or (
+                self._self_service is not None
+                and (c.labels or {}).get(SERVICE_LABEL) == self._self_service
+                and (c.labels or {}).get(PROJECT_LABEL) == self._project
+            )
+        ]
+        named = app is not None and (
+            app in (self._self_service, self._self_name)
+            or (self._self_id is not None and len(app) >= 12 and self._self_id.startswith(app))
+        )
+        if named or own:
+            what = f"SIDECAR_APP {app!r}" if named else f"the app ({', '.join(own)})"
+            raise ConfigError(
+                f"{what} is the sidecar's own "
+                + ("service" if self._self_service else "container"),
+                hint="set SIDECAR_APP (--app) to the app's Compose service or container, "
+                "not the sidecar's",
+            )
+
     def _list(self, labels: list[str]) -> list[Any]:
         found = self._call(
             "list containers",
@@ -280,6 +314,7 @@ class AppControl:
         return self._project is None or labels.get(PROJECT_LABEL) == self._project
 
     def _ref(self, found: list[Any], *, how: str) -> AppRef:
+        self._refuse_self(None, found)
         replicas = tuple(
             Replica(str(c.name), str(c.id), running=c.attrs["State"].get("Running") is True)
             for c in found
@@ -341,6 +376,22 @@ class AppControl:
                 f"could not start the app again: {', '.join(failures)}",
                 hint=f"start it by hand: docker start {' '.join(failures)}",
             )
+
+    def start_stopped(self, app: AppRef) -> list[str]:
+        """Start the containers of ``app`` (by id) that are not running; their names. For the
+        app an interrupted run stopped (:mod:`sidecar.appstop`): gone, running or out of our
+        project's scope, a container is left alone."""
+        self.project  # noqa: B018 (our own project and container, detected before any scope check)
+        to_start = []
+        for replica in app.containers:
+            container = self._get(replica.id)
+            if container is None or not self._is_candidate(container):
+                log.warning("app.not_started", container=replica.name,
+                            reason="gone, or not in our Compose project")  # fmt: skip
+            elif container.attrs["State"].get("Running") is not True:
+                to_start.append(Replica(str(container.name), str(container.id)))
+        self._start_again(to_start)
+        return [r.name for r in to_start]
 
     def restart(self, app: AppRef, *, timeout: float) -> None:
         """Restart every container of the app that was running when it was found, one after

@@ -43,6 +43,8 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import IO, Any, NamedTuple, NoReturn
 
+from sidecar.progress import Progress as Meter
+
 CHUNK = 1 << 20  # streaming (compression, restore, re-hashing): small and flat
 COPY_CHUNK = 2 << 20  # the live copy: sha256 at full speed, few syscalls, a small RSS
 # Buffers in flight between reader and verifier: with the read-back buffer, ~10 MiB of RSS.
@@ -159,15 +161,16 @@ def sha256_file(path: Path) -> tuple[int, str]:
 
 
 def zstd_compress(src: Path, dst: Path, *, mode: int, group: int | None) -> tuple[int, str]:
-    """Compress ``src`` into a new file ``dst`` (zstd level 1, streamed); (size, sha256)."""
+    """Compress ``src`` into a new file ``dst`` (zstd level 1, streamed); (size, sha256).
+    Shows its progress (:class:`sidecar.progress.Progress`) over the bytes of ``src`` read."""
     import zstandard  # noqa: PLC0415 - only compressed backups pay for the import
 
     fd = create_exclusive(dst, mode, group)
     try:
         compressor = zstandard.ZstdCompressor(level=1)
-        with src.open("rb") as handle:
+        with src.open("rb") as handle, Meter("compress", src.name, src.stat().st_size) as bar:
             chunks = compressor.read_to_iter(handle, read_size=CHUNK, write_size=CHUNK)
-            return pump(chunks, fd)
+            return pump(chunks, fd, progress=lambda _: bar.to(handle.tell()))
     finally:
         os.close(fd)
 
@@ -748,39 +751,11 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-class ProgressReporter:
-    """``backup.progress`` events every few seconds on long copies; a bar when on a TTY."""
-
-    EVERY = 3.0
+class ProgressReporter(Meter):
+    """The copy's progress: :class:`sidecar.progress.Progress` for ``backup``."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.started = time.monotonic()
-        self.last_log = self.started
-        self.tty = sys.stderr.isatty()
-        self.drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        percent = min(100.0, 100.0 * done / total) if total else 100.0
-        mb_s = done / max(now - self.started, 1e-6) / 1e6
-        if self.tty:
-            bar = "#" * int(percent // 4)
-            sys.stderr.write(f"\r{self.name} [{bar:<25}] {percent:5.1f}% {mb_s:7.1f} MB/s")
-            sys.stderr.flush()
-            self.drawn = True
-        if now - self.last_log >= self.EVERY:
-            self.last_log = now
-            from sidecar.logs import get_logger  # noqa: PLC0415 - not in the child
-
-            get_logger(__name__).info(
-                "backup.progress", db=self.name, percent=round(percent, 1), mb_s=round(mb_s, 1)
-            )
-
-    def finish(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        super().__init__("backup", name)
 
 
 # ---- the parent side: a consistent snapshot of a live database ------------------------------

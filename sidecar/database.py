@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tenacity import (
@@ -19,9 +20,12 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from sidecar.checks import immutable, is_busy, quote_ident, uri_path
-from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from sidecar import checks
+from sidecar.checks import immutable, is_busy, quote_ident, refuse_quoted_strings, uri_path
+from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.logs import get_logger
+from sidecar.waits import WaitProgress
+from sidecar.quiesce import signature
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
@@ -40,7 +44,7 @@ def connect(path: Path, *, readonly: bool = False, busy_timeout: float = 5.0) ->
     # Explicit, whatever the SQLite build's default: a table rebuild needs foreign keys off
     # (SQLite's 12-step procedure), and foreign_key_check verifies them afterwards.
     conn.execute("PRAGMA foreign_keys=OFF")
-    return conn
+    return refuse_quoted_strings(conn)
 
 
 def check_database_file(path: Path) -> None:
@@ -78,12 +82,108 @@ def check_database_file(path: Path) -> None:
         )
 
 
-def damaged(path: Path, exc: sqlite3.DatabaseError) -> RefusedError:
-    """The refusal for a database SQLite cannot read: never a traceback, never a change."""
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> SidecarError:
+    """The error for a database SQLite cannot read: never a traceback, never a change.
+
+    "Damaged" (exit 3, restore a backup) only when SQLite says the file is corrupt or not a
+    database; a database that cannot be opened or written *here* (a read-only mount, a folder
+    the sidecar cannot write, a full volume, a hot journal that needs a writer, a lock) is
+    healthy, and restoring an older backup over it would lose data: :func:`cannot_open`."""
+    problem = cannot_open(path, exc)
+    if problem is not None:
+        return problem
     return RefusedError(
         f"database {path} is damaged: {exc}",
         hint="restore a verified backup: sidecar restore latest",
     )
+
+
+def begin_snapshot(conn: sqlite3.Connection, wait: float = 0.0) -> None:
+    """``BEGIN`` and a first read, so that a database that cannot be opened here (a lock, a
+    read-only folder, a full volume) fails now, with SQLite's own error code, rather than
+    inside a check that would report it as a finding about the file. A locked database is
+    retried for ``wait`` seconds, with a progress event every few seconds (give ``conn`` a
+    short busy timeout: SQLite's own busy handler waits in silence)."""
+    progress = WaitProgress("database.read_waiting", timeout_s=wait)
+    while True:
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if not is_busy(exc):
+                raise
+            progress.tick()
+            if progress.waited >= wait:
+                raise
+            time.sleep(0.2)
+        else:
+            return
+
+
+def cannot_open(path: Path, exc: sqlite3.DatabaseError) -> SidecarError | None:
+    """The error for a healthy database that cannot be opened, read or written here (exit 2
+    or 5, each with its own hint), or None when SQLite's error means the file itself is bad."""
+    if checks.is_busy(exc):
+        return UnavailableError(
+            f"database {path} stayed locked: {exc}",
+            hint="the app may hold SQLite in exclusive locking mode: set SIDECAR_APP so that "
+            "a deploy can stop it, or retry when it is stopped",
+        )
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or (code & 0xFF) in checks.DAMAGED_CODES:
+        return None
+    journal = Path(f"{path}-journal")
+    if code == checks.SQLITE_READONLY_ROLLBACK or (
+        code & 0xFF == checks.SQLITE_READONLY and _nonempty(journal)
+    ):
+        return UnavailableError(
+            f"database {path} has a hot rollback journal ({journal.name}) left by an "
+            "interrupted writer: a read-only connection cannot roll it back",
+            hint="the database is not damaged (do not restore a backup over it): start the app "
+            "or run `sidecar backup`, which roll the journal back as SQLite does, then retry",
+        )
+    where = _volume_problem(path)
+    if code & 0xFF == checks.SQLITE_FULL or where == "full":
+        return UnavailableError(
+            f"the data volume holding {path} is full: {exc}",
+            hint="free space on the data volume (or grow it), then retry; the database is "
+            "not damaged",
+        )
+    if (code & 0xFF) in checks.ACCESS_CODES or where is not None:
+        reason = where if where not in (None, "full") else str(exc)
+        return ConfigError(
+            f"cannot open database {path} here: {reason}",
+            hint="the database is not damaged: mount the data volume read-write and run the "
+            "sidecar with the app's uid (SQLite writes -wal, -shm and -journal files beside it)",
+        )
+    return None
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _volume_problem(path: Path) -> str | None:
+    """Why the folder of ``path`` refuses SQLite's writes: "full", or a readable reason."""
+    folder = path.parent
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    if stat.f_flag & os.ST_RDONLY:
+        return f"the data volume at {folder} is mounted read-only"
+    if stat.f_bavail * stat.f_frsize < 64 * 1024:
+        return "full"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by uid {os.geteuid()}"
+    if not os.access(path, os.W_OK):
+        return f"the file is not writable by uid {os.geteuid()}"
+    return None
 
 
 def foreign_key_problems(
@@ -149,13 +249,44 @@ class _Requested(stop_base):
         return self.stop.is_set()
 
 
+class _Watch(stop_base):
+    """A lock wait's progress event every few seconds, and (with ``path``) its early end: a
+    lock that keeps failing while the database files stay unchanged for ``idle`` seconds is
+    held by a connection that is not writing, the mark of SQLite's exclusive locking mode."""
+
+    def __init__(self, sql: str, timeout: float, path: Path | None, idle: float) -> None:
+        self.progress = WaitProgress("database.lock_waiting", statement=sql, timeout_s=timeout)
+        self.path = path
+        self.idle = idle
+        self.signature = signature(path) if path is not None else None
+        self.unchanged_since = time.monotonic()
+        self.idle_hold = False
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        self.progress.tick()
+        if self.path is None:
+            return False
+        now, current = time.monotonic(), signature(self.path)
+        if current != self.signature:
+            self.signature, self.unchanged_since = current, now
+            return False
+        self.idle_hold = now - self.unchanged_since >= self.idle
+        return self.idle_hold
+
+
 def _execute_when_free(
-    conn: sqlite3.Connection, sql: str, timeout: float, stop: Stop | None = None
+    conn: sqlite3.Connection,
+    sql: str,
+    timeout: float,
+    stop: Stop | None = None,
+    watch: _Watch | None = None,
 ) -> bool:
     """Run ``sql`` with bounded exponential retry while the database is busy; False when
-    it stayed busy for ``timeout`` seconds. SQLite's own busy handler covers short waits.
-    A set ``stop`` (SIGTERM) ends the waiting at once: :class:`Aborted`."""
-    give_up = stop_after_delay(timeout)
+    it stayed busy for ``timeout`` seconds (or ``watch`` saw an idle holder). SQLite's own
+    busy handler covers short waits. A set ``stop`` (SIGTERM) ends the waiting at once:
+    :class:`Aborted`."""
+    watch = watch or _Watch(sql, timeout, None, timeout)
+    give_up = stop_after_delay(timeout) | watch
     try:
         for attempt in Retrying(
             retry=retry_if_exception(is_busy),
@@ -174,14 +305,33 @@ def _execute_when_free(
     return True
 
 
-def begin_immediate(conn: sqlite3.Connection, timeout: float, stop: Stop | None = None) -> float:
+def begin_immediate(
+    conn: sqlite3.Connection,
+    timeout: float,
+    stop: Stop | None = None,
+    *,
+    idle_holder: tuple[Path, float] | None = None,
+) -> float:
     """``BEGIN IMMEDIATE`` with bounded exponential retry; returns seconds waited.
 
     The retry covers apps that hold the lock for longer than a busy handler should wait.
-    Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds.
+    Raises :class:`UnavailableError` (exit 5) after ``timeout`` seconds, or, with
+    ``idle_holder=(database, seconds)``, as soon as the lock failed for that long while the
+    database's files stayed unchanged (an app in exclusive locking mode: waiting longer
+    cannot help, stopping it can).
     """
     started = time.monotonic()
-    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout, stop):
+    path, idle = idle_holder if idle_holder is not None else (None, timeout)
+    watch = _Watch("BEGIN IMMEDIATE", timeout, path, idle)
+    if not _execute_when_free(conn, "BEGIN IMMEDIATE", timeout, stop, watch):
+        waited = round(time.monotonic() - started, 3)
+        if watch.idle_hold:
+            log.info("database.exclusive_lock_detected", waited_s=waited, unchanged_s=idle)
+            raise UnavailableError(
+                f"the database stayed locked for {waited:g}s while its files did not change: "
+                "the app holds it in exclusive locking mode",
+                hint="set SIDECAR_APP so the sidecar can stop it briefly",
+            )
         raise UnavailableError(
             f"could not take the database write lock within {timeout:g}s",
             hint="the app may hold SQLite in exclusive mode: set SIDECAR_APP so the sidecar "
@@ -209,13 +359,15 @@ def commit(conn: sqlite3.Connection, timeout: float) -> None:
 
 @contextmanager
 def write_lock(
-    path: Path, timeout: float, *, stop: Stop | None = None
+    path: Path, timeout: float, *, stop: Stop | None = None, idle_holder: float | None = None
 ) -> Iterator[sqlite3.Connection]:
     """A connection holding ``BEGIN IMMEDIATE``. Leaving the block without an explicit
-    ``COMMIT`` rolls back: a change is only ever kept on purpose."""
+    ``COMMIT`` rolls back: a change is only ever kept on purpose. ``idle_holder``: give up
+    early on an app in exclusive locking mode (:func:`begin_immediate`)."""
     conn = connect(path, busy_timeout=min(timeout, 1.0))
     try:
-        begin_immediate(conn, timeout, stop)
+        idle = (path, idle_holder) if idle_holder is not None else None
+        begin_immediate(conn, timeout, stop, idle_holder=idle)
         try:
             yield conn
         finally:

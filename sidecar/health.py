@@ -99,7 +99,8 @@ def run_queries(conn: sqlite3.Connection, queries: list[str]) -> list[Check]:
     was = conn.execute("PRAGMA query_only").fetchone()[0]
     conn.execute("PRAGMA query_only=ON")
     try:
-        return _run_queries(conn, queries)
+        with checks.as_sqlite_reads_it(conn):  # the user's SQL, read as SQLite reads it
+            return _run_queries(conn, queries)
     finally:
         conn.execute(f"PRAGMA query_only={int(was)}")
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from sidecar.errors import ConfigError, RefusedError
 from sidecar.logs import get_logger
+from sidecar.waits import WaitProgress
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
@@ -190,6 +191,7 @@ def _acquire(
 ) -> None:
     deadline = time.monotonic() + wait
     announced = False
+    progress = WaitProgress("lease.still_waiting", lease=str(path), wait_s=wait)
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,6 +203,7 @@ def _acquire(
         if not announced:
             log.info("lease.waiting", lease=str(path), wait_s=wait, holder=holder)
             announced = True
+        progress.tick(holder=describe_holder(holder))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RefusedError(

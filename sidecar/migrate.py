@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sidecar import checks, database, prisma, schema
 from sidecar.checks import quote_ident
+from sidecar.conflicts import Rows, duplicates_refusal, find_duplicates, row_conflicts
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
 
@@ -66,9 +67,10 @@ def apply_plan(
     if fk_before is None:
         scanned = database.foreign_key_problems(conn)
         fk_before = lambda: scanned  # noqa: E731 - a value, asked for like the lazy one
-    conflicts = unique_conflicts(conn, plan)
+    conflicts, _ = row_conflicts(conn, plan, desired)
     if conflicts:
-        raise RefusedError(f"refused: {conflicts[0]}", hint=conflicts[0].hint)
+        _, refusal = conflicts[0]
+        raise RefusedError(f"refused: {refusal}", hint=refusal.hint)
     rebuilds = [op for op in plan.operations if isinstance(op, schema.RebuildTable)]
     if rebuilds and conn.execute("PRAGMA foreign_keys").fetchone()[0]:
         # PRAGMA foreign_keys cannot change inside a transaction, and with it on, dropping
@@ -231,50 +233,14 @@ def verify(
 
 
 def plan_for(conn: sqlite3.Connection, desired: schema.Catalogue) -> schema.Plan:
-    """The plan against the live database behind ``conn``, read-only, with new unique
-    indexes over duplicate rows already refused (so a preview refuses what apply would)."""
+    """The plan against the live database behind ``conn``, read-only, with what the live
+    rows already rule out refused (so a preview refuses what apply would): see
+    :func:`row_conflicts`. A refused operation is listed only as refused."""
     plan = schema.make_plan(
         schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
     )
-    return plan.with_refused(unique_conflicts(conn, plan))
-
-
-def unique_conflicts(conn: sqlite3.Connection, plan: schema.Plan) -> list[schema.Refusal]:
-    """New UNIQUE indexes on existing tables whose rows already hold duplicates. Read-only.
-
-    Indexes over columns the plan has yet to add are checked when they are created."""
-    fresh = {schema.fold(op.table) for op in plan.operations if isinstance(op, schema.CreateTable)}
-    found = []
-    for op in plan.operations:
-        if isinstance(op, schema.CreateIndex) and op.unique and schema.fold(op.table) not in fresh:
-            try:
-                duplicates = find_duplicates(conn, op)
-            except sqlite3.OperationalError:
-                continue  # over a column this plan adds: checked at creation
-            if duplicates:
-                found.append(_duplicates_refusal(op, duplicates))
-    return found
-
-
-def find_duplicates(conn: sqlite3.Connection, op: schema.CreateIndex, limit: int = 5) -> list[str]:
-    """Up to ``limit`` duplicate key values (as text) that would break the UNIQUE index."""
-    terms, where = schema.index_parts(op.sql)
-    keys = ", ".join(terms)
-    # NULLs are distinct in a UNIQUE index: rows with any NULL key never conflict.
-    filters = [f"({term}) IS NOT NULL" for term in terms] + ([f"({where})"] if where else [])
-    rows = conn.execute(
-        f"SELECT {keys}, count(*) FROM {quote_ident(op.table)} WHERE {' AND '.join(filters)} "
-        f"GROUP BY {keys} HAVING count(*) > 1 LIMIT {int(limit)}"
-    ).fetchall()
-    return [", ".join(repr(value) for value in row[:-1]) + f" ({row[-1]} rows)" for row in rows]
-
-
-def _duplicates_refusal(op: schema.CreateIndex, duplicates: list[str]) -> schema.Refusal:
-    return schema.Refusal(
-        f"unique index {quote_ident(op.name)} on {quote_ident(op.table)}",
-        "existing rows hold duplicate values: " + "; ".join(duplicates),
-        "remove or merge the duplicate rows, then deploy again",
-    )
+    conflicts, unchecked = row_conflicts(conn, plan, desired)
+    return plan.refusing(conflicts, unchecked)
 
 
 def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
@@ -287,8 +253,9 @@ def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
         try:
             conn.execute(op.sql)
         except sqlite3.IntegrityError:
-            duplicates = find_duplicates(conn, op)
-            refusal = _duplicates_refusal(op, duplicates)
+            table = schema.read_catalogue(conn).table(op.table)
+            duplicates = find_duplicates(conn, op, rows=Rows(table, []) if table else None)
+            refusal = duplicates_refusal(op, duplicates)
             raise RefusedError(f"refused: {refusal}", hint=refusal.hint) from None
     elif isinstance(op, schema.CreateTable | schema.CreateView | schema.CreateTrigger):
         conn.execute(op.sql)
@@ -320,8 +287,17 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
     sequence = _sequence(conn, table.name)
     statistics = _statistics(conn, table.name)
     before = column_hashes(conn, table)
-    # Step 4: the new table: every live column definition verbatim, then the new ones.
-    columns = [c.definition for c in table.columns if c.hidden != 1]
+    # Step 4: the new table: every live column definition verbatim (a relaxed one without
+    # its NOT NULL, nothing else changed), then the new ones.
+    relax = {schema.fold(c) for c in op.relax}
+    expected = {
+        schema.fold(c.name): schema.drop_not_null(c.definition)
+        if schema.fold(c.name) in relax
+        else c.definition
+        for c in table.columns
+        if c.hidden != 1
+    }
+    columns = list(expected.values())
     body = ",\n  ".join((*columns, *op.columns, *table.constraints, *op.constraints))
     conn.execute(f"CREATE TABLE {quote_ident(temp)} (\n  {body}\n) {table.options}".rstrip())
     # Step 5: copy. Generated columns are computed, never copied; rowids are kept.
@@ -347,7 +323,8 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
     if sequence is not None:
         _restore_sequence(conn, table.name, sequence)
     _restore_statistics(conn, statistics)
-    # Prove it: same rows, same values in every old column, in the same order.
+    # Prove it: same rows, same values in every old column, in the same order; every old
+    # column defined as before (a relaxed one as before but nullable).
     rebuilt = schema.read_catalogue(conn).table(table.name)
     after = column_hashes(conn, table if rebuilt is None else rebuilt, only=list(before))
     if after != before:
@@ -356,9 +333,22 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
             f"rebuild of {name} changed the values of column(s) {', '.join(changed)}",
             hint="the change was rolled back; please report this as a bug",
         )
+    defined = {schema.fold(c.name): c for c in (rebuilt.columns if rebuilt else ())}
+    for folded, definition in expected.items():
+        column = defined.get(folded)
+        if (
+            column is None
+            or column.definition != definition
+            or (folded in relax and column.notnull)
+        ):
+            raise HealthError(
+                f"rebuild of {name} changed the definition of column {folded}",
+                hint="the change was rolled back; please report this as a bug",
+            )
     log.info(
         "migrate.rebuilt",
         table=table.name,
+        relaxed=list(op.relax),
         rows=op.rows,
         seconds=round(time.monotonic() - started, 3),
     )

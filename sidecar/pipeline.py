@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import (
+    alerts,
+    appstop,
     catalog,
     checks,
     database,
+    growth,
     health,
     history,
     migrate,
@@ -33,7 +36,7 @@ from sidecar import (
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps, left_for_compose
-from sidecar.errors import RefusedError, SidecarError, UnavailableError
+from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
@@ -41,6 +44,8 @@ from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
+
+PREVIEW_WAIT_S = 2.0  # the read-only preview's busy timeout (the real plan is made under lock)
 
 
 @dataclass
@@ -55,14 +60,25 @@ class DeployReport:
     drift: list[str] = field(default_factory=list)
     backup: str | None = None
     quiet: bool | None = None
+    # Every wait, truthfully: for the lease, for a lull, for the write lock (from the first
+    # attempt to the lock, stopping an app that never lets go included).
+    lease_wait_s: float | None = None
+    quiesce_wait_s: float | None = None
     lock_wait_s: float | None = None
     # How long the app's writers were blocked by us: from the write lock to COMMIT/ROLLBACK.
     write_blocked_s: float | None = None
     app: str | None = None
     app_stopped: bool = False
     restarted: bool = False
+    # Containers an interrupted run had stopped: started again now, or still down (no Docker).
+    started_again: list[str] = field(default_factory=list)
+    left_stopped: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
+    rows_vanished: dict[str, Any] | None = None
+    # The proved offsite upload of the backup (SIDECAR_OFFSITE), or {"error": ...}.
+    offsite: dict[str, Any] | None = None
     seconds: float = 0.0
 
 
@@ -97,7 +113,10 @@ def run_deploy(
     _check(stop, "lease")
 
     # 2. Lease: one sidecar per data volume; a second one waits here.
-    with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop):
+    with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop) as lease:
+        report.lease_wait_s = round(lease.waited_s, 3)
+        # An app that an interrupted run stopped is started again first, whatever follows.
+        report.started_again, report.left_stopped = appstop.start_recorded(db, apps, app)
         if not db.exists():
             report.fresh = True
             migrate.create_fresh(db, desired)
@@ -120,9 +139,11 @@ def run_deploy(
                 report=report,
                 stop=stop,
             )
+    report.rows_vanished = _rows_vanished(settings, report)
     # 8. Restart, outside the lease and after the lock is released.
     _restart(settings, apps, app, report)
     _compress(settings, report)
+    _offsite(settings, report)
     # 9. Prune and history.
     if report.backup:
         outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
@@ -156,9 +177,10 @@ def _preview(
         _refuse(creation, settings, report)  # a history's data statements, under --strict
         return {"fresh": True, **creation.to_dict()}
     database.check_database_file(db)
-    conn = database.connect(db, busy_timeout=settings.wait_timeout)
+    # A short wait: a database still locked now is planned again under the lock, later.
+    conn = database.connect(db, busy_timeout=min(settings.wait_timeout, PREVIEW_WAIT_S))
     try:
-        conn.execute("BEGIN")
+        database.begin_snapshot(conn)
         problems = checks.quick_check(conn)
         if problems:
             raise RefusedError(
@@ -191,6 +213,21 @@ def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None
             + (f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""),
             hint=getattr(first, "hint", None) or "see `sidecar plan` for details",
         )
+    rejects = [str(item) for item in plan.rejects]
+    if rejects:
+        log.warning("deploy.rejecting_constraints", items=rejects, strict=settings.strict,
+                    hint="kept constraints reject rows the desired schema accepts; see "
+                    "`sidecar plan`")  # fmt: skip
+        warning = f"{len(rejects)} kept constraint(s) reject rows the new app may write"
+        if warning not in report.warnings:
+            report.warnings.append(warning)
+        if settings.strict:
+            raise RefusedError(
+                f"under --strict: a kept constraint rejects rows the new app may write: "
+                f"{rejects[0]}" + (f" (and {len(rejects) - 1} more)" if len(rejects) > 1 else ""),
+                hint="see `sidecar plan`; drop the constraint yourself if the app no longer "
+                "needs it, or deploy without --strict",
+            )
     if plan.drift and settings.strict:
         raise RefusedError(
             f"destructive drift under --strict: {report.drift[0]}"
@@ -220,15 +257,24 @@ def _locked_change(
             db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop
         )
         report.quiet = quiet.quiet
+        report.quiesce_wait_s = round(quiet.waited_s, 3)
+    # An app that can be stopped is, as soon as its lock is seen held by nobody writing (an
+    # app that is not running is never stopped, nor started: left for Compose).
+    stoppable = apps is not None and app is not None and app.running
+    idle = max(2 * settings.quiet_period, 3.0) if stoppable else None
     _check(stop, "lock")
     with ExitStack() as stack:
         # The backups folder first: waiting for another sidecar's backup must never happen
         # while the app is locked out of its database.
         prepare_folder(settings.backup_dir, settings.backup_group)
         stack.enter_context(catalog.folder_lock(settings.backup_dir))
+        applying: list[bool] = []
+        stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
         lock_started = time.monotonic()
         try:
-            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
+            conn = stack.enter_context(
+                database.write_lock(db, settings.wait_timeout, stop=stop, idle_holder=idle)
+            )
         except UnavailableError:
             if apps is None or app is None or not app.running:
                 raise
@@ -237,9 +283,10 @@ def _locked_change(
                 container=app.name,
                 reason="the app holds the database lock (exclusive locking mode?)",
             )
-            stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
+            # Recorded on the data volume: a run killed before starting it again is undone
+            # by the next one (appstop.start_recorded).
+            stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
             report.app_stopped = True
-            lock_started = time.monotonic()
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
         locked_at = time.monotonic()
@@ -255,8 +302,11 @@ def _locked_change(
                 log.info("deploy.nothing_to_do")
                 return
             _check(stop, "backup")
+            # A table rebuild grows the file by the table's size: it must fit first.
+            growth.require_room(db, growth.of_plan(conn, plan))
             # 4-6. A verified backup, and the change applied and verified inside the
             # transaction; any failure rolls back. COMMIT only ever follows both.
+            applying.append(True)
             report.backup = _backup_and_apply(
                 db, conn, plan, desired, guards=guards, settings=settings, stop=stop
             )
@@ -265,6 +315,27 @@ def _locked_change(
             report.changed = True
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+
+
+def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[..., bool]:
+    """An exit callback for the locked change: once a failure has rolled the change back,
+    say so, in an event and in the error line (a full backups volume used to log
+    ``migrate.applied``, ``migrate.verified`` and then only "not enough free space")."""
+
+    def on_exit(exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not applying or report.changed:
+            return False
+        reason = exc.message if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        log.warning("migrate.rolled_back", reason=reason,
+                    hint="nothing was changed: the database is as it was")  # fmt: skip
+        if isinstance(exc, SidecarError) and "rolled back" not in exc.message:
+            raise type(exc)(
+                f"{exc.message}; the schema change was rolled back, nothing was changed",
+                hint=exc.hint,
+            ) from exc
+        return False
+
+    return on_exit
 
 
 def _backup_and_apply(
@@ -323,6 +394,22 @@ def _backup_and_apply(
         return pending.result().id
 
 
+def _rows_vanished(settings: Settings, report: DeployReport) -> dict[str, Any] | None:
+    """The vanished-data finding of this deploy's backup or, without one, of the newest
+    verified backup: a wiped volume whose app re-created its schema passes every check."""
+    if not settings.backup_dir.is_dir():
+        return None
+    try:
+        if report.backup:
+            info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
+        else:
+            info = catalog.latest_verified(settings.backup_dir)
+    except SidecarError as exc:  # a finding for the summary: never a failed deploy
+        log.warning("deploy.vanished_check_failed", error=exc.message)
+        return None
+    return info.rows_vanished if info is not None else None
+
+
 def _compress(settings: Settings, report: DeployReport) -> None:
     """Compress the deploy's backup (SIDECAR_COMPRESS=zstd), now that nothing waits for it.
 
@@ -353,6 +440,23 @@ def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> 
         )
     found = app if source is not None and source.container == settings.app else None
     return schema_source.load_desired(spec, apps, found=found)
+
+
+def _offsite(settings: Settings, report: DeployReport) -> None:
+    """Upload the deploy's backup offsite, after the commit and the restart (never while the
+    app's writes wait). A failure is a warning: the change is committed and stays, the local
+    backup is complete, `health` shows the failed upload; the deploy still exits 0."""
+    if settings.offsite is None or not report.backup:
+        return
+    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+    try:
+        info = catalog.find_backup(settings.backup_dir, report.backup)
+        report.offsite = offsite.upload_backup(settings, info)
+    except SidecarError as exc:
+        log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
+        report.offsite = {"error": exc.message, "hint": exc.hint}
+        report.warnings.append(exc.message)
 
 
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:
@@ -404,8 +508,10 @@ def _restart(
         report.restarted = True
         apps.wait_healthy(app, timeout=settings.healthy_timeout)
     except SidecarError as exc:
+        alerts.note(backup=report.backup, app_unhealthy=isinstance(exc, HealthError))
         if not (report.changed and report.backup):
             raise
+        alerts.note(restore=f"sidecar restore {report.backup}")
         # Past COMMIT nothing rolls back by itself: say so, and name the way back.
         raise type(exc)(
             f"{exc.message} after the schema change was committed; "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.logs import get_logger
+from sidecar.waits import WaitProgress
 from sidecar.signals import Stop
 
 log = get_logger(__name__)
@@ -55,7 +56,10 @@ def wait_quiet(
     started = clock()
     last = signature(db)
     quiet_since = started
+    changes = 0
+    progress = WaitProgress("quiesce.waiting", clock=clock, period_s=period, timeout_s=timeout)
     while stop is None or not stop.is_set():
+        progress.tick(changes=changes, quiet_for_s=round(clock() - quiet_since, 1))
         now = clock()
         if now - quiet_since >= period:
             waited = now - started
@@ -73,5 +77,6 @@ def wait_quiet(
         current = signature(db)
         if current != last:
             last = current
+            changes += 1
             quiet_since = clock()
     return QuietResult(False, clock() - started)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
+from sidecar import alerts
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.logs import get_logger
 from sidecar.settings import parse_duration
@@ -51,7 +52,9 @@ def run_forever(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> int:
-    """Run ``job`` at every slot of ``schedule`` until ``stop`` is set; returns the run count."""
+    """Run ``job`` at every slot of ``schedule`` until ``stop`` is set; returns the run count.
+    /metrics (SIDECAR_METRICS_ADDR) is served from here on: this is the long-running mode."""
+    alerts.serve_metrics()
     runs = 0
     while not stop.is_set():
         due = next_run(schedule, now())

@@ -21,6 +21,7 @@ rebuild keeps each live column definition verbatim.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -364,12 +365,16 @@ class RebuildTable(Operation):
     constraints: tuple[str, ...] = ()  # new table constraints over new columns only
     reasons: tuple[str, ...] = ()
     rows: int = 0
+    relax: tuple[str, ...] = ()  # live columns whose NOT NULL is dropped (see Relax)
 
     def __str__(self) -> str:
         added = "; ".join((*self.columns, *self.constraints))
+        what = [f"add {added}"] if added else []
+        if self.relax:
+            what.append("relax NOT NULL of " + ", ".join(_q(c) for c in self.relax))
         why = "; ".join(self.reasons)
         return (
-            f"rebuild table {_q(self.table)} to add {added} ({why}; "
+            f"rebuild table {_q(self.table)} to {' and '.join(what)} ({why}; "
             f"{self.rows} row(s) copied and verified)"
         )
 
@@ -443,20 +448,66 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Relax:
+    """A kept live column whose ``NOT NULL`` would reject rows the desired schema accepts:
+    the column is gone from the desired schema (the new app leaves it out) or optional there
+    (the new app writes NULL). Its NOT NULL is dropped by a verified rebuild; nothing else
+    about it changes."""
+
+    table: str
+    column: str
+    before: str  # the live definition
+    after: str  # the same text without its NOT NULL
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{_q(self.table, self.column)}: `{self.before}` -> `{self.after}` ({self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": str(self)}
+
+
+@dataclass(frozen=True)
+class Reject(Drift):
+    """A kept constraint that would reject a row the desired schema accepts (a UNIQUE index
+    or constraint, a CHECK, a foreign key the desired schema lacks; ``kind``: unique, check,
+    foreign_key). Never changed (dropping a constraint narrows what the database guarantees):
+    reported, like drift, and ``--strict`` fails."""
+
+
+@dataclass(frozen=True)
 class Plan:
     operations: tuple[Operation, ...] = ()
     drift: tuple[Drift, ...] = ()
     refused: tuple[Refusal, ...] = ()
+    relax: tuple[Relax, ...] = ()
+    rejects: tuple[Reject, ...] = ()
+    # What the preview could not check against the live rows; checked when applied.
+    unchecked: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "operations": [op.to_dict() for op in self.operations],
             "drift": [item.to_dict() for item in self.drift],
             "refused": [item.to_dict() for item in self.refused],
+            "relax": [item.to_dict() for item in self.relax],
+            "rejects": [item.to_dict() for item in self.rejects],
+            "unchecked": list(self.unchecked),
         }
 
-    def with_refused(self, extra: Iterable[Refusal]) -> Plan:
-        return replace(self, refused=(*self.refused, *extra))
+    def refusing(
+        self, refused: Iterable[tuple[Operation, Refusal]], unchecked: Iterable[str] = ()
+    ) -> Plan:
+        """This plan with ``refused`` operations moved from the operations to the refusals
+        (a refused item is listed only as refused)."""
+        pairs = list(refused)
+        gone = [op for op, _ in pairs]
+        return replace(
+            self,
+            operations=tuple(op for op in self.operations if op not in gone),
+            refused=(*self.refused, *(refusal for _, refusal in pairs)),
+            unchecked=(*self.unchecked, *unchecked),
+        )
 
 
 # --------------------------------------------------------------------------- diff
@@ -471,6 +522,9 @@ class _Diff:
     others: list[Operation] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    relax: list[Relax] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    refused_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
 
     def rows(self, table: str) -> int:
         return self._folded.get(fold(table), 0)
@@ -525,8 +579,34 @@ def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]
             )
     for kind in ("indexes", "views", "triggers"):
         _diff_entities(getattr(live, kind), getattr(desired, kind), diff, live, desired)
-    operations = (*diff.creates, *diff.adds, *diff.rebuilds, *diff.others)
-    return Plan(tuple(operations), tuple(diff.drift), tuple(diff.refused))
+    live_indexes, desired_indexes = _indexes_by_table(live), _indexes_by_table(desired)
+    for table in desired.tables:
+        current = live.table(table.name)
+        if current is not None and not (current.virtual or table.virtual):
+            diff.rejects += rejecting(
+                current,
+                table,
+                live_indexes.get(fold(table.name), []),
+                desired_indexes.get(fold(table.name), []),
+                desired,
+            )
+    # An index over a refused new column is refused with it (listed only as refused).
+    others = [op for op in diff.others if not _over_refused(op, diff.refused_columns)]
+    operations = (*diff.creates, *diff.adds, *diff.rebuilds, *others)
+    return Plan(
+        tuple(operations),
+        tuple(diff.drift),
+        tuple(diff.refused),
+        tuple(diff.relax),
+        tuple(diff.rejects),
+    )
+
+
+def _over_refused(op: Operation, refused: set[tuple[str, str]]) -> bool:
+    if not isinstance(op, CreateIndex) or not refused:
+        return False
+    names = {t.norm for t in tokenize(op.sql) if t.kind in ("word", "ident")}
+    return any(table == fold(op.table) and column in names for table, column in refused)
 
 
 def _diff_table(live: Table, desired: Table, diff: _Diff) -> None:
@@ -542,18 +622,23 @@ def _diff_table(live: Table, desired: Table, diff: _Diff) -> None:
         if flag:
             diff.drift.append(Drift("table_changed", name, f"{label} differs (not changed)"))
     new_columns: list[Column] = []
+    relax = {fold(r.column): r for r in relaxing(live, desired)}
     for column in desired.columns:
         if column.hidden == 1:
             continue
         current = live.column(column.name)
+        relaxed = relax.get(fold(column.name))
         if current is None:
             new_columns.append(column)
+        elif relaxed and _shape(relaxed.after) == column.shape:
+            continue  # NOT NULL was the only difference, and the relax removes it
         elif current.shape != column.shape:
             diff.drift.append(
                 Drift(
                     "column_changed",
                     _q(live.name, column.name),
-                    f"is `{current.definition}`, desired `{column.definition}` (not changed)",
+                    f"is `{current.definition}`, desired `{column.definition}` "
+                    + ("(NOT NULL relaxed, otherwise not changed)" if relaxed else "(not changed)"),
                 )
             )
     for column in live.columns:
@@ -562,11 +647,12 @@ def _diff_table(live: Table, desired: Table, diff: _Diff) -> None:
                 Drift(
                     "column_missing",
                     _q(live.name, column.name),
-                    "column not in the desired schema (kept, never dropped)",
+                    "column not in the desired schema (kept, never dropped"
+                    + ("; NOT NULL relaxed)" if fold(column.name) in relax else ")"),
                 )
             )
     new_constraints = _diff_constraints(live, desired, new_columns, diff)
-    _classify_columns(live, new_columns, new_constraints, diff)
+    _classify_columns(live, new_columns, new_constraints, diff, tuple(relax.values()))
 
 
 def _diff_constraints(
@@ -605,7 +691,11 @@ def _diff_constraints(
 
 
 def _classify_columns(
-    live: Table, columns: list[Column], constraints: tuple[str, ...], diff: _Diff
+    live: Table,
+    columns: list[Column],
+    constraints: tuple[str, ...],
+    diff: _Diff,
+    relax: tuple[Relax, ...] = (),
 ) -> None:
     rows = diff.rows(live.name)
     in_place: list[Column] = []
@@ -613,21 +703,30 @@ def _classify_columns(
     refused = False
     if constraints:
         reasons.append("new table constraint")
+    if relax:
+        reasons.append("so the new app can write")
     for column in columns:
         verdict = classify_column(column, rows)
         if isinstance(verdict, Refusal):
             diff.refused.append(replace(verdict, object=_q(live.name, column.name)))
+            diff.refused_columns.add((fold(live.name), fold(column.name)))
             refused = True
         elif verdict:
             reasons.append(f"{column.name}: {verdict}")
         else:
             in_place.append(column)
-    if refused or not columns:
+    if refused or not (columns or relax):
         return
     if reasons:
+        diff.relax += relax
         diff.rebuilds.append(
             RebuildTable(
-                live.name, tuple(c.definition for c in columns), constraints, tuple(reasons), rows
+                live.name,
+                tuple(c.definition for c in columns),
+                constraints,
+                tuple(reasons),
+                rows,
+                tuple(r.column for r in relax),
             )
         )
     else:
@@ -793,3 +892,307 @@ def index_parts(sql: str) -> tuple[list[str], str | None]:
     rest = tokens[closing + 1 :]
     where = sql[rest[1].start : rest[-1].end] if rest and rest[0].is_word("where") else None
     return terms, where
+
+
+# --------------------------------------------------------------------------- the new app writes
+#
+# The rule: the live database must accept every row the desired schema accepts. A kept
+# column that would reject one only by its NOT NULL is relaxed (:func:`relaxing`); every other
+# kept constraint that would reject one is reported (:func:`rejecting`). docs/design.md
+# "The new app can write" says what "would reject" means for each.
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokens(sql: str) -> tuple[Token, ...]:
+    """:func:`tokenize`, cached: the same definitions are read by several rules per plan."""
+    return tuple(iter_tokens(sql))
+
+
+def _shape(definition: str) -> tuple[str, ...]:
+    return tuple(token.norm for token in _tokens(definition)[1:])
+
+
+def _norm(sql: str) -> tuple[str, ...]:
+    return tuple(token.norm for token in _tokens(sql))
+
+
+def _same_table(live: Table, desired: Table, live_indexes: Sequence[Entity],
+                desired_indexes: Sequence[Entity]) -> bool:  # fmt: skip
+    """Column for column, constraint for constraint, index for index the same: the common
+    case of a deploy, where no kept constraint can reject what the other schema accepts."""
+    return (
+        [(fold(c.name), c.shape) for c in live.columns]
+        == [(fold(c.name), c.shape) for c in desired.columns]
+        and sorted(_norm(c) for c in live.constraints)
+        == sorted(_norm(c) for c in desired.constraints)
+        and sorted(i.shape for i in live_indexes) == sorted(i.shape for i in desired_indexes)
+    )
+
+
+def _depth0(tokens: Sequence[Token]) -> Iterator[tuple[int, Token]]:
+    """(index, token) of the tokens outside parentheses."""
+    depth = 0
+    for i, token in enumerate(tokens):
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif depth == 0:
+            yield i, token
+
+
+def drop_not_null(definition: str) -> str:
+    """A column definition without its ``NOT NULL`` clauses (a ``CONSTRAINT name`` before one
+    and an ``ON CONFLICT`` after one included); every other character as written."""
+    tokens = _tokens(definition)
+    spans: list[tuple[int, int]] = []
+    for i, token in _depth0(tokens):
+        if i == 0 or not token.is_word("not") or i + 1 >= len(tokens):
+            continue
+        if not tokens[i + 1].is_word("null"):
+            continue
+        start, end = i, i + 2
+        if i >= 3 and tokens[i - 2].is_word("constraint"):
+            start = i - 2
+        if (
+            end + 2 < len(tokens)
+            and tokens[end].is_word("on")
+            and tokens[end + 1].is_word("conflict")
+        ):
+            end += 3
+        spans.append((tokens[start].start, tokens[end - 1].end))
+    text = definition
+    for begin, finish in reversed(spans):
+        head, tail = text[:begin].rstrip(), text[finish:].lstrip()
+        text = f"{head} {tail}" if tail else head
+    return text
+
+
+def _null_default(column: Column) -> bool:
+    if "default" not in column.definition.lower():
+        return True
+    default = _default_tokens(_tokens(column.definition)[1:])
+    return default is None or (len(default) == 1 and default[0].is_word("null"))
+
+
+def relaxing(live: Table, desired: Table) -> list[Relax]:
+    """The kept columns of ``live`` whose NOT NULL rejects rows ``desired`` accepts: gone
+    from the desired table without a non-NULL default (the new app's INSERT leaves them out),
+    or optional there (the new app may write NULL). Primary key and generated columns are
+    left alone: the app never writes a generated column, and a key is the table's identity."""
+    found = []
+    for column in live.columns:
+        if column.hidden != 0 or column.pk or not column.notnull:
+            continue
+        wanted = desired.column(column.name)
+        if wanted is None and _null_default(column):
+            reason = "not in the desired schema: the new app's rows leave it out"
+        elif wanted is not None and not wanted.notnull and not wanted.pk:
+            reason = "optional in the desired schema: the new app may write NULL"
+        else:
+            continue
+        after = drop_not_null(column.definition)
+        found.append(Relax(live.name, column.name, column.definition, after, reason))
+    return found
+
+
+def _constraint_body(tokens: Sequence[Token]) -> Sequence[Token]:
+    """A table constraint's tokens after its ``CONSTRAINT name``."""
+    return tokens[2:] if tokens and tokens[0].is_word("constraint") else tokens
+
+
+def _names_in(tokens: Sequence[Token]) -> list[str]:
+    return [t.norm for t in tokens if t.kind in ("word", "ident") and not t.is_word("asc", "desc")]
+
+
+def _paren_names(tokens: Sequence[Token], start: int) -> tuple[list[str], int]:
+    """The folded names inside the parentheses at or after ``start``, and the index after."""
+    opening, closing = _parenthesised(tokens, start)
+    return _names_in(tokens[opening + 1 : closing]), closing + 1
+
+
+def _checks(table: Table) -> list[tuple[tuple[str, ...], str]]:
+    """(normalised expression, text) of every CHECK of ``table``, column or table level."""
+    texts = [*(c.definition for c in table.columns), *table.constraints]
+    return [(_norm(e), e) for text in texts for e in check_expressions(text)]
+
+
+def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str]]:
+    """(child columns folded, parent table folded) of every foreign key of ``table``."""
+    found = []
+    for column in table.columns:
+        if "references" not in column.definition.lower():
+            continue
+        tokens: Sequence[Token] = _tokens(column.definition)
+        for i, token in _depth0(tokens):
+            if token.is_word("references") and i + 1 < len(tokens):
+                found.append((frozenset({fold(column.name)}), tokens[i + 1].norm))
+    for text in table.constraints:
+        tokens = _constraint_body(_tokens(text))
+        if len(tokens) > 2 and tokens[0].is_word("foreign"):
+            children, after = _paren_names(tokens, 1)
+            if after + 1 < len(tokens) and tokens[after].is_word("references"):
+                found.append((frozenset(children), tokens[after + 1].norm))
+    return found
+
+
+def _indexes_by_table(catalogue: Catalogue) -> dict[str, list[Entity]]:
+    found: dict[str, list[Entity]] = {}
+    for index in catalogue.indexes:
+        found.setdefault(fold(index.table), []).append(index)
+    return found
+
+
+def _uniques(
+    table: Table, indexes: Sequence[Entity], *, keys: bool
+) -> list[tuple[frozenset[str], str]]:
+    """(plain columns folded, label) of every UNIQUE constraint and unique index of ``table``
+    (and its PRIMARY KEY when ``keys``). An expression or partial index has no plain columns:
+    its columns set is empty and only an identical index in the other schema covers it."""
+    found: list[tuple[frozenset[str], str]] = []
+    for column in table.columns:
+        maybe = "unique" in column.definition.lower()
+        words = _top_words(_tokens(column.definition)[1:]) if maybe else []
+        if "unique" in words or (keys and column.pk):
+            found.append((frozenset({fold(column.name)}), f"UNIQUE ({column.name})"))
+    for text in table.constraints:
+        tokens = _constraint_body(_tokens(text))
+        if tokens and (tokens[0].is_word("unique") or (keys and tokens[0].is_word("primary"))):
+            names, _ = _paren_names(tokens, 0)
+            found.append((frozenset(names), text))
+    for index in indexes:
+        tokens = _tokens(index.sql)
+        if not (len(tokens) > 1 and tokens[1].is_word("unique")):
+            continue
+        terms, where = index_parts(index.sql)
+        plain = [_tokens(term) for term in terms]
+        simple = where is None and all(
+            len(t) == 1 and t[0].kind in ("word", "ident") for t in plain
+        )
+        found.append((frozenset(t[0].norm for t in plain) if simple else frozenset(), index.sql))
+    return found
+
+
+def rejecting(
+    live: Table,
+    desired: Table,
+    live_indexes: Sequence[Entity],
+    desired_indexes: Sequence[Entity],
+    desired_catalogue: Catalogue,
+) -> list[Reject]:
+    """Kept constraints of ``live`` (a table the desired schema keeps) that would reject a
+    row ``desired`` accepts. A column the desired table lacks holds its default in the new
+    app's rows; a NULL there never collides in a UNIQUE key and is never checked by a foreign
+    key, so a constraint over such a column is harmless."""
+    if _same_table(live, desired, live_indexes, desired_indexes):
+        return []
+    gone_null = {
+        fold(c.name)
+        for c in live.columns
+        if desired.column(c.name) is None and c.hidden == 0 and _null_default(c)
+    }
+    found: list[Reject] = []
+    kept_unique = _uniques(live, live_indexes, keys=False)
+    wanted_unique = _uniques(desired, desired_indexes, keys=True) if kept_unique else []
+    wanted_sql = {_norm(label) for _, label in wanted_unique}
+    for columns, label in kept_unique:
+        covered = any(d and d <= columns for d, _ in wanted_unique) if columns else False
+        if covered or _norm(label) in wanted_sql or columns & gone_null:
+            continue
+        found.append(
+            Reject("unique", _q(live.name), f"`{label}`: the desired schema allows duplicates")
+        )
+    wanted_checks = {norm for norm, _ in _checks(desired)}
+    for norm, text in _checks(live):
+        if norm not in wanted_checks:
+            found.append(Reject("check", _q(live.name), f"CHECK {text}: not in the desired schema"))
+    wanted_keys = set(_foreign_keys(desired))
+    for children, parent in _foreign_keys(live):
+        if (children, parent) in wanted_keys or children & gone_null:
+            continue
+        why = (
+            f"the desired schema lacks table {_q(parent)}"
+            if desired_catalogue.table(parent) is None
+            else "not in the desired schema"
+        )
+        cols = ", ".join(sorted(children))
+        found.append(
+            Reject(
+                "foreign_key",
+                _q(live.name),
+                f"foreign key ({cols}) -> {_q(parent)}: {why} (enforced when the app turns "
+                "foreign keys on, as Prisma does)",
+            )
+        )
+    return found
+
+
+def new_column_value(definition: str) -> tuple[str, str | None]:
+    """What an existing row holds in a new column: (SQL expression, COLLATE name or None).
+
+    A generated column: its expression; otherwise its DEFAULT (a bare name in a DEFAULT is a
+    string, as SQLite reads it), or NULL."""
+    tokens = _tokens(definition)[1:]
+    top = list(_depth0(tokens))
+    collate = next(
+        (tokens[i + 1].value for i, t in top if t.is_word("collate") and i + 1 < len(tokens)),
+        None,
+    )
+    for i, token in top:
+        if token.is_word("as") and i + 1 < len(tokens) and tokens[i + 1].text == "(":
+            opening, closing = _parenthesised(tokens, i + 1)
+            return definition[tokens[opening].start : tokens[closing].end], collate
+    default = _default_tokens(tokens)
+    if not default:
+        return "NULL", collate
+    if len(default) == 1 and default[0].kind in ("word", "ident") and not _constant(default):
+        word = default[0]
+        if not word.is_word("current_time", "current_date", "current_timestamp"):
+            return "'" + word.value.replace("'", "''") + "'", collate
+    return definition[default[0].start : default[-1].end], collate
+
+
+@functools.lru_cache(maxsize=65536)
+def check_expressions(text: str) -> tuple[str, ...]:
+    """The expressions of the CHECK clauses of a column definition or table constraint."""
+    if "check" not in text.lower():  # most definitions: no tokenizing
+        return ()
+    tokens = _tokens(text)
+    found = []
+    for i, token in _depth0(tokens):
+        if token.is_word("check") and i + 1 < len(tokens) and tokens[i + 1].text == "(":
+            opening, closing = _parenthesised(tokens, i + 1)
+            found.append(text[tokens[opening].start : tokens[closing].end])
+    return tuple(found)
+
+
+def references(text: str) -> tuple[list[str], str, list[str]] | None:
+    """(child columns, parent table, parent columns: [] for its primary key) of a column
+    definition's REFERENCES clause or of a FOREIGN KEY table constraint; None without one."""
+    tokens = _constraint_body(_tokens(text))
+    children: list[str] = []
+    if tokens and tokens[0].is_word("foreign"):
+        opening, closing = _parenthesised(tokens, 0)
+        children = [t.value for t in tokens[opening + 1 : closing] if t.kind in ("word", "ident")]
+    elif tokens:
+        children = [tokens[0].value]
+    for i, token in _depth0(tokens):
+        if token.is_word("references") and i + 1 < len(tokens):
+            rest = tokens[i + 2 :]
+            parents: list[str] = []
+            if rest and rest[0].text == "(":
+                opening, closing = _parenthesised(rest, 0)
+                parents = [
+                    t.value for t in rest[opening + 1 : closing] if t.kind in ("word", "ident")
+                ]
+            return children, tokens[i + 1].value, parents
+    return None
+
+
+def unique_terms(constraint: str) -> str | None:
+    """``(a, b)`` of a ``UNIQUE (a, b)`` table constraint (as written); None for others."""
+    tokens = _constraint_body(_tokens(constraint))
+    if not (tokens and tokens[0].is_word("unique")):
+        return None
+    opening, closing = _parenthesised(tokens, 0)
+    return constraint[tokens[opening].start : tokens[closing].end]

@@ -165,6 +165,10 @@ class FakeApps:
     def restart(self, app: AppRef, *, timeout: float) -> None:
         self.calls.append(f"restart:{app.name}")
 
+    def start_stopped(self, app: AppRef) -> list[str]:
+        self.calls.append(f"start_stopped:{app.name}")
+        return [r.name for r in app.containers]
+
     def wait_healthy(self, app: AppRef, *, timeout: float) -> None:
         self.calls.append(f"wait_healthy:{app.name}")
         if not self.healthy:

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, database, schedule
+from sidecar import alerts, catalog, checks, database, schedule
 from sidecar.backup import SIDE_FILES, RestoreOutcome, create_backup, restore_backup, verify_backup
 from sidecar.catalog import BackupInfo, PruneOutcome
-from sidecar.errors import ConfigError, ExitCode, RefusedError, UnavailableError
+from sidecar.errors import ConfigError, ExitCode, HealthError, RefusedError, UnavailableError
 from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
+from sidecar.report import Result
 from sidecar.settings import Settings
 from sidecar.signals import stop_on_sigterm
 
@@ -48,6 +49,7 @@ class BackupResult:
     backup: BackupInfo
     seconds: float
     pruned: PruneOutcome | None = None
+    offsite: dict[str, Any] | None = None  # the proved upload (sidecar.commands.offsite)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -58,6 +60,7 @@ class BackupResult:
             "backup": {**self.backup.to_dict(), "manifest": self.backup.manifest},
             "seconds": round(self.seconds, 3),
             "pruned": [b.id for b in self.pruned.deleted] if self.pruned else [],
+            "offsite": self.offsite,
         }
 
     def render(self) -> str:
@@ -69,6 +72,12 @@ class BackupResult:
         if self.pruned and self.pruned.deleted:
             text += f"\npruned {len(self.pruned.deleted)}: " + ", ".join(
                 b.id for b in self.pruned.deleted
+            )
+        if self.offsite:
+            o = self.offsite
+            text += (
+                f"\noffsite: {o['key']}, {_size(o['size'])}, "
+                f"{'encrypted' if o['encrypted'] else 'NOT encrypted'}, proved ({o['proof']})"
             )
         return text
 
@@ -85,7 +94,9 @@ def backup(
     if not settings.schedule:
         return take_backup(settings, reason=reason, no_prune=no_prune)
     schedule.validate(settings.schedule)
-    with stop_on_sigterm() as stop:
+    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+    with stop_on_sigterm() as stop, offsite.drills_scheduled(settings, stop):
         first = take_backup(settings, reason=reason, no_prune=no_prune)
         schedule.run_forever(
             settings.schedule,
@@ -96,7 +107,14 @@ def backup(
 
 
 def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:
-    """One verified backup, then prune (unless ``no_prune``) and a history record."""
+    """One verified backup, then prune (unless ``no_prune``) and a history record; observed
+    by :mod:`sidecar.alerts` (pings, metrics, notifications), every scheduled run too."""
+    with alerts.observing("backup") as run:
+        result = run.result = _take_backup(settings, reason=reason, no_prune=no_prune)
+    return result
+
+
+def _take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:
     started = time.monotonic()
     db = settings.require_database()
     # Refuse what is not a readable SQLite database before the copy: an empty or foreign
@@ -104,13 +122,22 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     database.check_database_file(db)
     remove_restore_partial_if_free(db, command="backup")
     try:
-        info = _create(settings, db, reason)
+        try:
+            # Allowed to stop the app: try briefly first, rather than a whole wait timeout.
+            first_wait = min(settings.wait_timeout, 5.0) if settings.backup_stop_app else None
+            info = _create(settings, db, reason, busy_timeout=first_wait)
+        except (sqlite3.DatabaseError, UnavailableError) as exc:
+            if not _locked_out(exc):
+                raise
+            if not settings.backup_stop_app:
+                raise UnavailableError(
+                    f"database {db} stayed locked for {settings.wait_timeout:g}s: an app in "
+                    "exclusive locking mode keeps every backup out while it runs",
+                    hint="set SIDECAR_APP and SIDECAR_BACKUP_STOP_APP=1 to let the sidecar stop "
+                    "the app briefly for each backup (it is started again at once)",
+                ) from None
+            info = _create_with_app_stopped(settings, db, reason)
     except sqlite3.DatabaseError as exc:
-        if checks.is_busy(exc):
-            raise UnavailableError(
-                f"database {db} stayed locked: {exc}",
-                hint="the app may hold SQLite in exclusive mode; stop it or retry",
-            ) from None
         raise database.damaged(db, exc) from None
     # Prune only now that a new backup exists and passed verification.
     pruned = (
@@ -130,7 +157,10 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
         },
         group=settings.backup_group,
     )
-    return BackupResult(info, seconds, pruned)
+    # Offsite (SIDECAR_OFFSITE): a failure raises (exit 5); the local backup stays.
+    from sidecar.commands import offsite  # noqa: PLC0415
+
+    return BackupResult(info, seconds, pruned, offsite.upload_backup(settings, info))
 
 
 @dataclass(frozen=True)
@@ -210,9 +240,13 @@ def _note(info: BackupInfo, *, kept: bool) -> str:
     return f"{lost.get('rows_now')} of {lost.get('rows_before')} rows left"
 
 
-def list_backups(settings: Settings, **_: Any) -> ListResult:
+def list_backups(settings: Settings, *, remote: bool = False, **_: Any) -> Result:
     """The configured database's backups (every backup when none is), newest first, and how
-    many of other databases share the folder."""
+    many of other databases share the folder (``remote``: the offsite copies instead)."""
+    if remote:
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        return offsite.list_remote(settings)
     db = settings.database
     every = catalog.list_backups(settings.backup_dir)
     ours = catalog.backups_of(settings.backup_dir, db)
@@ -242,6 +276,19 @@ class VerifyResult:
     def exit_code(self) -> ExitCode:
         return ExitCode.HEALTH if self.bad else ExitCode.OK
 
+    @property
+    def failure(self) -> HealthError | None:
+        """The error line for the CLI when a backup failed (the details are the result)."""
+        if not self.bad:
+            return None
+        first = self.bad[0]
+        return HealthError(
+            f"{len(self.bad)} of {len(self.checked)} backup(s) failed verification: {first}: "
+            + "; ".join(self.checked[first][:2]),
+            hint=f"never restore a bad backup; delete {first} (and its .json) once a newer "
+            "backup verifies, or restore an older one that passes (sidecar verify <id>)",
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "level": self.level,
@@ -264,9 +311,24 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> VerifyResult:
+def verify(
+    settings: Settings,
+    *,
+    backup_id: str | None = None,
+    remote: bool = False,
+    every: bool = False,
+    latest: bool = False,
+    **_: Any,
+) -> VerifyResult:
     """Verify one backup (or this database's ``latest``), or all of this database's (all in
-    the folder when none is configured) and report any that are missing."""
+    the folder when none is configured) and report any that are missing. ``remote``: restore
+    drills of the offsite copies (the newest, one, or ``every`` one)."""
+    if remote:
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        return offsite.verify_remote(settings, backup_id=backup_id, every=every)
+    if latest:
+        backup_id = "latest"
     full = settings.verify == "full"
     db = settings.database
     if backup_id is not None:
@@ -330,9 +392,11 @@ def restore(
     force: bool = False,
     to: str | None = None,
     from_other_database: bool = False,
+    source: str = "local",
     **_: Any,
 ) -> RestoreResult:
-    """Replace the database (or create ``to``) from a listed, verified backup of it.
+    """Replace the database (or create ``to``) from a listed, verified backup of it
+    (``source`` offsite: an offsite copy, downloaded and checked first).
 
     ``latest`` is the newest of this database's backups that passes verification: newer
     ones that fail are skipped, and named. A backup of another database (its manifest's
@@ -341,16 +405,54 @@ def restore(
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}
-    if backup_id == "latest":
-        info, skipped = _latest_passing(settings.backup_dir, db)
-    else:
-        info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True, database=db)
-        if to is None and not info.belongs_to(target) and not from_other_database:
-            raise RefusedError(
-                f"backup {info.id} is of {info.database}, not of {target}",
-                hint="check SIDECAR_DATABASE and the ID (sidecar list); to put that "
-                "database's data into this one on purpose, add --from-other-database",
+    with ExitStack() as fetching:
+        if source == "offsite":
+            from sidecar.commands import offsite  # noqa: PLC0415
+
+            info = fetching.enter_context(offsite.fetched(settings, backup_id))
+        elif backup_id == "latest":
+            info, skipped = _latest_passing(settings.backup_dir, db)
+        else:
+            info = catalog.find_backup(
+                settings.backup_dir, backup_id, verified_only=True, database=db
             )
+        if source == "offsite" or backup_id != "latest":
+            _refuse_other_database(info, target, to=to, allowed=from_other_database)
+        return _restore_from(
+            settings,
+            info,
+            target,
+            dry_run=dry_run,
+            force=force,
+            to=to,
+            checked=source != "offsite" and backup_id == "latest",
+            skipped=skipped,
+        )
+
+
+def _refuse_other_database(
+    info: BackupInfo, target: Path, *, to: str | None, allowed: bool
+) -> None:
+    if to is None and not info.belongs_to(target) and not allowed:
+        raise RefusedError(
+            f"backup {info.id} is of {info.database}, not of {target}",
+            hint="check SIDECAR_DATABASE and the ID (sidecar list); to put that "
+            "database's data into this one on purpose, add --from-other-database",
+        )
+
+
+def _restore_from(
+    settings: Settings,
+    info: BackupInfo,
+    target: Path,
+    *,
+    dry_run: bool,
+    force: bool,
+    to: str | None,
+    checked: bool,
+    skipped: dict[str, list[str]],
+) -> RestoreResult:
+    """The restore path for a verified ``info``: lease, safety backup, atomic replace."""
     in_place = to is None and not dry_run
     with ExitStack() as stack:
         stop_app = None
@@ -367,7 +469,7 @@ def restore(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
-            checked=backup_id == "latest",
+            checked=checked,
             lock_timeout=settings.wait_timeout,
         )
     if not dry_run:
@@ -501,7 +603,37 @@ def prune(settings: Settings, *, dry_run: bool = False, **_: Any) -> PruneResult
     return PruneResult(outcome)
 
 
-def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
+def _locked_out(exc: BaseException) -> bool:
+    """The backup could not read the database because another connection holds its lock."""
+    cause = exc.__cause__ if isinstance(exc, UnavailableError) else exc
+    return cause is not None and checks.is_busy(cause)
+
+
+def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> BackupInfo:
+    """SIDECAR_BACKUP_STOP_APP: the app holds its database in exclusive locking mode, so
+    stop it (gracefully, recorded on the data volume), back up, and start it again at once,
+    under the lease as a deploy does."""
+    from sidecar import appstop, containers  # noqa: PLC0415 (the Docker SDK only when needed)
+
+    if not (settings.app or settings.app_label):
+        raise ConfigError(
+            "SIDECAR_BACKUP_STOP_APP is set, but no app is configured to stop",
+            hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) to the app's service or container",
+        )
+    apps = containers.connect(required=True)
+    assert apps is not None  # noqa: S101 - required=True raises instead
+    app = apps.find(settings.app, label=settings.app_label)
+    with hold_lease(db, wait=settings.lease_wait, command="backup"):
+        appstop.start_recorded(db, apps, app)
+        log.info("backup.stopping_app", container=app.name,
+                 reason="the app holds the database in exclusive locking mode")  # fmt: skip
+        with appstop.stopped(db, apps, app, timeout=settings.stop_timeout, command="backup"):
+            return _create(settings, db, reason)
+
+
+def _create(
+    settings: Settings, db: Path, reason: str, *, busy_timeout: float | None = None
+) -> BackupInfo:
     return create_backup(
         db,
         settings.backup_dir,
@@ -511,5 +643,5 @@ def _create(settings: Settings, db: Path, reason: str) -> BackupInfo:
         compress=settings.compress,
         group=settings.backup_group,
         min_free_margin=settings.min_free_margin,
-        busy_timeout=settings.wait_timeout,
+        busy_timeout=settings.wait_timeout if busy_timeout is None else busy_timeout,
     )

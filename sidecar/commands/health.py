@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import catalog, database, schema
+from sidecar import appstop, catalog, database, schema
 from sidecar import health as checks
+from sidecar.commands import offsite
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
@@ -18,6 +19,8 @@ from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 log = get_logger(__name__)
+
+VANISHED = "data since the backups"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,16 @@ class HealthResult:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.OK if self.report.ok else ExitCode.HEALTH
+
+    @property
+    def failure(self) -> HealthError | None:
+        """The error line for the CLI when a check failed (every check is in the result)."""
+        failures = self.report.failures
+        if not failures:
+            return None
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return HealthError(f"unhealthy: {first.name}: {first.detail}{more}", hint=_hint(first))
 
     def to_dict(self) -> dict[str, Any]:
         return self.report.to_dict()
@@ -41,7 +54,11 @@ class HealthResult:
             lines.append("rows: " + ", ".join(f"{t}={n}" for t, n in r.row_counts.items()))
         if r.journal_mode:
             lines.append(f"journal mode: {r.journal_mode}, wal: {r.wal_bytes or 0} bytes")
-        lines.append("healthy" if r.ok else "UNHEALTHY")
+        verdict = "healthy" if r.ok else "UNHEALTHY"
+        lost = next((c for c in r.checks if c.name == VANISHED and not c.ok), None)
+        if lost is not None:
+            verdict += f", but MOST OF THE DATA VANISHED: {lost.detail}"
+        lines.append(verdict)
         return "\n".join(lines)
 
 
@@ -51,7 +68,8 @@ def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> Healt
     backup_check, latest, age = _backup_age(settings, required=backups_only)
     if backups_only:
         last = latest.id if latest is not None else None
-        report = HealthReport(checks=(backup_check,), last_backup=last, last_backup_age_s=age)
+        found = (backup_check, *offsite.health_checks(settings))
+        report = HealthReport(checks=found, last_backup=last, last_backup_age_s=age)
     else:
         report = _database_health(settings, backup_check, latest, age)
     log.info(
@@ -70,9 +88,9 @@ def _database_health(
     database.check_database_file(db)
     queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
     desired = load_desired(settings.schema) if settings.schema else None
-    conn = database.connect(db, busy_timeout=settings.wait_timeout)
+    conn = database.connect(db, busy_timeout=min(settings.wait_timeout, 1.0))
     try:
-        conn.execute("BEGIN")  # one snapshot for every check
+        database.begin_snapshot(conn, wait=settings.wait_timeout)  # one snapshot for all
         found = checks.database_checks(conn, full=settings.verify == "full")
         counts = database.row_counts(conn)
         if desired is not None:
@@ -83,11 +101,11 @@ def _database_health(
         found += checks.run_queries(conn, queries)
         mode = database.journal_mode(conn)
         conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        raise HealthError(
-            f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
-        ) from None
     except sqlite3.DatabaseError as exc:
+        # Locked, read-only, full or a hot journal: exit 5 or 2 with its own hint, as `plan`.
+        problem = database.cannot_open(db, exc)
+        if problem is not None:
+            raise problem from None
         raise HealthError(
             f"database {db} is damaged: {exc}",
             hint="restore a verified backup: sidecar restore latest",
@@ -95,6 +113,12 @@ def _database_health(
     finally:
         conn.close()
     found.append(backup_check)
+    stopped = appstop.read_record(db)
+    if stopped is not None:
+        # An interrupted run stopped the app: a healthy database with its app down.
+        found.append(Check("app stopped by the sidecar", False, appstop.describe(stopped),
+                           fatal=False))  # fmt: skip
+    found += offsite.health_checks(settings)
     vanished = _vanished(latest)
     if vanished is not None:
         found.append(vanished)
@@ -118,7 +142,7 @@ def _vanished(latest: catalog.BackupInfo | None) -> Check | None:
         f"{lost.get('rows_now')} rows left of {lost.get('rows_before')} in {lost.get('since')}: "
         f"`sidecar restore {lost.get('since')}`, or delete that backup if the reset was wanted"
     )
-    return Check("data since the backups", False, detail, fatal=False)
+    return Check(VANISHED, False, detail, fatal=False)
 
 
 def _backup_age(
@@ -137,3 +161,19 @@ def _backup_age(
     fresh = age <= limit
     detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
     return Check("last backup", fresh, detail, fatal=required), latest, round(age, 1)
+
+
+def _hint(check: Check) -> str:
+    """What to do about a failed check."""
+    if check.name == "last backup":
+        return "take a backup (sidecar backup) and check the backup schedule (SIDECAR_SCHEDULE)"
+    if check.name in ("quick_check", "integrity_check"):
+        return (
+            "the database is damaged: stop the app, then restore a verified backup "
+            "(sidecar restore latest)"
+        )
+    if check.name == "foreign_key_check":
+        return "rows reference parents that do not exist: fix them in the app's data"
+    if check.name == "desired schema present":
+        return "deploy the desired schema: sidecar deploy (see sidecar plan)"
+    return "see the checks above; fix the data or the query (SIDECAR_HEALTH_QUERIES)"

@@ -7,9 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import catalog, checks, database, history, schema
+from sidecar import alerts, catalog, checks, database, growth, history, schema
 from sidecar import migrate as migrating
-from sidecar.errors import ExitCode, UnavailableError
+from sidecar.errors import ExitCode, RefusedError, UnavailableError
+from sidecar.growth import Growth
 from sidecar.logs import get_logger
 from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
@@ -30,14 +31,30 @@ class PlanResult:
     fresh: bool = False
     check: bool = False
     strict: bool = False
+    growth: Growth | None = None  # what table rebuilds add to the database file
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.plan.refused or (self.strict and self.plan.drift):
+        if self.plan.refused or (self.strict and (self.plan.drift or self.plan.rejects)):
             return ExitCode.REFUSED
         if self.check and self.plan.operations:
             return ExitCode.PENDING
         return ExitCode.OK
+
+    @property
+    def failure(self) -> RefusedError | None:
+        """The error line for the CLI when a deploy would be refused (the plan is the result)."""
+        if self.exit_code != ExitCode.REFUSED:
+            return None
+        p = self.plan
+        if p.refused:
+            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
+            return RefusedError(f"refused: {p.refused[0]}{more}", hint=p.refused[0].hint)
+        items = [*p.drift, *p.rejects]
+        return RefusedError(
+            f"--strict: {items[0]}" + (f" (and {len(items) - 1} more)" if len(items) > 1 else ""),
+            hint="see the plan above; deploy without --strict to apply the rest",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +62,7 @@ class PlanResult:
             "fresh": self.fresh,
             "strict": self.strict,
             **self.plan.to_dict(),
+            "growth": self.growth.to_dict() if self.growth else None,
         }
 
     def render(self) -> str:
@@ -52,15 +70,31 @@ class PlanResult:
         head = f"plan for {self.database}" + (
             " (no database yet: it will be created)" if self.fresh else ""
         )
+        if p.refused:  # the line a user reads first says why a deploy would stop
+            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
+            head += f": refused: {p.refused[0]}{more}"
         sections = [
             ("Will apply", [str(op) for op in p.operations]),
+            ("Relax (so the new app can write)", [str(item) for item in p.relax]),
+            (
+                "Kept constraints that reject rows the desired schema accepts "
+                "(not changed; --strict fails)",
+                [str(item) for item in p.rejects],
+            ),
             ("Drift (never executed)", [str(item) for item in p.drift]),
             ("Refused (and why)", [f"{item}\n      hint: {item.hint}" for item in p.refused]),
         ]
         lines = [head]
         for title, items in sections:
+            if not items and title.startswith(("Relax", "Kept")):
+                continue  # shown only when there is something to say
             lines.append(f"\n{title}:")
             lines += [f"  - {item}" for item in items] or ["  (none)"]
+        if p.unchecked:
+            lines.append("\nChecked only when applied (cannot know until it tries):")
+            lines += [f"  - {item}" for item in p.unchecked]
+        if self.growth is not None:
+            lines += ["\nDisk:", f"  - {self.growth}"]
         return "\n".join(lines)
 
 
@@ -79,10 +113,12 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         )
     else:
         database.check_database_file(db)
-        conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
+        conn = database.connect(db, readonly=True, busy_timeout=min(settings.wait_timeout, 1.0))
         try:
-            conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
+            # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
+            database.begin_snapshot(conn, wait=settings.wait_timeout)
             result = history.review(conn, migrating.plan_for(conn, desired), desired)
+            grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
             if checks.is_busy(exc):
@@ -92,7 +128,14 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             raise database.damaged(db, exc) from None
         finally:
             conn.close()
-    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict)
+    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict,
+                         growth=None if fresh else grown)  # fmt: skip
+    if settings.offsite is not None and not settings.age_recipients:
+        log.warning(
+            "offsite.unencrypted",
+            store=settings.offsite,
+            hint="offsite copies go out NOT encrypted: set SIDECAR_AGE_RECIPIENTS",
+        )
     log.info(
         "plan.done",
         operations=len(result.operations),
@@ -102,6 +145,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         exit_code=int(outcome.exit_code),
         seconds=round(time.monotonic() - started, 3),
     )
+    alerts.measure("plan", outcome)  # sidecar_schema_pending_changes, drift
     return outcome
 
 
@@ -130,12 +174,27 @@ class MigrateResult:
             if r.fresh
             else ("applied the schema changes" if r.changed else "nothing to do")
         )
-        parts = [what]
+        # An app an interrupted run stopped: say it.
+        parts = [what, *writable_parts(r.plan), *r.left_stopped]
         if r.backup:
             parts.append(f"backup {r.backup}")
         if r.drift:
             parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
         return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
+
+
+def writable_parts(plan: dict[str, Any]) -> list[str]:
+    """What a deploy summary says about the new app's writes (relaxed columns, and kept
+    constraints that reject its rows: prominent, the first thing after what was done)."""
+    parts = []
+    if plan.get("rejects"):
+        parts.append(
+            f"WARNING: {len(plan['rejects'])} kept constraint(s) reject rows the new app may "
+            "write (see `sidecar plan`)"
+        )
+    if plan.get("relax"):
+        parts.append(f"{len(plan['relax'])} column(s) relaxed so the new app can write")
+    return parts
 
 
 def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateResult:

@@ -9,7 +9,8 @@ the rest of the host). A case passes when:
 - the exit code is the documented one;
 - stderr carries exactly one ``error: ...`` line followed by one ``hint: ...`` line, the error
   names the file or the variable, and every other stderr line is a structured (JSON) log event;
-  a failure that is a *finding* of a check (``verify``, ``health``) is a result on stdout instead;
+  a failure that is a *finding* of a check (``verify``, ``health``) is a result on stdout,
+  and one ``error:``/``hint:`` pair on stderr as well;
 - nothing is lost: every file that existed before (database, side files, backups, the
   outside folder) is byte-for-byte unchanged, and no partial file is left in the backups folder.
 """
@@ -254,7 +255,7 @@ class Case:
     prepare: Prepare
     code: int
     needles: tuple[str, ...] = ()  # in the error line (stdout for findings); {db} etc. filled in
-    finding: bool = False  # a failed check is a result on stdout (verify, health), no error line
+    finding: bool = False  # a failed check: a result on stdout (verify, health), and an error line
     new_backup: bool = False  # success that legitimately adds a backup
     relocates: bool = False  # the old bytes may move, but must still exist somewhere
     migrates: bool = False  # a successful deploy: the database changes, its rows may not
@@ -309,6 +310,41 @@ def _mode(mode: int, owner: int | None = None) -> Callable[[World], None]:
         world.db.chmod(mode)
 
     return apply
+
+
+_KILLED_WRITER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=2")  # spill: the database file changes before any COMMIT
+conn.execute("BEGIN")
+conn.execute("UPDATE transactions SET note = randomblob(3000)")
+os.kill(os.getpid(), 9)
+"""
+
+
+def hot_journal(world: World) -> None:
+    """A rollback-journal database whose writer was SIGKILLed mid-transaction: a hot
+    ``-journal`` that the next writer rolls back. The database itself is healthy."""
+    conn = sqlite3.connect(world.db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=delete")
+    conn.close()
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(world.db)], check=False)
+    assert Path(f"{world.db}-journal").stat().st_size > 0, "no hot journal was left"
+
+
+def _readonly_data(world: World) -> None:
+    """The database's folder not writable: SQLite cannot create a WAL database's -shm."""
+    world.data.chmod(0o555)
+
+
+def _not_restore(outcome: Outcome) -> list[str]:
+    """A healthy database must never be called damaged, nor a backup be put over it."""
+    said = f"{outcome.message} {outcome.hint}"
+    return (
+        [f"calls it damaged or says restore: {said!r}"]
+        if (" is damaged" in said or "restore latest" in said or "quick_check" in said)
+        else []
+    )
 
 
 def _readonly_backups(world: World) -> None:
@@ -447,6 +483,53 @@ def _expect_tables(count: int) -> Callable[[World, Outcome], list[str]]:
 
     return check
 
+
+def _new_app_writes(insert: str) -> Callable[[World, Outcome], list[str]]:
+    """Every old column of every old row is unchanged, and the new app's first write (on a
+    copy, foreign keys on) succeeds: issue 17's promise."""
+
+    def check(world: World, outcome: Outcome) -> list[str]:
+        del outcome
+        problems = []
+        for table, columns in (("users", "id, email"), ("transactions", "*")):
+            sql = f"SELECT {columns} FROM {table} ORDER BY id"
+            now, then = (_rows(path, sql) for path in (world.db, world.backup))
+            if now != then:
+                problems.append(f"{table}: old rows or values changed")
+        copy = world.root / "new-app-writes.db"
+        shutil.copyfile(world.db, copy)
+        conn = sqlite3.connect(copy, isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(insert)
+        except sqlite3.Error as exc:
+            problems.append(f"the new app's write fails: {exc}")
+        finally:
+            conn.close()
+            copy.unlink()
+        return problems
+
+    return check
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# Issue 17: Prisma's `handle String? @unique`, and the same field with one default for all rows.
+_HANDLE = (
+    "ALTER TABLE users ADD COLUMN handle TEXT;\n"
+    'CREATE UNIQUE INDEX "users_handle_key" ON users(handle);\n'
+)
+_HANDLE_DEFAULT = _HANDLE.replace("handle TEXT;", "handle TEXT NOT NULL DEFAULT 'x';")
+_NO_EMAIL = BASE_SCHEMA.replace("email TEXT NOT NULL UNIQUE", "name TEXT")
+_CHECKED = BASE_SCHEMA.replace(
+    "note BLOB", "note BLOB, kind TEXT DEFAULT 'x' CHECK (kind IN ('buy', 'sell'))"
+)
 
 _THOUSAND = BASE_SCHEMA + "".join(
     f"CREATE TABLE t{i:04d} (id INTEGER PRIMARY KEY, v TEXT);\n" for i in range(1000)
@@ -877,6 +960,70 @@ CASES: list[Case] = [
         ExitCode.REFUSED,
         ("phone", "NOT NULL"),
     ),
+    # --- issue 17: the new app can write; issue 11 item 6: plan promises what deploy does ----
+    Case(
+        "schema",
+        "a new optional unique field, as Prisma writes it / deploy works",
+        _schema(BASE_SCHEMA + _HANDLE, ["deploy"]),
+        ExitCode.OK,
+        ("applied the schema changes",),
+        new_backup=True,
+        migrates=True,
+        check=_new_app_writes("INSERT INTO users (email, handle) VALUES ('new@x', 'new')"),
+    ),
+    Case(
+        "schema",
+        "a new unique field with one default for every row / plan",
+        _schema(BASE_SCHEMA + _HANDLE_DEFAULT, ["plan"]),
+        ExitCode.REFUSED,
+        ("users_handle_key", "'x' (10 rows)", '"handle"'),
+        finding=True,
+    ),
+    Case(
+        "schema",
+        "a required column dropped from the schema / deploy: relaxed, the new app can write",
+        _schema(_NO_EMAIL, ["deploy"]),
+        ExitCode.OK,
+        ("1 column(s) relaxed so the new app can write",),
+        new_backup=True,
+        migrates=True,
+        check=_new_app_writes("INSERT INTO users (name) VALUES ('new')"),
+    ),
+    Case(
+        "schema",
+        "a kept UNIQUE the schema no longer has / deploy --strict",
+        _schema(BASE_SCHEMA.replace("NOT NULL UNIQUE", "NOT NULL"), ["deploy", "--strict"]),
+        ExitCode.REFUSED,
+        ("rejects rows the new app may write", "UNIQUE (email)"),
+    ),
+    Case(
+        "schema",
+        "a new CHECK the existing rows fail / plan (was: exit 0, then deploy 3)",
+        _schema(_CHECKED, ["plan"]),
+        ExitCode.REFUSED,
+        ("CHECK", "fails for 200 existing row(s)"),
+        finding=True,
+    ),
+    Case(
+        "schema",
+        "a new CHECK the existing rows fail / deploy",
+        _schema(_CHECKED, ["deploy"]),
+        ExitCode.REFUSED,
+        ("CHECK", "fails for 200 existing row(s)"),
+    ),
+    Case(
+        "schema",
+        "a new reference whose default has no parent / plan (was: exit 0, then deploy 4)",
+        _schema(
+            BASE_SCHEMA.replace(
+                "note BLOB", "note BLOB, owner INTEGER DEFAULT 99 REFERENCES users"
+            ),
+            ["plan"],
+        ),
+        ExitCode.REFUSED,
+        ("REFERENCES", "would point at no row"),
+        finding=True,
+    ),
     # --- a bad database behind health, plan and deploy -------------------------------------
     Case(
         "database file",
@@ -981,6 +1128,26 @@ CASES: list[Case] = [
     ),
     Case(
         "database file",
+        "hot rollback journal (killed writer) / plan: not damaged",
+        _schema(BASE_SCHEMA + _WATCHLIST, ["plan"], hot_journal),
+        ExitCode.UNAVAILABLE,
+        ("{db}", "hot rollback journal"),
+        check=lambda w, o: _not_restore(o),
+    ),
+    *[
+        Case(
+            "database file",
+            f"WAL database, folder not writable / {command}: not damaged",
+            _schema(BASE_SCHEMA + _WATCHLIST, [command], _readonly_data),
+            ExitCode.USAGE,
+            ("{db}", "not writable"),
+            drop_dac=True,
+            check=lambda w, o: _not_restore(o),
+        )
+        for command in ("plan", "health", "deploy")
+    ],
+    Case(
+        "database file",
         "unreadable (mode 000) / deploy",
         _schema(BASE_SCHEMA + _WATCHLIST, ["deploy"], _mode(0o000)),
         ExitCode.USAGE,
@@ -1073,8 +1240,14 @@ def contract_problems(case: Case, world: World, outcome: Outcome) -> list[str]:
     if "Traceback" in outcome.stderr:
         problems.append("a traceback on stderr")
     needles = [world.fill(n) for n in case.needles]
-    if case.code == ExitCode.OK or case.finding:
+    if case.code == ExitCode.OK:
         problems += _result_problems(outcome, needles)
+    elif case.finding:
+        # The findings are the result on stdout; the failure is one error and hint line too.
+        missing = [n for n in needles if n not in outcome.stdout]
+        if missing:
+            problems.append(f"stdout does not mention {missing}: {outcome.stdout[:300]!r}")
+        problems += _error_problems(outcome, [])
     else:
         problems += _error_problems(outcome, needles)
     if case.check is not None:

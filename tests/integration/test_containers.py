@@ -19,7 +19,7 @@ from sidecar import containers as seam
 from sidecar import lease
 from sidecar.containers import PROJECT_LABEL, SERVICE_LABEL, AppControl
 from sidecar.errors import ConfigError, HealthError
-from tests.conftest import DEMO_IMAGE, SIDECAR_IMAGE, TEST_LABEL
+from tests.conftest import DEMO_IMAGE, SIDECAR_IMAGE, TEST_LABEL, run_once
 
 pytestmark = pytest.mark.integration
 
@@ -288,3 +288,33 @@ def _tar(files: dict[str, Path]) -> bytes:
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def test_the_sidecar_refuses_its_own_service_as_the_app(
+    docker_client: Any, containers: Callable[..., Any], unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """`docker compose run --rm sidecar deploy --app sidecar` (issue 11, item 9): the service
+    container `up` left behind is the sidecar's own service; restarting it ran another deploy.
+    The real CLI in the real image, labelled as Compose labels a one-off: exit 2, untouched."""
+    project = unique_name("self")
+    service_box = containers(
+        DEMO_IMAGE, name=f"{project}-sidecar-1", labels=compose_labels(project, "sidecar")
+    )
+    before = started_at(service_box)
+    schema = tmp_path / "schema.sql"
+    schema.write_text("CREATE TABLE t (id INTEGER PRIMARY KEY);\n")
+    schema.chmod(0o644)
+    code, output = run_once(
+        docker_client, SIDECAR_IMAGE, ["deploy", "--app", "sidecar"],
+        labels={**compose_labels(project, "sidecar"), "com.docker.compose.oneoff": "True"},
+        environment={"SIDECAR_DATABASE": "/tmp/app.db", "SIDECAR_SCHEMA": "/schema.sql",
+                     "SIDECAR_LOG_FORMAT": "json"},
+        volumes={str(schema): {"bind": "/schema.sql", "mode": "ro"},
+                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+        group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
+    )  # fmt: skip
+    assert code == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: SIDECAR_APP 'sidecar' is the sidecar's own service"], output
+    assert started_at(service_box) == before  # never restarted

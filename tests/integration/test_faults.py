@@ -348,13 +348,16 @@ def own(path: Path) -> None:
         os.chown(item, APP_UID, APP_UID)
 
 
-def start_stack(tmp_path: Path, containers: Any, unique_name: Any, **app: Any) -> Stack:
+def start_stack(
+    tmp_path: Path, containers: Any, unique_name: Any, env: dict[str, str] | None = None,
+    **app: Any,
+) -> Stack:  # fmt: skip
     data = tmp_path / "data"
     make_v1(data / "portfolio.db", rows=40_000)  # about 1.5 MB: more than a 1 MiB tmpfs
     v1 = catalogue(data / "portfolio.db")
     own(data)
     container = containers(
-        DEMO_IMAGE, name=unique_name("app"), environment={"DEMO_INTERVAL": "0.05"},
+        DEMO_IMAGE, name=unique_name("app"), environment={"DEMO_INTERVAL": "0.05", **(env or {})},
         volumes={str(data): {"bind": "/app/data", "mode": "rw"}}, **app,
     )  # fmt: skip
     made = Stack(data, container, v1)
@@ -488,19 +491,18 @@ def test_app_killed_during_the_deploy_is_started_again_and_nothing_is_lost(
     assert assert_backups_verify(stack.db, backups, "app killed") == 1
 
 
+_SECOND = 1_000_000_000
+# The app's healthcheck, failing while the data volume holds a file named force-unhealthy.
+FLAG_HEALTHCHECK = {
+    "test": ["CMD-SHELL", "test ! -e /app/data/force-unhealthy && python3 /app/healthcheck.py"],
+    "interval": _SECOND, "timeout": 3 * _SECOND, "retries": 2, "start_period": 2 * _SECOND,
+}  # fmt: skip
+
+
 def test_app_never_healthy_after_the_restart_exits_4_and_keeps_the_data(
     containers: Any, tmp_path: Path, unique_name: Any
 ) -> None:
-    second = 1_000_000_000
-    stack = start_stack(
-        tmp_path, containers, unique_name,
-        healthcheck={
-            "test": ["CMD-SHELL", "test ! -e /app/data/force-unhealthy && "
-                     "python3 /app/healthcheck.py"],
-            "interval": second, "timeout": 3 * second, "retries": 2,
-            "start_period": 2 * second,
-        },
-    )  # fmt: skip
+    stack = start_stack(tmp_path, containers, unique_name, healthcheck=FLAG_HEALTHCHECK)
     backups = tmp_path / "backups"
     backups.mkdir()
     flag = stack.data / "force-unhealthy"
@@ -605,3 +607,91 @@ def test_docker_api_vanishing_mid_deploy_exits_5_and_leaves_the_app_running(
     stack.wait_committed(len(stack.committed()) + 5)
     stack.assert_intact(schemas=(stack.v1, catalogue(stack.db)))
     assert assert_backups_verify(stack.db, backups, "Docker API cut") == 1
+
+
+# A health query that takes seconds: the deploy stays between `app.stopped` and COMMIT long
+# enough for the test to SIGKILL it there, every time.
+SLOW_QUERY = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000)\n"
+    "SELECT count(*) > 0 FROM c;\n"
+)
+
+
+def test_an_app_stopped_by_a_killed_deploy_is_started_by_the_next_run(
+    docker_client: Any, containers: Any, tmp_path: Path, unique_name: Any
+) -> None:
+    """Issue 11, item 3: an exclusive-locking app, the deploy SIGKILLed right after it stopped
+    the app. The next deploy, even one with nothing to do, starts the app again and says so."""
+    stack = start_stack(tmp_path, containers, unique_name, env={"DEMO_LOCKING_MODE": "exclusive"})
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    own(backups)
+    slow = tmp_path / "slow.sql"
+    slow.write_text(SLOW_QUERY)
+    slow.chmod(0o644)
+    volumes = {
+        **sidecar_volumes(stack, {str(backups): {"bind": "/backups", "mode": "rw"}}),
+        str(slow): {"bind": "/health.sql", "mode": "ro"},
+        str(V1): {"bind": "/schema-v1.sql", "mode": "ro"},
+        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+    }
+    env = {**SIDECAR_ENV, "SIDECAR_APP": stack.app.name, "SIDECAR_HEALTHY_TIMEOUT": "60s"}
+    sidecar = containers(
+        SIDECAR_IMAGE, command=["deploy"], volumes=volumes, group_add=[docker_gid()],
+        environment={**env, "SIDECAR_HEALTH_QUERIES": "/health.sql"},
+    )  # fmt: skip
+    buffer = b""
+    for chunk in sidecar.logs(stream=True, follow=True):
+        buffer += chunk
+        if b'"event": "app.stopped"' in buffer:
+            sidecar.kill()
+            break
+    sidecar.wait(timeout=60)
+    assert b'"event": "app.starting"' not in sidecar.logs(), sidecar.logs()[-3000:]
+    stack.app.reload()
+    assert stack.app.attrs["State"]["Running"] is False  # the kill left it down
+
+    # Nothing to do for this deploy (the database holds v1): it must still start the app.
+    code, output = run_once(
+        docker_client, SIDECAR_IMAGE, ["deploy"], volumes=volumes, group_add=[docker_gid()],
+        environment={**env, "SIDECAR_SCHEMA": "/schema-v1.sql"},
+    )  # fmt: skip
+    assert code == 0, output[-3000:]
+    summary = [line for line in output.splitlines() if line.startswith("deploy: ")]
+    assert summary, output[-3000:]
+    assert f"started {stack.app.name} again" in summary[0], output[-3000:]
+    stack.app.reload()
+    assert stack.app.attrs["State"]["Running"] is True
+    assert not (stack.data / "portfolio.db.sidecar-stopped").exists()
+    stack.wait_committed(len(stack.committed()) + 5)  # writing again
+
+
+def test_a_one_shot_backup_may_stop_an_exclusive_app_briefly_when_allowed(
+    docker_client: Any, containers: Any, tmp_path: Path, unique_name: Any
+) -> None:
+    """Issue 11: one-shot backups of an exclusive-locking app always failed (exit 5). With
+    SIDECAR_BACKUP_STOP_APP=1 the sidecar stops it, backs up, and starts it again."""
+    stack = start_stack(tmp_path, containers, unique_name, env={"DEMO_LOCKING_MODE": "exclusive"})
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    own(backups)
+    volumes = {
+        **sidecar_volumes(stack, {str(backups): {"bind": "/backups", "mode": "rw"}}),
+        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+    }
+    env = {**SIDECAR_ENV, "SIDECAR_APP": stack.app.name}
+    code, output = run_once(docker_client, SIDECAR_IMAGE, ["backup"], volumes=volumes,
+                            environment=env, group_add=[docker_gid()])  # fmt: skip
+    assert code == 5, output[-3000:]
+    assert "SIDECAR_BACKUP_STOP_APP=1" in output
+    code, output = run_once(
+        docker_client, SIDECAR_IMAGE, ["backup"], volumes=volumes, group_add=[docker_gid()],
+        environment={**env, "SIDECAR_BACKUP_STOP_APP": "1"},
+    )  # fmt: skip
+    assert code == 0, output[-3000:]
+    assert '"event": "app.stopped"' in output
+    stack.app.reload()
+    assert stack.app.attrs["State"]["Running"] is True
+    assert not (stack.data / "portfolio.db.sidecar-stopped").exists()
+    stack.wait_committed(len(stack.committed()) + 5)  # writing again
+    assert assert_backups_verify(stack.db, backups, "backup with the app stopped") == 1

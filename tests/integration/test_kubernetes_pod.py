@@ -130,6 +130,9 @@ class Pod:
             volume = pod_volumes[mount["name"]]
             if "emptyDir" in volume and mount["name"] not in self.volumes:
                 mounts.append(Mount(mount["mountPath"], None, type="tmpfs"))
+            elif volume.get("secret", {}).get("optional"):
+                # An optional Secret that does not exist mounts as an empty folder.
+                mounts.append(Mount(mount["mountPath"], None, type="tmpfs", read_only=True))
             else:
                 mounts.append(
                     Mount(

@@ -152,7 +152,7 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
         "-h", "--help", "--json", "--full", "--no-prune", "--reason", "--log-format",
         "--log-level", "--database", "--backup-dir", "--environment", "--verify", "--compress",
         "--wait-timeout", "--schedule", "--keep", "--keep-daily", "--keep-weekly",
-        "--keep-monthly",
+        "--keep-monthly", "--app",  # --app: for SIDECAR_BACKUP_STOP_APP
     }  # fmt: skip
     with pytest.raises(SystemExit):
         cli.main(["backup", "--help"])
@@ -165,14 +165,14 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
     ("command", "expected"),
     [
         ("version", {"--log-format", "--log-level"}),
-        ("list", {"--log-format", "--log-level", "--database", "--backup-dir"}),
+        ("list", {"--log-format", "--log-level", "--database", "--backup-dir", "--remote"}),
         ("verify", {"--log-format", "--log-level", "--database", "--backup-dir", "--verify",
-                    "--full"}),
+                    "--full", "--remote", "--all", "--latest"}),
         ("plan", {"--log-format", "--log-level", "--database", "--backup-dir", "--schema",
                   "--wait-timeout", "--strict", "--allow-fresh", "--check"}),
         ("restore", {"--log-format", "--log-level", "--database", "--backup-dir",
                      "--environment", "--app", "--dry-run", "--force", "--to",
-                     "--from-other-database"}),
+                     "--from-other-database", "--from"}),
     ],
 )  # fmt: skip
 def test_each_subcommand_accepts_the_flags_of_what_it_reads(

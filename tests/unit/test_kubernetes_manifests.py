@@ -569,3 +569,22 @@ def test_the_list_job_reads_the_backups_only() -> None:
     settings = settings_of(lister)
     mount = next(m for m in lister["volumeMounts"] if m["mountPath"] == str(settings.backup_dir))
     assert mount["readOnly"] is True
+
+
+def test_offsite_credentials_come_from_a_secret(base: list[Doc], native: list[Doc]) -> None:
+    """The CronJob and the native sidecar take SIDECAR_OFFSITE and the AWS_* credentials
+    from the optional Secret `portfolio-offsite`; no credential is written in a manifest."""
+    backup = pod_spec(find(base, "CronJob"))["containers"][0]
+    sidecar = pod_spec(find(native, "Deployment"))["initContainers"][1]
+    for container in (backup, sidecar):
+        assert {"secretRef": {"name": "portfolio-offsite", "optional": True}} in container[
+            "envFrom"
+        ], container["name"]
+        names = {e["name"] for e in container.get("env", [])}
+        assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, container["name"]
+    volume = mounts_of(pod_spec(find(native, "Deployment")), sidecar)["/run/secrets/offsite-age"]
+    assert volume["secret"] == {
+        "secretName": "portfolio-offsite-age",
+        "optional": True,
+        "defaultMode": 0o400,
+    }

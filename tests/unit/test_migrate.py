@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar import database, migrate, schema, schema_input
+from sidecar.conflicts import row_conflicts
 from sidecar.errors import HealthError, RefusedError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,9 +185,10 @@ def test_unique_index_over_duplicates_is_refused_naming_the_values(tmp_path: Pat
     # The same refusal is visible at plan time, read-only.
     conn = database.connect(db, readonly=True)
     plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={})
-    conflicts = migrate.unique_conflicts(conn, plan)
+    conflicts, unchecked = row_conflicts(conn, plan, desired)
     conn.close()
-    assert [c.object for c in conflicts] == ['unique index "User_name_key" on "User"']
+    assert [c.object for _, c in conflicts] == ['unique index "User_name_key" on "User"']
+    assert unchecked == []
 
 
 def test_expression_and_partial_unique_indexes(tmp_path: Path) -> None:
@@ -266,7 +268,7 @@ def test_rebuild_that_existing_rows_cannot_satisfy_is_refused(tmp_path: Path) ->
     db = build(tmp_path / "t.db", "CREATE TABLE t (a INT); INSERT INTO t VALUES (1);")
     before = sha(db)
     desired = load(tmp_path, "CREATE TABLE t (a INT, b INT DEFAULT 0 CHECK (b > 0));")
-    with pytest.raises(RefusedError, match="CHECK constraint failed"):
+    with pytest.raises(RefusedError, match=r"CHECK \(b > 0\) fails for 1 existing row"):
         run(db, desired)
     assert sha(db) == before
 
@@ -282,8 +284,18 @@ def test_reference_default_without_parent_fails_foreign_key_check(tmp_path: Path
         "CREATE TABLE p (id INTEGER PRIMARY KEY);"
         "CREATE TABLE c (x INT, p INTEGER NOT NULL DEFAULT 7 REFERENCES p(id));",
     )
-    with pytest.raises(HealthError, match="foreign_key_check"):
+    # Refused before any change (as `plan` refuses it), naming the parent.
+    with pytest.raises(RefusedError, match=r'1 existing row\(s\) would point at no row of "p"'):
         run(db, desired)
+    assert sha(db) == before
+    # A table-level FOREIGN KEY over the new column is refused the same way.
+    constraint = load(
+        tmp_path,
+        "CREATE TABLE p (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE c (x INT, p INTEGER NOT NULL DEFAULT 7, FOREIGN KEY (p) REFERENCES p);",
+    )
+    with pytest.raises(RefusedError, match="would point at no row"):
+        run(db, constraint)
     assert sha(db) == before
 
 

@@ -283,24 +283,22 @@ def test_a_stop_request_ends_the_wait_for_the_write_lock(tmp_path: Path) -> None
     assert time.monotonic() - started < 5  # not the 60 s SIDECAR_WAIT_TIMEOUT
 
 
-def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_nothing(
-    tmp_path: Path,
-) -> None:
-    """A real process: `docker compose down` during a deploy that waits for a busy app."""
+def sigterm_while_waiting_for_the_lock(
+    db: Path, env: dict[str, str]
+) -> tuple[int, str, str, float]:
+    """Run `sidecar deploy` in a real process while an app holds the write lock on ``db``;
+    SIGTERM it once it waits for the lock. (exit code, stdout, stderr, seconds to exit)."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    db = make_db(tmp_path / "data" / "portfolio.db")
-    before = digest(db)
-    env = {**os.environ, **env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="60s")}
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("BEGIN IMMEDIATE")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "deploy"],
-        env=env,
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -321,7 +319,19 @@ def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_not
         proc.kill()
         app.execute("ROLLBACK")
         app.close()
-    assert proc.returncode == 0, err
+    return proc.returncode, out, err, took
+
+
+def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A real process: `docker compose down` during a deploy that waits for a busy app."""
+    db = make_db(tmp_path / "data" / "portfolio.db")
+    before = digest(db)
+    code, out, err, took = sigterm_while_waiting_for_the_lock(
+        db, env_for(tmp_path, SIDECAR_WAIT_TIMEOUT="60s")
+    )
+    assert code == 0, err
     assert took < 5, f"SIGTERM took {took:.1f}s to end the wait"
     assert "aborted" in out
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]

@@ -1,0 +1,110 @@
+"""What a table rebuild costs on the data volume, and the check that it fits before it runs.
+
+SQLite's 12-step rebuild copies a table (and rebuilds its indexes) into new pages; the old
+pages go to the free-list and stay in the file. So the database file grows by about the size
+of the rebuilt tables and their indexes (a 346 MB database became 690 MB). In WAL mode the new
+pages are first written to the ``-wal``, then checkpointed into the file: at the peak the
+volume holds both. ``plan`` states the growth; the deploy checks the free space under its lock,
+before the backup and the change (exit 5, nothing changed, when it cannot fit).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecar import schema
+from sidecar.errors import UnavailableError
+from sidecar.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Bytes the rebuilds of a plan add to the database file, by table."""
+
+    tables: dict[str, int]
+    wal: bool
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(self.tables.values())
+
+    @property
+    def peak_bytes(self) -> int:
+        """Free space needed while the change runs: twice the growth in WAL mode."""
+        return self.file_bytes * (2 if self.wal else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tables": self.tables, "file_bytes": self.file_bytes, "peak_bytes": self.peak_bytes}
+
+    def __str__(self) -> str:
+        names = ", ".join(f'"{t}"' for t in self.tables)
+        return (
+            f"the database file grows by about {_mib(self.file_bytes)} (rebuilding {names}: "
+            "the old pages stay in the file as free pages)"
+            + (
+                f"; {_mib(self.peak_bytes)} free needed while the -wal holds them"
+                if self.wal
+                else ""
+            )
+        )
+
+
+def of_plan(conn: sqlite3.Connection, plan: schema.Plan) -> Growth | None:
+    """The growth of ``plan``'s table rebuilds on the database of ``conn``; None without one."""
+    tables = [op.table for op in plan.operations if isinstance(op, schema.RebuildTable)]
+    if not tables:
+        return None
+    wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+    return Growth({table: _table_bytes(conn, table) for table in tables}, wal)
+
+
+def _table_bytes(conn: sqlite3.Connection, table: str) -> int:
+    """Pages of ``table`` and its indexes (``dbstat``), or the whole file where SQLite was
+    built without it (an upper bound)."""
+    names = [table] + [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,)
+        )
+    ]
+    marks = ", ".join("?" for _ in names)
+    try:
+        row = conn.execute(
+            f"SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ({marks})",
+            names,
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError:
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        return pages * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+MARGIN = 8 * 1024 * 1024  # kept free on the data volume beyond a rebuild's peak
+
+
+def require_room(db: Path, growth: Growth | None, *, margin: int = MARGIN) -> None:
+    """Exit 5 before any change when the data volume cannot hold the rebuild's growth."""
+    if growth is None:
+        return
+    stat = os.statvfs(db.parent)
+    free = stat.f_bavail * stat.f_frsize
+    needed = growth.peak_bytes + margin
+    log.info("migrate.growth", file_bytes=growth.file_bytes, peak_bytes=growth.peak_bytes,
+             free_bytes=free, tables=growth.tables)  # fmt: skip
+    if free < needed:
+        raise UnavailableError(
+            f"not enough free space on the data volume for the table rebuild: {_mib(free)} "
+            f"free in {db.parent}, {_mib(needed)} needed ({growth}; plus "
+            f"{_mib(margin)} to spare); nothing was changed",
+            hint="grow the data volume or free space on it, then deploy again",
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB"
