@@ -31,15 +31,15 @@ from sidecar import (
     migrate,
     prisma,
     schema,
+    schema_source,
 )
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
-from sidecar.containers import AppRef, Apps
+from sidecar.containers import AppRef, Apps, left_for_compose
 from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
-from sidecar.schema_input import load_desired
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
@@ -101,10 +101,10 @@ def run_deploy(
     report = DeployReport(database=str(db), dry_run=dry_run)
 
     # 1. Preflight: read-only. Any refusal here changes nothing.
-    desired = load_desired(settings.require_schema())
+    app = _find_app(settings, apps, report)
+    desired = _load_desired(settings, apps, app)
     guards = _health_guards(settings)
     report.warnings += volume_warnings(db)
-    app = _find_app(settings, apps, report)
     preview = _preview(db, desired, settings, report)
     if dry_run:
         report.plan = preview
@@ -248,11 +248,20 @@ def _locked_change(
     stop: Stop | None,
 ) -> None:
     # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
-    quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop)
-    report.quiet = quiet.quiet
-    report.quiesce_wait_s = round(quiet.waited_s, 3)
-    # An app that can be stopped is, as soon as its lock is seen held by nobody writing.
-    idle = max(2 * settings.quiet_period, 3.0) if apps is not None and app is not None else None
+    if app is not None and not app.running:
+        # Compose stopped the app for the release: no lull to wait for (the write lock still
+        # keeps out anyone else), and every second here is downtime.
+        log.info("quiesce.skipped", reason="the app is not running", container=app.name)
+    else:
+        quiet = wait_quiet(
+            db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop
+        )
+        report.quiet = quiet.quiet
+        report.quiesce_wait_s = round(quiet.waited_s, 3)
+    # An app that can be stopped is, as soon as its lock is seen held by nobody writing (an
+    # app that is not running is never stopped, nor started: left for Compose).
+    stoppable = apps is not None and app is not None and app.running
+    idle = max(2 * settings.quiet_period, 3.0) if stoppable else None
     _check(stop, "lock")
     with ExitStack() as stack:
         # The backups folder first: waiting for another sidecar's backup must never happen
@@ -267,7 +276,7 @@ def _locked_change(
                 database.write_lock(db, settings.wait_timeout, stop=stop, idle_holder=idle)
             )
         except UnavailableError:
-            if apps is None or app is None:
+            if apps is None or app is None or not app.running:
                 raise
             log.info(
                 "deploy.stopping_app",
@@ -419,6 +428,20 @@ def _compress(settings: Settings, report: DeployReport) -> None:
         report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
 
 
+def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> schema.Catalogue:
+    """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
+    spec = settings.require_schema()
+    source = schema_source.parse(str(spec))
+    if source is not None and apps is None:
+        raise UnavailableError(
+            f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
+            hint="mount the Docker socket (or a socket proxy), or point SIDECAR_SCHEMA at a "
+            "local folder (in Kubernetes: an emptyDir an init container fills)",
+        )
+    found = app if source is not None and source.container == settings.app else None
+    return schema_source.load_desired(spec, apps, found=found)
+
+
 def _offsite(settings: Settings, report: DeployReport) -> None:
     """Upload the deploy's backup offsite, after the commit and the restart (never while the
     app's writes wait). A failure is a warning: the change is committed and stays, the local
@@ -460,6 +483,14 @@ def _restart(
 ) -> None:
     if apps is None or app is None:
         return
+    # A container created by Compose and not started yet (the release layout), or stopped:
+    # starting it is Compose's job (or the user's), never the sidecar's.
+    for replica in app.containers:
+        if not replica.running:
+            left_for_compose(replica.name)
+    if not app.running:
+        return
+    app = app.running_part()
     try:
         if report.app_stopped:
             # Stopped and started again by the pipeline itself: no second restart on top.

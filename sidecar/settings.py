@@ -359,7 +359,7 @@ class Settings:
         metadata=_row(
             _path,
             metavar="PATH",
-            help="desired schema: .sql file or folder",
+            help="desired schema: .sql file or folder, or SERVICE:/PATH in the app's container",
             commands=_SCHEMA | {"health"},
         ),
     )

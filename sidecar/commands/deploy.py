@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import alerts, catalog, containers, schedule
+from sidecar import alerts, catalog, containers, schedule, schema_source
 from sidecar.commands.backups import take_backup
 from sidecar.commands.schema import writable_parts
 from sidecar.errors import ExitCode, SidecarError
@@ -105,7 +105,8 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
     if settings.schedule:
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
-    apps = containers.connect(required=wants_app and not dry_run)
+    schema_in_app = settings.schema is not None and schema_source.parse(str(settings.schema))
+    apps = containers.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
     try:
         report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
     except Aborted:

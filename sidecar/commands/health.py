@@ -15,7 +15,7 @@ from sidecar.commands import offsite
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
-from sidecar.schema_input import load_desired
+from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 log = get_logger(__name__)

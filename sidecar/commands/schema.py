@@ -12,7 +12,7 @@ from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
-from sidecar.schema_input import load_desired
+from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
