@@ -104,6 +104,7 @@ def run_deploy(
             _locked_change(
                 db,
                 desired,
+                preview=preview,
                 guards=guards,
                 settings=settings,
                 apps=apps,
@@ -157,7 +158,8 @@ def _preview(
                 hint="restore a verified backup (sidecar restore latest) before deploying",
             )
         # Duplicates under a new unique index are refused now, before the lock and the backup.
-        plan = history.review(conn, migrate.plan_for(conn, desired), desired)
+        copied = history.copies(conn, desired, settings.renames)
+        plan = history.review(conn, migrate.plan_for(conn, desired, copied), desired, copied)
     except sqlite3.DatabaseError as exc:
         if checks.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
@@ -209,6 +211,7 @@ def _locked_change(
     db: Path,
     desired: schema.Catalogue,
     *,
+    preview: dict[str, Any],
     guards: list[Callable[[sqlite3.Connection], None]],
     settings: Settings,
     apps: Apps | None,
@@ -225,6 +228,8 @@ def _locked_change(
         # while the app is locked out of its database.
         prepare_folder(settings.backup_dir, settings.backup_group)
         stack.enter_context(catalog.folder_lock(settings.backup_dir))
+        if copies_rename(preview):
+            _stop_for_copy(settings, apps, app, report, stack)
         lock_started = time.monotonic()
         try:
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
@@ -244,10 +249,21 @@ def _locked_change(
         locked_at = time.monotonic()
         try:
             # Plan again under the lock: this is the state the change is made to.
+            copied = history.copies(conn, desired, settings.renames)
             plan = schema.make_plan(
-                schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+                schema.read_catalogue(conn),
+                desired,
+                row_counts=database.row_counts(conn),
+                copies=copied,
             )
-            plan = history.review(conn, plan, desired)
+            plan = history.review(conn, plan, desired, copied)
+            if apps is not None and not report.app_stopped and copies_rename(plan.to_dict()):
+                # The preview did not see the copy (the app held the database, or the schema
+                # changed since), so the app was not stopped for it: change nothing.
+                raise RefusedError(
+                    "a rename to copy appeared only under the write lock, with the app running",
+                    hint="deploy again: the copy needs the app stopped before the change",
+                )
             _refuse(plan, settings, report)
             report.plan = plan.to_dict()
             if not plan.operations:
@@ -264,6 +280,46 @@ def _locked_change(
             report.changed = True
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+
+
+def copies_rename(plan: dict[str, Any]) -> bool:
+    """The (previewed) plan copies a renamed column (``SIDECAR_RENAMES=copy``)."""
+    return any(
+        op.get("op") == "copy_column" or op.get("copies") for op in plan.get("operations", [])
+    )
+
+
+def _stop_for_copy(
+    settings: Settings,
+    apps: Apps | None,
+    app: AppRef | None,
+    report: DeployReport,
+    stack: ExitStack,
+) -> None:
+    """A rename's copy needs the app stopped: until it restarts, the old app writes the OLD
+    column, and what it writes after the copy would never reach the new one. A running app is
+    stopped before the change and started after (``stack`` undoes it, whatever happens).
+    Without Docker (a Kubernetes init container, ``migrate``) the app is not running by
+    construction; with Docker but no app configured, the sidecar cannot stop it: refused."""
+    if apps is not None and app is not None:
+        log.info(
+            "deploy.stopping_app",
+            container=app.name,
+            reason="a rename is copied: the old app must not write during the change",
+        )
+        stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
+        report.app_stopped = True
+    elif apps is not None:
+        raise RefusedError(
+            "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
+            "the change: writes of a running app to the old column after the copy would be lost",
+            hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) so the deploy stops the app for the "
+            "copy, or stop the app and run `sidecar migrate`",
+        )
+    else:
+        log.info("deploy.copy_without_docker",
+                 hint="no Docker API: the app must not be running (init container, or "
+                 "`sidecar migrate` on a stopped app)")  # fmt: skip
 
 
 def _backup_and_apply(

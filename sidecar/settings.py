@@ -24,6 +24,7 @@ RestartPolicy = Literal["on-change", "always", "never"]
 VerifyLevel = Literal["checksum", "quick", "full"]
 Compression = Literal["none", "zstd"]
 LogFormat = Literal["json", "console"]
+RenamePolicy = Literal["refuse", "copy"]
 
 
 # Prisma/Nuxt apps already carry their database location; accept it when it is a file: URL.
@@ -447,6 +448,15 @@ class Settings:
     strict: bool = dataclasses.field(
         default=False,
         metadata=_row(parse_bool, help="destructive drift fails (exit 3)", commands=_SCHEMA),
+    )
+    renames: RenamePolicy = dataclasses.field(
+        default="refuse",
+        metadata=_row(
+            choices=("refuse", "copy"),
+            help="a column rename in a migration: refuse it, or copy the old values into the "
+            "new column (the app stopped for the change)",
+            commands=_SCHEMA,
+        ),
     )
     allow_fresh: bool = dataclasses.field(
         default=False,

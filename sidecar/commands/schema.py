@@ -96,7 +96,10 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         conn = database.connect(db, readonly=True, busy_timeout=settings.wait_timeout)
         try:
             conn.execute("BEGIN")  # one snapshot for the catalogue, the counts and the checks
-            result = history.review(conn, migrating.plan_for(conn, desired), desired)
+            copied = history.copies(conn, desired, settings.renames)
+            result = history.review(
+                conn, migrating.plan_for(conn, desired, copied), desired, copied
+            )
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
             if checks.is_busy(exc):
