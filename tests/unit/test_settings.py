@@ -194,7 +194,8 @@ def test_the_table_derives_names_parsers_and_environment_only_settings() -> None
 def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
     samples = {"database": "/x.db", "environment": "staging", "log_format": "json",
                "log_level": "debug", "restart": "never", "verify": "full", "compress": "zstd",
-               "strict": "true", "allow_fresh": "true", "min_free_margin": "1M"}  # fmt: skip
+               "strict": "true", "allow_fresh": "true", "min_free_margin": "1M",
+               "renames": "copy"}  # fmt: skip
     for setting in settings.SETTINGS:
         value = samples.get(setting.name, "7")
         secret = tmp_path / setting.name
