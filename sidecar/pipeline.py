@@ -234,15 +234,10 @@ def _locked_change(
         try:
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         except UnavailableError:
-            if apps is None or app is None:
+            if apps is None or app is None or report.app_stopped:
                 raise
-            log.info(
-                "deploy.stopping_app",
-                container=app.name,
-                reason="the app holds the database lock (exclusive locking mode?)",
-            )
-            stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
-            report.app_stopped = True
+            why = "the app holds the database lock (exclusive locking mode?)"
+            _stop_app(stack, apps, app, settings, report, reason=why)
             lock_started = time.monotonic()
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
@@ -302,13 +297,8 @@ def _stop_for_copy(
     Without Docker (a Kubernetes init container, ``migrate``) the app is not running by
     construction; with Docker but no app configured, the sidecar cannot stop it: refused."""
     if apps is not None and app is not None:
-        log.info(
-            "deploy.stopping_app",
-            container=app.name,
-            reason="a rename is copied: the old app must not write during the change",
-        )
-        stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
-        report.app_stopped = True
+        why = "a rename is copied: the old app must not write during the change"
+        _stop_app(stack, apps, app, settings, report, reason=why)
     elif apps is not None:
         raise RefusedError(
             "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
@@ -320,6 +310,21 @@ def _stop_for_copy(
         log.info("deploy.copy_without_docker",
                  hint="no Docker API: the app must not be running (init container, or "
                  "`sidecar migrate` on a stopped app)")  # fmt: skip
+
+
+def _stop_app(
+    stack: ExitStack,
+    apps: Apps,
+    app: AppRef,
+    settings: Settings,
+    report: DeployReport,
+    *,
+    reason: str,
+) -> None:
+    """Stop the app until ``stack`` closes (it is started again whatever happens)."""
+    log.info("deploy.stopping_app", container=app.name, reason=reason)
+    stack.enter_context(apps.stopped(app, timeout=settings.stop_timeout))
+    report.app_stopped = True
 
 
 def _backup_and_apply(
