@@ -1174,6 +1174,11 @@ def rejecting(
     return found
 
 
+def column_words(definition: str) -> list[str]:
+    """The keywords of a column definition outside parentheses, folded (name left out)."""
+    return _top_words(_tokens(definition)[1:])
+
+
 def new_column_value(definition: str) -> tuple[str, str | None]:
     """What an existing row holds in a new column: (SQL expression, COLLATE name or None).
 

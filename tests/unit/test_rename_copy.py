@@ -162,6 +162,38 @@ def test_the_check_after_a_copy_fails_when_a_value_differs() -> None:
     conn.close()
 
 
+@pytest.mark.parametrize(
+    ("definition", "seed", "reason"),
+    [
+        ('"displayName" TEXT NOT NULL', "", "holds NULL in 1 row(s)"),
+        ('"displayName" TEXT UNIQUE', "UPDATE \"User\" SET name = 'Ada';", "duplicate values"),
+        (
+            '"displayName" TEXT CHECK (length("displayName") < 3)',
+            "UPDATE \"User\" SET name = 'Ada' WHERE name IS NULL;",
+            "CHECK",
+        ),
+    ],
+    ids=["not-null-over-nulls", "unique-over-duplicates", "check-over-copied-values"],
+)
+def test_plan_refuses_a_copy_the_new_columns_constraints_would_reject(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, definition: str, seed: str, reason: str
+) -> None:
+    """plan = deploy: what the copied values break is refused by the preview, as by the
+    transaction (which refuses it before writing), the database unchanged."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations, seed=USERS + seed)
+    history(tmp_path, (RENAME, REDEFINE.replace('"displayName" TEXT', definition)))
+    env = {**env_for(tmp_path, migrations), "SIDECAR_RENAMES": "copy"}
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert reason in doc["refused"][0]["summary"]
+    code, doc, _ = run(capsys, ["migrate"], env)
+    assert code == ExitCode.REFUSED
+    assert reason in doc["error"]["message"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+
+
 # --------------------------------------------------------------------------- the app stopped
 
 
