@@ -132,6 +132,7 @@ def run_deploy(
             _locked_change(
                 db,
                 desired,
+                preview=preview,
                 guards=guards,
                 settings=settings,
                 apps=apps,
@@ -188,7 +189,8 @@ def _preview(
                 hint="restore a verified backup (sidecar restore latest) before deploying",
             )
         # Duplicates under a new unique index are refused now, before the lock and the backup.
-        plan = history.review(conn, migrate.plan_for(conn, desired), desired)
+        copied = history.copies(conn, desired, settings.renames)
+        plan = history.review(conn, migrate.plan_for(conn, desired, copied), desired, copied)
     except sqlite3.DatabaseError as exc:
         if checks.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
@@ -240,6 +242,7 @@ def _locked_change(
     db: Path,
     desired: schema.Catalogue,
     *,
+    preview: dict[str, Any],
     guards: list[Callable[[sqlite3.Connection], None]],
     settings: Settings,
     apps: Apps | None,
@@ -270,32 +273,38 @@ def _locked_change(
         stack.enter_context(catalog.folder_lock(settings.backup_dir))
         applying: list[bool] = []
         stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
+        if copies_rename(preview):
+            _stop_for_copy(db, settings, apps, app, report, stack)
         lock_started = time.monotonic()
         try:
             conn = stack.enter_context(
                 database.write_lock(db, settings.wait_timeout, stop=stop, idle_holder=idle)
             )
         except UnavailableError:
-            if apps is None or app is None or not app.running:
+            if apps is None or app is None or not app.running or report.app_stopped:
                 raise
-            log.info(
-                "deploy.stopping_app",
-                container=app.name,
-                reason="the app holds the database lock (exclusive locking mode?)",
-            )
-            # Recorded on the data volume: a run killed before starting it again is undone
-            # by the next one (appstop.start_recorded).
-            stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
-            report.app_stopped = True
+            why = "the app holds the database lock (exclusive locking mode?)"
+            _stop_app(db, stack, apps, app, settings, report, reason=why)
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
         locked_at = time.monotonic()
         try:
             # Plan again under the lock: this is the state the change is made to.
+            copied = history.copies(conn, desired, settings.renames)
             plan = schema.make_plan(
-                schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+                schema.read_catalogue(conn),
+                desired,
+                row_counts=database.row_counts(conn),
+                copies=copied,
             )
-            plan = history.review(conn, plan, desired)
+            plan = history.review(conn, plan, desired, copied)
+            if apps is not None and not report.app_stopped and copies_rename(plan.to_dict()):
+                # The preview did not see the copy (the app held the database, or the schema
+                # changed since), so the app was not stopped for it: change nothing.
+                raise RefusedError(
+                    "a rename to copy appeared only under the write lock, with the app running",
+                    hint="deploy again: the copy needs the app stopped before the change",
+                )
             _refuse(plan, settings, report)
             report.plan = plan.to_dict()
             if not plan.operations:
@@ -336,6 +345,60 @@ def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[...
         return False
 
     return on_exit
+def copies_rename(plan: dict[str, Any]) -> bool:
+    """The (previewed) plan copies a renamed column (``SIDECAR_RENAMES=copy``)."""
+    return any(
+        op.get("op") == "copy_column" or op.get("copies") for op in plan.get("operations", [])
+    )
+
+
+def _stop_for_copy(
+    db: Path,
+    settings: Settings,
+    apps: Apps | None,
+    app: AppRef | None,
+    report: DeployReport,
+    stack: ExitStack,
+) -> None:
+    """A rename's copy needs the app stopped: until it restarts, the old app writes the OLD
+    column, and what it writes after the copy would never reach the new one. A running app is
+    stopped before the change and started after (``stack`` undoes it, whatever happens).
+    Without Docker (a Kubernetes init container, ``migrate``) the app is not running by
+    construction; with Docker but no app configured, the sidecar cannot stop it: refused."""
+    if apps is not None and app is not None and not app.running:
+        log.info("deploy.copy_with_app_stopped", container=app.name)  # the release layout
+    elif apps is not None and app is not None:
+        why = "a rename is copied: the old app must not write during the change"
+        _stop_app(db, stack, apps, app, settings, report, reason=why)
+    elif apps is not None:
+        raise RefusedError(
+            "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
+            "the change: writes of a running app to the old column after the copy would be lost",
+            hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) so the deploy stops the app for the "
+            "copy, or stop the app and run `sidecar migrate`",
+        )
+    else:
+        log.info("deploy.copy_without_docker",
+                 hint="no Docker API: the app must not be running (init container, or "
+                 "`sidecar migrate` on a stopped app)")  # fmt: skip
+
+
+def _stop_app(
+    db: Path,
+    stack: ExitStack,
+    apps: Apps,
+    app: AppRef,
+    settings: Settings,
+    report: DeployReport,
+    *,
+    reason: str,
+) -> None:
+    """Stop the app until ``stack`` closes (it is started again whatever happens). Recorded on
+    the data volume: a run killed before starting it again is undone by the next one
+    (appstop.start_recorded)."""
+    log.info("deploy.stopping_app", container=app.name, reason=reason)
+    stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
+    report.app_stopped = True
 
 
 def _backup_and_apply(

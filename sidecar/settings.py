@@ -26,6 +26,7 @@ VerifyLevel = Literal["checksum", "quick", "full"]
 Compression = Literal["none", "zstd"]
 LogFormat = Literal["json", "console"]
 PathStyle = Literal["auto", "true", "false"]
+RenamePolicy = Literal["refuse", "copy"]
 
 
 # Prisma/Nuxt apps already carry their database location; accept it when it is a file: URL.
@@ -513,6 +514,15 @@ class Settings:
     strict: bool = dataclasses.field(
         default=False,
         metadata=_row(parse_bool, help="destructive drift fails (exit 3)", commands=_SCHEMA),
+    )
+    renames: RenamePolicy = dataclasses.field(
+        default="refuse",
+        metadata=_row(
+            choices=("refuse", "copy"),
+            help="a column rename in a migration: refuse it, or copy the old values into the "
+            "new column (the app stopped for the change)",
+            commands=_SCHEMA,
+        ),
     )
     allow_fresh: bool = dataclasses.field(
         default=False,

@@ -117,7 +117,10 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         try:
             # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
             database.begin_snapshot(conn, wait=settings.wait_timeout)
-            result = history.review(conn, migrating.plan_for(conn, desired), desired)
+            copied = history.copies(conn, desired, settings.renames)
+            result = history.review(
+                conn, migrating.plan_for(conn, desired, copied), desired, copied
+            )
             grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:

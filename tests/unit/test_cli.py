@@ -169,7 +169,7 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
         ("verify", {"--log-format", "--log-level", "--database", "--backup-dir", "--verify",
                     "--full", "--remote", "--all", "--latest"}),
         ("plan", {"--log-format", "--log-level", "--database", "--backup-dir", "--schema",
-                  "--wait-timeout", "--strict", "--allow-fresh", "--check"}),
+                  "--wait-timeout", "--strict", "--renames", "--allow-fresh", "--check"}),
         ("restore", {"--log-format", "--log-level", "--database", "--backup-dir",
                      "--environment", "--app", "--dry-run", "--force", "--to",
                      "--from-other-database", "--from"}),
