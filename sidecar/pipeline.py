@@ -77,6 +77,8 @@ class DeployReport:
     warnings: list[str] = field(default_factory=list)
     # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
     rows_vanished: dict[str, Any] | None = None
+    # SIDECAR_COMPACT after a rebuild: growth.Compaction.to_dict().
+    compaction: dict[str, Any] | None = None
     # The proved offsite upload of the backup (SIDECAR_OFFSITE), or {"error": ...}.
     offsite: dict[str, Any] | None = None
     seconds: float = 0.0
@@ -322,6 +324,12 @@ def _locked_change(
             # 7. Commit.
             database.commit(conn, settings.wait_timeout)
             report.changed = True
+            if settings.compact and any(
+                isinstance(op, schema.RebuildTable) for op in plan.operations
+            ):
+                # Opt-in: the rebuilt tables' old pages go back to the volume, still under
+                # the lock (the app waits for it; in the release layout it is not running).
+                report.compaction = growth.compact(conn, db).to_dict()
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
 

@@ -532,6 +532,15 @@ class Settings:
             help="create an empty database even though backups of a missing one exist",
         ),
     )
+    compact: bool = dataclasses.field(
+        default=False,
+        metadata=_row(
+            parse_bool,
+            flag=False,
+            commands=frozenset({"deploy", "migrate"}),
+            help="after a change that rebuilt a table, VACUUM to give its old pages back",
+        ),
+    )
     backup_stop_app: bool = dataclasses.field(
         default=False,
         metadata=_row(

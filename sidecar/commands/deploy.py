@@ -45,6 +45,8 @@ class DeployResult:
                          "had stopped it)")  # fmt: skip
         if r.backup:
             parts.append(f"backup {r.backup}")
+        if r.compaction and not r.compaction["skipped"]:
+            parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
         if r.drift:
             parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
         if r.restarted:

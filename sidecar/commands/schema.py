@@ -181,6 +181,8 @@ class MigrateResult:
         parts = [what, *writable_parts(r.plan), *r.left_stopped]
         if r.backup:
             parts.append(f"backup {r.backup}")
+        if r.compaction and not r.compaction["skipped"]:
+            parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
         if r.drift:
             parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
         return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"

@@ -195,7 +195,7 @@ def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
     samples = {"database": "/x.db", "environment": "staging", "log_format": "json",
                "log_level": "debug", "restart": "never", "verify": "full", "compress": "zstd",
                "strict": "true", "allow_fresh": "true", "min_free_margin": "1M",
-               "backup_stop_app": "true",
+               "backup_stop_app": "true", "compact": "true",
                "notify": "json://127.0.0.1:1/hook", "notify_on": "always",
                "ping_url": "http://127.0.0.1:1/ping", "metrics_addr": "127.0.0.1:9473",
                "offsite": "s3://bucket/prefix", "aws_endpoint_url": "http://127.0.0.1:9000",
