@@ -276,7 +276,7 @@ def _locked_change(
         applying: list[bool] = []
         stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
         if copies_rename(preview):
-            _stop_for_copy(db, settings, apps, app, report, stack)
+            _stop_for_copy(db, settings, apps=apps, app=app, report=report, stack=stack)
         lock_started = time.monotonic()
         try:
             conn = stack.enter_context(
@@ -286,7 +286,7 @@ def _locked_change(
             if apps is None or app is None or not app.running or report.app_stopped:
                 raise
             why = "the app holds the database lock (exclusive locking mode?)"
-            _stop_app(db, stack, apps, app, settings, report, reason=why)
+            _stop_app(db, stack, apps=apps, app=app, settings=settings, report=report, reason=why)
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
         locked_at = time.monotonic()
@@ -353,6 +353,8 @@ def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[...
         return False
 
     return on_exit
+
+
 def copies_rename(plan: dict[str, Any]) -> bool:
     """The (previewed) plan copies a renamed column (``SIDECAR_RENAMES=copy``)."""
     return any(
@@ -363,6 +365,7 @@ def copies_rename(plan: dict[str, Any]) -> bool:
 def _stop_for_copy(
     db: Path,
     settings: Settings,
+    *,
     apps: Apps | None,
     app: AppRef | None,
     report: DeployReport,
@@ -377,7 +380,7 @@ def _stop_for_copy(
         log.info("deploy.copy_with_app_stopped", container=app.name)  # the release layout
     elif apps is not None and app is not None:
         why = "a rename is copied: the old app must not write during the change"
-        _stop_app(db, stack, apps, app, settings, report, reason=why)
+        _stop_app(db, stack, apps=apps, app=app, settings=settings, report=report, reason=why)
     elif apps is not None:
         raise RefusedError(
             "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
@@ -394,11 +397,11 @@ def _stop_for_copy(
 def _stop_app(
     db: Path,
     stack: ExitStack,
+    *,
     apps: Apps,
     app: AppRef,
     settings: Settings,
     report: DeployReport,
-    *,
     reason: str,
 ) -> None:
     """Stop the app until ``stack`` closes (it is started again whatever happens). Recorded on
