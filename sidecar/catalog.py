@@ -326,15 +326,20 @@ def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
     """
     if settings.allow_fresh:
         return
-    verified = [b for b in list_backups(settings.backup_dir) if b.verified]
+    # Every backup sidecar wrote a manifest for counts, even one modified since or found
+    # corrupt by ``verify``: it still says a database lived here (``verified`` now also means
+    # "nothing known against the file", which is no reason to create an empty one over it).
+    verified = [b for b in list_backups(settings.backup_dir) if b.manifest.get("verified")]
     if not verified:
         return
     ours = [b for b in verified if b.belongs_to(db)]
     hint = "to start with an empty database on purpose: SIDECAR_ALLOW_FRESH=1 (--allow-fresh)"
     if ours:
+        doubtful = sum(1 for b in ours if not b.verified)
+        doubt = f", {doubtful} of them changed or corrupt since" if doubtful else ""
         raise RefusedError(
             f"database {db} is missing, but {len(ours)} verified backup(s) of it exist "
-            f"(newest {ours[0].id}): refusing to create an empty one",
+            f"(newest {ours[0].id}{doubt}): refusing to create an empty one",
             hint="mount the data volume (or fix SIDECAR_DATABASE); to bring the data back: "
             f"`sidecar restore latest`; {hint}",
         )
