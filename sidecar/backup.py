@@ -154,7 +154,7 @@ def create_backup(
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "id": final.name,
-                "source": str(db),
+                "source": os.path.abspath(db),  # never relative: see catalog.is_source
                 "environment": environment,
                 "reason": reason,
                 "created_at": datetime.now(UTC).isoformat(),

@@ -178,6 +178,11 @@ def is_source(source: Path, db: Path) -> bool:
     container at ``/app/data``, read now from the host or from a container that mounts the
     volume elsewhere): then the file name is all that can be compared.
     """
+    if not source.is_absolute():
+        # A manifest written before sources were made absolute: which folder "app.db" was
+        # in is unknown, so it is no database's backup (restore it by its ID, on purpose,
+        # with --from-other-database). Never guessed from the current folder.
+        return False
     if same_file(source, db):
         return True
     if os.path.isdir(source.parent):

@@ -3,7 +3,9 @@ on real files."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,50 @@ def test_a_missing_database_is_refused_over_changed_or_corrupt_backups(
     assert not db.exists()
     assert _run(capsys, ["deploy", "--restart", "never", "--allow-fresh"], env) == "exit 0\n"
     assert db.exists()
+
+
+def _who(path: Path, name: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE who (n TEXT)")
+    conn.execute("INSERT INTO who VALUES (?)", (name,))
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _whose(path: Path) -> list[tuple[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT n FROM who").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_relative_database_path_never_restores_another_folders_backup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = _who(tmp_path / "x" / "app.db", "x"), _who(tmp_path / "y" / "app.db", "y")
+    env = {
+        "SIDECAR_DATABASE": "app.db",
+        "SIDECAR_BACKUP_DIR": str(tmp_path / "b"),
+        "SIDECAR_QUIET_PERIOD": "0",
+    }
+    monkeypatch.chdir(x.parent)
+    assert _run(capsys, ["backup"], env) == "exit 0\n"
+    (backup,) = catalog.list_backups(tmp_path / "b")
+    assert backup.source == str(x)  # absolute, whatever the current folder was
+
+    monkeypatch.chdir(y.parent)
+    said = _run(capsys, ["restore", "latest"], env)
+    assert said.startswith("exit 3\nerror: ")
+    assert str(x) in said
+    assert _whose(y) == [("y",)]
+
+    # A manifest from before (a relative source): no database's backup, neither folder's.
+    manifest = json.loads(backup.manifest_path.read_text())
+    backup.manifest_path.write_text(json.dumps({**manifest, "source": "app.db"}))
+    for here in (x, y):
+        monkeypatch.chdir(here.parent)
+        assert _run(capsys, ["restore", "latest"], env).startswith("exit 3\n")
+        assert _whose(here) == [(here.parent.name,)]
