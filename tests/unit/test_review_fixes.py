@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from sidecar import catalog, cli
+from tests.unit.test_open_errors import fill, mounted_tmpfs
 from tests.unit.test_pipeline import env_for, make_db
 
 
@@ -96,3 +98,34 @@ def test_a_relative_database_path_never_restores_another_folders_backup(
         monkeypatch.chdir(here.parent)
         assert _run(capsys, ["restore", "latest"], env).startswith("exit 3\n")
         assert _whose(here) == [(here.parent.name,)]
+
+
+@pytest.mark.parametrize("volume", ["read-only", "full"])
+def test_a_restore_to_a_folder_it_cannot_write_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], volume: str
+) -> None:
+    env = env_for(tmp_path)
+    make_db(
+        Path(env["SIDECAR_DATABASE"]),
+        extra="CREATE TABLE pad (b BLOB);" + ("INSERT INTO pad VALUES (randomblob(100000));" * 30),
+    )
+    assert _run(capsys, ["backup"], env) == "exit 0\n"
+    with mounted_tmpfs(tmp_path / "volume", "1m") as folder:
+        if volume == "read-only":
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            fill(folder)
+        said = _run(capsys, ["restore", "latest", "--to", str(folder / "x.db")], env)
+        assert "unexpected" not in said and "bug" not in said
+        if volume == "read-only":
+            assert said.startswith(f"exit 2\nerror: cannot restore to {folder / 'x.db'}: ")
+            assert "read-only file system" in said
+        else:
+            assert said.startswith("exit 5\nerror: the volume holding ")
+            assert "filled up during the restore" in said
+        assert "hint: " in said
+        assert not (folder / "x.db").exists()
+        assert not [p for p in folder.iterdir() if "restore-partial" in p.name]
+    # Not a file system at all: /proc takes no new files.
+    said = _run(capsys, ["restore", "latest", "--to", "/proc/x.db"], env)
+    assert said.startswith("exit 2\nerror: cannot restore to /proc/x.db: cannot create a file in")
