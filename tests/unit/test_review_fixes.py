@@ -129,3 +129,22 @@ def test_a_restore_to_a_folder_it_cannot_write_is_a_clear_error(
     # Not a file system at all: /proc takes no new files.
     said = _run(capsys, ["restore", "latest", "--to", "/proc/x.db"], env)
     assert said.startswith("exit 2\nerror: cannot restore to /proc/x.db: cannot create a file in")
+
+
+def test_the_log_settings_are_read_as_every_other_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = env_for(tmp_path)
+    make_db(Path(env["SIDECAR_DATABASE"]))
+    level_file = tmp_path / "level"
+    level_file.write_text("debug\n")
+
+    def events(**extra: str) -> list[dict[str, object]]:
+        assert cli.main(["plan"], env={**env, **extra}) == 0
+        lines = capsys.readouterr().err.splitlines()
+        return [json.loads(line) for line in lines]  # every line JSON: no console renderer
+
+    everything = events(SIDECAR_LOG_FORMAT="JSON", SIDECAR_LOG_LEVEL_FILE=str(level_file))
+    assert "schema.loaded" in {e["event"] for e in everything}  # a debug event
+    assert {e["level"] for e in events(SIDECAR_LOG_LEVEL=" warning")} <= {"warning", "error"}
+    assert not events(SIDECAR_LOG_LEVEL="ERROR")
