@@ -53,9 +53,13 @@ def review(
         prisma.warn_changed(recorded, desired.migrations)
         done = prisma.applied(recorded)
         renames = [r for r in desired.renames if r.migration not in done and _still_to_do(r, live)]
-        refused += [_refusal(r, conn) for r in renames]
-        # What the end state would make of a refused rename is refused with it, not applied.
+        # What the end state would make of a refused rename is refused with it, not applied,
+        # and not refused on its own either (its hint would be the wrong one): the rename's
+        # refusals come first, they are the cause.
         operations = [op for op in operations if not any(_makes(op, r) for r in renames)]
+        refused = [_refusal(r, conn) for r in renames] + [
+            item for item in refused if not any(_names_new(item, r) for r in renames)
+        ]
         drift += [
             schema.Drift(
                 "not_executed",
@@ -92,6 +96,14 @@ def _makes(op: schema.Operation, rename: Rename) -> bool:
             fold(rename.new),
         )
     return isinstance(op, schema.CreateTable) and fold(op.table) == fold(rename.new)
+
+
+def _names_new(refusal: schema.Refusal, rename: Rename) -> bool:
+    """``refusal`` is about the new name of ``rename`` (the column, or the table or one of
+    its columns)."""
+    new = schema.fold(_q(rename.table, rename.new) if rename.column else _q(rename.new))
+    subject = schema.fold(refusal.object)
+    return subject == new or (not rename.column and subject.startswith(f"{new}."))
 
 
 def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:

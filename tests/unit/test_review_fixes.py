@@ -14,6 +14,8 @@ import pytest
 from sidecar import catalog, cli
 from tests.unit.test_open_errors import fill, mounted_tmpfs
 from tests.unit.test_pipeline import env_for, make_db
+from tests.unit.test_prisma_history import env_for as prisma_env
+from tests.unit.test_prisma_history import history, prisma_deployed
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]) -> str:
@@ -148,3 +150,26 @@ def test_the_log_settings_are_read_as_every_other_setting(
     assert "schema.loaded" in {e["event"] for e in everything}  # a debug event
     assert {e["level"] for e in events(SIDECAR_LOG_LEVEL=" warning")} <= {"warning", "error"}
     assert not events(SIDECAR_LOG_LEVEL="ERROR")
+
+
+def test_a_refused_rename_of_a_required_column_is_reported_as_the_rename(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrations = history(tmp_path)
+    prisma_deployed(tmp_path, migrations)
+    rename = 'ALTER TABLE "Portfolio" RENAME COLUMN "name" TO "title";\n'
+    history(tmp_path, ("20240201000000_rename", rename))
+    env = prisma_env(tmp_path, migrations)
+    said = _run(capsys, ["deploy", "--restart", "never"], env)
+    assert said.startswith(
+        'exit 3\nerror: refused: "Portfolio"."name" renamed to "Portfolio"."title": '
+    )
+    assert "expand and contract" in said
+    # What the rename would create (a NOT NULL column without a default) is not refused
+    # on its own, with the wrong hint.
+    assert "NOT NULL without a default" not in said
+    assert "more)" not in said
+    assert "backfill" not in said
+    assert cli.main(["plan", "--json"], env=env) == 3
+    (refusal,) = json.loads(capsys.readouterr().out)["refused"]
+    assert refusal["object"] == '"Portfolio"."name" renamed to "Portfolio"."title"'
