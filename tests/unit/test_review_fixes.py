@@ -15,7 +15,7 @@ from sidecar import catalog, cli
 from tests.unit.test_open_errors import fill, mounted_tmpfs
 from tests.unit.test_pipeline import env_for, make_db
 from tests.unit.test_prisma_history import env_for as prisma_env
-from tests.unit.test_prisma_history import history, prisma_deployed
+from tests.unit.test_prisma_history import events, history, prisma_deployed
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]) -> str:
@@ -173,3 +173,45 @@ def test_a_refused_rename_of_a_required_column_is_reported_as_the_rename(
     assert cli.main(["plan", "--json"], env=env) == 3
     (refusal,) = json.loads(capsys.readouterr().out)["refused"]
     assert refusal["object"] == '"Portfolio"."name" renamed to "Portfolio"."title"'
+
+
+SEEDED = """CREATE TABLE "Role" ("id" INTEGER NOT NULL PRIMARY KEY, "name" TEXT NOT NULL);
+INSERT INTO "Role" VALUES (1, 'admin'), (2, 'user');
+CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY,
+    "roleId" INTEGER NOT NULL DEFAULT 2 REFERENCES "Role" ("id"));
+"""
+
+
+@pytest.mark.parametrize("command", ["deploy", "migrate"])
+def test_a_historys_data_statements_are_named_as_not_executed_not_as_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    folder = tmp_path / "migrations" / "20240101000000_init"
+    folder.mkdir(parents=True)
+    (folder / "migration.sql").write_text(SEEDED)
+    env = {**prisma_env(tmp_path, folder.parent), "SIDECAR_LOG_LEVEL": "warning"}
+    argv = [command] + (["--restart", "never"] if command == "deploy" else [])
+    Path(env["SIDECAR_DATABASE"]).parent.mkdir()
+
+    assert cli.main([*argv, "--strict"], env=env) == 3
+    captured = capsys.readouterr()
+    assert (
+        "error: not executed data statements under --strict: migration 20240101000000_init: "
+        in captured.err
+    )
+    assert '`INSERT INTO "Role"' in captured.err
+    assert "destructive" not in captured.err
+    assert not Path(env["SIDECAR_DATABASE"]).exists()
+
+    assert cli.main(argv, env=env) == 0
+    captured = capsys.readouterr()
+    assert f"{command}: created the database from the schema; WARNING: 1 data statement(s) " in (
+        captured.out
+    )
+    assert "NOT EXECUTED" in captured.out
+    assert 'migration 20240101000000_init: `INSERT INTO "Role"' in captured.out
+    assert "drift item(s)" not in captured.out
+    (event,) = [e for e in events(captured.err) if e["event"] == "deploy.data_not_executed"]
+    assert event["migrations"] == ["20240101000000_init"]
+    assert "Prisma will not run them either" in event["hint"]
+    assert not [e for e in events(captured.err) if e["event"] == "deploy.drift"]
