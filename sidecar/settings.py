@@ -379,7 +379,7 @@ class Settings:
             _seconds,
             metavar="DURATION",
             help="longest wait for a lull and the write lock",
-            commands=_SCHEMA | {"backup", "health"},
+            commands=_SCHEMA | {"backup", "health", "restore"},
             shown="`60s`",
         ),
     )

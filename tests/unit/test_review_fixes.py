@@ -15,7 +15,7 @@ from sidecar import catalog, cli
 from tests.unit.test_open_errors import fill, mounted_tmpfs
 from tests.unit.test_pipeline import env_for, make_db
 from tests.unit.test_prisma_history import env_for as prisma_env
-from tests.unit.test_prisma_history import events, history, prisma_deployed
+from tests.unit.test_prisma_history import events, history, prisma_deployed, with_prisma_row
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]) -> str:
@@ -118,7 +118,8 @@ def test_a_restore_to_a_folder_it_cannot_write_is_a_clear_error(
         else:
             fill(folder)
         said = _run(capsys, ["restore", "latest", "--to", str(folder / "x.db")], env)
-        assert "unexpected" not in said and "bug" not in said
+        assert "unexpected" not in said
+        assert "bug" not in said
         if volume == "read-only":
             assert said.startswith(f"exit 2\nerror: cannot restore to {folder / 'x.db'}: ")
             assert "read-only file system" in said
@@ -215,3 +216,22 @@ def test_a_historys_data_statements_are_named_as_not_executed_not_as_drift(
     assert event["migrations"] == ["20240101000000_init"]
     assert "Prisma will not run them either" in event["hint"]
     assert not [e for e in events(captured.err) if e["event"] == "deploy.drift"]
+
+
+def test_restore_takes_wait_timeout_as_a_flag_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = env_for(tmp_path)
+    make_db(Path(env["SIDECAR_DATABASE"]))
+    assert _run(capsys, ["backup"], env) == "exit 0\n"
+    assert _run(capsys, ["restore", "latest", "--wait-timeout", "5s"], env) == "exit 0\n"
+
+
+def test_the_hint_for_a_failed_prisma_migration_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, migrations = with_prisma_row(tmp_path, rolled_back_at=None)
+    said = _run(capsys, ["migrate"], prisma_env(tmp_path, migrations))
+    assert said.startswith("exit 3\n")
+    assert "prisma migrate resolve --rolled-back 20240201000000_nickname" in said
+    assert "<name>" not in said
