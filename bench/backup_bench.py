@@ -6,8 +6,10 @@ For each size it builds (or reuses) a portfolio-like database in WAL mode under 
 (users, portfolios, transactions with indexes), then, round after round so that a noisy
 machine hurts every method alike, runs each method in its own subprocess (peak RSS per
 method: the parent's and its children's) with the database warm in the page cache and no
-dirty pages pending. It prints one markdown table per size with medians and ratios to
-cp+fsync (progress on stderr), then the latency of a writer committing every 10 ms:
+dirty pages pending. It prints one markdown table per size with medians, ratios to cp+fsync
+and CPU-seconds per GB (user + system of the method's process and its children: what a
+backup costs on a 1-vCPU machine), the same backups pinned to one core (`taskset -c 0`;
+``--no-one-core`` skips them), then the latency of a writer committing every 10 ms:
 
 - during a plain WAL backup (the app keeps committing; compared with an idle stretch);
 - during a deploy-like window: the sidecar holds ``BEGIN IMMEDIATE``, backs up, commits, so
@@ -47,6 +49,7 @@ LEVELS = ("checksum", "quick", "full")
 # discard); every run, the baselines' included, starts from the same idle state instead.
 DEFAULT_SETTLE_S = 5.0
 settle_s = DEFAULT_SETTLE_S
+ONE_CORE = True  # --no-one-core: skip the runs pinned to one core
 
 
 def parse_size(text: str) -> int:
@@ -161,6 +164,7 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     from sidecar.backup import create_backup  # noqa: PLC0415 - after sys.path is set
 
+    cpu_before = cpu_seconds()
     started = time.monotonic()
     if method == "cp":
         subprocess.run(["cp", str(db), str(out)], check=True)
@@ -203,6 +207,7 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
         # Removed after the clock stopped, as the baselines' copies are (unlinking 1 GB on
         # a file system mounted with discard takes ~0.2 s here).
         shutil.rmtree(bk_dir, ignore_errors=True)
+    cpu = cpu_seconds() - cpu_before
     own = peak_rss_mib()
     # getrusage's children figure carries the parent's RSS over exec (vfork): use the copier's
     # own VmHWM when there is one.
@@ -211,7 +216,20 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     for p in workdir.glob("copy.db*"):
         p.unlink()
-    return {"seconds": seconds, "rss_self_mib": own, "rss_children_mib": children, **extra}
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "rss_self_mib": own,
+        "rss_children_mib": children,
+        **extra,
+    }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def remove_database(db: Path) -> None:
@@ -228,11 +246,12 @@ def settle(db: Path) -> None:
     warm(db)
 
 
-def once(method: str, db: Path, workdir: Path) -> dict[str, Any]:
-    """One run, from the settled state."""
+def once(method: str, db: Path, workdir: Path, *, cpus: str = "") -> dict[str, Any]:
+    """One run, from the settled state; ``cpus`` ("0"): pinned to those cores."""
     settle(db)
+    pin = ["--cpus", cpus] if cpus else []
     done = subprocess.run(
-        [sys.executable, __file__, "--run", method, "--db", str(db), "--dir", str(workdir)],
+        [sys.executable, __file__, "--run", method, "--db", str(db), "--dir", str(workdir), *pin],
         check=True,
         capture_output=True,
         text=True,
@@ -385,18 +404,19 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
 
     print(f"\nmedian of {runs} runs, database warm, every copy fsynced; x cp = / cp+fsync\n")
     print(
-        "| method | seconds | x cp | MB/s | read lock s | peak RSS parent | peak RSS child "
-        "| runs (s) |"
+        "| method | seconds | x cp | MB/s | CPU s/GB | read lock s | peak RSS parent "
+        "| peak RSS child | runs (s) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in medians.items():
         lock = f"{r['lock_s']:.2f}" if "lock_s" in r else ""
         every = ", ".join(f"{x['seconds']:.2f}" for x in results[name])
         print(
             f"| {_name(name)} | {r['seconds']:.2f} | {r['seconds'] / base:.2f} "
-            f"| {real / 1e6 / r['seconds']:.0f} | {lock} | {r['rss_self_mib']:.0f} MiB "
-            f"| {r['rss_children_mib']:.0f} MiB | {every} |"
+            f"| {real / 1e6 / r['seconds']:.0f} | {r['cpu_s'] / (real / 1e9):.2f} | {lock} "
+            f"| {r['rss_self_mib']:.0f} MiB | {r['rss_children_mib']:.0f} MiB | {every} |"
         )
+    one_core = _one_core(db, workdir, runs, real) if ONE_CORE else {}
 
     def backup(level: str, target: Path) -> Callable[[], dict[str, Any]]:
         return lambda: once(f"sidecar-{level}", target, workdir)
@@ -470,7 +490,35 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
                 f"`cp`+fsync of the same file just before each: {w['paired_cp_s']} s; "
                 f"median of the paired ratios: {w['paired_ratio']:.2f}x"
             )
-    return {"size": real, "runs": results, "medians": medians, "writer": writers}
+    return {
+        "size": real,
+        "runs": results,
+        "medians": medians,
+        "one_core": one_core,
+        "writer": writers,
+    }
+
+
+def _one_core(db: Path, workdir: Path, runs: int, real: int) -> dict[str, Any]:
+    """cp and the sidecar's backups again, every process pinned to core 0 (a 1-vCPU VPS:
+    the quick_check can no longer hide on a second core)."""
+    methods = ["cp", "sidecar-checksum", "sidecar-quick"]
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for run in range(runs):
+        for method in methods[run % len(methods) :] + methods[: run % len(methods)]:
+            results[method].append(once(method, db, workdir, cpus="0"))
+    medians = {m: _median(rs) for m, rs in results.items()}
+    base = medians["cp"]["seconds"]
+    print(f"\none core (`taskset -c 0`), median of {runs} runs\n")
+    print("| method | seconds | x cp | CPU s/GB | runs (s) |")
+    print("|---|---:|---:|---:|---|")
+    for name, r in medians.items():
+        every = ", ".join(f"{x['seconds']:.2f}" for x in results[name])
+        print(
+            f"| {_name(name)} | {r['seconds']:.2f} | {r['seconds'] / base:.2f} "
+            f"| {r['cpu_s'] / (real / 1e9):.2f} | {every} |"
+        )
+    return {"runs": results, "medians": medians}
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -480,6 +528,7 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
         middle[key] = max(float(r[key]) for r in runs)  # peak: the worst run
     if "lock_s" in middle:
         middle["lock_s"] = statistics.median(float(r["lock_s"]) for r in runs)
+    middle["cpu_s"] = statistics.median(float(r["cpu_s"]) for r in runs)
     return middle
 
 
@@ -523,13 +572,21 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=DEFAULT_SETTLE_S, help="idle seconds before every timed run"
     )
+    parser.add_argument(
+        "--no-one-core", action="store_true", help="skip the runs pinned to one core"
+    )
+    parser.add_argument("--cpus", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--deploy", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global settle_s  # noqa: PLW0603 - one knob for every run of this process
+    global settle_s, ONE_CORE  # noqa: PLW0603 - knobs for every run of this process
     settle_s = args.settle
+    ONE_CORE = not args.no_one_core
+    if args.cpus:
+        # Inherited by every child (the copier, cp): like `taskset -c`.
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     if args.writer:
         writer(*args.writer)
         return

@@ -9,6 +9,8 @@ LOCAL_BASE="sidecar-base:bookworm"
 PUBLIC_BASE="python:3.12-slim"
 SIDECAR_IMAGE="${SIDECAR_IMAGE:-sidecar:local}"
 DEMO_IMAGE="${DEMO_IMAGE:-sidecar-demo-app:local}"
+# The demo app's next release (DEMO_VERSION=2: new columns, its migrations in the image).
+DEMO_V2_IMAGE="${DEMO_V2_IMAGE:-$DEMO_IMAGE-v2}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -29,6 +31,16 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
     touch "$stamp"
   fi
+}
+
+# The age command-line tool: the offsite tests decrypt an uploaded copy with it, as a user
+# without sidecar would (Debian's age package).
+ensure_age() {
+  if command -v age >/dev/null 2>&1 && command -v age-keygen >/dev/null 2>&1; then return; fi
+  [ "$(id -u)" = 0 ] || die "the age tool is missing; install it (apt-get install age)"
+  say "installing Debian's age"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
 }
 
 ensure_docker() {
@@ -123,15 +135,18 @@ build_images() {
   else
     build_wheelhouse "$base"
   fi
-  say "building $SIDECAR_IMAGE and $DEMO_IMAGE from $base"
+  say "building $SIDECAR_IMAGE, $DEMO_IMAGE and $DEMO_V2_IMAGE from $base"
   docker build --quiet --build-arg "BASE_IMAGE=$base" -t "$SIDECAR_IMAGE" "$ROOT" >/dev/null
   docker build --quiet --build-arg "BASE_IMAGE=$base" -t "$DEMO_IMAGE" "$ROOT/deploy/demo-app" >/dev/null
+  docker build --quiet --build-arg "BASE_IMAGE=$base" --build-arg DEMO_VERSION=2 \
+    -t "$DEMO_V2_IMAGE" "$ROOT/deploy/demo-app" >/dev/null
   # docker compose reads .env: the images to use and the socket's group for the sidecar user.
   cat >"$ROOT/.env" <<ENV
 # Written by scripts/setup; docker compose reads it.
 SIDECAR_BASE_IMAGE=$base
 SIDECAR_IMAGE=$SIDECAR_IMAGE
 DEMO_IMAGE=$DEMO_IMAGE
+DEMO_V2_IMAGE=$DEMO_V2_IMAGE
 DOCKER_GID=$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 ENV
 }

@@ -37,7 +37,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage or configuration error; subcommand not available
   3  refused by a safety rule (drift under --strict, impossible change, lease held)
   4  health check failed; changes rolled back
-  5  dependency unavailable after retries (database locked, Docker API, disk)
+  5  dependency unavailable after retries (database locked, Docker API, disk, offsite store)
   6  plan --check: changes pending
 """
 
@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", dest="to", metavar="PATH", help="restore into PATH for inspection")
     p.add_argument(
+        "--from",
+        dest="source",
+        choices=("local", "offsite"),
+        default="local",
+        help="offsite: download the copy from SIDECAR_OFFSITE and check it first",
+    )
+    p.add_argument(
         "--from-other-database",
         dest="from_other_database",
         action="store_true",
@@ -174,11 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(the image's HEALTHCHECK; never opens the database)",
     )
 
-    add(
+    p = add(
         "list",
         "list the backups with their verified status, age, size and reason",
         "List the backups in the backups folder, newest first.",
     )
+    p.add_argument("--remote", action="store_true", help="list the offsite copies instead")
 
     p = add(
         "verify",
@@ -188,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("backup_id", metavar="ID", nargs="?", help="a backup name, or latest")
     p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="restore drills of the offsite copies, into a scratch file (exit 4 "
+        "names a bad copy); the newest by default",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--all", dest="every", action="store_true", help="every backup or copy")
+    scope.add_argument("--latest", action="store_true", help="the newest backup or copy")
 
     p = add(
         "prune",

@@ -36,12 +36,16 @@ def row_conflicts(
     live = schema.read_catalogue(conn)
     fresh = {schema.fold(op.table) for op in plan.operations if isinstance(op, schema.CreateTable)}
     new: dict[str, list[schema.Column]] = {}
+    copies: dict[str, dict[str, str]] = {}  # table -> new column -> the old one it copies
     for op in plan.operations:
         wanted = desired.table(getattr(op, "table", ""))
-        if isinstance(op, schema.AddColumn | schema.RebuildTable) and wanted is not None:
+        pairs = _copies(op)
+        if pairs:
+            copies[schema.fold(getattr(op, "table", ""))] = {schema.fold(n): o for n, o in pairs}
+        if isinstance(op, New) and wanted is not None:
             names = (
                 [op.column]
-                if isinstance(op, schema.AddColumn)
+                if isinstance(op, schema.AddColumn | schema.CopyColumn)
                 else [schema.tokenize(d)[0].value for d in op.columns]
             )
             for name in names:
@@ -55,7 +59,8 @@ def row_conflicts(
         if table is None or schema.fold(table.name) in fresh:
             continue
         try:
-            rows = Rows(table, new.get(schema.fold(table.name), []))
+            folded = schema.fold(table.name)
+            rows = Rows(table, new.get(folded, []), copies.get(folded, {}))
             refusal = _conflict(conn, op, rows, live)
         except _Unknown as unknown:
             unchecked.append(f"{op}: {unknown} (checked when applied)")
@@ -63,6 +68,18 @@ def row_conflicts(
         if refusal is not None:
             found.append((op, refusal))
     return found, unchecked
+
+
+New = schema.AddColumn | schema.CopyColumn | schema.RebuildTable  # operations adding columns
+
+
+def _copies(op: schema.Operation) -> list[tuple[str, str]]:
+    """(new column, old column) of the renames ``op`` copies (SIDECAR_RENAMES=copy)."""
+    if isinstance(op, schema.CopyColumn):
+        return [(op.column, op.source)]
+    if isinstance(op, schema.RebuildTable):
+        return list(op.copies)
+    return []
 
 
 class _Unknown(Exception):
@@ -73,9 +90,15 @@ class Rows:
     """The rows of a live table as they will be once the plan's new columns exist: a
     subquery giving every live column and, for each new one, what existing rows hold."""
 
-    def __init__(self, table: schema.Table, new: list[schema.Column]) -> None:
+    def __init__(
+        self,
+        table: schema.Table,
+        new: list[schema.Column],
+        copies: dict[str, str] | None = None,
+    ) -> None:
         self.table = table
         self.new = new
+        self.copies = copies or {}  # folded new column -> the live column it copies
         self.columns = {schema.fold(c.name) for c in (*table.columns, *new)}
 
     @functools.cached_property
@@ -86,7 +109,10 @@ class Rows:
         values = []
         for column in self.new:
             expression, collate = schema.new_column_value(column.definition)
-            if column.generated:
+            source = self.copies.get(schema.fold(column.name))
+            if source is not None:
+                expression = quote_ident(source)  # a rename's copy: the old column's value
+            elif column.generated:
                 expression = self.only_columns(expression)
             elif expression != "NULL":
                 params.append(_stored_default(column, expression))
@@ -161,9 +187,13 @@ def _conflict(
     try:
         if isinstance(op, schema.CreateIndex) and op.unique:
             return _unique_conflict(conn, op, rows)
+        for column, _ in _copies(op):
+            refusal = _copy_conflict(conn, getattr(op, "table", ""), column, rows)
+            if refusal is not None:
+                return refusal
         if isinstance(op, schema.RebuildTable):
             return _rebuild_conflict(conn, op, rows, live)
-        if isinstance(op, schema.AddColumn):
+        if isinstance(op, schema.AddColumn | schema.CopyColumn):
             return _reference_conflict(conn, op.table, op.definition, rows, live)
     except sqlite3.OperationalError as exc:
         if checks.is_busy(exc):
@@ -227,6 +257,36 @@ def _rebuild_conflict(
         refusal = _reference_conflict(conn, op.table, text, rows, live)
         if refusal is not None:
             return refusal
+    return None
+
+
+def _copy_conflict(
+    conn: sqlite3.Connection, table: str, name: str, rows: Rows
+) -> schema.Refusal | None:
+    """A rename's copy that the new column's NOT NULL or inline UNIQUE would reject (its
+    CHECK, UNIQUE table constraints and REFERENCES are checked over the copied values as for
+    any new column)."""
+    column = next((c for c in rows.new if schema.fold(c.name) == schema.fold(name)), None)
+    if column is None:
+        return None
+    target = f"{quote_ident(table)}.{quote_ident(column.name)}"
+    if column.notnull:
+        sql = f"SELECT count(*) FROM {rows.sql} WHERE {quote_ident(column.name)} IS NULL"
+        nulls = int(conn.execute(sql, rows.params).fetchone()[0])
+        if nulls:
+            return schema.Refusal(
+                target,
+                f"NOT NULL, but the column it copies holds NULL in {nulls} row(s)",
+                "fill those rows first, or make the new column optional",
+            )
+    if "unique" in schema.column_words(column.definition):
+        index = schema.CreateIndex(
+            f"{table} UNIQUE ({column.name})",
+            table,
+            f"CREATE UNIQUE INDEX x ON {quote_ident(table)} ({quote_ident(column.name)})",
+            True,
+        )
+        return _unique_conflict(conn, index, rows)
     return None
 
 

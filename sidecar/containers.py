@@ -24,6 +24,7 @@ errors, timeouts); when they run out, :class:`UnavailableError` (exit 5).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -71,6 +72,9 @@ class Replica:
 
     name: str
     id: str
+    # Whether it was running when found. One that was not (Compose created it and starts it
+    # once the sidecar exits: the release layout) is never started by the sidecar.
+    running: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,17 @@ class AppRef:
     def containers(self) -> tuple[Replica, ...]:
         return self.replicas or (Replica(self.name, self.id),)
 
+    @property
+    def running(self) -> bool:
+        """Whether any of its containers was running when it was found."""
+        return any(replica.running for replica in self.containers)
+
+    def running_part(self) -> AppRef:
+        """The same app, limited to the containers that were running when it was found."""
+        ran = tuple(r for r in self.containers if r.running)
+        return dataclasses.replace(self, name=", ".join(r.name for r in ran), id=ran[0].id,
+                                   replicas=ran)  # fmt: skip
+
 
 class Apps(Protocol):
     """The seam the pipeline needs; :class:`AppControl` is the real one, tests bring fakes."""
@@ -105,6 +120,8 @@ class Apps(Protocol):
     def start_stopped(self, app: AppRef) -> list[str]: ...
 
     def wait_healthy(self, app: AppRef, *, timeout: float) -> None: ...
+
+    def get_archive(self, app: AppRef, path: str) -> Iterator[bytes]: ...
 
 
 def connect(*, required: bool) -> AppControl | None:
@@ -298,7 +315,10 @@ class AppControl:
 
     def _ref(self, found: list[Any], *, how: str) -> AppRef:
         self._refuse_self(None, found)
-        replicas = tuple(Replica(str(c.name), str(c.id)) for c in found)
+        replicas = tuple(
+            Replica(str(c.name), str(c.id), running=c.attrs["State"].get("Running") is True)
+            for c in found
+        )
         labels = found[0].labels or {}
         ref = AppRef(
             name=", ".join(r.name for r in replicas),
@@ -307,7 +327,8 @@ class AppControl:
             service=labels.get(SERVICE_LABEL),
             replicas=replicas,
         )
-        log.info("app.found", app=ref.name, by=how, replicas=len(replicas), project=ref.project)
+        log.info("app.found", app=ref.name, by=how, replicas=len(replicas), project=ref.project,
+                 running=sum(r.running for r in replicas))  # fmt: skip
         return ref
 
     # -- stop / start / restart ------------------------------------------------------------
@@ -373,8 +394,13 @@ class AppControl:
         return [r.name for r in to_start]
 
     def restart(self, app: AppRef, *, timeout: float) -> None:
-        """Restart every container of the app, one after the other (stopped ones start)."""
+        """Restart every container of the app that was running when it was found, one after
+        the other (one that stopped since starts again). One that was not running is left
+        for Compose (or the user) to start: ``app.left_for_compose``."""
         for replica in app.containers:
+            if not replica.running:
+                left_for_compose(replica.name)
+                continue
             before = self._container(replica).attrs["State"].get("StartedAt")
             log.info("app.restarting", container=replica.name, timeout_s=timeout)
             started = time.monotonic()
@@ -390,6 +416,16 @@ class AppControl:
             self._call(f"restart {replica.name}", once)
             log.info("app.restarted", container=replica.name,
                      seconds=round(time.monotonic() - started, 3))  # fmt: skip
+
+    def get_archive(self, app: AppRef, path: str) -> Iterator[bytes]:
+        """A tar stream of ``path`` inside the app's (first) container, whatever its state,
+        through the archive endpoint: nothing runs in the container. NotFound passes through
+        (no such path; the caller names it)."""
+        replica = app.containers[0]
+        container = self._container(replica)
+        chunks, _stat = self._call(f"archive {replica.name}:{path}",
+                                   lambda: container.get_archive(path))  # fmt: skip
+        return iter(chunks)
 
     # -- health ----------------------------------------------------------------------------
 
@@ -482,6 +518,16 @@ class AppControl:
             raise UnavailableError(
                 f"Docker API: {what} failed: {_short(exc)}", hint=_API_HINT
             ) from exc
+
+
+def left_for_compose(name: str) -> None:
+    log.info(
+        "app.left_for_compose",
+        container=name,
+        reason="not running when the deploy began",
+        hint="Compose starts it once the sidecar has exited 0 (depends_on: "
+        "service_completed_successfully); otherwise start it yourself",
+    )
 
 
 def own_container_ids(

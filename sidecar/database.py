@@ -24,9 +24,9 @@ from sidecar import checks
 from sidecar.checks import immutable, is_busy, quote_ident, refuse_quoted_strings, uri_path
 from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.logs import get_logger
-from sidecar.waits import WaitProgress
 from sidecar.quiesce import signature
 from sidecar.signals import Aborted, Stop
+from sidecar.waits import WaitProgress
 
 log = get_logger(__name__)
 

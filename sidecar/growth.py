@@ -5,19 +5,21 @@ pages go to the free-list and stay in the file. So the database file grows by ab
 of the rebuilt tables and their indexes (a 346 MB database became 690 MB). In WAL mode the new
 pages are first written to the ``-wal``, then checkpointed into the file: at the peak the
 volume holds both. ``plan`` states the growth; the deploy checks the free space under its lock,
-before the backup and the change (exit 5, nothing changed, when it cannot fit).
+before the backup and the change (exit 5, nothing changed, when it cannot fit). With
+``SIDECAR_COMPACT`` the deploy gives the pages back after the commit (:func:`compact`).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import schema
-from sidecar.errors import UnavailableError
+from sidecar import checks, schema
+from sidecar.errors import HealthError, UnavailableError
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -108,3 +110,60 @@ def require_room(db: Path, growth: Growth | None, *, margin: int = MARGIN) -> No
 
 def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MiB"
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What :func:`compact` did: the file's size before and after, and how long it held the lock."""
+
+    before_bytes: int
+    after_bytes: int
+    seconds: float
+    skipped: str = ""  # why nothing was done ("" when it ran)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before_bytes": self.before_bytes,
+            "after_bytes": self.after_bytes,
+            "freed_bytes": self.before_bytes - self.after_bytes,
+            "seconds": round(self.seconds, 3),
+            "skipped": self.skipped,
+        }
+
+
+def compact(conn: sqlite3.Connection, db: Path, *, margin: int = MARGIN) -> Compaction:
+    """``VACUUM`` the committed database on ``conn`` (no transaction open): the free pages a
+    rebuild left go back to the volume. VACUUM is one transaction (a failure leaves the file
+    as it was) and holds the write lock while it copies the database twice; it needs about the
+    database's size free (its temporary copy) plus the journal. Skipped, with the reason, when
+    there are no free pages or no room; a ``quick_check`` of the result follows."""
+    started = time.monotonic()
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    before = pages * page_size
+    if free_pages == 0:
+        return Compaction(before, before, 0.0, skipped="no free pages")
+    stat = os.statvfs(db.parent)
+    room = stat.f_bavail * stat.f_frsize
+    needed = 2 * (pages - free_pages) * page_size + margin
+    if room < needed:
+        log.warning(
+            "compact.skipped",
+            free_bytes=room,
+            needed_bytes=needed,
+            hint="grow the data volume; the free pages are reused by the app's next writes",
+        )
+        return Compaction(before, before, 0.0, skipped=f"{_mib(room)} free, {_mib(needed)} needed")
+    conn.execute("VACUUM")
+    after = int(conn.execute("PRAGMA page_count").fetchone()[0]) * page_size
+    problems = checks.quick_check(conn)
+    if problems:
+        raise HealthError(  # the change is committed; the backup holds the state before it
+            f"quick_check after VACUUM: {problems[0]}",
+            hint="the schema change is committed; check the disk, then `sidecar verify` and "
+            "`sidecar health`",
+        )
+    done = Compaction(before, after, time.monotonic() - started)
+    log.info("compact.done", **done.to_dict())
+    return done

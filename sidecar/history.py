@@ -8,7 +8,8 @@
 * **renames** a migration makes (``RENAME TO``, ``RENAME COLUMN``, a RedefineTables copy into
   a new name): judged by the end state alone, the new name would be created empty while the
   data stays under the old one, so each is refused while the live database still holds the
-  old name and lacks the new one;
+  old name and lacks the new one; with ``SIDECAR_RENAMES=copy`` a column rename is made safe
+  instead (:func:`copies`: the new column given the old one's values, the old one kept);
 * **possible renames**, in any schema: a table or column that the desired schema lacks while
   one of the same shape appears (drift, with the same hint);
 * **data statements** of migrations Prisma has not applied: listed as drift ("not
@@ -20,27 +21,101 @@ Migrations already recorded as applied are not judged again: only their end stat
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
 from sidecar import prisma, schema
 from sidecar.checks import quote_ident
+from sidecar.logs import get_logger
 from sidecar.schema_input import Desired, Rename
 
+log = get_logger(__name__)
 T = TypeVar("T")
 RENAME_HINT = (
     "rename in steps (expand and contract): add the new {what} beside the old one and let "
     "the app write both and copy the old values, then stop using the old one in a later "
     "release (it is kept, never dropped)"
 )
+COPY_HINT = (
+    "; or, for a column, SIDECAR_RENAMES=copy copies the old values into the new column in "
+    "one deploy (the app stopped for the change)"
+)
+Copies = Mapping[tuple[str, str], str]  # (folded table, folded new column) -> old column
+
+
+def copies(conn: sqlite3.Connection | None, desired: schema.Catalogue, mode: str) -> Copies:
+    """The column renames that ``SIDECAR_RENAMES=copy`` (``mode``) makes safe: the new
+    column added holding the old column's value in every row, the old column kept (and
+    relaxed like any kept column the desired schema lacks). For :func:`schema.make_plan`.
+    A rename that cannot be copied exactly stays refused (logged with the reason)."""
+    if mode != "copy" or conn is None or not isinstance(desired, Desired) or not desired.renames:
+        return {}
+    live = schema.read_catalogue(conn)
+    found: dict[tuple[str, str], str] = {}
+    for rename in _pending(conn, desired, live):
+        why = _uncopyable(rename, live, desired)
+        if why is not None:
+            log.warning("history.rename_not_copied", table=rename.table, old=rename.old,
+                        new=rename.new, reason=why)  # fmt: skip
+            continue
+        table = live.table(rename.table)
+        old = table.column(rename.old) if table is not None else None
+        if old is not None:
+            found[(schema.fold(rename.table), schema.fold(rename.new))] = old.name
+    return found
+
+
+def _pending(
+    conn: sqlite3.Connection | None, desired: Desired, live: schema.Catalogue
+) -> list[Rename]:
+    """The renames of migrations Prisma has not applied, still to do in the live database."""
+    done = prisma.applied(prisma.rows(conn)) if desired.migrations else set()
+    return [r for r in desired.renames if r.migration not in done and _still_to_do(r, live)]
+
+
+def _uncopyable(rename: Rename, live: schema.Catalogue, desired: schema.Catalogue) -> str | None:
+    """Why a rename cannot be made safe by a copy; None when it can."""
+    if not rename.column:
+        return "a table rename (every index, trigger, view and foreign key would have to follow)"
+    wanted, current = desired.table(rename.table), live.table(rename.table)
+    new = wanted.column(rename.new) if wanted is not None else None
+    old = current.column(rename.old) if current is not None else None
+    if new is None or old is None:
+        return "the desired schema lacks the new column"
+    if wanted is not None and wanted.column(rename.old) is not None:
+        return "the desired schema still has the old column"
+    if new.hidden or old.hidden:
+        return "a generated column"
+    if affinity(new.type) != affinity(old.type):
+        return f"the types differ ({old.type!r} -> {new.type!r}): a copy would convert values"
+    return None
+
+
+def affinity(declared: str) -> str:
+    """SQLite's type affinity of a declared type (https://www.sqlite.org/datatype3.html)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in upper or not upper:
+        return "BLOB"
+    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
 
 
 def review(
-    conn: sqlite3.Connection | None, plan: schema.Plan, desired: schema.Catalogue
+    conn: sqlite3.Connection | None,
+    plan: schema.Plan,
+    desired: schema.Catalogue,
+    copied: Copies | None = None,
 ) -> schema.Plan:
     """``plan`` amended by the desired schema's history (module docstring). Read-only;
-    ``conn`` None plans a database that does not exist yet."""
+    ``conn`` None plans a database that does not exist yet. ``copied``: the renames the
+    plan makes safe (:func:`copies`, given to :func:`schema.make_plan`): not refused."""
+    copied = copied or {}
     # The live catalogue again only when something needs it: planning 1,000 tables reads it once.
     dropped = any(d.kind in ("table_missing", "column_missing") for d in plan.drift)
     needed = dropped or (isinstance(desired, Desired) and bool(desired.renames))
@@ -52,14 +127,13 @@ def review(
         refused += prisma.failed_refusals(recorded)
         prisma.warn_changed(recorded, desired.migrations)
         done = prisma.applied(recorded)
-        renames = [r for r in desired.renames if r.migration not in done and _still_to_do(r, live)]
-        # What the end state would make of a refused rename is refused with it, not applied,
-        # and not refused on its own either (its hint would be the wrong one): the rename's
-        # refusals come first, they are the cause.
-        operations = [op for op in operations if not any(_makes(op, r) for r in renames)]
-        refused = [_refusal(r, conn) for r in renames] + [
-            item for item in refused if not any(_names_new(item, r) for r in renames)
-        ]
+        renames = _pending(conn, desired, live)
+        unsafe = [r for r in renames if (schema.fold(r.table), schema.fold(r.new)) not in copied]
+        # A refused rename first, in place of what the end state says of its new name.
+        made = {_q(r.table, r.new) for r in unsafe if r.column}
+        refused = [_refusal(r, conn) for r in unsafe] + [x for x in refused if x.object not in made]
+        # What the end state would make of a refused rename is refused with it, not applied.
+        operations = [op for op in operations if not any(_makes(op, r) for r in unsafe)]
         drift += [
             schema.Drift(
                 "not_executed",
@@ -98,14 +172,6 @@ def _makes(op: schema.Operation, rename: Rename) -> bool:
     return isinstance(op, schema.CreateTable) and fold(op.table) == fold(rename.new)
 
 
-def _names_new(refusal: schema.Refusal, rename: Rename) -> bool:
-    """``refusal`` is about the new name of ``rename`` (the column, or the table or one of
-    its columns)."""
-    new = schema.fold(_q(rename.table, rename.new) if rename.column else _q(rename.new))
-    subject = schema.fold(refusal.object)
-    return subject == new or (not rename.column and subject.startswith(f"{new}."))
-
-
 def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:
     rows = _rows(conn, rename.table)
     if rename.column:
@@ -118,7 +184,9 @@ def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:
         f"{old} renamed to {new}",
         f"migration {rename.migration} ({rename.where}) renames it; applied by its end "
         f"state, {empty}",
-        RENAME_HINT.format(what="column" if rename.column else "table"),
+        RENAME_HINT.format(what="column") + COPY_HINT
+        if rename.column
+        else RENAME_HINT.format(what="table"),
     )
 
 

@@ -38,8 +38,8 @@ from typing import Any
 
 from sidecar.errors import ConfigError, RefusedError
 from sidecar.logs import get_logger
-from sidecar.waits import WaitProgress
 from sidecar.signals import Aborted, Stop
+from sidecar.waits import WaitProgress
 
 log = get_logger(__name__)
 

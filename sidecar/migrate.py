@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sidecar import checks, database, prisma, schema
@@ -142,8 +142,8 @@ def check_scope(
     scope = {"sqlite_schema", *(str(row[0]) for row in internal)}
     scope |= set(database.user_tables(conn)) - set(tables_before)
     for op in plan.operations:
-        if isinstance(op, (schema.CreateTable, schema.CreateIndex)):
-            scope.add(op.table)
+        if isinstance(op, (schema.CreateTable, schema.CreateIndex, schema.CopyColumn)):
+            scope.add(op.table)  # a copy's UPDATE writes every row of its table
     return scope
 
 
@@ -166,7 +166,7 @@ def foreign_key_scope(conn: sqlite3.Connection, plan: schema.Plan) -> set[str]:
     rebuilt = {schema.fold(op.table) for op in ops if isinstance(op, schema.RebuildTable)}
     scope = {op.table for op in ops if isinstance(op, (schema.CreateTable, schema.RebuildTable))}
     for op in ops:
-        if isinstance(op, schema.AddColumn) and any(
+        if isinstance(op, schema.AddColumn | schema.CopyColumn) and any(
             schema.fold(column) == schema.fold(op.column) for _, column in parents(op.table)
         ):
             scope.add(op.table)
@@ -232,12 +232,17 @@ def verify(
         check(conn)
 
 
-def plan_for(conn: sqlite3.Connection, desired: schema.Catalogue) -> schema.Plan:
+def plan_for(
+    conn: sqlite3.Connection,
+    desired: schema.Catalogue,
+    copies: Mapping[tuple[str, str], str] | None = None,
+) -> schema.Plan:
     """The plan against the live database behind ``conn``, read-only, with what the live
     rows already rule out refused (so a preview refuses what apply would): see
-    :func:`row_conflicts`. A refused operation is listed only as refused."""
+    :func:`row_conflicts`. A refused operation is listed only as refused. ``copies``: the
+    renames made safe (:func:`schema.make_plan`)."""
     plan = schema.make_plan(
-        schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+        schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn), copies=copies
     )
     conflicts, unchecked = row_conflicts(conn, plan, desired)
     return plan.refusing(conflicts, unchecked)
@@ -247,6 +252,11 @@ def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
     """Apply one operation (no checks around it: :func:`apply_plan` is the safe entry)."""
     if isinstance(op, schema.AddColumn):
         conn.execute(f"ALTER TABLE {quote_ident(op.table)} ADD COLUMN {op.definition}")
+    elif isinstance(op, schema.CopyColumn):
+        conn.execute(f"ALTER TABLE {quote_ident(op.table)} ADD COLUMN {op.definition}")
+        new, old = quote_ident(op.column), quote_ident(op.source)
+        conn.execute(f"UPDATE {quote_ident(op.table)} SET {new} = {old}")
+        verify_copy(conn, op.table, op.source, op.column)
     elif isinstance(op, schema.RebuildTable):
         rebuild_table(conn, op)
     elif isinstance(op, schema.CreateIndex):
@@ -306,7 +316,10 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
     if alias:
         copied.insert(0, alias)
     names = ", ".join(copied)
-    conn.execute(f"INSERT INTO {quote_ident(temp)} ({names}) SELECT {names} FROM {name}")
+    # A rename made safe: the new column is given the old one's value in every row.
+    into = ", ".join([names, *(quote_ident(new) for new, _ in op.copies)])
+    values = ", ".join([names, *(quote_ident(old) for _, old in op.copies)])
+    conn.execute(f"INSERT INTO {quote_ident(temp)} ({into}) SELECT {values} FROM {name}")
     # Steps 6-7: drop the old table, give the new one its name. legacy_alter_table keeps the
     # rename from re-parsing views and triggers that mention the (momentarily missing) table:
     # their text refers to it by name and is valid again once the rename is done.
@@ -345,6 +358,8 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
                 f"rebuild of {name} changed the definition of column {folded}",
                 hint="the change was rolled back; please report this as a bug",
             )
+    for new, old in op.copies:
+        verify_copy(conn, table.name, old, new)
     log.info(
         "migrate.rebuilt",
         table=table.name,
@@ -352,6 +367,21 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
         rows=op.rows,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def verify_copy(conn: sqlite3.Connection, table: str, old: str, new: str) -> None:
+    """Prove a rename's copy: the new column holds exactly the old column's value (type
+    included: 1, 1.0 and '1' differ) in every row, in key order; else the change rolls back."""
+    live = schema.read_catalogue(conn).table(table)
+    hashes = column_hashes(conn, live, only=[old, new]) if live is not None else {}
+    if len(hashes) != 2 or hashes[old] != hashes[new]:
+        raise HealthError(
+            f"the copy of {quote_ident(table)}.{quote_ident(old)} into {quote_ident(new)} "
+            "does not hold every old value",
+            hint="the change was rolled back; does the new column's type or a constraint "
+            "change the values?",
+        )
+    log.info("migrate.copied", table=table, old=old, new=new)
 
 
 def _temp_name(conn: sqlite3.Connection, name: str) -> str:

@@ -14,8 +14,6 @@ most the bound and a warning event, never the command's outcome.
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from sidecar import deadline
@@ -52,12 +50,14 @@ class Pinger:
                 if left <= 0.05:
                     break
                 try:
+                    import urllib.request  # noqa: PLC0415 - only when a ping is sent
+
                     request = urllib.request.Request(url, data=data, method="POST")  # noqa: S310
                     request.add_header("User-Agent", "sidecar")
                     with urllib.request.urlopen(request, timeout=left) as answer:  # noqa: S310
                         log.info("ping.sent", kind=suffix or "success", status=answer.status)
                         return True
-                except (urllib.error.URLError, OSError, ValueError) as exc:
+                except (OSError, ValueError) as exc:  # URLError is an OSError
                     error = str(getattr(exc, "reason", None) or exc)
             log.warning(
                 "ping.failed",

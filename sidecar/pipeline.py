@@ -31,15 +31,15 @@ from sidecar import (
     migrate,
     prisma,
     schema,
+    schema_source,
 )
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
-from sidecar.containers import AppRef, Apps
+from sidecar.containers import AppRef, Apps, left_for_compose
 from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
-from sidecar.schema_input import load_desired
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
@@ -87,6 +87,10 @@ class DeployReport:
     warnings: list[str] = field(default_factory=list)
     # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
     rows_vanished: dict[str, Any] | None = None
+    # SIDECAR_COMPACT after a rebuild: growth.Compaction.to_dict().
+    compaction: dict[str, Any] | None = None
+    # The proved offsite upload of the backup (SIDECAR_OFFSITE), or {"error": ...}.
+    offsite: dict[str, Any] | None = None
     seconds: float = 0.0
 
 
@@ -109,10 +113,10 @@ def run_deploy(
     report = DeployReport(database=str(db), dry_run=dry_run)
 
     # 1. Preflight: read-only. Any refusal here changes nothing.
-    desired = load_desired(settings.require_schema())
+    app = _find_app(settings, apps, report)
+    desired = _load_desired(settings, apps, app)
     guards = _health_guards(settings)
     report.warnings += volume_warnings(db)
-    app = _find_app(settings, apps, report)
     preview = _preview(db, desired, settings, report)
     if dry_run:
         report.plan = preview
@@ -140,6 +144,7 @@ def run_deploy(
             _locked_change(
                 db,
                 desired,
+                preview=preview,
                 guards=guards,
                 settings=settings,
                 apps=apps,
@@ -151,6 +156,7 @@ def run_deploy(
     # 8. Restart, outside the lease and after the lock is released.
     _restart(settings, apps, app, report)
     _compress(settings, report)
+    _offsite(settings, report)
     # 9. Prune and history.
     if report.backup:
         outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
@@ -195,7 +201,8 @@ def _preview(
                 hint="restore a verified backup (sidecar restore latest) before deploying",
             )
         # Duplicates under a new unique index are refused now, before the lock and the backup.
-        plan = history.review(conn, migrate.plan_for(conn, desired), desired)
+        copied = history.copies(conn, desired, settings.renames)
+        plan = history.review(conn, migrate.plan_for(conn, desired, copied), desired, copied)
     except sqlite3.DatabaseError as exc:
         if checks.is_busy(exc):
             # An app in exclusive locking mode: the plan is made again under the lock.
@@ -260,6 +267,7 @@ def _locked_change(
     db: Path,
     desired: schema.Catalogue,
     *,
+    preview: dict[str, Any],
     guards: list[Callable[[sqlite3.Connection], None]],
     settings: Settings,
     apps: Apps | None,
@@ -268,11 +276,20 @@ def _locked_change(
     stop: Stop | None,
 ) -> None:
     # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
-    quiet = wait_quiet(db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop)
-    report.quiet = quiet.quiet
-    report.quiesce_wait_s = round(quiet.waited_s, 3)
-    # An app that can be stopped is, as soon as its lock is seen held by nobody writing.
-    idle = max(2 * settings.quiet_period, 3.0) if apps is not None and app is not None else None
+    if app is not None and not app.running:
+        # Compose stopped the app for the release: no lull to wait for (the write lock still
+        # keeps out anyone else), and every second here is downtime.
+        log.info("quiesce.skipped", reason="the app is not running", container=app.name)
+    else:
+        quiet = wait_quiet(
+            db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop
+        )
+        report.quiet = quiet.quiet
+        report.quiesce_wait_s = round(quiet.waited_s, 3)
+    # An app that can be stopped is, as soon as its lock is seen held by nobody writing (an
+    # app that is not running is never stopped, nor started: left for Compose).
+    stoppable = apps is not None and app is not None and app.running
+    idle = max(2 * settings.quiet_period, 3.0) if stoppable else None
     _check(stop, "lock")
     with ExitStack() as stack:
         # The backups folder first: waiting for another sidecar's backup must never happen
@@ -281,32 +298,38 @@ def _locked_change(
         stack.enter_context(catalog.folder_lock(settings.backup_dir))
         applying: list[bool] = []
         stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
+        if copies_rename(preview):
+            _stop_for_copy(db, settings, apps=apps, app=app, report=report, stack=stack)
         lock_started = time.monotonic()
         try:
             conn = stack.enter_context(
                 database.write_lock(db, settings.wait_timeout, stop=stop, idle_holder=idle)
             )
         except UnavailableError:
-            if apps is None or app is None:
+            if apps is None or app is None or not app.running or report.app_stopped:
                 raise
-            log.info(
-                "deploy.stopping_app",
-                container=app.name,
-                reason="the app holds the database lock (exclusive locking mode?)",
-            )
-            # Recorded on the data volume: a run killed before starting it again is undone
-            # by the next one (appstop.start_recorded).
-            stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
-            report.app_stopped = True
+            why = "the app holds the database lock (exclusive locking mode?)"
+            _stop_app(db, stack, apps=apps, app=app, settings=settings, report=report, reason=why)
             conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
         report.lock_wait_s = round(time.monotonic() - lock_started, 3)
         locked_at = time.monotonic()
         try:
             # Plan again under the lock: this is the state the change is made to.
+            copied = history.copies(conn, desired, settings.renames)
             plan = schema.make_plan(
-                schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
+                schema.read_catalogue(conn),
+                desired,
+                row_counts=database.row_counts(conn),
+                copies=copied,
             )
-            plan = history.review(conn, plan, desired)
+            plan = history.review(conn, plan, desired, copied)
+            if apps is not None and not report.app_stopped and copies_rename(plan.to_dict()):
+                # The preview did not see the copy (the app held the database, or the schema
+                # changed since), so the app was not stopped for it: change nothing.
+                raise RefusedError(
+                    "a rename to copy appeared only under the write lock, with the app running",
+                    hint="deploy again: the copy needs the app stopped before the change",
+                )
             _refuse(plan, settings, report)
             report.plan = plan.to_dict()
             if not plan.operations:
@@ -324,6 +347,12 @@ def _locked_change(
             # 7. Commit.
             database.commit(conn, settings.wait_timeout)
             report.changed = True
+            if settings.compact and any(
+                isinstance(op, schema.RebuildTable) for op in plan.operations
+            ):
+                # Opt-in: the rebuilt tables' old pages go back to the volume, still under
+                # the lock (the app waits for it; in the release layout it is not running).
+                report.compaction = growth.compact(conn, db).to_dict()
         finally:
             report.write_blocked_s = round(time.monotonic() - locked_at, 3)
 
@@ -347,6 +376,63 @@ def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[...
         return False
 
     return on_exit
+
+
+def copies_rename(plan: dict[str, Any]) -> bool:
+    """The (previewed) plan copies a renamed column (``SIDECAR_RENAMES=copy``)."""
+    return any(
+        op.get("op") == "copy_column" or op.get("copies") for op in plan.get("operations", [])
+    )
+
+
+def _stop_for_copy(
+    db: Path,
+    settings: Settings,
+    *,
+    apps: Apps | None,
+    app: AppRef | None,
+    report: DeployReport,
+    stack: ExitStack,
+) -> None:
+    """A rename's copy needs the app stopped: until it restarts, the old app writes the OLD
+    column, and what it writes after the copy would never reach the new one. A running app is
+    stopped before the change and started after (``stack`` undoes it, whatever happens).
+    Without Docker (a Kubernetes init container, ``migrate``) the app is not running by
+    construction; with Docker but no app configured, the sidecar cannot stop it: refused."""
+    if apps is not None and app is not None and not app.running:
+        log.info("deploy.copy_with_app_stopped", container=app.name)  # the release layout
+    elif apps is not None and app is not None:
+        why = "a rename is copied: the old app must not write during the change"
+        _stop_app(db, stack, apps=apps, app=app, settings=settings, report=report, reason=why)
+    elif apps is not None:
+        raise RefusedError(
+            "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
+            "the change: writes of a running app to the old column after the copy would be lost",
+            hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) so the deploy stops the app for the "
+            "copy, or stop the app and run `sidecar migrate`",
+        )
+    else:
+        log.info("deploy.copy_without_docker",
+                 hint="no Docker API: the app must not be running (init container, or "
+                 "`sidecar migrate` on a stopped app)")  # fmt: skip
+
+
+def _stop_app(
+    db: Path,
+    stack: ExitStack,
+    *,
+    apps: Apps,
+    app: AppRef,
+    settings: Settings,
+    report: DeployReport,
+    reason: str,
+) -> None:
+    """Stop the app until ``stack`` closes (it is started again whatever happens). Recorded on
+    the data volume: a run killed before starting it again is undone by the next one
+    (appstop.start_recorded)."""
+    log.info("deploy.stopping_app", container=app.name, reason=reason)
+    stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
+    report.app_stopped = True
 
 
 def _backup_and_apply(
@@ -439,6 +525,37 @@ def _compress(settings: Settings, report: DeployReport) -> None:
         report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
 
 
+def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> schema.Catalogue:
+    """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
+    spec = settings.require_schema()
+    source = schema_source.parse(str(spec))
+    if source is not None and apps is None:
+        raise UnavailableError(
+            f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
+            hint="mount the Docker socket (or a socket proxy), or point SIDECAR_SCHEMA at a "
+            "local folder (in Kubernetes: an emptyDir an init container fills)",
+        )
+    found = app if source is not None and source.container == settings.app else None
+    return schema_source.load_desired(spec, apps, found=found)
+
+
+def _offsite(settings: Settings, report: DeployReport) -> None:
+    """Upload the deploy's backup offsite, after the commit and the restart (never while the
+    app's writes wait). A failure is a warning: the change is committed and stays, the local
+    backup is complete, `health` shows the failed upload; the deploy still exits 0."""
+    if settings.offsite is None or not report.backup:
+        return
+    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+    try:
+        info = catalog.find_backup(settings.backup_dir, report.backup)
+        report.offsite = offsite.upload_backup(settings, info)
+    except SidecarError as exc:
+        log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
+        report.offsite = {"error": exc.message, "hint": exc.hint}
+        report.warnings.append(exc.message)
+
+
 def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:
     if settings.health_queries is None:
         return []
@@ -463,6 +580,14 @@ def _restart(
 ) -> None:
     if apps is None or app is None:
         return
+    # A container created by Compose and not started yet (the release layout), or stopped:
+    # starting it is Compose's job (or the user's), never the sidecar's.
+    for replica in app.containers:
+        if not replica.running:
+            left_for_compose(replica.name)
+    if not app.running:
+        return
+    app = app.running_part()
     try:
         if report.app_stopped:
             # Stopped and started again by the pipeline itself: no second restart on top.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.logs import get_logger
-from sidecar.waits import WaitProgress
 from sidecar.signals import Stop
+from sidecar.waits import WaitProgress
 
 log = get_logger(__name__)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any, ClassVar, NamedTuple
@@ -356,6 +356,27 @@ class AddColumn(Operation):
 
 
 @dataclass(frozen=True)
+class CopyColumn(Operation):
+    """A column rename made safe (``SIDECAR_RENAMES=copy``): the new column added in place
+    and given the old column's value in every row, in the same transaction; the old column
+    kept (and relaxed like any kept column the desired schema lacks)."""
+
+    kind: ClassVar[str] = "copy_column"
+    table: str
+    column: str  # the new column
+    definition: str
+    source: str  # the old column
+    rows: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"copy {_q(self.table, self.source)} into new column {_q(self.column)} (rename, "
+            f"opt-in): add column {self.definition} in place, {self.rows} row(s) copied and "
+            "verified"
+        )
+
+
+@dataclass(frozen=True)
 class RebuildTable(Operation):
     """Additive, but SQLite cannot ALTER it in place: the verified 12-step table rebuild."""
 
@@ -366,10 +387,15 @@ class RebuildTable(Operation):
     reasons: tuple[str, ...] = ()
     rows: int = 0
     relax: tuple[str, ...] = ()  # live columns whose NOT NULL is dropped (see Relax)
+    copies: tuple[tuple[str, str], ...] = ()  # (new column, old column): a rename copied
 
     def __str__(self) -> str:
         added = "; ".join((*self.columns, *self.constraints))
-        what = [f"add {added}"] if added else []
+        what = [
+            f"copy {_q(self.table, old)} into new column {_q(new)} (rename, opt-in)"
+            for new, old in self.copies
+        ]
+        what += [f"add {added}"] if added else []
         if self.relax:
             what.append("relax NOT NULL of " + ", ".join(_q(c) for c in self.relax))
         why = "; ".join(self.reasons)
@@ -516,6 +542,7 @@ class Plan:
 @dataclass
 class _Diff:
     row_counts: dict[str, int]
+    copies: dict[tuple[str, str], str] = field(default_factory=dict)
     creates: list[Operation] = field(default_factory=list)
     adds: list[Operation] = field(default_factory=list)
     rebuilds: list[Operation] = field(default_factory=list)
@@ -546,13 +573,21 @@ TOOL_TABLES: frozenset[str] = frozenset(
 )
 
 
-def make_plan(live: Catalogue, desired: Catalogue, *, row_counts: dict[str, int]) -> Plan:
+def make_plan(
+    live: Catalogue,
+    desired: Catalogue,
+    *,
+    row_counts: dict[str, int],
+    copies: Mapping[tuple[str, str], str] | None = None,
+) -> Plan:
     """Compare the live and desired catalogues. Pure: reads nothing, writes nothing.
 
     ``row_counts`` (live table -> rows) decides what an empty table may receive (a NOT NULL
-    column without a default) and what the plan says about lock times.
+    column without a default) and what the plan says about lock times. ``copies``: (folded
+    table, folded new column) -> the live column whose values the new column is given (a
+    rename made safe, :func:`sidecar.history.copies`).
     """
-    diff = _Diff(row_counts)
+    diff = _Diff(row_counts, dict(copies or {}))
     for table in desired.tables:
         current = live.table(table.name)
         if current is None:
@@ -705,8 +740,16 @@ def _classify_columns(
         reasons.append("new table constraint")
     if relax:
         reasons.append("so the new app can write")
+    copies: list[tuple[Column, str]] = []
     for column in columns:
-        verdict = classify_column(column, rows)
+        source = diff.copies.get((fold(live.name), fold(column.name)))
+        # A copy gives every row a value: classified as on an empty table.
+        verdict = classify_column(column, 0 if source else rows)
+        if source is not None and not isinstance(verdict, Refusal):
+            copies.append((column, source))
+            if verdict:
+                reasons.append(f"{column.name}: {verdict.replace('table is empty', 'copied')}")
+            continue
         if isinstance(verdict, Refusal):
             diff.refused.append(replace(verdict, object=_q(live.name, column.name)))
             diff.refused_columns.add((fold(live.name), fold(column.name)))
@@ -727,10 +770,14 @@ def _classify_columns(
                 tuple(reasons),
                 rows,
                 tuple(r.column for r in relax),
+                tuple((c.name, source) for c, source in copies),
             )
         )
     else:
         diff.adds += [AddColumn(live.name, c.name, c.definition) for c in in_place]
+        diff.adds += [
+            CopyColumn(live.name, c.name, c.definition, source, rows) for c, source in copies
+        ]
 
 
 _CONSTANTS = ("null", "true", "false")
@@ -1125,6 +1172,11 @@ def rejecting(
             )
         )
     return found
+
+
+def column_words(definition: str) -> list[str]:
+    """The keywords of a column definition outside parentheses, folded (name left out)."""
+    return _top_words(_tokens(definition)[1:])
 
 
 def new_column_value(definition: str) -> tuple[str, str | None]:

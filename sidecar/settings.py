@@ -26,6 +26,8 @@ RestartPolicy = Literal["on-change", "always", "never"]
 VerifyLevel = Literal["checksum", "quick", "full"]
 Compression = Literal["none", "zstd"]
 LogFormat = Literal["json", "console"]
+PathStyle = Literal["auto", "true", "false"]
+RenamePolicy = Literal["refuse", "copy"]
 
 
 # Prisma/Nuxt apps already carry their database location; accept it when it is a file: URL.
@@ -181,6 +183,35 @@ def _address(value: str) -> str:
     return value.strip()
 
 
+def _offsite_url(value: str) -> str:
+    from sidecar.offsite.store import parse_url  # noqa: PLC0415 - keeps obstore out
+
+    parse_url(value)
+    return value.strip().rstrip("/")
+
+
+def _endpoint(value: str) -> str:
+    raw = _text(value).rstrip("/")
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return raw
+
+
+def _recipients(value: str) -> tuple[str, ...]:
+    """age public keys (comma- or newline-separated), or the path of a file of them."""
+    from sidecar.offsite.codec import parse_recipients  # noqa: PLC0415
+
+    text = value.strip()
+    if not text.startswith(("age1", "ssh-")):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(
+                f"neither age public keys nor a readable file of them: {exc.strerror}"
+            ) from None
+    return tuple(parse_recipients(text))
+
+
 # Which subcommands read a setting (the flag is offered only there; the environment is global).
 ALL_COMMANDS = frozenset(
     {
@@ -201,6 +232,7 @@ _RETENTION = frozenset({"deploy", "backup", "migrate", "prune"})  # prune_by_pol
 _NEW_BACKUP = frozenset({"deploy", "backup", "migrate"})  # create_backup
 _HISTORY = _NEW_BACKUP | {"restore", "prune"}  # writes backups or history (group, environment)
 _ALERTS = frozenset({"deploy", "backup", "plan"})  # observed by sidecar.alerts
+_OFFSITE = frozenset({"deploy", "backup", "restore", "health", "list", "verify", "plan"})
 
 
 @dataclass(frozen=True)
@@ -215,10 +247,11 @@ class Setting:
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     shown_default: str | None = None  # the README's default column, when not the field's
+    variable: str | None = None  # the variable, when not SIDECAR_<NAME> (AWS_* for S3 tools)
 
     @property
     def env(self) -> str:
-        return "SIDECAR_" + self.name.upper()
+        return self.variable or "SIDECAR_" + self.name.upper()
 
     @property
     def option(self) -> str | None:
@@ -238,9 +271,11 @@ def _row(
     metavar: str | None = None,
     choices: tuple[str, ...] | None = None,
     shown: str | None = None,
+    env: str | None = None,
 ) -> dict[str, Any]:
     """A Settings field's metadata: the rest of its row. ``parse`` defaults to ``choices``'."""
     row = {
+        "variable": env,
         "parse": parse or _choice(*(choices or ())),
         "commands": commands,
         "help": help,
@@ -250,6 +285,11 @@ def _row(
         "shown_default": shown,
     }
     return {"row": row}
+
+
+def _offsite_row(parse: Callable[[str], Any] | None = None, **row: Any) -> dict[str, Any]:
+    """An offsite setting's row: environment-only, read by the commands that touch copies."""
+    return _row(parse, flag=False, commands=_OFFSITE, **row)
 
 
 @dataclass(frozen=True)
@@ -324,7 +364,7 @@ class Settings:
         metadata=_row(
             _path,
             metavar="PATH",
-            help="desired schema: .sql file or folder",
+            help="desired schema: .sql file or folder, or SERVICE:/PATH in the app's container",
             commands=_SCHEMA | {"health"},
         ),
     )
@@ -479,12 +519,30 @@ class Settings:
         default=False,
         metadata=_row(parse_bool, help="destructive drift fails (exit 3)", commands=_SCHEMA),
     )
+    renames: RenamePolicy = dataclasses.field(
+        default="refuse",
+        metadata=_row(
+            choices=("refuse", "copy"),
+            help="a column rename in a migration: refuse it, or copy the old values into the "
+            "new column (the app stopped for the change)",
+            commands=_SCHEMA,
+        ),
+    )
     allow_fresh: bool = dataclasses.field(
         default=False,
         metadata=_row(
             parse_bool,
             commands=_SCHEMA,
             help="create an empty database even though backups of a missing one exist",
+        ),
+    )
+    compact: bool = dataclasses.field(
+        default=False,
+        metadata=_row(
+            parse_bool,
+            flag=False,
+            commands=frozenset({"deploy", "migrate"}),
+            help="after a change that rebuilt a table, VACUUM to give its old pages back",
         ),
     )
     backup_stop_app: bool = dataclasses.field(
@@ -546,6 +604,118 @@ class Settings:
             _path, flag=False, help="node_exporter textfile for the metrics", commands=_ALERTS
         ),
     )
+    # Offsite copies (sidecar/offsite; README "Offsite copies"). The AWS_* names are the ones
+    # every S3 tool reads. Secrets never show in a repr; every value may come from *_FILE.
+    offsite: str | None = dataclasses.field(
+        default=None,
+        metadata=_offsite_row(
+            _offsite_url,
+            shown="off",
+            help="`s3://bucket/prefix`: every verified backup also goes there",
+        ),
+    )
+    aws_endpoint_url: str | None = dataclasses.field(
+        default=None,
+        metadata=_offsite_row(
+            _endpoint,
+            env="AWS_ENDPOINT_URL",
+            shown="AWS S3",
+            help="an S3-compatible store (MinIO, B2, R2, Garage)",
+        ),
+    )
+    aws_region: str | None = dataclasses.field(
+        default=None,
+        metadata=_offsite_row(
+            _text,
+            env="AWS_REGION",
+            shown="unset: `us-east-1`",
+            help="the store's region",
+        ),
+    )
+    aws_access_key_id: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata=_offsite_row(
+            _text,
+            env="AWS_ACCESS_KEY_ID",
+            help="the store's access key (a secret: use `_FILE`)",
+        ),
+    )
+    aws_secret_access_key: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata=_offsite_row(
+            _text,
+            env="AWS_SECRET_ACCESS_KEY",
+            help="the store's secret key (a secret: use `_FILE`)",
+        ),
+    )
+    s3_path_style: PathStyle = dataclasses.field(
+        default="auto",
+        metadata=_offsite_row(
+            choices=("auto", "true", "false"),
+            help="path-style URLs (`auto`: when AWS_ENDPOINT_URL is set)",
+        ),
+    )
+    age_recipients: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_offsite_row(
+            _recipients,
+            shown="none (NOT encrypted)",
+            help="age public keys, or a file of them: every object is encrypted",
+        ),
+    )
+    age_identity_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_offsite_row(
+            _path,
+            help="the age identity file for restores and drills",
+        ),
+    )
+    offsite_keep: int = dataclasses.field(
+        default=10,
+        metadata=_row(
+            _count(1), flag=False, commands=_OFFSITE, help="keep the N most recent offsite copies"
+        ),
+    )
+    offsite_keep_daily: int = dataclasses.field(
+        default=0,
+        metadata=_offsite_row(
+            _count(0),
+            help="also keep the newest copy of each of N days",
+        ),
+    )
+    offsite_keep_weekly: int = dataclasses.field(
+        default=0,
+        metadata=_offsite_row(
+            _count(0),
+            help="also keep the newest copy of each of N ISO weeks",
+        ),
+    )
+    offsite_keep_monthly: int = dataclasses.field(
+        default=0,
+        metadata=_offsite_row(
+            _count(0),
+            help="also keep the newest copy of each of N months",
+        ),
+    )
+    drill_schedule: str | None = dataclasses.field(
+        default=None,
+        metadata=_row(
+            _text,
+            flag=False,
+            commands=frozenset({"deploy", "backup"}),
+            help="restore drills of the newest copy, in the long-running mode",
+        ),
+    )
+    max_offsite_age: float = dataclasses.field(
+        default=26 * 3600.0,
+        metadata=_offsite_row(
+            _seconds,
+            shown="`26h`",
+            help="`health` warns past this age of the newest offsite copy",
+        ),
+    )
 
     def require_database(self) -> Path:
         if self.database is None:
@@ -594,6 +764,7 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     for name in sorted(env):
         base = name.removesuffix("_FILE")
         # A setting may itself end in _FILE (SIDECAR_METRICS_FILE): its own name is known.
+        # A setting may itself end in _FILE (SIDECAR_AGE_IDENTITY_FILE): the name first.
         if not name.startswith("SIDECAR_") or {name, base} & known or name in NOT_SETTINGS:
             continue
         import difflib  # noqa: PLC0415 (only on a typo: keeps startup light)
@@ -656,7 +827,47 @@ def load_settings(
             values[name] = PARSERS[name](raw)
         except ValueError as exc:
             raise ConfigError(f"{label(name)}: {exc}", hint=fix_hint(name)) from None
+    _check_offsite(values)
     return Settings(**values)
+
+
+# Offsite settings that mean nothing without SIDECAR_OFFSITE. Set without it, the SIDECAR_*
+# ones are an error (encryption "accepted and ignored" must never happen); the AWS_* ones are
+# shared with other tools (a platform may inject AWS_REGION), so they only log a warning.
+OFFSITE_ONLY = (
+    "s3_path_style", "age_recipients", "age_identity_file", "offsite_keep",
+    "offsite_keep_daily", "offsite_keep_weekly", "offsite_keep_monthly", "drill_schedule",
+    "max_offsite_age",
+)  # fmt: skip
+AWS_SHARED = ("aws_endpoint_url", "aws_region", "aws_access_key_id", "aws_secret_access_key")
+
+
+def _check_offsite(values: Mapping[str, Any]) -> None:
+    """Offsite settings that would be ignored: an error (SIDECAR_*) or a warning (AWS_*)."""
+    if values.get("drill_schedule") and not values.get("schedule"):
+        raise ConfigError(
+            "SIDECAR_DRILL_SCHEDULE set but SIDECAR_SCHEDULE is not: drills run only in the "
+            "long-running mode",
+            hint="set SIDECAR_SCHEDULE too, or run `sidecar verify --remote` from a CronJob",
+        )
+    if values.get("offsite") is not None:
+        return
+    stray = [ENV_NAMES[name] for name in OFFSITE_ONLY if name in values]
+    if stray:
+        raise ConfigError(
+            f"{', '.join(stray)} set but SIDECAR_OFFSITE is not: offsite copies are off",
+            hint="set SIDECAR_OFFSITE=s3://bucket/prefix, or unset " + ", ".join(stray),
+        )
+    shared = [ENV_NAMES[name] for name in AWS_SHARED if name in values]
+    if shared:
+        from sidecar.logs import get_logger  # noqa: PLC0415
+
+        get_logger(__name__).warning(
+            "settings.ignored",
+            names=shared,
+            reason="SIDECAR_OFFSITE is not set",
+            hint="set SIDECAR_OFFSITE=s3://bucket/prefix to make offsite copies",
+        )
 
 
 def _database_fallback(env: Mapping[str, str]) -> str | None:

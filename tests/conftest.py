@@ -18,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SIDECAR_IMAGE = os.environ.get("SIDECAR_IMAGE", "sidecar:local")
 DEMO_IMAGE = os.environ.get("DEMO_IMAGE", "sidecar-demo-app:local")
+# The demo app's next release (scripts/setup builds it with DEMO_VERSION=2).
+DEMO_V2_IMAGE = os.environ.get("DEMO_V2_IMAGE", f"{DEMO_IMAGE}-v2")
 # Everything a test creates carries this label, so a crashed run can be cleaned by label.
 TEST_LABEL = "io.sidecar.test"
 
@@ -33,7 +35,7 @@ def docker_client() -> Iterator[Any]:
         client.ping()
     except Exception as exc:  # noqa: BLE001 (any failure here means: no engine)
         pytest.fail(f"integration tests need a Docker engine ({exc}); run ./scripts/setup")
-    for image in (SIDECAR_IMAGE, DEMO_IMAGE):
+    for image in (SIDECAR_IMAGE, DEMO_IMAGE, DEMO_V2_IMAGE):
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:

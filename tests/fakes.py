@@ -147,6 +147,8 @@ class FakeApps:
     app: AppRef = field(default_factory=lambda: AppRef(name="demo-app-1", id="0" * 64))
     healthy: bool = True
     calls: list[str] = field(default_factory=list)
+    # path -> a tar stream in chunks, for get_archive (SIDECAR_SCHEMA=app:/path)
+    archives: dict[str, list[bytes]] = field(default_factory=dict)
 
     def find(self, app: str | None, *, label: str | None = None) -> AppRef:
         self.calls.append(f"find:{app}:{label}")
@@ -171,3 +173,9 @@ class FakeApps:
         self.calls.append(f"wait_healthy:{app.name}")
         if not self.healthy:
             raise HealthError(f"app container {app.name} not healthy", hint="fake")
+
+    def get_archive(self, app: AppRef, path: str) -> Iterator[bytes]:
+        self.calls.append(f"get_archive:{app.name}:{path}")
+        if path not in self.archives:
+            raise api_error(404, f"Could not find the file {path} in container {app.name}")
+        return iter(self.archives[path])

@@ -1,8 +1,11 @@
 """A tiny portfolio app that keeps its data in SQLite, like the Nuxt + Prisma app it stands for.
 
-It creates its (v1, Prisma-style) schema on first start, then commits a transaction row every
-DEMO_INTERVAL seconds and prints every committed id as a JSON line, so tests can prove that no
-committed row is ever lost. It serves GET /health on DEMO_PORT. SIGTERM stops it cleanly.
+It creates its schema on first start (from its own Prisma-style migrations folder), then
+commits a transaction row every DEMO_INTERVAL seconds and prints every committed id as a JSON
+line, so tests can prove that no committed row is ever lost. It serves GET /health on
+DEMO_PORT: 200 when it committed lately and can read what its version needs. SIGTERM stops it
+cleanly. DEMO_VERSION=2 (the release) writes and reads the columns v2's migration adds: on the
+v1 schema it cannot commit and stays unhealthy, as a real app would.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-SCHEMA_V1 = """
-CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL, "name" TEXT, "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);
-CREATE UNIQUE INDEX "User_email_key" ON "User"("email");
-CREATE TABLE "Portfolio" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "userId" INTEGER NOT NULL, "name" TEXT NOT NULL, "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, CONSTRAINT "Portfolio_userId_fkey" FOREIGN KEY ("userId") REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE);
-CREATE TABLE "Transaction" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "portfolioId" INTEGER NOT NULL, "symbol" TEXT NOT NULL, "quantity" REAL NOT NULL, "price" REAL NOT NULL, "executedAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, CONSTRAINT "Transaction_portfolioId_fkey" FOREIGN KEY ("portfolioId") REFERENCES "Portfolio" ("id") ON DELETE RESTRICT ON UPDATE CASCADE);
-CREATE INDEX "Transaction_portfolioId_idx" ON "Transaction"("portfolioId");
-"""
+# Which release this image is (its Dockerfile's DEMO_VERSION): v2 writes and reads the columns
+# its migration adds (a fee per transaction, a currency per user, a watchlist).
+VERSION = int(os.environ.get("DEMO_VERSION", "1"))
+# The app's own migrations, inside its image: applied by the app only to an empty database
+# (like `prisma migrate deploy` on a first start); the sidecar reads the same folder.
+# (Beside app.py: /app/prisma/migrations in the image, deploy/demo-app/prisma/... in a checkout.)
+MIGRATIONS = Path(os.environ.get("DEMO_MIGRATIONS", Path(__file__).parent / "prisma/migrations"))
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "VWRL", "BTC", "ETH")
 HEARTBEAT = Path(os.environ.get("DEMO_HEARTBEAT", "/tmp/demo-heartbeat"))  # noqa: S108
 # Set by SIGTERM/SIGINT. A plain flag, not a threading.Event: a signal handler runs on the
@@ -44,7 +47,9 @@ def database_path() -> Path:
 
 
 def open_db(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    # Shared by the writer loop and the HTTP thread (under DB_LOCK): an app in exclusive
+    # locking mode keeps every other connection out, its own second one included.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
     # Exclusive locking mode stands for engines (reported for Prisma's) that never let go.
     conn.execute(f"PRAGMA locking_mode={os.environ.get('DEMO_LOCKING_MODE', 'normal')}")
     conn.execute(f"PRAGMA journal_mode={os.environ.get('DEMO_JOURNAL_MODE', 'wal')}")
@@ -52,18 +57,37 @@ def open_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
+DB_LOCK = threading.Lock()
+
+
 def ensure_schema(conn: sqlite3.Connection) -> None:
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'User'").fetchone()
     if not exists:
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in filter(str.strip, SCHEMA_V1.split(";")):
-            conn.execute(statement)
-        conn.execute("COMMIT")
+        # An empty database: replay this image's migrations, in name order.
+        # The first VERSION of them: all the image holds; a checkout holds every release's.
+        files = sorted(MIGRATIONS.glob("*/migration.sql"))[:VERSION]
+        if len(files) < VERSION:
+            raise SystemExit(f"{MIGRATIONS}: {len(files)} migration(s), version {VERSION}")
+        script = "".join(p.read_text() for p in files)
+        conn.executescript(f"BEGIN IMMEDIATE;{script};COMMIT;")
+        conn.execute("PRAGMA foreign_keys=ON")  # a migration's PRAGMAs may have changed it
     if not conn.execute('SELECT 1 FROM "Portfolio" LIMIT 1').fetchone():
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO \"User\" (email, name) VALUES ('ada@example.com', 'Ada')")
         conn.execute("INSERT INTO \"Portfolio\" (userId, name) VALUES (1, 'Main')")
         conn.execute("COMMIT")
+
+
+def read_release(conn: sqlite3.Connection) -> dict[str, object]:
+    """What this version reads on every request; raises sqlite3.Error on a schema without it."""
+    user = conn.execute('SELECT id, email FROM "User" ORDER BY id LIMIT 1').fetchone()
+    if VERSION < 2:
+        return {"user": user[1] if user else None}
+    currency = conn.execute('SELECT currency FROM "User" ORDER BY id LIMIT 1').fetchone()
+    watched = conn.execute('SELECT count(*) FROM "Watchlist"').fetchone()[0]
+    fees = conn.execute('SELECT count(*), total(fee) FROM "Transaction"').fetchone()
+    return {"currency": currency[0] if currency else None, "watchlist": watched,
+            "fees": {"rows": fees[0], "total": round(fees[1], 2)}}  # fmt: skip
 
 
 def columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
@@ -75,13 +99,25 @@ def columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
 
 def commit_one(conn: sqlite3.Connection) -> int | None:
     """Insert one transaction row; its id once committed, None when the database was busy."""
+    symbol, quantity = random.choice(SYMBOLS), random.randint(1, 100)  # noqa: S311
+    price = round(random.uniform(1, 500), 2)  # noqa: S311
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        cursor = conn.execute(
-            'INSERT INTO "Transaction" (portfolioId, symbol, quantity, price) VALUES (1, ?, ?, ?)',
-            (random.choice(SYMBOLS), random.randint(1, 100), round(random.uniform(1, 500), 2)),  # noqa: S311
-        )
-        conn.execute("COMMIT")
+        with DB_LOCK:
+            conn.execute("BEGIN IMMEDIATE")
+            if VERSION < 2:
+                cursor = conn.execute(
+                    'INSERT INTO "Transaction" (portfolioId, symbol, quantity, price) '
+                    "VALUES (1, ?, ?, ?)", (symbol, quantity, price),
+                )  # fmt: skip
+            else:
+                cursor = conn.execute(
+                    'INSERT INTO "Transaction" (portfolioId, symbol, quantity, price, fee) '
+                    "VALUES (1, ?, ?, ?, ?)", (symbol, quantity, price, round(price * 0.001, 4)),
+                )  # fmt: skip
+                conn.execute(
+                    'INSERT OR IGNORE INTO "Watchlist" (userId, symbol) VALUES (1, ?)', (symbol,)
+                )
+            conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -91,10 +127,18 @@ def commit_one(conn: sqlite3.Connection) -> int | None:
 
 
 class Health(BaseHTTPRequestHandler):
+    conn: sqlite3.Connection
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         age = time.time() - HEARTBEAT.stat().st_mtime if HEARTBEAT.exists() else None
-        ok = age is not None and age < 30
-        body = json.dumps({"ok": ok, "heartbeat_age_s": age}).encode()
+        document: dict[str, object] = {"version": VERSION, "heartbeat_age_s": age}
+        try:
+            with DB_LOCK:
+                document["data"] = read_release(self.conn)
+        except sqlite3.Error as exc:
+            document["error"] = str(exc)
+        ok = age is not None and age < 30 and "error" not in document
+        body = json.dumps({"ok": ok, **document}).encode()
         self.send_response(200 if ok else 503)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -106,6 +150,14 @@ class Health(BaseHTTPRequestHandler):
 
 def request_stop(signum: int, frame: object) -> None:
     stop.requested = True
+
+
+def nap(seconds: float) -> None:
+    """Sleep, but wake for a stop request within 50 ms (a plain sleep resumes after the
+    signal handler: SIGTERM during a 3 s lull would wait out the lull)."""
+    deadline = time.monotonic() + seconds
+    while not stop.requested and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
 
 
 def main() -> int:
@@ -120,7 +172,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     conn = open_db(path)
     ensure_schema(conn)
-    emit("app.started", database=str(path), pid=os.getpid(), columns=columns(conn))
+    emit("app.started", database=str(path), pid=os.getpid(), version=VERSION,
+         columns=columns(conn))  # fmt: skip
+    Health.conn = conn
     port = int(os.environ.get("DEMO_PORT", "3000"))
     server = ThreadingHTTPServer(("0.0.0.0", port), Health)  # noqa: S104 (inside its container)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -130,7 +184,7 @@ def main() -> int:
             emit("committed", id=row_id)
             HEARTBEAT.touch()
             written += 1
-        time.sleep(pause if burst and written % burst == 0 else interval)
+        nap(pause if burst and written % burst == 0 else interval)
     conn.close()
     emit("app.stopped")
     return 0

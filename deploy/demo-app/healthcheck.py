@@ -1,9 +1,14 @@
-"""Docker HEALTHCHECK for the demo app: its last commit is recent."""
+"""Docker HEALTHCHECK for the demo app: GET /health answers 200 (it committed lately and can
+read what its version needs, e.g. v2's new columns)."""
 
 import os
 import sys
-import time
-from pathlib import Path
+import urllib.request
 
-heartbeat = Path(os.environ.get("DEMO_HEARTBEAT", "/tmp/demo-heartbeat"))  # noqa: S108
-sys.exit(0 if heartbeat.exists() and time.time() - heartbeat.stat().st_mtime < 30 else 1)
+url = f"http://127.0.0.1:{os.environ.get('DEMO_PORT', '3000')}/health"
+try:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a fixed http URL)
+        sys.exit(0 if response.status == 200 else 1)
+except OSError as exc:  # refused, timed out, or HTTP 503 (an HTTPError is an OSError)
+    print(exc)
+    sys.exit(1)

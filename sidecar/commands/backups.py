@@ -18,6 +18,7 @@ from sidecar.catalog import BackupInfo, PruneOutcome
 from sidecar.errors import ConfigError, ExitCode, HealthError, RefusedError, UnavailableError
 from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
+from sidecar.report import Result
 from sidecar.settings import Settings
 from sidecar.signals import stop_on_sigterm
 
@@ -48,6 +49,7 @@ class BackupResult:
     backup: BackupInfo
     seconds: float
     pruned: PruneOutcome | None = None
+    offsite: dict[str, Any] | None = None  # the proved upload (sidecar.commands.offsite)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -58,6 +60,7 @@ class BackupResult:
             "backup": {**self.backup.to_dict(), "manifest": self.backup.manifest},
             "seconds": round(self.seconds, 3),
             "pruned": [b.id for b in self.pruned.deleted] if self.pruned else [],
+            "offsite": self.offsite,
         }
 
     def render(self) -> str:
@@ -69,6 +72,12 @@ class BackupResult:
         if self.pruned and self.pruned.deleted:
             text += f"\npruned {len(self.pruned.deleted)}: " + ", ".join(
                 b.id for b in self.pruned.deleted
+            )
+        if self.offsite:
+            o = self.offsite
+            text += (
+                f"\noffsite: {o['key']}, {_size(o['size'])}, "
+                f"{'encrypted' if o['encrypted'] else 'NOT encrypted'}, proved ({o['proof']})"
             )
         return text
 
@@ -85,7 +94,9 @@ def backup(
     if not settings.schedule:
         return take_backup(settings, reason=reason, no_prune=no_prune)
     schedule.validate(settings.schedule)
-    with stop_on_sigterm() as stop:
+    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+    with stop_on_sigterm() as stop, offsite.drills_scheduled(settings, stop):
         first = take_backup(settings, reason=reason, no_prune=no_prune)
         schedule.run_forever(
             settings.schedule,
@@ -146,7 +157,10 @@ def _take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRe
         },
         group=settings.backup_group,
     )
-    return BackupResult(info, seconds, pruned)
+    # Offsite (SIDECAR_OFFSITE): a failure raises (exit 5); the local backup stays.
+    from sidecar.commands import offsite  # noqa: PLC0415
+
+    return BackupResult(info, seconds, pruned, offsite.upload_backup(settings, info))
 
 
 @dataclass(frozen=True)
@@ -226,9 +240,13 @@ def _note(info: BackupInfo, *, kept: bool) -> str:
     return f"{lost.get('rows_now')} of {lost.get('rows_before')} rows left"
 
 
-def list_backups(settings: Settings, **_: Any) -> ListResult:
+def list_backups(settings: Settings, *, remote: bool = False, **_: Any) -> Result:
     """The configured database's backups (every backup when none is), newest first, and how
-    many of other databases share the folder."""
+    many of other databases share the folder (``remote``: the offsite copies instead)."""
+    if remote:
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        return offsite.list_remote(settings)
     db = settings.database
     every = catalog.list_backups(settings.backup_dir)
     ours = catalog.backups_of(settings.backup_dir, db)
@@ -293,9 +311,24 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def verify(settings: Settings, *, backup_id: str | None = None, **_: Any) -> VerifyResult:
+def verify(
+    settings: Settings,
+    *,
+    backup_id: str | None = None,
+    remote: bool = False,
+    every: bool = False,
+    latest: bool = False,
+    **_: Any,
+) -> VerifyResult:
     """Verify one backup (or this database's ``latest``), or all of this database's (all in
-    the folder when none is configured) and report any that are missing."""
+    the folder when none is configured) and report any that are missing. ``remote``: restore
+    drills of the offsite copies (the newest, one, or ``every`` one)."""
+    if remote:
+        from sidecar.commands import offsite  # noqa: PLC0415
+
+        return offsite.verify_remote(settings, backup_id=backup_id, every=every)
+    if latest:
+        backup_id = "latest"
     full = settings.verify == "full"
     db = settings.database
     if backup_id is not None:
@@ -359,9 +392,11 @@ def restore(
     force: bool = False,
     to: str | None = None,
     from_other_database: bool = False,
+    source: str = "local",
     **_: Any,
 ) -> RestoreResult:
-    """Replace the database (or create ``to``) from a listed, verified backup of it.
+    """Replace the database (or create ``to``) from a listed, verified backup of it
+    (``source`` offsite: an offsite copy, downloaded and checked first).
 
     ``latest`` is the newest of this database's backups that passes verification: newer
     ones that fail are skipped, and named. A backup of another database (its manifest's
@@ -370,16 +405,54 @@ def restore(
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}
-    if backup_id == "latest":
-        info, skipped = _latest_passing(settings.backup_dir, db)
-    else:
-        info = catalog.find_backup(settings.backup_dir, backup_id, verified_only=True, database=db)
-        if to is None and not info.belongs_to(target) and not from_other_database:
-            raise RefusedError(
-                f"backup {info.id} is of {info.database}, not of {target}",
-                hint="check SIDECAR_DATABASE and the ID (sidecar list); to put that "
-                "database's data into this one on purpose, add --from-other-database",
+    with ExitStack() as fetching:
+        if source == "offsite":
+            from sidecar.commands import offsite  # noqa: PLC0415
+
+            info = fetching.enter_context(offsite.fetched(settings, backup_id))
+        elif backup_id == "latest":
+            info, skipped = _latest_passing(settings.backup_dir, db)
+        else:
+            info = catalog.find_backup(
+                settings.backup_dir, backup_id, verified_only=True, database=db
             )
+        if source == "offsite" or backup_id != "latest":
+            _refuse_other_database(info, target, to=to, allowed=from_other_database)
+        return _restore_from(
+            settings,
+            info,
+            target,
+            dry_run=dry_run,
+            force=force,
+            to=to,
+            checked=source != "offsite" and backup_id == "latest",
+            skipped=skipped,
+        )
+
+
+def _refuse_other_database(
+    info: BackupInfo, target: Path, *, to: str | None, allowed: bool
+) -> None:
+    if to is None and not info.belongs_to(target) and not allowed:
+        raise RefusedError(
+            f"backup {info.id} is of {info.database}, not of {target}",
+            hint="check SIDECAR_DATABASE and the ID (sidecar list); to put that "
+            "database's data into this one on purpose, add --from-other-database",
+        )
+
+
+def _restore_from(
+    settings: Settings,
+    info: BackupInfo,
+    target: Path,
+    *,
+    dry_run: bool,
+    force: bool,
+    to: str | None,
+    checked: bool,
+    skipped: dict[str, list[str]],
+) -> RestoreResult:
+    """The restore path for a verified ``info``: lease, safety backup, atomic replace."""
     in_place = to is None and not dry_run
     with ExitStack() as stack:
         stop_app = None
@@ -396,7 +469,7 @@ def restore(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
-            checked=backup_id == "latest",
+            checked=checked,
             lock_timeout=settings.wait_timeout,
         )
     if not dry_run:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import alerts, catalog, containers, schedule
+from sidecar import alerts, catalog, containers, schedule, schema_source
 from sidecar.commands.backups import take_backup
 from sidecar.commands.schema import drift_parts, writable_parts
 from sidecar.errors import ExitCode, SidecarError
@@ -45,11 +45,16 @@ class DeployResult:
                          "had stopped it)")  # fmt: skip
         if r.backup:
             parts.append(f"backup {r.backup}")
+        if r.compaction and not r.compaction["skipped"]:
+            parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
         parts += drift_parts(r.drift, r.not_executed)
         if r.restarted:
             parts.append(f"restarted {r.app}")
         elif r.app_stopped:
             parts.append(f"stopped and started {r.app}")
+        if r.offsite:
+            failed = r.offsite.get("error")
+            parts.append(f"offsite copy FAILED: {failed}" if failed else "offsite copy proved")
         return "deploy: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
 
 
@@ -85,12 +90,15 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
         with alerts.observing("deploy", enabled=not dry_run) as run:
             result = run.result = _deploy_once(settings, dry_run=dry_run, stop=stop)
         if settings.schedule and not dry_run and not result.aborted:
+            from sidecar.commands import offsite  # noqa: PLC0415
+
             _backup_if_none_fresh(settings, result.report)
-            schedule.run_forever(
-                settings.schedule,
-                lambda: take_backup(settings, reason="scheduled", no_prune=False),
-                stop,
-            )
+            with offsite.drills_scheduled(settings, stop):
+                schedule.run_forever(
+                    settings.schedule,
+                    lambda: take_backup(settings, reason="scheduled", no_prune=False),
+                    stop,
+                )
     return result
 
 
@@ -98,7 +106,8 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
     if settings.schedule:
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
-    apps = containers.connect(required=wants_app and not dry_run)
+    schema_in_app = settings.schema is not None and schema_source.parse(str(settings.schema))
+    apps = containers.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
     try:
         report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
     except Aborted:

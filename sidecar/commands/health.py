@@ -14,7 +14,7 @@ from sidecar import health as checks
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
-from sidecar.schema_input import load_desired
+from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 log = get_logger(__name__)
@@ -67,7 +67,8 @@ def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> Healt
     backup_check, latest, age = _backup_age(settings, required=backups_only)
     if backups_only:
         last = latest.id if latest is not None else None
-        report = HealthReport(checks=(backup_check,), last_backup=last, last_backup_age_s=age)
+        found = (backup_check, *_offsite_checks(settings))
+        report = HealthReport(checks=found, last_backup=last, last_backup_age_s=age)
     else:
         report = _database_health(settings, backup_check, latest, age)
     log.info(
@@ -116,6 +117,7 @@ def _database_health(
         # An interrupted run stopped the app: a healthy database with its app down.
         found.append(Check("app stopped by the sidecar", False, appstop.describe(stopped),
                            fatal=False))  # fmt: skip
+    found += _offsite_checks(settings)
     vanished = _vanished(latest)
     if vanished is not None:
         found.append(vanished)
@@ -174,3 +176,13 @@ def _hint(check: Check) -> str:
     if check.name == "desired schema present":
         return "deploy the desired schema: sidecar deploy (see sidecar plan)"
     return "see the checks above; fix the data or the query (SIDECAR_HEALTH_QUERIES)"
+
+
+def _offsite_checks(settings: Settings) -> list[Check]:
+    """The offsite warnings; the offsite code is imported only when SIDECAR_OFFSITE is set,
+    so the HEALTHCHECK of a sidecar without offsite copies starts as fast as before."""
+    if settings.offsite is None:
+        return []
+    from sidecar.commands import offsite  # noqa: PLC0415 - only with SIDECAR_OFFSITE
+
+    return offsite.health_checks(settings)

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import alerts, catalog, checks, database, growth, history, schema
 from sidecar import migrate as migrating
-from sidecar.errors import ExitCode, UnavailableError
+from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
-from sidecar.schema_input import load_desired
+from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +40,21 @@ class PlanResult:
         if self.check and self.plan.operations:
             return ExitCode.PENDING
         return ExitCode.OK
+
+    @property
+    def failure(self) -> RefusedError | None:
+        """The error line for the CLI when a deploy would be refused (the plan is the result)."""
+        if self.exit_code != ExitCode.REFUSED:
+            return None
+        p = self.plan
+        if p.refused:
+            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
+            return RefusedError(f"refused: {p.refused[0]}{more}", hint=p.refused[0].hint)
+        items = [*p.drift, *p.rejects]
+        return RefusedError(
+            f"--strict: {items[0]}" + (f" (and {len(items) - 1} more)" if len(items) > 1 else ""),
+            hint="see the plan above; deploy without --strict to apply the rest",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,7 +117,10 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         try:
             # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
             database.begin_snapshot(conn, wait=settings.wait_timeout)
-            result = history.review(conn, migrating.plan_for(conn, desired), desired)
+            copied = history.copies(conn, desired, settings.renames)
+            result = history.review(
+                conn, migrating.plan_for(conn, desired, copied), desired, copied
+            )
             grown = growth.of_plan(conn, result)
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as exc:
@@ -115,6 +133,12 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
             conn.close()
     outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict,
                          growth=None if fresh else grown)  # fmt: skip
+    if settings.offsite is not None and not settings.age_recipients:
+        log.warning(
+            "offsite.unencrypted",
+            store=settings.offsite,
+            hint="offsite copies go out NOT encrypted: set SIDECAR_AGE_RECIPIENTS",
+        )
     log.info(
         "plan.done",
         operations=len(result.operations),
@@ -157,6 +181,8 @@ class MigrateResult:
         parts = [what, *writable_parts(r.plan), *r.left_stopped]
         if r.backup:
             parts.append(f"backup {r.backup}")
+        if r.compaction and not r.compaction["skipped"]:
+            parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
         parts += drift_parts(r.drift, r.not_executed)
         return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
 

@@ -1,5 +1,11 @@
 """The product end to end: the README's docker-compose.yml on the real engine with the real
-Compose v2 CLI, a live demo app committing rows, and the sidecar doing its whole job."""
+Compose v2 CLI, a live demo app committing rows, and the sidecar doing its whole job.
+
+These are the running-app flow (a change made while the app runs, the way to migrate before
+swapping code): the project starts on v1 (the sidecar creates the database from the v1 app's
+migrations, then Compose starts the app), then the next schema is mounted into the sidecar
+(`SIDECAR_SCHEMA=/schema`) and it deploys beside the running app: lull, lock, backup, change,
+restart. Releases with `docker compose up -d` are in test_release_compose.py."""
 
 from __future__ import annotations
 
@@ -16,14 +22,25 @@ from tests.integration.compose import ComposeProject, committed_ids, wait_commit
 pytestmark = pytest.mark.integration
 
 V2_TABLES = {"User", "Portfolio", "Transaction", "Watchlist"}
+V2 = ROOT / "deploy/schema/v2"
 
 
-def start_app(project: ComposeProject, rows: int = 30) -> Any:
+def start_app(project: ComposeProject, rows: int = 30, schema: Path | None = V2) -> Any:
+    """`up -d --wait` on v1, then (``schema``) the next schema mounted for the sidecar."""
     project.run("up", "-d", "--wait", "app")
     wait_committed(project, rows)
+    if schema is not None:
+        mount_schema(project, schema)
     app = project.container("app")
     app.reload()
     return app
+
+
+def mount_schema(project: ComposeProject, folder: Path) -> None:
+    project.override(
+        "services:\n  sidecar:\n    environment:\n      SIDECAR_SCHEMA: /schema\n"
+        f"    volumes:\n      - {folder}:/schema:ro\n"
+    )
 
 
 def deploy(project: ComposeProject, *args: str) -> tuple[int, dict[str, Any]]:
@@ -39,8 +56,10 @@ def deploy(project: ComposeProject, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def tables(project: ComposeProject) -> set[str]:
+    """The app's tables: not SQLite's, nor Prisma's bookkeeping (the first start created the
+    database from the app's migrations folder, and recorded them there, as Prisma does)."""
     rows = project.query("SELECT name FROM sqlite_master WHERE type='table'")
-    return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+    return {r[0] for r in rows if not r[0].startswith(("sqlite_", "_prisma_migrations"))}
 
 
 def columns(project: ComposeProject, table: str) -> set[str]:
@@ -134,11 +153,7 @@ def test_an_app_that_never_releases_the_lock_is_stopped_and_started_again(
 
 
 def test_destructive_schema_is_reported_never_executed(project: ComposeProject) -> None:
-    project.override(
-        "services:\n  sidecar:\n    volumes:\n"
-        f"      - {ROOT}/deploy/schema/destructive:/schema:ro\n"
-    )
-    app = start_app(project)
+    app = start_app(project, schema=ROOT / "deploy/schema/destructive")
     before_tables = tables(project)
     code, summary = deploy(project)
     assert code == 0, project.logs("sidecar")
@@ -158,8 +173,8 @@ def test_failing_health_query_rolls_back_and_leaves_the_app_alone(
 ) -> None:
     failing = tmp_path / "health.sql"
     failing.write_text('SELECT count(*) = -1 FROM "User";\n')
-    project.override(f"services:\n  sidecar:\n    volumes:\n      - {failing}:/health.sql:ro\n")
     start_app(project)
+    project.override(f"services:\n  sidecar:\n    volumes:\n      - {failing}:/health.sql:ro\n")
     code, _ = deploy(project)
     assert code == 4, project.logs("sidecar")
     assert "health query failed" in project.logs("sidecar")
@@ -302,12 +317,23 @@ def test_a_wiped_data_volume_is_noticed_and_the_last_good_backup_kept(
     # The volume goes (a host rebuilt, a `down -v` by mistake); the backups volume stays.
     project.run("rm", "--stop", "--force", "app", "sidecar")
     project.client.volumes.get(project.volume("data")).remove()
-    start_app(project, rows=5)  # a brand-new database, from the app itself: seeded, young
-    assert project.query("SELECT count(*) FROM \"Transaction\" WHERE symbol = 'OLD'") == [[0]]
+    # The release layout runs the sidecar first: a missing database next to verified
+    # backups is refused (exit 3), and Compose never starts the app on an empty volume.
+    refused = project.run("up", "-d", "app", check=False)
+    assert refused.returncode != 0
+    assert 'service "sidecar" didn\'t complete successfully: exit 3' in refused.stderr
+    assert "sidecar restore latest" in project.logs("sidecar")
+    assert project.container("app").status == "created"
 
-    code, summary = deploy(project)  # v1 -> v2 again: a backup is taken before the change
-    assert code == 0, project.logs("sidecar")
-    warning = next(e for e in project.events("sidecar") if e["event"] == "backup.rows_vanished")
+    # Started empty on purpose (SIDECAR_ALLOW_FRESH) or by an app that creates its own
+    # schema: every health check accepts the young database. The next backup says so.
+    project.override("services:\n  sidecar:\n    environment:\n      SIDECAR_ALLOW_FRESH: '1'\n")
+    start_app(project, rows=5, schema=None)
+    assert project.query("SELECT count(*) FROM \"Transaction\" WHERE symbol = 'OLD'") == [[0]]
+    backup = project.run("run", "--rm", "--no-deps", "sidecar", "backup")
+    warning = next(
+        json.loads(line) for line in backup.stderr.splitlines() if '"backup.rows_vanished"' in line
+    )
     assert warning["since"] == good
     assert f"sidecar restore {good}" in warning["hint"]
 

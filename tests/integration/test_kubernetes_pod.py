@@ -27,16 +27,18 @@ import json
 import os
 import tarfile
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from docker.types import Mount
 
-from tests.conftest import DEMO_IMAGE, SIDECAR_IMAGE, TEST_LABEL
+from tests.conftest import DEMO_IMAGE, DEMO_V2_IMAGE, SIDECAR_IMAGE, TEST_LABEL
 from tests.unit.test_kubernetes_manifests import (
     APP_IMAGE,
     BASE,
+    FROM_IMAGE,
     KUBE,
     NATIVE,
     UID,
@@ -95,6 +97,13 @@ class Pod:
                 write_config_map(self.client, name, config_map["data"])
                 self.volumes[volume["name"]] = name
 
+    def share_empty_dir(self, volumes: Callable[[str], str], name: str) -> None:
+        """Back the emptyDir ``name`` with one Docker volume for every container of the pod
+        (as Kubernetes does; by default each container gets its own tmpfs)."""
+        assert any(v["name"] == name and "emptyDir" in v for v in self.spec["volumes"]), name
+        self.volumes[name] = volumes(f"emptydir-{name}-{uuid.uuid4().hex[:6]}")  # per pod
+        apply_fs_group(self.client, self.volumes[name], self.spec)
+
     def container(self, name: str) -> Doc:
         everyone: list[Doc] = [*self.spec.get("initContainers", []), *self.spec["containers"]]
         (found,) = (c for c in everyone if c["name"] == name)
@@ -119,8 +128,11 @@ class Pod:
             if mount["mountPath"] in skip_mounts:
                 continue
             volume = pod_volumes[mount["name"]]
-            if "emptyDir" in volume:
+            if "emptyDir" in volume and mount["name"] not in self.volumes:
                 mounts.append(Mount(mount["mountPath"], None, type="tmpfs"))
+            elif volume.get("secret", {}).get("optional"):
+                # An optional Secret that does not exist mounts as an empty folder.
+                mounts.append(Mount(mount["mountPath"], None, type="tmpfs", read_only=True))
             else:
                 mounts.append(
                     Mount(
@@ -444,3 +456,44 @@ def test_the_images_run_as_the_manifests_user(docker_client: Any) -> None:
             image, ["-u"], entrypoint=["id"], labels={TEST_LABEL: "1"}, remove=True
         )
         assert int(uid.decode().strip()) == UID, image
+
+
+def test_the_schema_from_image_overlay_releases_v1_then_v2(
+    docker_client: Any, volumes: Callable[[str], str], containers: Callable[..., Any]
+) -> None:
+    """overlays/schema-from-image: the app's own image copies its migrations folder into an
+    emptyDir, the deploy reads it there, the app starts. A release is the next image."""
+    spec = pod_spec(find(render(FROM_IMAGE), "Deployment"))
+    first = Pod(docker_client, volumes, spec)
+    start_pod_on(volumes, containers, first, DEMO_IMAGE, fresh=True)
+    second = Pod(docker_client, volumes, spec, claims_of=first)
+    start_pod_on(volumes, containers, second, DEMO_V2_IMAGE, fresh=False)
+    # The v2 release took a backup of v1's database first.
+    listing = list_backups(docker_client, volumes, containers, first)
+    assert [b["reason"] for b in listing["backups"]] == ["deploy"]
+
+
+def start_pod_on(
+    volumes: Callable[[str], str],
+    containers: Callable[..., Any],
+    pod: Pod,
+    image: str,
+    *,
+    fresh: bool,
+) -> None:
+    """The pod's three containers in order, the app's image being ``image``: the copy of its
+    migrations folder, the deploy (a change: creating or migrating), the app up and writing."""
+    pod.share_empty_dir(volumes, "schema")
+    code, copied = run_to_exit(containers, {**pod.run_kwargs(pod.container("schema")),
+                                            "image": image})  # fmt: skip
+    assert code == 0, output(copied)
+    code, deployed = run_to_exit(containers, pod.run_kwargs(pod.container("deploy")))
+    assert code == 0, output(deployed)
+    (done,) = named(events(deployed), "deploy.done")
+    assert done["changed"] is True
+    assert done["fresh"] is fresh
+    manifest = pod.container("app")
+    app = containers(**{**pod.run_kwargs(manifest), "image": image})
+    wait_for(lambda: probe(app, manifest, "readinessProbe"), 60, f"{image} ready")
+    wait_for(lambda: len(committed(app)) >= 5, 60, "5 committed rows")
+    assert stop(app, pod.spec) == 0

@@ -165,14 +165,14 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
     ("command", "expected"),
     [
         ("version", {"--log-format", "--log-level"}),
-        ("list", {"--log-format", "--log-level", "--database", "--backup-dir"}),
+        ("list", {"--log-format", "--log-level", "--database", "--backup-dir", "--remote"}),
         ("verify", {"--log-format", "--log-level", "--database", "--backup-dir", "--verify",
-                    "--full"}),
+                    "--full", "--remote", "--all", "--latest"}),
         ("plan", {"--log-format", "--log-level", "--database", "--backup-dir", "--schema",
-                  "--wait-timeout", "--strict", "--allow-fresh", "--check"}),
+                  "--wait-timeout", "--strict", "--renames", "--allow-fresh", "--check"}),
         ("restore", {"--log-format", "--log-level", "--database", "--backup-dir",
                      "--environment", "--app", "--wait-timeout", "--dry-run", "--force",
-                     "--to", "--from-other-database"}),
+                     "--to", "--from-other-database", "--from"}),
     ],
 )  # fmt: skip
 def test_each_subcommand_accepts_the_flags_of_what_it_reads(

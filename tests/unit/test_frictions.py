@@ -229,6 +229,41 @@ def test_a_rebuild_that_cannot_fit_on_the_data_volume_exits_5_before_any_change(
         assert not list((tmp_path / "backups").glob("*.db"))  # refused before the backup
 
 
+def _rebuild_then_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], **env: str
+) -> tuple[int, int, list[Any]]:
+    db = make_db(tmp_path / "data" / "portfolio.db", extra=PORTFOLIOS)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    rows = conn.execute('SELECT * FROM "Portfolio" ORDER BY id').fetchall()
+    conn.close()
+    before = db.stat().st_size
+    assert cli.main(["migrate", "--json"], env=env_for(tmp_path, **env)) == 0
+    document = json.loads(capsys.readouterr().out)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    after_rows = conn.execute('SELECT * FROM "Portfolio" ORDER BY id').fetchall()
+    conn.close()
+    assert [r[: len(rows[0])] for r in after_rows] == rows  # every row and value kept
+    return before, db.stat().st_size, [document]
+
+
+def test_a_rebuild_grows_the_file_and_sidecar_compact_gives_it_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, grown, _ = _rebuild_then_size(tmp_path / "plain", capsys)
+    assert grown > before + 2_000_000  # the rebuilt table's old pages stay as free pages
+    before, compacted, (document,) = _rebuild_then_size(
+        tmp_path / "compact", capsys, SIDECAR_COMPACT="1"
+    )
+    assert compacted < before + 500_000, (before, compacted)
+    done = document["compaction"]
+    assert done["freed_bytes"] > 2_000_000, done
+    assert done["skipped"] == ""
+    assert cli.main(["migrate"], env=env_for(tmp_path / "compact", SIDECAR_COMPACT="1")) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
 class AppThatWillNotStart(StoppableApp):
     """Stopping works; starting again fails (as if this process had been killed first)."""
 

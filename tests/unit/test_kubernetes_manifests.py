@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 BASE = KUBE / "base"
 NATIVE = KUBE / "overlays" / "native-sidecar"
-KUSTOMIZATIONS = {"base": BASE, "native-sidecar": NATIVE}
+FROM_IMAGE = KUBE / "overlays" / "schema-from-image"
+KUSTOMIZATIONS = {"base": BASE, "native-sidecar": NATIVE, "schema-from-image": FROM_IMAGE}
 # Plain manifests applied by hand with `kubectl create -f` (one-off Jobs).
 JOB_FILES = sorted((KUBE / "jobs").glob("*.yaml"))
 DESIRED_SCHEMA = ROOT / "deploy" / "schema" / "v2" / "schema.sql"
@@ -213,6 +214,9 @@ def _json_patch(doc: Doc, operation: Doc) -> None:
             node[last] = value
     elif op == "remove":
         del node[int(last) if isinstance(node, list) else last]
+    elif op == "test":
+        found = node[int(last)] if isinstance(node, list) else node[last]
+        assert found == operation["value"], f"JSON patch test {path}: {found!r}"
     else:
         raise NotImplementedError(f"JSON patch op {op!r}: teach render_fallback")
 
@@ -515,6 +519,36 @@ def test_the_native_sidecar_overlay(native: list[Doc]) -> None:
     assert probe == ["sidecar", "health", "--backups-only"]
 
 
+def test_the_schema_from_image_overlay(renderings: dict[str, list[Doc]], tmp_path: Path) -> None:
+    """The app's own image copies its migrations folder into an emptyDir before the deploy
+    reads it: the same folder, in the same order, as Compose's app:/app/prisma/migrations."""
+    spec = pod_spec(find(renderings["schema-from-image"], "Deployment"))
+    copy_step, deploy = spec["initContainers"]
+    assert copy_step["image"] == APP_IMAGE == spec["containers"][0]["image"]
+    assert "restartPolicy" not in copy_step, "it must finish before the deploy starts"
+    assert deploy["args"] == ["deploy"]
+    settings = settings_of(deploy)
+    assert settings.schema is not None
+    shared = mounts_of(spec, deploy)[str(settings.schema)]
+    assert "emptyDir" in shared
+    assert mounts_of(spec, copy_step)["/schema"] == shared
+    # What the copy does, run here on the demo app's folder: a schema the sidecar loads.
+    command = copy_step["command"]
+    assert command[:2] == ["cp", "-R"]
+    source = command[2].removesuffix("/.")
+    assert source == "/app/prisma/migrations"
+    (tmp_path / "schema").mkdir()
+    folder = ROOT / "deploy/demo-app/prisma/migrations"
+    subprocess.run(["cp", "-R", f"{folder}/.", f"{tmp_path}/schema/"], check=True)
+    from sidecar import schema
+    from sidecar.schema_input import load_desired
+
+    copied = load_desired(tmp_path / "schema")
+    # Its end state is deploy/schema/v2: planned from one to the other, nothing differs.
+    plan = schema.make_plan(load_desired(DESIRED_SCHEMA.parent), copied, row_counts={})
+    assert [*plan.operations, *plan.drift, *plan.refused] == []
+
+
 def test_the_restore_job(base: list[Doc], restore_job: Doc) -> None:
     assert restore_job["metadata"]["generateName"]
     assert restore_job["spec"]["backoffLimit"] == 0, "a restore is never retried blindly"
@@ -535,3 +569,22 @@ def test_the_list_job_reads_the_backups_only() -> None:
     settings = settings_of(lister)
     mount = next(m for m in lister["volumeMounts"] if m["mountPath"] == str(settings.backup_dir))
     assert mount["readOnly"] is True
+
+
+def test_offsite_credentials_come_from_a_secret(base: list[Doc], native: list[Doc]) -> None:
+    """The CronJob and the native sidecar take SIDECAR_OFFSITE and the AWS_* credentials
+    from the optional Secret `portfolio-offsite`; no credential is written in a manifest."""
+    backup = pod_spec(find(base, "CronJob"))["containers"][0]
+    sidecar = pod_spec(find(native, "Deployment"))["initContainers"][1]
+    for container in (backup, sidecar):
+        assert {"secretRef": {"name": "portfolio-offsite", "optional": True}} in container[
+            "envFrom"
+        ], container["name"]
+        names = {e["name"] for e in container.get("env", [])}
+        assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, container["name"]
+    volume = mounts_of(pod_spec(find(native, "Deployment")), sidecar)["/run/secrets/offsite-age"]
+    assert volume["secret"] == {
+        "secretName": "portfolio-offsite-age",
+        "optional": True,
+        "defaultMode": 0o400,
+    }

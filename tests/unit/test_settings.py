@@ -146,7 +146,7 @@ def _readme_rows() -> dict[str, tuple[str, str]]:
     rows: dict[str, tuple[str, str]] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].startswith("`SIDECAR_"):
+        if len(cells) == 4 and cells[0].startswith(("`SIDECAR_", "`AWS_")):
             rows[cells[0].strip("`")] = (cells[1], cells[2])
     return rows
 
@@ -195,14 +195,21 @@ def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
     samples = {"database": "/x.db", "environment": "staging", "log_format": "json",
                "log_level": "debug", "restart": "never", "verify": "full", "compress": "zstd",
                "strict": "true", "allow_fresh": "true", "min_free_margin": "1M",
-               "backup_stop_app": "true",
+               "backup_stop_app": "true", "compact": "true",
                "notify": "json://127.0.0.1:1/hook", "notify_on": "always",
-               "ping_url": "http://127.0.0.1:1/ping", "metrics_addr": "127.0.0.1:9473"}  # fmt: skip
+               "ping_url": "http://127.0.0.1:1/ping", "metrics_addr": "127.0.0.1:9473",
+               "offsite": "s3://bucket/prefix", "aws_endpoint_url": "http://127.0.0.1:9000",
+               "s3_path_style": "true", "age_recipients": _age_public_key(),
+               "renames": "copy"}  # fmt: skip
+    # Offsite settings mean nothing without SIDECAR_OFFSITE (an error), drills without a schedule.
+    context = {name: {"SIDECAR_OFFSITE": "s3://b/p"} for name in settings.OFFSITE_ONLY}
+    context["drill_schedule"] = {"SIDECAR_OFFSITE": "s3://b/p", "SIDECAR_SCHEDULE": "1h"}
     for setting in settings.SETTINGS:
         value = samples.get(setting.name, "7")
         secret = tmp_path / setting.name
         secret.write_text(value + "\n")
-        loaded = load_settings({f"{setting.env}_FILE": str(secret)})
+        env = {f"{setting.env}_FILE": str(secret), **context.get(setting.name, {})}
+        loaded = load_settings(env)
         assert getattr(loaded, setting.name) == setting.parse(value), setting.env
 
 
@@ -238,3 +245,9 @@ def test_variables_the_project_sets_itself_are_never_reported() -> None:
     names -= {"SIDECAR_ENV", "SIDECAR_KEEEP", "SIDECAR_SCHEMAS_FILE", "SIDECAR_ZZZZZZZZZZZZ",
               "SIDECAR_STRCT_FILE"}  # fmt: skip
     assert settings.unknown_variables(dict.fromkeys(names, "x")) == []
+
+
+def _age_public_key() -> str:
+    import pyrage
+
+    return str(pyrage.x25519.Identity.generate().to_public())
