@@ -15,7 +15,7 @@ from sidecar import catalog, cli
 from tests.unit.test_open_errors import fill, mounted_tmpfs
 from tests.unit.test_pipeline import env_for, make_db
 from tests.unit.test_prisma_history import env_for as prisma_env
-from tests.unit.test_prisma_history import events, history, prisma_deployed, with_prisma_row
+from tests.unit.test_prisma_history import events, history, prisma_deployed, query, with_prisma_row
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]) -> str:
@@ -65,14 +65,6 @@ def _who(path: Path, name: str) -> Path:
     return path
 
 
-def _whose(path: Path) -> list[tuple[str]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT n FROM who").fetchall()
-    finally:
-        conn.close()
-
-
 def test_a_relative_database_path_never_restores_another_folders_backup(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,7 +83,7 @@ def test_a_relative_database_path_never_restores_another_folders_backup(
     said = _run(capsys, ["restore", "latest"], env)
     assert said.startswith("exit 3\nerror: ")
     assert str(x) in said
-    assert _whose(y) == [("y",)]
+    assert query(y, "SELECT n FROM who") == [("y",)]
 
     # A manifest from before (a relative source): no database's backup, neither folder's.
     manifest = json.loads(backup.manifest_path.read_text())
@@ -99,7 +91,7 @@ def test_a_relative_database_path_never_restores_another_folders_backup(
     for here in (x, y):
         monkeypatch.chdir(here.parent)
         assert _run(capsys, ["restore", "latest"], env).startswith("exit 3\n")
-        assert _whose(here) == [(here.parent.name,)]
+        assert query(here, "SELECT n FROM who") == [(here.parent.name,)]
 
 
 @pytest.mark.parametrize("volume", ["read-only", "full"])
