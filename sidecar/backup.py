@@ -47,7 +47,13 @@ from sidecar.catalog import (
     rows_vanished,
 )
 from sidecar.copier import create_exclusive, decompressed_chunks, fsync_dir, pump, sha256_file
-from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
+from sidecar.errors import (
+    ConfigError,
+    HealthError,
+    RefusedError,
+    SidecarError,
+    UnavailableError,
+)
 from sidecar.lease import remove_restore_partial, restore_partial_path
 from sidecar.logs import get_logger
 from sidecar.progress import Progress
@@ -154,7 +160,7 @@ def create_backup(
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "id": final.name,
-                "source": str(db),
+                "source": os.path.abspath(db),  # never relative: see catalog.is_source
                 "environment": environment,
                 "reason": reason,
                 "created_at": datetime.now(UTC).isoformat(),
@@ -842,7 +848,11 @@ def _replace(
         mode, owner = old.st_mode & 0o777, (old.st_uid, old.st_gid)
     except FileNotFoundError:
         mode, owner = (0o640 if group is not None else 0o600), None
-    fd = create_exclusive(tmp, mode, group)
+    try:
+        fd = create_exclusive(tmp, mode, group)
+    except OSError as exc:
+        raise _cannot_write_restore(target, exc) from exc
+    touched = False
     try:
         try:
             db_size = int(info.manifest.get("db_size") or info.size)
@@ -857,14 +867,43 @@ def _replace(
             except PermissionError:
                 log.warning("backup.restore_owner_kept", target=str(target))
         before_replace()
+        touched = True
         # The old -wal/-journal would be replayed onto the new file: remove them first.
         for side in SIDE_FILES:
             Path(f"{target}{side}").unlink(missing_ok=True)
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _cannot_write_restore(target, exc, touched=touched) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write_restore(target: Path, exc: OSError, *, touched: bool = False) -> SidecarError:
+    """A restore that cannot write beside ``target``: a full volume is exit 5, a folder
+    that is read-only, not writable or not a place files can be made in is exit 2.
+    ``touched``: the old side files were already removed (the target may be changed)."""
+    state = "may be incomplete: retry" if touched else "is unchanged"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UnavailableError(
+            f"the volume holding {target} filled up during the restore (partial removed; "
+            f"{target} {state})",
+            hint="free space on that volume (or grow it), then retry",
+        )
+    folder = target.parent
+    if exc.errno == errno.EROFS:
+        reason = f"{folder} is on a read-only file system"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = f"the folder {folder} is not writable by uid {os.geteuid()}"
+    else:
+        reason = f"cannot create a file in {folder}: {exc.strerror or exc}"
+    return ConfigError(
+        f"cannot restore to {target}: {reason} ({target} {state})",
+        hint="restore to a writable folder (--to PATH), or mount the volume read-write and "
+        "run the sidecar with the app's uid",
+    )
 
 
 def _check_restored(info: BackupInfo, tmp: Path, sha: str) -> None:

@@ -178,6 +178,11 @@ def is_source(source: Path, db: Path) -> bool:
     container at ``/app/data``, read now from the host or from a container that mounts the
     volume elsewhere): then the file name is all that can be compared.
     """
+    if not source.is_absolute():
+        # A manifest written before sources were made absolute: which folder "app.db" was
+        # in is unknown, so it is no database's backup (restore it by its ID, on purpose,
+        # with --from-other-database). Never guessed from the current folder.
+        return False
     if same_file(source, db):
         return True
     if os.path.isdir(source.parent):
@@ -326,15 +331,20 @@ def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
     """
     if settings.allow_fresh:
         return
-    verified = [b for b in list_backups(settings.backup_dir) if b.verified]
+    # Every backup sidecar wrote a manifest for counts, even one modified since or found
+    # corrupt by ``verify``: it still says a database lived here (``verified`` now also means
+    # "nothing known against the file", which is no reason to create an empty one over it).
+    verified = [b for b in list_backups(settings.backup_dir) if b.manifest.get("verified")]
     if not verified:
         return
     ours = [b for b in verified if b.belongs_to(db)]
     hint = "to start with an empty database on purpose: SIDECAR_ALLOW_FRESH=1 (--allow-fresh)"
     if ours:
+        doubtful = sum(1 for b in ours if not b.verified)
+        doubt = f", {doubtful} of them changed or corrupt since" if doubtful else ""
         raise RefusedError(
             f"database {db} is missing, but {len(ours)} verified backup(s) of it exist "
-            f"(newest {ours[0].id}): refusing to create an empty one",
+            f"(newest {ours[0].id}{doubt}): refusing to create an empty one",
             hint="mount the data volume (or fix SIDECAR_DATABASE); to bring the data back: "
             f"`sidecar restore latest`; {hint}",
         )

@@ -270,6 +270,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     started = time.monotonic()
     try:
         settings: Settings = load_settings(environ, flags)
+        # Now from the validated settings (case, spaces, *_FILE), as every other setting.
+        logs.configure(settings.log_format, settings.log_level)
         _configure_alerts(settings)
         result = _resolve(args.command)(settings, **options)
     except SidecarError as exc:

@@ -48,6 +48,13 @@ log = get_logger(__name__)
 PREVIEW_WAIT_S = 2.0  # the read-only preview's busy timeout (the real plan is made under lock)
 
 
+NOT_EXECUTED_HINT = (
+    "sidecar never runs a history's data statements, and the migration is recorded as applied "
+    "in _prisma_migrations, so Prisma will not run them either: run them yourself if the new "
+    "app needs that data"
+)
+
+
 @dataclass
 class DeployReport:
     """What a deploy did. Its ``to_dict`` is the ``deploy --json`` document (fields only grow)."""
@@ -58,6 +65,9 @@ class DeployReport:
     changed: bool = False
     plan: dict[str, Any] = field(default_factory=dict)
     drift: list[str] = field(default_factory=list)
+    # The drift items that are a history's data statements (seeds, backfills): not executed,
+    # and never run later either (the migration is recorded as applied for Prisma).
+    not_executed: list[str] = field(default_factory=list)
     backup: str | None = None
     quiet: bool | None = None
     # Every wait, truthfully: for the lease, for a lull, for the write lock (from the first
@@ -207,9 +217,16 @@ def _preview(
 
 def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None:
     report.drift = [str(item) for item in plan.drift]
-    if plan.drift:
-        log.warning("deploy.drift", items=report.drift, strict=settings.strict,
+    data = [item for item in plan.drift if item.kind == "not_executed"]
+    destructive = [str(item) for item in plan.drift if item.kind != "not_executed"]
+    report.not_executed = [str(item) for item in data]
+    if destructive:
+        log.warning("deploy.drift", items=destructive, strict=settings.strict,
                     hint="destructive drift is reported, never executed")  # fmt: skip
+    if data:
+        log.warning("deploy.data_not_executed", items=report.not_executed,
+                    migrations=sorted({item.object.removeprefix("migration ") for item in data}),
+                    strict=settings.strict, hint=NOT_EXECUTED_HINT)  # fmt: skip
     if plan.refused:
         first = plan.refused[0]
         raise RefusedError(
@@ -232,11 +249,17 @@ def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None
                 hint="see `sidecar plan`; drop the constraint yourself if the app no longer "
                 "needs it, or deploy without --strict",
             )
-    if plan.drift and settings.strict:
+    if destructive and settings.strict:
         raise RefusedError(
-            f"destructive drift under --strict: {report.drift[0]}"
+            f"destructive drift under --strict: {destructive[0]}"
             + (f" (and {len(report.drift) - 1} more)" if len(report.drift) > 1 else ""),
             hint="see `sidecar plan`; drift is never executed, drop --strict to deploy the rest",
+        )
+    if data and settings.strict:
+        raise RefusedError(
+            f"not executed data statements under --strict: {report.not_executed[0]}"
+            + (f" (and {len(data) - 1} more)" if len(data) > 1 else ""),
+            hint=f"{NOT_EXECUTED_HINT}; drop --strict to deploy the schema without them",
         )
 
 

@@ -47,7 +47,7 @@ CREATE_TABLE = """CREATE TABLE "_prisma_migrations" (
 """
 RESOLVE_HINT = (
     "a failed Prisma migration blocks every deploy (Prisma's P3009): fix the database, then "
-    "`prisma migrate resolve --rolled-back <name>` (or `--applied <name>`), and deploy again"
+    "`prisma migrate resolve --rolled-back {name}` (or `--applied {name}`), and deploy again"
 )
 
 
@@ -124,7 +124,7 @@ def failed_refusals(recorded: Sequence[Row]) -> list[schema.Refusal]:
         schema.Refusal(
             f"Prisma migration {r.migration_name}",
             f"recorded as failed in {TABLE} (finished_at and rolled_back_at are NULL)",
-            RESOLVE_HINT,
+            RESOLVE_HINT.format(name=r.migration_name),
         )
         for r in recorded
         if r.failed

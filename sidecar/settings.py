@@ -11,6 +11,7 @@ over the environment, the environment over defaults. Errors name the bad field.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,10 +74,13 @@ def parse_database(value: str) -> Path:
         rest = unquote(rest)
         if not rest:
             raise ValueError(f"no path in {value!r}")
-        return Path(rest)
-    if "://" in raw:
+        raw = rest
+    elif "://" in raw:
         raise ValueError(f"only SQLite files are supported (a path or a file: URL), got {value!r}")
-    return Path(raw)
+    # Absolute from here on (against the current folder, symlinks kept): a backup's manifest
+    # names its source this way, so a later run from another folder never takes another
+    # database's backups for this one's.
+    return Path(os.path.abspath(raw))
 
 
 def parse_duration(value: str) -> float:
@@ -415,7 +419,7 @@ class Settings:
             _seconds,
             metavar="DURATION",
             help="longest wait for a lull and the write lock",
-            commands=_SCHEMA | {"backup", "health"},
+            commands=_SCHEMA | {"backup", "health", "restore"},
             shown="`60s`",
         ),
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from sidecar import alerts, catalog, containers, schedule, schema_source
 from sidecar.commands.backups import take_backup
-from sidecar.commands.schema import writable_parts
+from sidecar.commands.schema import drift_parts, writable_parts
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline import DeployReport, run_deploy
@@ -47,8 +47,7 @@ class DeployResult:
             parts.append(f"backup {r.backup}")
         if r.compaction and not r.compaction["skipped"]:
             parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
-        if r.drift:
-            parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
+        parts += drift_parts(r.drift, r.not_executed)
         if r.restarted:
             parts.append(f"restarted {r.app}")
         elif r.app_stopped:

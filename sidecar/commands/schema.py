@@ -183,9 +183,23 @@ class MigrateResult:
             parts.append(f"backup {r.backup}")
         if r.compaction and not r.compaction["skipped"]:
             parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
-        if r.drift:
-            parts.append(f"{len(r.drift)} drift item(s) reported, not executed")
+        parts += drift_parts(r.drift, r.not_executed)
         return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
+
+
+def drift_parts(drift: list[str], not_executed: list[str]) -> list[str]:
+    """What a deploy summary says about drift: a history's data statements that were not
+    executed by name (prominent: nothing will ever run them), the other drift as a count."""
+    parts = []
+    if not_executed:
+        more = f" (and {len(not_executed) - 1} more)" if len(not_executed) > 1 else ""
+        parts.append(
+            f"WARNING: {len(not_executed)} data statement(s) NOT EXECUTED, their migration "
+            f"recorded as applied for Prisma: {not_executed[0]}{more}"
+        )
+    if len(drift) > len(not_executed):
+        parts.append(f"{len(drift) - len(not_executed)} drift item(s) reported, not executed")
+    return parts
 
 
 def writable_parts(plan: dict[str, Any]) -> list[str]:

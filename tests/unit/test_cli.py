@@ -171,8 +171,8 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
         ("plan", {"--log-format", "--log-level", "--database", "--backup-dir", "--schema",
                   "--wait-timeout", "--strict", "--renames", "--allow-fresh", "--check"}),
         ("restore", {"--log-format", "--log-level", "--database", "--backup-dir",
-                     "--environment", "--app", "--dry-run", "--force", "--to",
-                     "--from-other-database", "--from"}),
+                     "--environment", "--app", "--wait-timeout", "--dry-run", "--force",
+                     "--to", "--from-other-database", "--from"}),
     ],
 )  # fmt: skip
 def test_each_subcommand_accepts_the_flags_of_what_it_reads(

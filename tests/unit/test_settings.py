@@ -24,7 +24,7 @@ from sidecar.settings import Settings, load_settings, parse_database, parse_dura
     ],
 )
 def test_database_accepts_paths_and_prisma_file_urls(value: str, expected: str) -> None:
-    assert parse_database(value) == Path(expected)
+    assert parse_database(value) == Path(expected).absolute()
 
 
 @pytest.mark.parametrize("value", ["postgres://db/x", "file://remote-host/x.db", "file:", "  "])
