@@ -308,7 +308,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     else:
         text = result.render()
         if text:
-            print(text)
+            try:
+                print(text, flush=True)
+            except BrokenPipeError:  # `sidecar plan | head`: the reader is gone, not a bug
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if failure is not None:
         log.error("command.failed", command=args.command, error=failure.message,
                   hint=failure.hint, exit_code=code)  # fmt: skip
