@@ -306,17 +306,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             document |= {"error": _error_document(args.command, failure)["error"]}
         _emit_json({**document, **result.to_dict()})
     else:
-        text = result.render()
-        if text:
-            try:
-                print(text, flush=True)
-            except BrokenPipeError:  # `sidecar plan | head`: the reader is gone, not a bug
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _print_result(result.render())
     if failure is not None:
         log.error("command.failed", command=args.command, error=failure.message,
                   hint=failure.hint, exit_code=code)  # fmt: skip
         _print_error(failure)
     return code
+
+
+def _print_result(text: str) -> None:
+    if not text:
+        return
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `sidecar plan | head`: the reader is gone, not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _configure_alerts(settings: Settings) -> None:
