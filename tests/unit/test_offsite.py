@@ -264,11 +264,13 @@ def test_the_store_killed_mid_upload_leaves_no_copy_and_the_local_backup_intact(
 ) -> None:
     with s3_server() as own:
         own.make_bucket("killed")
-        db = bk_build_db(tmp_path / "big.db", rows=2000, blob=16 << 10)  # ~32 MiB, random
+        # ~96 MiB of random rows: about a second of upload on an idle machine, so the store
+        # dies mid-upload (a 32 MiB copy could be done before the kill).
+        db = bk_build_db(tmp_path / "big.db", rows=6000, blob=16 << 10)
         env = env_of(db, tmp_path / "backups", "s3://killed/p", own.url)
         child = _sidecar(["backup"], env)
         _wait_for_event(child, "backup.created")
-        time.sleep(0.5)
+        time.sleep(0.2)
         own.kill()
         _, err = child.communicate(timeout=120)
         assert child.returncode == 5, err
