@@ -20,7 +20,7 @@ from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
 from sidecar.report import Result
 from sidecar.settings import Settings
-from sidecar.signals import stop_on_sigterm
+from sidecar.signals import Stop, stop_on_sigterm
 
 log = get_logger(__name__)
 
@@ -94,16 +94,24 @@ def backup(
     if not settings.schedule:
         return take_backup(settings, reason=reason, no_prune=no_prune)
     schedule.validate(settings.schedule)
+    with stop_on_sigterm() as stop:
+        first = take_backup(settings, reason=reason, no_prune=no_prune)
+        run_scheduled(settings, stop, no_prune=no_prune)
+    return first
+
+
+def run_scheduled(settings: Settings, stop: Stop, *, no_prune: bool = False) -> None:
+    """The long-running mode (``backup`` and ``deploy`` with SIDECAR_SCHEDULE): a backup at
+    every slot, restore drills beside them (SIDECAR_DRILL_SCHEDULE), until ``stop``."""
+    assert settings.schedule is not None  # noqa: S101 - callers check it
     from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
 
-    with stop_on_sigterm() as stop, offsite.drills_scheduled(settings, stop):
-        first = take_backup(settings, reason=reason, no_prune=no_prune)
+    with offsite.drills_scheduled(settings, stop):
         schedule.run_forever(
             settings.schedule,
             lambda: take_backup(settings, reason="scheduled", no_prune=no_prune),
             stop,
         )
-    return first
 
 
 def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupResult:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sidecar import alerts, catalog, containers, schedule, schema_source
-from sidecar.commands.backups import take_backup
+from sidecar.commands.backups import run_scheduled, take_backup
 from sidecar.commands.schema import drift_parts, writable_parts
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
@@ -90,15 +90,8 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
         with alerts.observing("deploy", enabled=not dry_run) as run:
             result = run.result = _deploy_once(settings, dry_run=dry_run, stop=stop)
         if settings.schedule and not dry_run and not result.aborted:
-            from sidecar.commands import offsite  # noqa: PLC0415
-
             _backup_if_none_fresh(settings, result.report)
-            with offsite.drills_scheduled(settings, stop):
-                schedule.run_forever(
-                    settings.schedule,
-                    lambda: take_backup(settings, reason="scheduled", no_prune=False),
-                    stop,
-                )
+            run_scheduled(settings, stop)
     return result
 
 
