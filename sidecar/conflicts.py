@@ -1,12 +1,6 @@
-"""What the existing rows rule out, found read-only before a plan writes anything.
-
-:func:`row_conflicts` runs in the read-only preview (``plan``, the deploy's preflight) and
-again first thing inside the deploy's transaction, so the preview refuses what applying would:
-a new UNIQUE index or constraint over duplicate values, a CHECK that a rebuild's copy of the
-rows would fail, a new ``REFERENCES`` column whose value names no parent row. The rows are
-evaluated as they will be once the plan's new columns exist (:class:`Rows`), and every query
-names only columns that exist at that moment: SQLite's double-quoted-string fallback cannot
-change a result (docs/design.md "Double-quoted strings").
+"""What the existing rows rule out (duplicates under a new UNIQUE, a CHECK the rows fail, a
+REFERENCES without a parent), found read-only before a plan writes anything.
+See docs/design.md, "What the rows rule out".
 """
 
 from __future__ import annotations
@@ -24,15 +18,9 @@ Conflict = tuple[schema.Operation, schema.Refusal]
 def row_conflicts(
     conn: sqlite3.Connection, plan: schema.Plan, desired: schema.Catalogue
 ) -> tuple[list[Conflict], list[str]]:
-    """What the existing rows rule out, found read-only before anything is written: a new
-    UNIQUE index or constraint over duplicate values, a CHECK the rows would fail, a new
-    REFERENCES column whose value has no parent row. Evaluated over what the rows will hold
-    once the plan's new columns exist (their DEFAULT, their generated expression, or NULL);
-    every query names only columns that exist now, so SQLite's double-quoted-string fallback
-    cannot change a result (docs/design.md "Double-quoted strings").
-
-    Returns the refused operations with their refusals, and what could not be evaluated here
-    (checked when applied: SQLite enforces every constraint in the transaction anyway)."""
+    """The operations the existing rows rule out, with their refusals, and what could not be
+    evaluated here (checked when applied). The rows are evaluated as they will be once the
+    plan's new columns exist (their DEFAULT, generated expression, or NULL)."""
     live = schema.read_catalogue(conn)
     fresh = {schema.fold(op.table) for op in plan.operations if isinstance(op, schema.CreateTable)}
     new: dict[str, list[schema.Column]] = {}

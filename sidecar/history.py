@@ -1,21 +1,6 @@
-"""What the desired schema says beyond its end state, judged against the live database.
-
-:func:`review` amends a plan (:func:`sidecar.schema.make_plan` judges end states only) with:
-
-* **Prisma's bookkeeping** (:mod:`sidecar.prisma`): the rows to record for migrations Prisma
-  would still apply (an operation), a failed migration recorded by Prisma (a refusal: P3009),
-  a recorded checksum that no longer matches its file (a warning);
-* **renames** a migration makes (``RENAME TO``, ``RENAME COLUMN``, a RedefineTables copy into
-  a new name): judged by the end state alone, the new name would be created empty while the
-  data stays under the old one, so each is refused while the live database still holds the
-  old name and lacks the new one; with ``SIDECAR_RENAMES=copy`` a column rename is made safe
-  instead (:func:`copies`: the new column given the old one's values, the old one kept);
-* **possible renames**, in any schema: a table or column that the desired schema lacks while
-  one of the same shape appears (drift, with the same hint);
-* **data statements** of migrations Prisma has not applied: listed as drift ("not
-  executed"), so ``--strict`` refuses them.
-
-Migrations already recorded as applied are not judged again: only their end state counts.
+"""What the desired schema's history says beyond its end state, judged against the live
+database: Prisma's bookkeeping, renames, possible renames, data statements not executed.
+See docs/design.md, "What a history says beyond its end state".
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
-"""Apply a plan inside the caller's transaction, verify it there; verified table rebuilds.
+"""Apply a plan inside the caller's transaction and verify it there; verified rebuilds.
 
-:func:`apply_plan` never commits and never rolls back: the caller holds ``BEGIN IMMEDIATE``
-(:func:`sidecar.database.write_lock`) and rolls back on any exception, which leaves the
-database byte-for-byte as it was. Every check that decides whether the change is kept runs
-inside that transaction, before COMMIT.
-
-A table rebuild follows SQLite's documented procedure for schema changes ALTER TABLE cannot
-make (https://www.sqlite.org/lang_altertable.html#otheralter): create the new table under a
-temporary name, copy the rows, drop the old table, rename, recreate indexes and triggers
-(and put back the AUTOINCREMENT counter and the ANALYZE statistics the drop deleted).
-It keeps every live column definition verbatim and only appends the new ones, and it proves
-that no row and no old column value changed by hashing them before and after.
+Nothing here commits or rolls back: the caller holds ``BEGIN IMMEDIATE`` and rolls back on
+any exception. See docs/design.md, "Applying a plan" and "Verified table rebuilds".
 """
 
 from __future__ import annotations
@@ -20,7 +11,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from sidecar import checks, database, prisma, schema
@@ -31,7 +22,8 @@ from sidecar.logs import get_logger
 
 log = get_logger(__name__)
 
-Check = Callable[[sqlite3.Connection], None]
+# A check of the user's (health queries) run on the changed database before COMMIT.
+Guard = Callable[[sqlite3.Connection], None]
 # The foreign-key violations from before a change: rows of database.foreign_key_problems.
 FkBefore = Callable[[], Iterable[tuple[str, int | None, str, int]]]
 
@@ -41,21 +33,17 @@ def apply_plan(
     plan: schema.Plan,
     desired: schema.Catalogue,
     *,
-    extra_checks: Sequence[Check] = (),
+    guards: Sequence[Guard] = (),
     fk_before: FkBefore | None = None,
-    checked_before: bool = False,
+    quick_checked_before: bool = False,
 ) -> None:
-    """Apply every operation of ``plan`` in the caller's transaction, then verify there.
+    """Screen the rows, apply every operation of ``plan``, then verify, all in the caller's
+    transaction. Raises :class:`RefusedError` or :class:`HealthError`; the caller rolls back.
 
-    ``fk_before``: the foreign-key violations of the database before the change, asked for
-    only when the check after the change finds some (the deploy reads them from its backup:
-    one scan of the database instead of two). None: scanned here, before the change.
-    ``checked_before``: the database as this transaction found it passed ``quick_check``
-    elsewhere (the deploy's backup checks the same bytes); the check after the change then
-    covers what the change wrote (:func:`check_scope`) instead of the whole database.
-    Raises :class:`RefusedError` (a refusal, or a new UNIQUE index over duplicate values) or
-    :class:`HealthError` (a verification failed). The caller rolls back; nothing is committed
-    here.
+    ``fk_before``: the foreign-key violations from before the change, asked for only when
+    the check after it finds some (None: scanned here first). ``quick_checked_before``: the
+    state before passed ``quick_check`` elsewhere, so only the :func:`written_tables` are
+    checked after. See docs/design.md, "Applying a plan".
     """
     if not conn.in_transaction:
         raise RuntimeError("apply_plan needs the caller's transaction (BEGIN IMMEDIATE)")
@@ -81,55 +69,44 @@ def apply_plan(
             hint="this SQLite is built with foreign keys on by default; report it as a bug",
         )
     for op in plan.operations:
-        op_started = time.monotonic()
-        try:
-            apply_operation(conn, op)
-        except sqlite3.IntegrityError as exc:
-            raise RefusedError(
-                f"cannot {op}: {exc}",
-                hint="existing rows do not satisfy the new constraint; nothing was changed",
-            ) from None
-        except sqlite3.Error as exc:
-            raise HealthError(
-                f"applying `{op}` failed: {exc}",
-                hint="the change was rolled back; nothing was changed",
-            ) from None
-        log.info("migrate.applied", op=str(op), seconds=round(time.monotonic() - op_started, 3))
-    scope = check_scope(conn, plan, tables_before=counts) if checked_before else None
+        _apply_logged(conn, op)
+    written = written_tables(conn, plan, tables_before=counts) if quick_checked_before else None
     verify(
-        conn, desired, counts, fk_before, extra_checks,
-        fk_scope=foreign_key_scope(conn, plan), check_scope=scope,
+        conn, desired, counts, fk_before, guards,
+        foreign_key_tables=foreign_key_scope(conn, plan), quick_check_tables=written,
     )  # fmt: skip
     log.info(
         "migrate.verified",
         operations=len(plan.operations),
-        quick_check="whole database" if scope is None else sorted(scope),
+        quick_check="whole database" if written is None else sorted(written),
         seconds=round(time.monotonic() - started, 3),
     )
 
 
-def check_scope(
+def _apply_logged(conn: sqlite3.Connection, op: schema.Operation) -> None:
+    """One operation; SQLite's errors become a refusal (a constraint) or a failed change."""
+    started = time.monotonic()
+    try:
+        apply_operation(conn, op)
+    except sqlite3.IntegrityError as exc:
+        raise RefusedError(
+            f"cannot {op}: {exc}",
+            hint="existing rows do not satisfy the new constraint; nothing was changed",
+        ) from None
+    except sqlite3.Error as exc:
+        raise HealthError(
+            f"applying `{op}` failed: {exc}",
+            hint="the change was rolled back; nothing was changed",
+        ) from None
+    log.info("migrate.applied", op=str(op), seconds=round(time.monotonic() - started, 3))
+
+
+def written_tables(
     conn: sqlite3.Connection, plan: schema.Plan, *, tables_before: Iterable[str]
 ) -> set[str] | None:
-    """The b-trees an applied ``plan`` wrote, as tables for ``PRAGMA quick_check(t)`` (each
-    with its indexes); None when only a check of the whole database covers the change.
-
-    Meant for a database whose state before the change passed ``quick_check`` (the deploy's
-    backup checks those very bytes): an additive change writes new tables (a virtual table's
-    shadow tables too: every table not in ``tables_before``), new indexes, SQLite's own
-    tables (``sqlite_sequence``, ``sqlite_stat1``/``4``) and the schema table; ``ADD
-    COLUMN``, a view or a trigger write the schema table alone. Every other table keeps the
-    pages that passed the check before, and the new b-trees take fresh pages, from the end
-    of the file or from a free-list that passed the check before. Checking the written
-    b-trees instead of the whole database saves a read of every large table the change did
-    not touch (~0.9 s/GB) under the app's lock.
-
-    The whole database (None) after a table rebuild: dropping the old table hands its pages
-    to the free-list, and only a whole check proves the free-list and every b-tree still
-    account for each page exactly once (the rebuild copies every row of its table anyway).
-    And with ``auto_vacuum``: a new root page there is made by moving whatever page sat at
-    its place, so any table's pages may move.
-    """
+    """The tables (with their indexes) an applied ``plan`` wrote, for ``PRAGMA
+    quick_check(t)``; None when only a check of the whole database covers the change (a
+    rebuild, ``auto_vacuum``). See docs/design.md, "The check after the change"."""
     if (
         not checks.CHECKS_ONE_TABLE
         or any(isinstance(op, schema.RebuildTable) for op in plan.operations)
@@ -148,15 +125,9 @@ def check_scope(
 
 
 def foreign_key_scope(conn: sqlite3.Connection, plan: schema.Plan) -> set[str]:
-    """The tables whose foreign keys the change could have broken, as seen after it.
-
-    Only rows in a child table can violate a foreign key, and an additive change adds such
-    rows or keys in three ways only: a new table (empty, checked anyway), a new column with
-    REFERENCES (in place: its default), and a rebuilt table (its own keys, and, being
-    dropped and renamed, its children's). A new column without REFERENCES, an index, a view
-    or a trigger cannot. Checking these tables instead of the whole database saves a full
-    scan of every large table the change did not touch (~1 s/GB) under the app's lock.
-    """
+    """The tables whose foreign keys the change could have broken, as seen after it: new
+    and rebuilt tables, a rebuilt table's children, a new column with REFERENCES. See
+    docs/design.md, "The check after the change"."""
 
     def parents(table: str) -> list[tuple[str, str]]:  # (parent table, child column)
         sql = f"PRAGMA foreign_key_list({quote_ident(table)})"
@@ -182,25 +153,24 @@ def verify(
     desired: schema.Catalogue,
     counts_before: dict[str, int],
     fk_before: FkBefore = lambda: (),
-    extra_checks: Sequence[Check] = (),
+    guards: Sequence[Guard] = (),
     *,
-    fk_scope: set[str] | None = None,
-    check_scope: set[str] | None = None,
+    foreign_key_tables: set[str] | None = None,
+    quick_check_tables: set[str] | None = None,
 ) -> None:
-    """The in-transaction health checks; raises :class:`HealthError` on the first failure.
-
-    ``check_scope``: the tables to ``quick_check`` (:func:`check_scope`), ``fk_scope``: the
-    tables whose foreign keys to check (:func:`foreign_key_scope`); None checks the whole
-    database. Foreign-key violations that existed before the change (``fk_before``) are not
-    blamed on it: they are logged, and only new ones fail the check."""
+    """The checks after the change, in its transaction; :class:`HealthError` on the first
+    failure. The ``*_tables`` limit a check (None: the whole database); foreign-key
+    violations from before (``fk_before``) are logged, never blamed on the change."""
     hint = "the change was rolled back; the database is as it was"
-    if check_scope is None:
+    if quick_check_tables is None:
         problems = checks.quick_check(conn)
     else:
-        problems = [p for t in sorted(check_scope) for p in checks.quick_check(conn, table=t)]
+        problems = [
+            p for t in sorted(quick_check_tables) for p in checks.quick_check(conn, table=t)
+        ]
     if problems:
         raise HealthError(f"quick_check failed after the change: {problems[0]}", hint=hint)
-    after = Counter(p[:3] for p in database.foreign_key_problems(conn, fk_scope))
+    after = Counter(p[:3] for p in database.foreign_key_problems(conn, foreign_key_tables))
     known = Counter(p[:3] for p in fk_before()) if after else Counter()
     new_fk = list((after - known).elements())
     if new_fk:
@@ -228,24 +198,8 @@ def verify(
             f"the schema does not match the desired one after the change: {again.operations[0]}",
             hint=hint,
         )
-    for check in extra_checks:
-        check(conn)
-
-
-def plan_for(
-    conn: sqlite3.Connection,
-    desired: schema.Catalogue,
-    copies: Mapping[tuple[str, str], str] | None = None,
-) -> schema.Plan:
-    """The plan against the live database behind ``conn``, read-only, with what the live
-    rows already rule out refused (so a preview refuses what apply would): see
-    :func:`row_conflicts`. A refused operation is listed only as refused. ``copies``: the
-    renames made safe (:func:`schema.make_plan`)."""
-    plan = schema.make_plan(
-        schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn), copies=copies
-    )
-    conflicts, unchecked = row_conflicts(conn, plan, desired)
-    return plan.refusing(conflicts, unchecked)
+    for guard in guards:
+        guard(conn)
 
 
 def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
@@ -286,8 +240,6 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
             f"table {quote_ident(op.table)} vanished before its rebuild",
             hint="the change was rolled back",
         )
-    name = quote_ident(table.name)
-    temp = _temp_name(conn, table.name)
     # Step 3: remember the indexes and triggers (dropped with the table) to recreate them.
     remembered = [
         e.sql
@@ -297,17 +249,44 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
     sequence = _sequence(conn, table.name)
     statistics = _statistics(conn, table.name)
     before = column_hashes(conn, table)
-    # Step 4: the new table: every live column definition verbatim (a relaxed one without
-    # its NOT NULL, nothing else changed), then the new ones.
+    expected = _kept_definitions(table, op)
+    _swap_in_new_table(conn, table, op, list(expected.values()))
+    # Step 8: indexes and triggers, as they were.
+    for sql in remembered:
+        conn.execute(sql)
+    if sequence is not None:
+        _restore_sequence(conn, table.name, sequence)
+    _restore_statistics(conn, statistics)
+    _prove_rebuild(conn, table, op, before, expected)
+    log.info(
+        "migrate.rebuilt",
+        table=table.name,
+        relaxed=list(op.relax),
+        rows=op.rows,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _kept_definitions(table: schema.Table, op: schema.RebuildTable) -> dict[str, str]:
+    """Folded name -> definition of every live column, verbatim (a relaxed one without its
+    NOT NULL, nothing else changed)."""
     relax = {schema.fold(c) for c in op.relax}
-    expected = {
+    return {
         schema.fold(c.name): schema.drop_not_null(c.definition)
         if schema.fold(c.name) in relax
         else c.definition
         for c in table.columns
         if c.hidden != 1
     }
-    columns = list(expected.values())
+
+
+def _swap_in_new_table(
+    conn: sqlite3.Connection, table: schema.Table, op: schema.RebuildTable, columns: list[str]
+) -> None:
+    """Steps 4 to 7: the new table (the kept columns, then the new ones), the rows copied,
+    the old table dropped and the new one given its name."""
+    name = quote_ident(table.name)
+    temp = _temp_name(conn, table.name)
     body = ",\n  ".join((*columns, *op.columns, *table.constraints, *op.constraints))
     conn.execute(f"CREATE TABLE {quote_ident(temp)} (\n  {body}\n) {table.options}".rstrip())
     # Step 5: copy. Generated columns are computed, never copied; rowids are kept.
@@ -330,14 +309,19 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
         conn.execute(f"ALTER TABLE {quote_ident(temp)} RENAME TO {name}")
     finally:
         conn.execute(f"PRAGMA legacy_alter_table = {legacy}")
-    # Step 8: indexes and triggers, as they were.
-    for sql in remembered:
-        conn.execute(sql)
-    if sequence is not None:
-        _restore_sequence(conn, table.name, sequence)
-    _restore_statistics(conn, statistics)
-    # Prove it: same rows, same values in every old column, in the same order; every old
-    # column defined as before (a relaxed one as before but nullable).
+
+
+def _prove_rebuild(
+    conn: sqlite3.Connection,
+    table: schema.Table,
+    op: schema.RebuildTable,
+    before: dict[str, str],
+    expected: dict[str, str],
+) -> None:
+    """Same rows, same values in every old column, in the same order; every old column
+    defined as before (a relaxed one as before but nullable); every copy exact."""
+    name = quote_ident(table.name)
+    relax = {schema.fold(c) for c in op.relax}
     rebuilt = schema.read_catalogue(conn).table(table.name)
     after = column_hashes(conn, table if rebuilt is None else rebuilt, only=list(before))
     if after != before:
@@ -360,13 +344,6 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
             )
     for new, old in op.copies:
         verify_copy(conn, table.name, old, new)
-    log.info(
-        "migrate.rebuilt",
-        table=table.name,
-        relaxed=list(op.relax),
-        rows=op.rows,
-        seconds=round(time.monotonic() - started, 3),
-    )
 
 
 def verify_copy(conn: sqlite3.Connection, table: str, old: str, new: str) -> None:

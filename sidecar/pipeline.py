@@ -1,10 +1,9 @@
-"""The deploy pipeline: preflight, lease, quiesce, backup, migrate + health in one
-transaction, commit, restart the app, prune. See DESIGN.md "The deploy pipeline".
+"""The deploy pipeline, a row of named steps: preflight, lease, quiesce, backup and apply,
+commit, restart, compress, offsite, prune, record. See docs/design.md, "The deploy pipeline".
 
 Ordering carries the safety: nothing writes before the preflight has passed; the backup is
-taken under the write lock that the change is then made under, so the backup is exactly the
-state the change starts from; any failure before COMMIT rolls back (the lock's context exits
-with ROLLBACK); the app, when it had to be stopped, is started again whatever happens.
+taken under the write lock the change is then made under; any failure before COMMIT rolls
+back; an app the pipeline stopped is started again whatever happens.
 """
 
 from __future__ import annotations
@@ -12,10 +11,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,9 @@ from sidecar import (
     alerts,
     appstop,
     catalog,
-    checks,
     database,
     growth,
     health,
-    history,
     migrate,
     prisma,
     schema,
@@ -36,68 +33,19 @@ from sidecar import (
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps, left_for_compose
+from sidecar.deploy_report import DeployReport
 from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
+from sidecar.migrate import Guard
+from sidecar.preview import Preview, make_preview, read_preview, refuse
 from sidecar.quiesce import wait_quiet
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
 
-PREVIEW_WAIT_S = 2.0  # the read-only preview's busy timeout (the real plan is made under lock)
-
-
-NOT_EXECUTED_HINT = (
-    "sidecar never runs a history's data statements, and the migration is recorded as applied "
-    "in _prisma_migrations, so Prisma will not run them either: run them yourself if the new "
-    "app needs that data"
-)
-
-
-@dataclass
-class DeployReport:
-    """What a deploy did. Its ``to_dict`` is the ``deploy --json`` document (fields only grow)."""
-
-    database: str
-    dry_run: bool = False
-    fresh: bool = False
-    changed: bool = False
-    plan: dict[str, Any] = field(default_factory=dict)
-    drift: list[str] = field(default_factory=list)
-    # The drift items that are a history's data statements (seeds, backfills): not executed,
-    # and never run later either (the migration is recorded as applied for Prisma).
-    not_executed: list[str] = field(default_factory=list)
-    backup: str | None = None
-    quiet: bool | None = None
-    # Every wait, truthfully: for the lease, for a lull, for the write lock (from the first
-    # attempt to the lock, stopping an app that never lets go included).
-    lease_wait_s: float | None = None
-    quiesce_wait_s: float | None = None
-    lock_wait_s: float | None = None
-    # How long the app's writers were blocked by us: from the write lock to COMMIT/ROLLBACK.
-    write_blocked_s: float | None = None
-    app: str | None = None
-    app_stopped: bool = False
-    restarted: bool = False
-    # Containers an interrupted run had stopped: started again now, or still down (no Docker).
-    started_again: list[str] = field(default_factory=list)
-    left_stopped: list[str] = field(default_factory=list)
-    pruned: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
-    rows_vanished: dict[str, Any] | None = None
-    # SIDECAR_COMPACT after a rebuild: growth.Compaction.to_dict().
-    compaction: dict[str, Any] | None = None
-    # The proved offsite upload of the backup (SIDECAR_OFFSITE), or {"error": ...}.
-    offsite: dict[str, Any] | None = None
-    seconds: float = 0.0
-
-
-def _check(stop: Stop | None, step: str) -> None:
-    if stop is not None and stop.is_set():
-        log.warning("deploy.aborted", before_step=step)
-        raise Aborted(step)
+__all__ = ["DeployReport", "run_deploy"]
 
 
 def run_deploy(
@@ -108,253 +56,378 @@ def run_deploy(
     stop: Stop | None = None,
 ) -> DeployReport:
     """Run the whole pipeline once. ``apps`` is None when no Docker API is reachable."""
-    started = time.monotonic()
-    db = settings.require_database()
-    report = DeployReport(database=str(db), dry_run=dry_run)
-
-    # 1. Preflight: read-only. Any refusal here changes nothing.
-    app = _find_app(settings, apps, report)
-    desired = _load_desired(settings, apps, app)
-    guards = _health_guards(settings)
-    report.warnings += volume_warnings(db)
-    preview = _preview(db, desired, settings, report)
+    deploy = _Deploy.preflight(settings, apps, dry_run=dry_run, stop=stop)
     if dry_run:
-        report.plan = preview
-        report.seconds = time.monotonic() - started
-        return report
-    _check(stop, "lease")
+        return deploy.finish()
+    deploy.stop_requested("lease")
+    with deploy.lease():
+        deploy.change()
+    deploy.find_vanished_rows()
+    deploy.restart()  # outside the lease, after the write lock is released
+    deploy.compress()
+    deploy.offsite()
+    deploy.prune()
+    deploy.finish()
+    deploy.record()
+    return deploy.report
 
-    # 2. Lease: one sidecar per data volume; a second one waits here.
-    with hold_lease(db, wait=settings.lease_wait, command="deploy", stop=stop) as lease:
-        report.lease_wait_s = round(lease.waited_s, 3)
-        # An app that an interrupted run stopped is started again first, whatever follows.
-        report.started_again, report.left_stopped = appstop.start_recorded(db, apps, app)
-        if not db.exists():
-            report.fresh = True
-            migrate.create_fresh(db, desired)
-            report.changed = True
-            report.plan = preview
-            log.info("deploy.created", database=str(db))
-        elif "operations" in preview and not preview["operations"]:
-            # Nothing to apply: no reason to wait for a lull, lock the app out or back up.
-            report.plan = preview
+
+@dataclass
+class _Deploy:
+    """One run of the pipeline: what the preflight found, and the report the steps fill."""
+
+    settings: Settings
+    apps: Apps | None
+    app: AppRef | None
+    stop: Stop | None
+    db: Path
+    desired: schema.Catalogue
+    guards: list[Guard]
+    preview: Preview
+    report: DeployReport
+    started: float
+
+    @classmethod
+    def preflight(
+        cls, settings: Settings, apps: Apps | None, *, dry_run: bool, stop: Stop | None
+    ) -> _Deploy:
+        """Read-only: any refusal here changes nothing."""
+        started = time.monotonic()
+        db = settings.require_database()
+        report = DeployReport(database=str(db), dry_run=dry_run)
+        app = _find_app(settings, apps, report)
+        desired = _load_desired(settings, apps, app)
+        guards = _health_guards(settings)
+        report.warnings += volume_warnings(db)
+        preview = read_preview(db, desired, settings, for_deploy=True)
+        if preview.fresh:
+            log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
+        deploy = cls(settings, apps, app, stop, db, desired, guards, preview, report, started)
+        if not preview.deferred:
+            deploy.judge(preview)
+        return deploy
+
+    def judge(self, preview: Preview) -> None:
+        """Refuse what a deploy must not do (:func:`sidecar.preview.refuse`); record the plan."""
+        for warning in refuse(preview.plan, strict=self.settings.strict):
+            if warning not in self.report.warnings:
+                self.report.warnings.append(warning)
+        self.report.preview = preview
+
+    def stop_requested(self, step: str) -> None:
+        """Stop before ``step`` when SIGTERM/SIGINT asked to (nothing was changed yet)."""
+        if self.stop is not None and self.stop.is_set():
+            log.warning("deploy.aborted", before_step=step)
+            raise Aborted(step)
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """One sidecar per data volume (a second one waits here). An app that an interrupted
+        run stopped is started again first, whatever follows."""
+        settings, report = self.settings, self.report
+        with hold_lease(
+            self.db, wait=settings.lease_wait, command="deploy", stop=self.stop
+        ) as held:
+            report.lease_wait_s = round(held.waited_s, 3)
+            report.started_again, report.left_stopped = appstop.start_recorded(
+                self.db, self.apps, self.app
+            )
+            yield
+
+    def change(self) -> None:
+        """Create a missing database, or change the live one under its write lock."""
+        if not self.db.exists():
+            self.report.fresh = True
+            migrate.create_fresh(self.db, self.desired)
+            self.report.changed = True
+            log.info("deploy.created", database=str(self.db))
+        elif self.preview.nothing_to_do:
+            # No reason to wait for a lull, lock the app out or back up.
             log.info("deploy.nothing_to_do")
         else:
-            _check(stop, "quiesce")
-            _locked_change(
-                db,
-                desired,
-                preview=preview,
-                guards=guards,
-                settings=settings,
-                apps=apps,
-                app=app,
-                report=report,
-                stop=stop,
-            )
-    report.rows_vanished = _rows_vanished(settings, report)
-    # 8. Restart, outside the lease and after the lock is released.
-    _restart(settings, apps, app, report)
-    _compress(settings, report)
-    _offsite(settings, report)
-    # 9. Prune and history.
-    if report.backup:
-        outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
-        report.pruned = [b.id for b in outcome.deleted]
-    report.seconds = time.monotonic() - started
-    if settings.backup_dir.is_dir():
-        catalog.append_history(
-            settings.backup_dir,
-            {
-                "command": "deploy",
-                "changed": report.changed,
-                "backup": report.backup,
-                "plan": report.plan,
-                "restarted": report.restarted,
-            },
-            group=settings.backup_group,
-        )
-    return report
+            self.stop_requested("quiesce")
+            self.quiesce()
+            self.stop_requested("lock")
+            self.locked_change()
 
-
-def _preview(
-    db: Path, desired: schema.Catalogue, settings: Settings, report: DeployReport
-) -> dict[str, Any]:
-    """Plan against the live database (read-only) and refuse what must be refused now."""
-    if not db.exists():
-        migrate.refuse_orphan_sides(db)
-        catalog.refuse_fresh_over_backups(db, settings)
-        log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
-        creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
-        creation = history.review(None, creation, desired)
-        _refuse(creation, settings, report)  # a history's data statements, under --strict
-        return {"fresh": True, **creation.to_dict()}
-    database.check_database_file(db)
-    # A short wait: a database still locked now is planned again under the lock, later.
-    conn = database.connect(db, busy_timeout=min(settings.wait_timeout, PREVIEW_WAIT_S))
-    try:
-        database.begin_snapshot(conn)
-        problems = checks.quick_check(conn)
-        if problems:
-            raise RefusedError(
-                f"database {db} fails quick_check: {problems[0]}",
-                hint="restore a verified backup (sidecar restore latest) before deploying",
-            )
-        # Duplicates under a new unique index are refused now, before the lock and the backup.
-        copied = history.copies(conn, desired, settings.renames)
-        plan = history.review(conn, migrate.plan_for(conn, desired, copied), desired, copied)
-    except sqlite3.DatabaseError as exc:
-        if checks.is_busy(exc):
-            # An app in exclusive locking mode: the plan is made again under the lock.
-            log.info("deploy.preview_locked", hint="the app holds the database; planning later")
-            return {}
-        raise database.damaged(db, exc) from None
-    finally:
-        conn.close()
-    _refuse(plan, settings, report)
-    return plan.to_dict()
-
-
-def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None:
-    report.drift = [str(item) for item in plan.drift]
-    data = [item for item in plan.drift if item.kind == "not_executed"]
-    destructive = [str(item) for item in plan.drift if item.kind != "not_executed"]
-    report.not_executed = [str(item) for item in data]
-    if destructive:
-        log.warning("deploy.drift", items=destructive, strict=settings.strict,
-                    hint="destructive drift is reported, never executed")  # fmt: skip
-    if data:
-        log.warning("deploy.data_not_executed", items=report.not_executed,
-                    migrations=sorted({item.object.removeprefix("migration ") for item in data}),
-                    strict=settings.strict, hint=NOT_EXECUTED_HINT)  # fmt: skip
-    if plan.refused:
-        first = plan.refused[0]
-        raise RefusedError(
-            f"refused: {first}"
-            + (f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""),
-            hint=getattr(first, "hint", None) or "see `sidecar plan` for details",
-        )
-    rejects = [str(item) for item in plan.rejects]
-    if rejects:
-        log.warning("deploy.rejecting_constraints", items=rejects, strict=settings.strict,
-                    hint="kept constraints reject rows the desired schema accepts; see "
-                    "`sidecar plan`")  # fmt: skip
-        warning = f"{len(rejects)} kept constraint(s) reject rows the new app may write"
-        if warning not in report.warnings:
-            report.warnings.append(warning)
-        if settings.strict:
-            raise RefusedError(
-                f"under --strict: a kept constraint rejects rows the new app may write: "
-                f"{rejects[0]}" + (f" (and {len(rejects) - 1} more)" if len(rejects) > 1 else ""),
-                hint="see `sidecar plan`; drop the constraint yourself if the app no longer "
-                "needs it, or deploy without --strict",
-            )
-    if destructive and settings.strict:
-        raise RefusedError(
-            f"destructive drift under --strict: {destructive[0]}"
-            + (f" (and {len(report.drift) - 1} more)" if len(report.drift) > 1 else ""),
-            hint="see `sidecar plan`; drift is never executed, drop --strict to deploy the rest",
-        )
-    if data and settings.strict:
-        raise RefusedError(
-            f"not executed data statements under --strict: {report.not_executed[0]}"
-            + (f" (and {len(data) - 1} more)" if len(data) > 1 else ""),
-            hint=f"{NOT_EXECUTED_HINT}; drop --strict to deploy the schema without them",
-        )
-
-
-def _locked_change(
-    db: Path,
-    desired: schema.Catalogue,
-    *,
-    preview: dict[str, Any],
-    guards: list[Callable[[sqlite3.Connection], None]],
-    settings: Settings,
-    apps: Apps | None,
-    app: AppRef | None,
-    report: DeployReport,
-    stop: Stop | None,
-) -> None:
-    # 3. Quiesce: wait for a lull, then the write lock; stop the app if it never lets go.
-    if app is not None and not app.running:
-        # Compose stopped the app for the release: no lull to wait for (the write lock still
-        # keeps out anyone else), and every second here is downtime.
-        log.info("quiesce.skipped", reason="the app is not running", container=app.name)
-    else:
+    def quiesce(self) -> None:
+        """Wait for a lull in the app's writes before taking the write lock."""
+        if self.app is not None and not self.app.running:
+            # Compose stopped the app for the release: no lull to wait for (the write lock
+            # still keeps out anyone else), and every second here is downtime.
+            log.info("quiesce.skipped", reason="the app is not running", container=self.app.name)
+            return
+        settings = self.settings
         quiet = wait_quiet(
-            db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=stop
+            self.db, period=settings.quiet_period, timeout=settings.wait_timeout, stop=self.stop
         )
-        report.quiet = quiet.quiet
-        report.quiesce_wait_s = round(quiet.waited_s, 3)
-    # An app that can be stopped is, as soon as its lock is seen held by nobody writing (an
-    # app that is not running is never stopped, nor started: left for Compose).
-    stoppable = apps is not None and app is not None and app.running
-    idle = max(2 * settings.quiet_period, 3.0) if stoppable else None
-    _check(stop, "lock")
-    with ExitStack() as stack:
-        # The backups folder first: waiting for another sidecar's backup must never happen
-        # while the app is locked out of its database.
-        prepare_folder(settings.backup_dir, settings.backup_group)
-        stack.enter_context(catalog.folder_lock(settings.backup_dir))
-        applying: list[bool] = []
-        stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
-        if copies_rename(preview):
-            _stop_for_copy(db, settings, apps=apps, app=app, report=report, stack=stack)
-        lock_started = time.monotonic()
+        self.report.quiet = quiet.quiet
+        self.report.quiesce_wait_s = round(quiet.waited_s, 3)
+
+    def locked_change(self) -> None:
+        """Plan again, back up and apply under the write lock, then commit. Any failure
+        before COMMIT rolls back (the lock's context exits with ROLLBACK)."""
+        with ExitStack() as stack:
+            # The backups folder first: waiting for another sidecar's backup must never
+            # happen while the app is locked out of its database.
+            prepare_folder(self.settings.backup_dir, self.settings.backup_group)
+            stack.enter_context(catalog.folder_lock(self.settings.backup_dir))
+            applying: list[bool] = []
+            stack.push(_say_rolled_back(applying, self.report))  # after the lock's ROLLBACK
+            if self.preview.copies_rename:
+                self.stop_for_copy(stack)
+            conn = self.write_lock(stack)
+            locked_at = time.monotonic()
+            try:
+                plan = self.plan_under_lock(conn)
+                if not plan.operations:
+                    log.info("deploy.nothing_to_do")
+                    return
+                self.stop_requested("backup")
+                # A table rebuild grows the file by the table's size: it must fit first.
+                growth.require_room(self.db, growth.of_plan(conn, plan))
+                applying.append(True)
+                self.report.backup = self.backup_and_apply(conn, plan)
+                self.commit(conn, plan)
+            finally:
+                self.report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+
+    def write_lock(self, stack: ExitStack) -> sqlite3.Connection:
+        """The write lock, held until ``stack`` closes. An app that can be stopped is, as
+        soon as its lock is seen held by nobody writing (exclusive locking mode)."""
+        apps, app, settings = self.apps, self.app, self.settings
+        stoppable = apps is not None and app is not None and app.running
+        idle = max(2 * settings.quiet_period, 3.0) if stoppable else None
+        started = time.monotonic()
         try:
-            conn = stack.enter_context(
-                database.write_lock(db, settings.wait_timeout, stop=stop, idle_holder=idle)
-            )
+            conn = stack.enter_context(database.write_lock(
+                self.db, settings.wait_timeout, stop=self.stop, idle_holder=idle
+            ))  # fmt: skip
         except UnavailableError:
-            if apps is None or app is None or not app.running or report.app_stopped:
+            if apps is None or app is None or not app.running or self.report.app_stopped:
                 raise
             why = "the app holds the database lock (exclusive locking mode?)"
-            _stop_app(db, stack, apps=apps, app=app, settings=settings, report=report, reason=why)
-            conn = stack.enter_context(database.write_lock(db, settings.wait_timeout, stop=stop))
-        report.lock_wait_s = round(time.monotonic() - lock_started, 3)
-        locked_at = time.monotonic()
+            self.stop_app(stack, apps, app, why)
+            conn = stack.enter_context(
+                database.write_lock(self.db, settings.wait_timeout, stop=self.stop)
+            )
+        self.report.lock_wait_s = round(time.monotonic() - started, 3)
+        return conn
+
+    def plan_under_lock(self, conn: sqlite3.Connection) -> schema.Plan:
+        """The preview again, on the state the change is made to. Its rows are screened
+        by :func:`sidecar.migrate.apply_plan`, beside the backup."""
+        preview = make_preview(conn, self.desired, renames=self.settings.renames,
+                               screen_rows=False)  # fmt: skip
+        if self.apps is not None and not self.report.app_stopped and preview.copies_rename:
+            # The preview did not see the copy (the app held the database, or the schema
+            # changed since), so the app was not stopped for it: change nothing.
+            raise RefusedError(
+                "a rename to copy appeared only under the write lock, with the app running",
+                hint="deploy again: the copy needs the app stopped before the change",
+            )
+        self.judge(preview)
+        return preview.plan
+
+    def backup_and_apply(self, conn: sqlite3.Connection, plan: schema.Plan) -> str:
+        """Take the verified backup (from a second connection and a child process) and apply
+        ``plan`` on ``conn``, at once in WAL mode; the backup's ID. Nothing is committed
+        here. See docs/design.md, "The backup beside the change"."""
+        settings = self.settings
+
+        def backup() -> BackupInfo:
+            # Plain: compressing it (SIDECAR_COMPRESS) waits until the app runs again.
+            return create_backup(
+                self.db, settings.backup_dir, environment=settings.environment,
+                reason="deploy", verify=settings.verify, compress="none",
+                group=settings.backup_group, min_free_margin=settings.min_free_margin,
+                folder_locked=True,
+            )  # fmt: skip
+
+        def apply(info: Callable[[], BackupInfo]) -> None:
+            self.stop_requested("migrate")
+            migrate.apply_plan(
+                conn, prisma.schema_changes(plan), self.desired, guards=self.guards,
+                fk_before=lambda: database.foreign_key_problems_in(info().path),
+                # Every level but checksum runs quick_check on the database as the change
+                # found it, and a backup that fails it fails the deploy first.
+                quick_checked_before=settings.verify != "checksum",
+            )  # fmt: skip
+            prisma.record(conn, self.desired)  # Prisma's own rows, in the same transaction
+
+        if database.journal_mode(conn) != "wal":
+            done = backup()
+            apply(lambda: done)
+            return done.id
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-backup") as pool:
+            pending = pool.submit(backup)
+            try:
+                apply(pending.result)
+            except BaseException:
+                pending.result()  # a failed backup is the first thing to report
+                raise
+            return pending.result().id
+
+    def commit(self, conn: sqlite3.Connection, plan: schema.Plan) -> None:
+        """COMMIT; with SIDECAR_COMPACT, then give a rebuild's old pages back to the volume,
+        still under the lock (the app waits; in the release layout it is not running)."""
+        database.commit(conn, self.settings.wait_timeout)
+        self.report.changed = True
+        if self.settings.compact and any(
+            isinstance(op, schema.RebuildTable) for op in plan.operations
+        ):
+            self.report.compaction = growth.compact(conn, self.db)
+
+    def stop_for_copy(self, stack: ExitStack) -> None:
+        """A rename's copy needs the app stopped (the old app would write the old column
+        after the copy): stop a running app until ``stack`` closes; refuse when one may be
+        running that the sidecar cannot stop. See docs/design.md, "Renames copied"."""
+        apps, app = self.apps, self.app
+        if apps is not None and app is not None and not app.running:
+            log.info("deploy.copy_with_app_stopped", container=app.name)  # the release layout
+        elif apps is not None and app is not None:
+            why = "a rename is copied: the old app must not write during the change"
+            self.stop_app(stack, apps, app, why)
+        elif apps is not None:
+            raise RefusedError(
+                "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
+                "the change: writes of a running app to the old column after the copy would be "
+                "lost",
+                hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) so the deploy stops the app for "
+                "the copy, or stop the app and run `sidecar migrate`",
+            )
+        else:
+            log.info("deploy.copy_without_docker",
+                     hint="no Docker API: the app must not be running (init container, or "
+                     "`sidecar migrate` on a stopped app)")  # fmt: skip
+
+    def stop_app(self, stack: ExitStack, apps: Apps, app: AppRef, reason: str) -> None:
+        """Stop the app until ``stack`` closes (started again whatever happens; recorded on
+        the data volume, so a run killed before that is undone by the next one)."""
+        log.info("deploy.stopping_app", container=app.name, reason=reason)
+        stack.enter_context(appstop.stopped(self.db, apps, app, timeout=self.settings.stop_timeout))
+        self.report.app_stopped = True
+
+    def find_vanished_rows(self) -> None:
+        """The vanished-data finding of this deploy's backup or, without one, of the newest
+        verified backup: a wiped volume whose app re-created its schema passes every check."""
+        settings, report = self.settings, self.report
+        if not settings.backup_dir.is_dir():
+            return
         try:
-            # Plan again under the lock: this is the state the change is made to.
-            copied = history.copies(conn, desired, settings.renames)
-            plan = schema.make_plan(
-                schema.read_catalogue(conn),
-                desired,
-                row_counts=database.row_counts(conn),
-                copies=copied,
-            )
-            plan = history.review(conn, plan, desired, copied)
-            if apps is not None and not report.app_stopped and copies_rename(plan.to_dict()):
-                # The preview did not see the copy (the app held the database, or the schema
-                # changed since), so the app was not stopped for it: change nothing.
-                raise RefusedError(
-                    "a rename to copy appeared only under the write lock, with the app running",
-                    hint="deploy again: the copy needs the app stopped before the change",
-                )
-            _refuse(plan, settings, report)
-            report.plan = plan.to_dict()
-            if not plan.operations:
-                log.info("deploy.nothing_to_do")
+            if report.backup:
+                info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
+            else:
+                info = catalog.latest_verified(settings.backup_dir)
+        except SidecarError as exc:  # a finding for the summary: never a failed deploy
+            log.warning("deploy.vanished_check_failed", error=exc.message)
+            return
+        report.rows_vanished = info.rows_vanished if info is not None else None
+
+    def restart(self) -> None:
+        """Restart the app by the policy (SIDECAR_RESTART) and wait until it is healthy.
+        Past COMMIT nothing rolls back by itself: a failure names the way back."""
+        apps, app, settings, report = self.apps, self.app, self.settings, self.report
+        if apps is None or app is None:
+            return
+        # A container created by Compose and not started yet (the release layout), or
+        # stopped: starting it is Compose's job (or the user's), never the sidecar's.
+        for replica in app.containers:
+            if not replica.running:
+                left_for_compose(replica.name)
+        if not app.running:
+            return
+        app = app.running_part()
+        try:
+            if report.app_stopped:
+                # Stopped and started again by the pipeline itself: no second restart on top.
+                apps.wait_healthy(app, timeout=settings.healthy_timeout)
                 return
-            _check(stop, "backup")
-            # A table rebuild grows the file by the table's size: it must fit first.
-            growth.require_room(db, growth.of_plan(conn, plan))
-            # 4-6. A verified backup, and the change applied and verified inside the
-            # transaction; any failure rolls back. COMMIT only ever follows both.
-            applying.append(True)
-            report.backup = _backup_and_apply(
-                db, conn, plan, desired, guards=guards, settings=settings, stop=stop
+            wanted = settings.restart == "always" or (
+                settings.restart == "on-change" and report.changed
             )
-            # 7. Commit.
-            database.commit(conn, settings.wait_timeout)
-            report.changed = True
-            if settings.compact and any(
-                isinstance(op, schema.RebuildTable) for op in plan.operations
-            ):
-                # Opt-in: the rebuilt tables' old pages go back to the volume, still under
-                # the lock (the app waits for it; in the release layout it is not running).
-                report.compaction = growth.compact(conn, db).to_dict()
-        finally:
-            report.write_blocked_s = round(time.monotonic() - locked_at, 3)
+            if not wanted:
+                log.info(
+                    "restart.skipped", reason=f"policy {settings.restart}, changed={report.changed}"
+                )
+                return
+            apps.restart(app, timeout=settings.stop_timeout)
+            report.restarted = True
+            apps.wait_healthy(app, timeout=settings.healthy_timeout)
+        except SidecarError as exc:
+            alerts.note(backup=report.backup, app_unhealthy=isinstance(exc, HealthError))
+            if not (report.changed and report.backup):
+                raise
+            alerts.note(restore=f"sidecar restore {report.backup}")
+            raise type(exc)(
+                f"{exc.message} after the schema change was committed; "
+                f"backup {report.backup} holds the database as it was before",
+                hint="fix the app, or go back: stop the app, then "
+                f"`sidecar restore {report.backup}`",
+            ) from exc
+
+    def compress(self) -> None:
+        """Compress the deploy's backup (SIDECAR_COMPRESS=zstd), now that nothing waits for
+        it. A failure leaves the plain backup, complete and verified: a warning."""
+        settings, report = self.settings, self.report
+        if settings.compress == "none" or not report.backup:
+            return
+        try:
+            info = catalog.find_backup(settings.backup_dir, report.backup)
+            report.backup = compress_backup(info, group=settings.backup_group).id
+        except Exception as exc:  # past COMMIT: a warning, whatever went wrong
+            known = exc if isinstance(exc, SidecarError) else None
+            error = known.message if known else f"{type(exc).__name__}: {exc}"
+            hint = getattr(exc, "hint", None) or "the plain backup is complete and verified"
+            log.warning("backup.compress_failed", id=report.backup, error=error, hint=hint,
+                        exc_info=known is None)  # fmt: skip
+            report.warnings.append(
+                f"the deploy's backup {report.backup} stays uncompressed: {error}"
+            )
+
+    def offsite(self) -> None:
+        """Upload the deploy's backup offsite, after the commit and the restart (never while
+        the app's writes wait). A failure is a warning: the change stays, `health` shows it."""
+        settings, report = self.settings, self.report
+        if settings.offsite is None or not report.backup:
+            return
+        from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
+
+        try:
+            info = catalog.find_backup(settings.backup_dir, report.backup)
+            report.offsite = offsite.upload_backup(settings, info)
+        except SidecarError as exc:
+            log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
+            report.offsite = {"error": exc.message, "hint": exc.hint}
+            report.warnings.append(exc.message)
+
+    def prune(self) -> None:
+        """Apply the retention policy, never deleting the backup this deploy just took."""
+        if self.report.backup:
+            outcome = catalog.prune_by_policy(
+                self.settings, dry_run=False, protect=[self.report.backup]
+            )
+            self.report.pruned = [b.id for b in outcome.deleted]
+
+    def finish(self) -> DeployReport:
+        self.report.seconds = time.monotonic() - self.started
+        return self.report
+
+    def record(self) -> None:
+        """One line in the backups folder's history file."""
+        settings, report = self.settings, self.report
+        if settings.backup_dir.is_dir():
+            catalog.append_history(
+                settings.backup_dir,
+                {
+                    "command": "deploy",
+                    "changed": report.changed,
+                    "backup": report.backup,
+                    "plan": report.plan,
+                    "restarted": report.restarted,
+                },
+                group=settings.backup_group,
+            )
 
 
 def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[..., bool]:
@@ -378,153 +451,6 @@ def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[...
     return on_exit
 
 
-def copies_rename(plan: dict[str, Any]) -> bool:
-    """The (previewed) plan copies a renamed column (``SIDECAR_RENAMES=copy``)."""
-    return any(
-        op.get("op") == "copy_column" or op.get("copies") for op in plan.get("operations", [])
-    )
-
-
-def _stop_for_copy(
-    db: Path,
-    settings: Settings,
-    *,
-    apps: Apps | None,
-    app: AppRef | None,
-    report: DeployReport,
-    stack: ExitStack,
-) -> None:
-    """A rename's copy needs the app stopped: until it restarts, the old app writes the OLD
-    column, and what it writes after the copy would never reach the new one. A running app is
-    stopped before the change and started after (``stack`` undoes it, whatever happens).
-    Without Docker (a Kubernetes init container, ``migrate``) the app is not running by
-    construction; with Docker but no app configured, the sidecar cannot stop it: refused."""
-    if apps is not None and app is not None and not app.running:
-        log.info("deploy.copy_with_app_stopped", container=app.name)  # the release layout
-    elif apps is not None and app is not None:
-        why = "a rename is copied: the old app must not write during the change"
-        _stop_app(db, stack, apps=apps, app=app, settings=settings, report=report, reason=why)
-    elif apps is not None:
-        raise RefusedError(
-            "a rename is copied (SIDECAR_RENAMES=copy) but no app is configured to stop for "
-            "the change: writes of a running app to the old column after the copy would be lost",
-            hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) so the deploy stops the app for the "
-            "copy, or stop the app and run `sidecar migrate`",
-        )
-    else:
-        log.info("deploy.copy_without_docker",
-                 hint="no Docker API: the app must not be running (init container, or "
-                 "`sidecar migrate` on a stopped app)")  # fmt: skip
-
-
-def _stop_app(
-    db: Path,
-    stack: ExitStack,
-    *,
-    apps: Apps,
-    app: AppRef,
-    settings: Settings,
-    report: DeployReport,
-    reason: str,
-) -> None:
-    """Stop the app until ``stack`` closes (it is started again whatever happens). Recorded on
-    the data volume: a run killed before starting it again is undone by the next one
-    (appstop.start_recorded)."""
-    log.info("deploy.stopping_app", container=app.name, reason=reason)
-    stack.enter_context(appstop.stopped(db, apps, app, timeout=settings.stop_timeout))
-    report.app_stopped = True
-
-
-def _backup_and_apply(
-    db: Path,
-    conn: sqlite3.Connection,
-    plan: schema.Plan,
-    desired: schema.Catalogue,
-    *,
-    guards: list[Callable[[sqlite3.Connection], None]],
-    settings: Settings,
-    stop: Stop | None,
-) -> str:
-    """Take the verified backup (from a second connection and a child process) and apply the
-    plan on ``conn``; the backup's ID. Nothing is committed here.
-
-    In WAL mode both run at once: the change stays inside this connection's transaction
-    (uncommitted frames are invisible to other connections, and only committed frames ever
-    reach the database file), so the backup copies the database exactly as it was before the
-    change while the change is made and checked; the app waits for the longer of the two,
-    not their sum. In rollback-journal mode a large change may spill into the database file
-    itself, so the backup comes first. Either way, a failed backup fails the deploy and the
-    caller rolls the change back. The foreign-key violations from before the change are read
-    from the backup, and only when the check after the change finds some.
-    """
-
-    def backup() -> BackupInfo:
-        # Plain: compressing it (SIDECAR_COMPRESS) waits until the app runs again (run_deploy).
-        return create_backup(
-            db, settings.backup_dir, environment=settings.environment, reason="deploy",
-            verify=settings.verify, compress="none", group=settings.backup_group,
-            min_free_margin=settings.min_free_margin, folder_locked=True,
-        )  # fmt: skip
-
-    def apply(info: Callable[[], BackupInfo]) -> None:
-        _check(stop, "migrate")
-        migrate.apply_plan(
-            conn, prisma.schema_changes(plan), desired, extra_checks=guards,
-            fk_before=lambda: database.foreign_key_problems_in(info().path),
-            # Every level but checksum runs quick_check (or integrity_check) on the database
-            # as the change found it, and a backup that fails it fails the deploy first.
-            checked_before=settings.verify != "checksum",
-        )  # fmt: skip
-        prisma.record(conn, desired)  # Prisma's own rows, in the same transaction
-
-    if database.journal_mode(conn) != "wal":
-        done = backup()
-        apply(lambda: done)
-        return done.id
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-backup") as pool:
-        pending = pool.submit(backup)
-        try:
-            apply(pending.result)
-        except BaseException:
-            pending.result()  # a failed backup is the first thing to report
-            raise
-        return pending.result().id
-
-
-def _rows_vanished(settings: Settings, report: DeployReport) -> dict[str, Any] | None:
-    """The vanished-data finding of this deploy's backup or, without one, of the newest
-    verified backup: a wiped volume whose app re-created its schema passes every check."""
-    if not settings.backup_dir.is_dir():
-        return None
-    try:
-        if report.backup:
-            info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
-        else:
-            info = catalog.latest_verified(settings.backup_dir)
-    except SidecarError as exc:  # a finding for the summary: never a failed deploy
-        log.warning("deploy.vanished_check_failed", error=exc.message)
-        return None
-    return info.rows_vanished if info is not None else None
-
-
-def _compress(settings: Settings, report: DeployReport) -> None:
-    """Compress the deploy's backup (SIDECAR_COMPRESS=zstd), now that nothing waits for it.
-
-    A failure leaves the plain backup, complete and verified: a warning, not a failed deploy
-    (the change is committed and its backup exists)."""
-    if settings.compress == "none" or not report.backup:
-        return
-    try:
-        info = catalog.find_backup(settings.backup_dir, report.backup)
-        report.backup = compress_backup(info, group=settings.backup_group).id
-    except Exception as exc:  # past COMMIT: a warning, whatever went wrong
-        error = exc.message if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
-        log.warning("backup.compress_failed", id=report.backup, error=error,
-                    hint=getattr(exc, "hint", None) or "the plain backup is complete and verified",
-                    exc_info=not isinstance(exc, SidecarError))  # fmt: skip
-        report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
-
-
 def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> schema.Catalogue:
     """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
     spec = settings.require_schema()
@@ -539,24 +465,7 @@ def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> 
     return schema_source.load_desired(spec, apps, found=found)
 
 
-def _offsite(settings: Settings, report: DeployReport) -> None:
-    """Upload the deploy's backup offsite, after the commit and the restart (never while the
-    app's writes wait). A failure is a warning: the change is committed and stays, the local
-    backup is complete, `health` shows the failed upload; the deploy still exits 0."""
-    if settings.offsite is None or not report.backup:
-        return
-    from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
-
-    try:
-        info = catalog.find_backup(settings.backup_dir, report.backup)
-        report.offsite = offsite.upload_backup(settings, info)
-    except SidecarError as exc:
-        log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
-        report.offsite = {"error": exc.message, "hint": exc.hint}
-        report.warnings.append(exc.message)
-
-
-def _health_guards(settings: Settings) -> list[Callable[[sqlite3.Connection], None]]:
+def _health_guards(settings: Settings) -> list[Guard]:
     if settings.health_queries is None:
         return []
     queries = health.load_queries(settings.health_queries)
@@ -573,48 +482,6 @@ def _find_app(settings: Settings, apps: Apps | None, report: DeployReport) -> Ap
     app = apps.find(settings.app, label=settings.app_label)
     report.app = app.name
     return app
-
-
-def _restart(
-    settings: Settings, apps: Apps | None, app: AppRef | None, report: DeployReport
-) -> None:
-    if apps is None or app is None:
-        return
-    # A container created by Compose and not started yet (the release layout), or stopped:
-    # starting it is Compose's job (or the user's), never the sidecar's.
-    for replica in app.containers:
-        if not replica.running:
-            left_for_compose(replica.name)
-    if not app.running:
-        return
-    app = app.running_part()
-    try:
-        if report.app_stopped:
-            # Stopped and started again by the pipeline itself: no second restart on top.
-            apps.wait_healthy(app, timeout=settings.healthy_timeout)
-            return
-        wanted = settings.restart == "always" or (
-            settings.restart == "on-change" and report.changed
-        )
-        if not wanted:
-            log.info(
-                "restart.skipped", reason=f"policy {settings.restart}, changed={report.changed}"
-            )
-            return
-        apps.restart(app, timeout=settings.stop_timeout)
-        report.restarted = True
-        apps.wait_healthy(app, timeout=settings.healthy_timeout)
-    except SidecarError as exc:
-        alerts.note(backup=report.backup, app_unhealthy=isinstance(exc, HealthError))
-        if not (report.changed and report.backup):
-            raise
-        alerts.note(restore=f"sidecar restore {report.backup}")
-        # Past COMMIT nothing rolls back by itself: say so, and name the way back.
-        raise type(exc)(
-            f"{exc.message} after the schema change was committed; "
-            f"backup {report.backup} holds the database as it was before",
-            hint=f"fix the app, or go back: stop the app, then `sidecar restore {report.backup}`",
-        ) from exc
 
 
 def volume_warnings(db: Path) -> list[str]:

@@ -1,19 +1,6 @@
-"""Prisma Migrate's own bookkeeping: the ``_prisma_migrations`` table in the app's database.
-
-``prisma migrate deploy`` applies every folder of ``migrations/`` that has no row in
-``_prisma_migrations`` with its name (a row with ``rolled_back_at`` set does not count), and
-refuses to run at all while a row has neither ``finished_at`` nor ``rolled_back_at`` (a failed
-migration: P3009). When the sidecar brings the database to a history's end state it records
-those rows as Prisma's schema engine writes them, in the same transaction as the change, so
-that Prisma finds nothing left to apply. The rows are Prisma's: nothing of the sidecar's own
-goes into the database.
-
-Read from prisma-engines: the table's DDL (``sql-schema-connector/src/flavour/sqlite.rs``,
-``create_migrations_table``); the rows (``sql_migration_persistence.rs``: a v4 UUID, the
-checksum, ``started_at`` now, then ``applied_steps_count`` + 1 and ``finished_at`` now, ``logs``
-untouched: NULL); the checksum (``checksum.rs``: sha256 hex of the script, also accepted with
-its line endings changed); timestamps (quaint binds a ``DateTime`` as unix milliseconds in
-SQLite); what deploy applies (``core/src/commands/apply_migrations.rs``).
+"""Prisma Migrate's own bookkeeping, the ``_prisma_migrations`` table in the app's database:
+read, judged, and recorded as Prisma's schema engine writes it, in the change's transaction.
+See docs/design.md, "Prisma's bookkeeping".
 """
 
 from __future__ import annotations

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sidecar import alerts, catalog, containers, schedule, schema_source
 from sidecar.commands.backups import run_scheduled, take_backup
-from sidecar.commands.schema import drift_parts, writable_parts
+from sidecar.deploy_report import DeployReport
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
-from sidecar.pipeline import DeployReport, run_deploy
+from sidecar.pipeline import run_deploy
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop, stop_on_sigterm
 
@@ -28,59 +28,12 @@ class DeployResult:
         return ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.report), "aborted": self.aborted}
+        return {**self.report.to_dict(), "aborted": self.aborted}
 
     def render(self) -> str:
-        r = self.report
         if self.aborted:
             return "deploy aborted by a signal before any change; nothing was changed"
-        if r.dry_run:
-            return "dry run: nothing changed\n" + _plan_text(r.plan)
-        what = "created the database from the schema" if r.fresh else (
-            "applied the schema changes" if r.changed else "nothing to do"
-        )  # fmt: skip
-        parts = [*vanished_lead(r.rows_vanished), what, *writable_parts(r.plan), *r.left_stopped]
-        if r.started_again:
-            parts.append(f"started {', '.join(r.started_again)} again (an interrupted run "
-                         "had stopped it)")  # fmt: skip
-        if r.backup:
-            parts.append(f"backup {r.backup}")
-        if r.compaction and not r.compaction["skipped"]:
-            parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
-        parts += drift_parts(r.drift, r.not_executed)
-        if r.restarted:
-            parts.append(f"restarted {r.app}")
-        elif r.app_stopped:
-            parts.append(f"stopped and started {r.app}")
-        if r.offsite:
-            failed = r.offsite.get("error")
-            parts.append(f"offsite copy FAILED: {failed}" if failed else "offsite copy proved")
-        return "deploy: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
-
-
-def vanished_lead(lost: dict[str, Any] | None) -> list[str]:
-    """The first words of a summary when most of the data vanished since a backup."""
-    if lost is None:
-        return []
-    since = lost.get("since")
-    return [
-        f"MOST OF THE DATA VANISHED: {lost.get('rows_now')} rows left of "
-        f"{lost.get('rows_before')} in backup {since}; to bring it back: stop the app, then "
-        f"`sidecar restore {since}` (if the reset was wanted, delete that backup)"
-    ]
-
-
-def _plan_text(plan: dict[str, Any]) -> str:
-    lines = [f"  {op.get('summary', op)}" for op in plan.get("operations", [])]
-    lines += [f"  relax: {item.get('summary', item)}" for item in plan.get("relax", [])]
-    lines += [
-        f"  kept, rejects the new app's rows: {item.get('summary', item)}"
-        for item in plan.get("rejects", [])
-    ]
-    lines += [
-        f"  drift (never executed): {item.get('summary', item)}" for item in plan.get("drift", [])
-    ]
-    return "\n".join(lines) or "  (no changes)"
+        return self.report.render("deploy")
 
 
 def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResult:
@@ -105,27 +58,7 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
         report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
     except Aborted:
         return DeployResult(DeployReport(database=str(settings.database)), aborted=True)
-    log.info(
-        "deploy.done",
-        changed=report.changed,
-        fresh=report.fresh,
-        backup=report.backup,
-        drift=report.drift,
-        app=report.app,
-        app_stopped=report.app_stopped,
-        restarted=report.restarted,
-        started_again=report.started_again,
-        left_stopped=report.left_stopped,
-        quiet=report.quiet,
-        lease_wait_s=report.lease_wait_s,
-        quiesce_wait_s=report.quiesce_wait_s,
-        lock_wait_s=report.lock_wait_s,
-        write_blocked_s=report.write_blocked_s,
-        pruned=report.pruned,
-        rows_vanished=report.rows_vanished,
-        dry_run=dry_run,
-        seconds=round(report.seconds, 3),
-    )
+    log.info("deploy.done", **report.done_fields())
     return DeployResult(report)
 
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import alerts, catalog, checks, database, growth, history, schema
-from sidecar import migrate as migrating
-from sidecar.errors import ExitCode, RefusedError, UnavailableError
+from sidecar import alerts, schema
+from sidecar.errors import ExitCode, RefusedError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
+from sidecar.preview import and_more, read_preview, refusal
 from sidecar.schema_source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
-    from sidecar.pipeline import DeployReport
+    from sidecar.deploy_report import DeployReport
 
 log = get_logger(__name__)
 
@@ -35,7 +34,7 @@ class PlanResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.plan.refused or (self.strict and (self.plan.drift or self.plan.rejects)):
+        if refusal(self.plan, strict=self.strict) is not None:  # a deploy would stop
             return ExitCode.REFUSED
         if self.check and self.plan.operations:
             return ExitCode.PENDING
@@ -48,11 +47,11 @@ class PlanResult:
             return None
         p = self.plan
         if p.refused:
-            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
-            return RefusedError(f"refused: {p.refused[0]}{more}", hint=p.refused[0].hint)
+            return RefusedError(f"refused: {p.refused[0]}{and_more(p.refused)}",
+                                hint=p.refused[0].hint)  # fmt: skip
         items = [*p.drift, *p.rejects]
         return RefusedError(
-            f"--strict: {items[0]}" + (f" (and {len(items) - 1} more)" if len(items) > 1 else ""),
+            f"--strict: {items[0]}{and_more(items)}",
             hint="see the plan above; deploy without --strict to apply the rest",
         )
 
@@ -71,8 +70,7 @@ class PlanResult:
             " (no database yet: it will be created)" if self.fresh else ""
         )
         if p.refused:  # the line a user reads first says why a deploy would stop
-            more = f" (and {len(p.refused) - 1} more)" if len(p.refused) > 1 else ""
-            head += f": refused: {p.refused[0]}{more}"
+            head += f": refused: {p.refused[0]}{and_more(p.refused)}"
         sections = [
             ("Will apply", [str(op) for op in p.operations]),
             ("Relax (so the new app can write)", [str(item) for item in p.relax]),
@@ -104,35 +102,10 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     started = time.monotonic()
     desired = load_desired(settings.require_schema())
     db = settings.require_database()
-    fresh = not db.exists()
-    if fresh:
-        migrating.refuse_orphan_sides(db)  # as the deploy would
-        catalog.refuse_fresh_over_backups(db, settings)
-        result = history.review(
-            None, schema.make_plan(schema.Catalogue(), desired, row_counts={}), desired
-        )
-    else:
-        database.check_database_file(db)
-        conn = database.connect(db, readonly=True, busy_timeout=min(settings.wait_timeout, 1.0))
-        try:
-            # One snapshot: the catalogue, the counts, the checks (a lock is waited for).
-            database.begin_snapshot(conn, wait=settings.wait_timeout)
-            copied = history.copies(conn, desired, settings.renames)
-            result = history.review(
-                conn, migrating.plan_for(conn, desired, copied), desired, copied
-            )
-            grown = growth.of_plan(conn, result)
-            conn.execute("ROLLBACK")
-        except sqlite3.DatabaseError as exc:
-            if checks.is_busy(exc):
-                raise UnavailableError(
-                    f"cannot read {db}: {exc}", hint="is the app holding an exclusive lock?"
-                ) from None
-            raise database.damaged(db, exc) from None
-        finally:
-            conn.close()
-    outcome = PlanResult(result, str(db), fresh=fresh, check=check, strict=settings.strict,
-                         growth=None if fresh else grown)  # fmt: skip
+    preview = read_preview(db, desired, settings, for_deploy=False)
+    result = preview.plan
+    outcome = PlanResult(result, str(db), fresh=preview.fresh, check=check,
+                         strict=settings.strict, growth=preview.growth)  # fmt: skip
     if settings.offsite is not None and not settings.age_recipients:
         log.warning(
             "offsite.unencrypted",
@@ -144,7 +117,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
         operations=len(result.operations),
         drift=len(result.drift),
         refused=len(result.refused),
-        fresh=fresh,
+        fresh=preview.fresh,
         exit_code=int(outcome.exit_code),
         seconds=round(time.monotonic() - started, 3),
     )
@@ -163,57 +136,10 @@ class MigrateResult:
         return ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self.report)
+        return self.report.to_dict()
 
     def render(self) -> str:
-        r = self.report
-        if r.dry_run:
-            ops = [op.get("summary", op) for op in r.plan.get("operations", [])]
-            return "dry run: nothing changed\n" + (
-                "\n".join(f"  {op}" for op in ops) or "  (no changes)"
-            )
-        what = (
-            "created the database from the schema"
-            if r.fresh
-            else ("applied the schema changes" if r.changed else "nothing to do")
-        )
-        # An app an interrupted run stopped: say it.
-        parts = [what, *writable_parts(r.plan), *r.left_stopped]
-        if r.backup:
-            parts.append(f"backup {r.backup}")
-        if r.compaction and not r.compaction["skipped"]:
-            parts.append(f"compacted: {r.compaction['freed_bytes'] / 1e6:.1f} MB given back")
-        parts += drift_parts(r.drift, r.not_executed)
-        return "migrate: " + "; ".join(parts) + f" ({r.seconds:.1f}s)"
-
-
-def drift_parts(drift: list[str], not_executed: list[str]) -> list[str]:
-    """What a deploy summary says about drift: a history's data statements that were not
-    executed by name (prominent: nothing will ever run them), the other drift as a count."""
-    parts = []
-    if not_executed:
-        more = f" (and {len(not_executed) - 1} more)" if len(not_executed) > 1 else ""
-        parts.append(
-            f"WARNING: {len(not_executed)} data statement(s) NOT EXECUTED, their migration "
-            f"recorded as applied for Prisma: {not_executed[0]}{more}"
-        )
-    if len(drift) > len(not_executed):
-        parts.append(f"{len(drift) - len(not_executed)} drift item(s) reported, not executed")
-    return parts
-
-
-def writable_parts(plan: dict[str, Any]) -> list[str]:
-    """What a deploy summary says about the new app's writes (relaxed columns, and kept
-    constraints that reject its rows: prominent, the first thing after what was done)."""
-    parts = []
-    if plan.get("rejects"):
-        parts.append(
-            f"WARNING: {len(plan['rejects'])} kept constraint(s) reject rows the new app may "
-            "write (see `sidecar plan`)"
-        )
-    if plan.get("relax"):
-        parts.append(f"{len(plan['relax'])} column(s) relaxed so the new app can write")
-    return parts
+        return self.report.render("migrate")
 
 
 def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateResult:
@@ -223,15 +149,5 @@ def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateRe
     from sidecar.pipeline import run_deploy  # noqa: PLC0415 (keeps `plan` free of Docker)
 
     report = run_deploy(settings, apps=None, dry_run=dry_run)
-    log.info(
-        "migrate.done",
-        changed=report.changed,
-        fresh=report.fresh,
-        backup=report.backup,
-        drift=report.drift,
-        lock_wait_s=report.lock_wait_s,
-        write_blocked_s=report.write_blocked_s,
-        dry_run=dry_run,
-        seconds=round(report.seconds, 3),
-    )
+    log.info("migrate.done", **report.done_fields())
     return MigrateResult(report)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import database, migrate, schema, schema_input
+from sidecar import database, migrate, preview, schema, schema_input
 from sidecar.conflicts import row_conflicts
 from sidecar.errors import HealthError, RefusedError
 
@@ -61,7 +61,7 @@ def run(
             schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
         )
         if plan.operations or plan.refused:
-            migrate.apply_plan(conn, plan, desired, extra_checks=list(checks))
+            migrate.apply_plan(conn, plan, desired, guards=list(checks))
             conn.execute("COMMIT")
     return plan
 
@@ -459,28 +459,28 @@ CREATE TRIGGER kept_t AFTER INSERT ON kept BEGIN SELECT 1; END;
 """
 
 
-def _apply(db: Path, desired: schema.Catalogue, *, checked_before: bool) -> None:
+def _apply(db: Path, desired: schema.Catalogue, *, quick_checked_before: bool) -> None:
     with database.write_lock(db, 5) as conn:
-        plan = migrate.plan_for(conn, desired)
-        migrate.apply_plan(conn, plan, desired, checked_before=checked_before)
+        plan = preview.plan_for(conn, desired)
+        migrate.apply_plan(conn, plan, desired, quick_checked_before=quick_checked_before)
         conn.execute("COMMIT")
 
 
 def _scope_after(db: Path, desired: schema.Catalogue) -> set[str] | None:
     """check_scope of ``desired`` applied to ``db`` (then rolled back)."""
     with database.write_lock(db, 5) as conn:
-        plan = migrate.plan_for(conn, desired)
+        plan = preview.plan_for(conn, desired)
         before = database.user_tables(conn)
         for op in plan.operations:
             migrate.apply_operation(conn, op)
-        return migrate.check_scope(conn, plan, tables_before=before)
+        return migrate.written_tables(conn, plan, tables_before=before)
 
 
 def test_check_scope_is_every_b_tree_the_change_writes(tmp_path: Path) -> None:
     db = build(tmp_path / "t.db", CHECKED + "ANALYZE;")
     desired = load(tmp_path, CHECKED_V2)
     with database.write_lock(db, 5) as conn:
-        plan = migrate.plan_for(conn, desired)
+        plan = preview.plan_for(conn, desired)
         assert {op.kind for op in plan.operations} == {
             "add_column", "create_index", "create_table", "create_view", "create_trigger",
         }  # fmt: skip
@@ -540,7 +540,7 @@ def test_damage_in_a_table_the_change_writes_fails_the_check_and_rolls_back(
     misreport_fragmentation(db, "indexed")
     before = sha(db)
     with pytest.raises(HealthError, match="quick_check failed after the change: Fragmentation"):
-        _apply(db, load(tmp_path, CHECKED_V2), checked_before=True)
+        _apply(db, load(tmp_path, CHECKED_V2), quick_checked_before=True)
     assert sha(db) == before
 
 
@@ -557,11 +557,11 @@ def test_a_table_the_change_does_not_write_is_checked_only_when_nothing_checked_
     misreport_fragmentation(db, "kept")
     before = sha(db)
     with pytest.raises(HealthError, match="Fragmentation of 0 bytes reported as 9"):
-        _apply(db, desired, checked_before=False)
+        _apply(db, desired, quick_checked_before=False)
     assert sha(db) == before
-    _apply(db, desired, checked_before=True)
+    _apply(db, desired, quick_checked_before=True)
     with database.write_lock(db, 5) as conn:
-        assert not migrate.plan_for(conn, desired).operations
+        assert not preview.plan_for(conn, desired).operations
 
 
 def test_a_rebuild_keeps_the_planners_statistics(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
             assert not plan.refused, plan.refused
             for op in plan.operations:
                 event(op.kind)  # --hypothesis-show-statistics: every kind is exercised
-            migrate.apply_plan(locked, plan, desired, extra_checks=[])
+            migrate.apply_plan(locked, plan, desired, guards=[])
             locked.execute("COMMIT")
 
         conn = database.connect(db)
