@@ -109,10 +109,8 @@ def desired_files(path: Path) -> list[Path]:
             f"desired schema {path} does not exist",
             hint="set SIDECAR_SCHEMA to a .sql file or a folder of them, and check the mount",
         )
-    # Name order: the folder's own .sql files and those one level down (Prisma's
-    # migrations/<timestamp>_<name>/migration.sql sort by their folder). Hidden entries are
-    # skipped: a Kubernetes ConfigMap mount holds every file twice more, under ..data and
-    # ..<timestamp>, and only the visible symlinks count.
+    # Name order, one level down included; hidden entries skipped (a ConfigMap mount's
+    # ..data). See docs/design.md, 'Loading the desired schema'.
     found: dict[Path, Path] = {}
     try:
         for entry in sorted(path.iterdir()):
@@ -137,24 +135,16 @@ def desired_files(path: Path) -> list[Path]:
 
 
 def is_migration_history(path: Path) -> bool:
-    """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order.
-
-    Such a history legitimately drops and redefines things on the way to its end state, so
-    DROP statements are allowed there: only the net result is compared."""
+    """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order,
+    DROP statements allowed (only the net result is compared)."""
     return path.is_dir() and (
         (path / "migration_lock.toml").exists() or any(path.glob("*/migration.sql"))
     )
 
 
 def load_desired(path: Path) -> Desired:
-    """Load the desired schema into an in-memory database, so SQLite itself parses it.
-
-    A file, or a folder of ``.sql`` files applied in name order. ``PRAGMA`` and transaction
-    statements are ignored (they configure connections, not the schema). ``DROP``, ``ALTER
-    TABLE ... DROP/RENAME`` and data statements are refused: a desired schema is declarative
-    (except in a Prisma migrations folder, which is replayed and judged by its net result,
-    its data statements listed as not executed).
-    """
+    """Load a file, or a folder of ``.sql`` files in name order, into an in-memory database,
+    so SQLite itself parses it. See docs/design.md, 'Loading the desired schema'."""
     history = is_migration_history(path)
     if history:
         _require_sqlite_provider(path / "migration_lock.toml")
@@ -306,7 +296,7 @@ class _Loader:
 
     def _alter(self, tokens: list[Token], where: str) -> None:
         """ALTER TABLE t RENAME TO n / RENAME [COLUMN] a TO b, in a history."""
-        names = [t for t in tokens if t.kind in ("word", "ident")]
+        names = [t for t in tokens if t.is_name]
         at = next((i for i, t in enumerate(names) if t.is_word("rename")), None)
         if at is None or at < 3:
             return
@@ -410,6 +400,6 @@ def _rebuild_copy(tokens: list[Token]) -> tuple[str, str, list[tuple[str, str]]]
     pairs = [
         (column[0].value, value[0].value)
         for column, value in zip(columns, values, strict=False)
-        if len(column) == 1 and len(value) == 1 and value[0].kind in ("word", "ident")
+        if len(column) == 1 and len(value) == 1 and value[0].is_name
     ]
     return target, rest[at + 1].value, pairs

@@ -72,13 +72,9 @@ def make_plan(
     row_counts: dict[str, int],
     copies: Mapping[tuple[str, str], str] | None = None,
 ) -> Plan:
-    """Compare the live and desired catalogues. Pure: reads nothing, writes nothing.
-
-    ``row_counts`` (live table -> rows) decides what an empty table may receive (a NOT NULL
-    column without a default) and what the plan says about lock times. ``copies``: (folded
-    table, folded new column) -> the live column whose values the new column is given (a
-    rename made safe, :func:`sidecar.history.copies`).
-    """
+    """Compare the live and desired catalogues. ``row_counts``: live table -> rows;
+    ``copies``: (folded table, folded new column) -> the live column it copies. See
+    docs/design.md, 'The diff'."""
     diff = _Diff(row_counts, dict(copies or {}))
     _diff_tables(live, desired, diff)
     for kind in ("indexes", "views", "triggers"):

@@ -39,7 +39,7 @@ def _same_table(live: Table, desired: Table, live_indexes: Sequence[Entity],
 def relaxing(live: Table, desired: Table) -> list[Relax]:
     """The kept columns of ``live`` whose NOT NULL rejects rows ``desired`` accepts: gone
     from the desired table without a non-NULL default, or optional there. Primary key and
-    generated columns are left alone. See docs/design.md, 'Relaxing NOT NULL'."""
+    generated columns are left alone. See docs/design.md, 'The new app can write (issue 17)'."""
     found = []
     for column in live.columns:
         if column.hidden != 0 or column.pk or not column.notnull:
@@ -125,7 +125,7 @@ def rejecting(
 ) -> list[Reject]:
     """Kept constraints of ``live`` (a table the desired schema keeps) that would reject a
     row ``desired`` accepts. A constraint over a column the desired table lacks (NULL in the
-    new app's rows) is harmless. See docs/design.md, 'Kept constraints that reject rows'."""
+    new app's rows) is harmless. See docs/design.md, 'The new app can write (issue 17)'."""
     if _same_table(live, desired, live_indexes, desired_indexes):
         return []
     gone_null = {
