@@ -30,8 +30,6 @@ from sidecar import (
     history,
     migrate,
     prisma,
-    schema,
-    schema_source,
 )
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
@@ -40,6 +38,10 @@ from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableE
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.quiesce import wait_quiet
+from sidecar.schema.catalogue import Catalogue, read_catalogue
+from sidecar.schema.diff import make_plan
+from sidecar.schema.operations import Plan, RebuildTable
+from sidecar.schema.source import load_desired, parse
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
@@ -178,14 +180,14 @@ def run_deploy(
 
 
 def _preview(
-    db: Path, desired: schema.Catalogue, settings: Settings, report: DeployReport
+    db: Path, desired: Catalogue, settings: Settings, report: DeployReport
 ) -> dict[str, Any]:
     """Plan against the live database (read-only) and refuse what must be refused now."""
     if not db.exists():
         migrate.refuse_orphan_sides(db)
         catalog.refuse_fresh_over_backups(db, settings)
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
-        creation = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        creation = make_plan(Catalogue(), desired, row_counts={})
         creation = history.review(None, creation, desired)
         _refuse(creation, settings, report)  # a history's data statements, under --strict
         return {"fresh": True, **creation.to_dict()}
@@ -215,7 +217,7 @@ def _preview(
     return plan.to_dict()
 
 
-def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None:
+def _refuse(plan: Plan, settings: Settings, report: DeployReport) -> None:
     report.drift = [str(item) for item in plan.drift]
     data = [item for item in plan.drift if item.kind == "not_executed"]
     destructive = [str(item) for item in plan.drift if item.kind != "not_executed"]
@@ -265,7 +267,7 @@ def _refuse(plan: schema.Plan, settings: Settings, report: DeployReport) -> None
 
 def _locked_change(
     db: Path,
-    desired: schema.Catalogue,
+    desired: Catalogue,
     *,
     preview: dict[str, Any],
     guards: list[Callable[[sqlite3.Connection], None]],
@@ -316,8 +318,8 @@ def _locked_change(
         try:
             # Plan again under the lock: this is the state the change is made to.
             copied = history.copies(conn, desired, settings.renames)
-            plan = schema.make_plan(
-                schema.read_catalogue(conn),
+            plan = make_plan(
+                read_catalogue(conn),
                 desired,
                 row_counts=database.row_counts(conn),
                 copies=copied,
@@ -347,9 +349,7 @@ def _locked_change(
             # 7. Commit.
             database.commit(conn, settings.wait_timeout)
             report.changed = True
-            if settings.compact and any(
-                isinstance(op, schema.RebuildTable) for op in plan.operations
-            ):
+            if settings.compact and any(isinstance(op, RebuildTable) for op in plan.operations):
                 # Opt-in: the rebuilt tables' old pages go back to the volume, still under
                 # the lock (the app waits for it; in the release layout it is not running).
                 report.compaction = growth.compact(conn, db).to_dict()
@@ -438,8 +438,8 @@ def _stop_app(
 def _backup_and_apply(
     db: Path,
     conn: sqlite3.Connection,
-    plan: schema.Plan,
-    desired: schema.Catalogue,
+    plan: Plan,
+    desired: Catalogue,
     *,
     guards: list[Callable[[sqlite3.Connection], None]],
     settings: Settings,
@@ -525,10 +525,10 @@ def _compress(settings: Settings, report: DeployReport) -> None:
         report.warnings.append(f"the deploy's backup {report.backup} stays uncompressed: {error}")
 
 
-def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> schema.Catalogue:
+def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> Catalogue:
     """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
     spec = settings.require_schema()
-    source = schema_source.parse(str(spec))
+    source = parse(str(spec))
     if source is not None and apps is None:
         raise UnavailableError(
             f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
@@ -536,7 +536,7 @@ def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> 
             "local folder (in Kubernetes: an emptyDir an init container fills)",
         )
     found = app if source is not None and source.container == settings.app else None
-    return schema_source.load_desired(spec, apps, found=found)
+    return load_desired(spec, apps, found=found)
 
 
 def _offsite(settings: Settings, report: DeployReport) -> None:

@@ -7,12 +7,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import alerts, catalog, checks, database, growth, history, schema
+from sidecar import alerts, catalog, checks, database, growth, history
 from sidecar import migrate as migrating
 from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
-from sidecar.schema_source import load_desired
+from sidecar.schema.catalogue import Catalogue
+from sidecar.schema.diff import make_plan
+from sidecar.schema.operations import Plan
+from sidecar.schema.source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,7 +29,7 @@ class PlanResult:
     """``sidecar plan``. Exit 3 when a deploy would be refused (a refusal, or drift under
     ``--strict``), else 6 with ``--check`` when operations are pending, else 0."""
 
-    plan: schema.Plan
+    plan: Plan
     database: str
     fresh: bool = False
     check: bool = False
@@ -108,9 +111,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     if fresh:
         migrating.refuse_orphan_sides(db)  # as the deploy would
         catalog.refuse_fresh_over_backups(db, settings)
-        result = history.review(
-            None, schema.make_plan(schema.Catalogue(), desired, row_counts={}), desired
-        )
+        result = history.review(None, make_plan(Catalogue(), desired, row_counts={}), desired)
     else:
         database.check_database_file(db)
         conn = database.connect(db, readonly=True, busy_timeout=min(settings.wait_timeout, 1.0))
