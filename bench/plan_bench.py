@@ -31,7 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sidecar import database, logs, migrate, schema, schema_input  # noqa: E402 (after the path tweak)
+from sidecar import database, logs, migrate  # noqa: E402 (after the path tweak)
+from sidecar.schema.catalogue import read_catalogue  # noqa: E402 (after the path tweak)
+from sidecar.schema.desired import load_desired  # noqa: E402 (after the path tweak)
+from sidecar.schema.diff import make_plan  # noqa: E402 (after the path tweak)
 
 
 def median_seconds(runs: int, work: Callable[[], object]) -> float:
@@ -71,14 +74,14 @@ def bench_plan(folder: Path, tables: int, runs: int) -> tuple[float, float, floa
         "".join(table_sql(i, extra=True) for i in range(tables))
         + 'CREATE TABLE "New" (id INTEGER PRIMARY KEY);\n'
     )
-    desired = schema_input.load_desired(desired_file)
+    desired = load_desired(desired_file)
     conn = database.connect(db, readonly=True)
-    live = schema.read_catalogue(conn)
+    live = read_catalogue(conn)
     counts = database.row_counts(conn)
-    load = median_seconds(runs, lambda: schema_input.load_desired(desired_file))
-    read = median_seconds(runs, lambda: schema.read_catalogue(conn))
-    diff = median_seconds(runs, lambda: schema.make_plan(live, desired, row_counts=counts))
-    operations = len(schema.make_plan(live, desired, row_counts=counts).operations)
+    load = median_seconds(runs, lambda: load_desired(desired_file))
+    read = median_seconds(runs, lambda: read_catalogue(conn))
+    diff = median_seconds(runs, lambda: make_plan(live, desired, row_counts=counts))
+    operations = len(make_plan(live, desired, row_counts=counts).operations)
     conn.close()
     return load, read, diff, operations
 
@@ -110,7 +113,7 @@ def bench_migrate(folder: Path, rows: int, runs: int) -> list[tuple[str, float, 
     for label, sql in variants.items():
         desired_file = folder / "desired_rows.sql"
         desired_file.write_text(sql)
-        desired = schema_input.load_desired(desired_file)
+        desired = load_desired(desired_file)
         kinds: set[str] = set()
         timings: list[tuple[float, float, float]] = []
         for _ in range(runs):
@@ -119,7 +122,7 @@ def bench_migrate(folder: Path, rows: int, runs: int) -> list[tuple[str, float, 
             started = time.perf_counter()
             with database.write_lock(copy, 5) as locked:
                 counts = database.row_counts(locked)
-                plan = schema.make_plan(schema.read_catalogue(locked), desired, row_counts=counts)
+                plan = make_plan(read_catalogue(locked), desired, row_counts=counts)
                 kinds |= {op.kind for op in plan.operations}
                 applying = time.perf_counter()
                 for op in plan.operations:

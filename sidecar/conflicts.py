@@ -9,45 +9,65 @@ import functools
 import itertools
 import sqlite3
 
-from sidecar import checks, schema
+from sidecar import checks
 from sidecar.checks import quote_ident
+from sidecar.schema.catalogue import Catalogue, Column, Table, read_catalogue
+from sidecar.schema.clauses import (
+    check_expressions,
+    column_words,
+    index_parts,
+    new_column_value,
+    references,
+    unique_terms,
+)
+from sidecar.schema.operations import (
+    AddColumn,
+    CopyColumn,
+    CreateIndex,
+    CreateTable,
+    Operation,
+    Plan,
+    RebuildTable,
+    Refusal,
+)
+from sidecar.schema.sql import fold, tokenize
 
-Conflict = tuple[schema.Operation, schema.Refusal]
+Conflict = tuple[Operation, Refusal]
 
 
 def row_conflicts(
-    conn: sqlite3.Connection, plan: schema.Plan, desired: schema.Catalogue
+    conn: sqlite3.Connection, plan: Plan, desired: Catalogue
 ) -> tuple[list[Conflict], list[str]]:
     """The operations the existing rows rule out, with their refusals, and what could not be
     evaluated here (checked when applied). The rows are evaluated as they will be once the
     plan's new columns exist (their DEFAULT, generated expression, or NULL)."""
-    live = schema.read_catalogue(conn)
-    fresh = {schema.fold(op.table) for op in plan.operations if isinstance(op, schema.CreateTable)}
-    new: dict[str, list[schema.Column]] = {}
+    live = read_catalogue(conn)
+    fresh = {fold(op.table) for op in plan.operations if isinstance(op, CreateTable)}
+    new: dict[str, list[Column]] = {}
     copies: dict[str, dict[str, str]] = {}  # table -> new column -> the old one it copies
     for op in plan.operations:
         wanted = desired.table(getattr(op, "table", ""))
         pairs = _copies(op)
         if pairs:
-            copies[schema.fold(getattr(op, "table", ""))] = {schema.fold(n): o for n, o in pairs}
+            copies[fold(getattr(op, "table", ""))] = {fold(n): o for n, o in pairs}
         if isinstance(op, New) and wanted is not None:
             names = (
                 [op.column]
-                if isinstance(op, schema.AddColumn | schema.CopyColumn)
-                else [schema.tokenize(d)[0].value for d in op.columns]
+                if isinstance(op, AddColumn | CopyColumn)
+                else [tokenize(d)[0].value for d in op.columns]
             )
             for name in names:
                 column = wanted.column(name)
                 if column is not None:
-                    new.setdefault(schema.fold(op.table), []).append(column)
+                    new.setdefault(fold(op.table), []).append(column)
     found: list[Conflict] = []
     unchecked: list[str] = []
     for op in plan.operations:
         table = live.table(getattr(op, "table", ""))
-        if table is None or schema.fold(table.name) in fresh:
+        if table is None or fold(table.name) in fresh:
             continue
         try:
-            folded = schema.fold(table.name)
+            folded = fold(table.name)
             rows = Rows(table, new.get(folded, []), copies.get(folded, {}))
             refusal = _conflict(conn, op, rows, live)
         except _Unknown as unknown:
@@ -58,14 +78,14 @@ def row_conflicts(
     return found, unchecked
 
 
-New = schema.AddColumn | schema.CopyColumn | schema.RebuildTable  # operations adding columns
+New = AddColumn | CopyColumn | RebuildTable  # operations adding columns
 
 
-def _copies(op: schema.Operation) -> list[tuple[str, str]]:
+def _copies(op: Operation) -> list[tuple[str, str]]:
     """(new column, old column) of the renames ``op`` copies (SIDECAR_RENAMES=copy)."""
-    if isinstance(op, schema.CopyColumn):
+    if isinstance(op, CopyColumn):
         return [(op.column, op.source)]
-    if isinstance(op, schema.RebuildTable):
+    if isinstance(op, RebuildTable):
         return list(op.copies)
     return []
 
@@ -80,14 +100,14 @@ class Rows:
 
     def __init__(
         self,
-        table: schema.Table,
-        new: list[schema.Column],
+        table: Table,
+        new: list[Column],
         copies: dict[str, str] | None = None,
     ) -> None:
         self.table = table
         self.new = new
         self.copies = copies or {}  # folded new column -> the live column it copies
-        self.columns = {schema.fold(c.name) for c in (*table.columns, *new)}
+        self.columns = {fold(c.name) for c in (*table.columns, *new)}
 
     @functools.cached_property
     def _source(self) -> tuple[str, list[object]]:
@@ -96,8 +116,8 @@ class Rows:
         params: list[object] = []
         values = []
         for column in self.new:
-            expression, collate = schema.new_column_value(column.definition)
-            source = self.copies.get(schema.fold(column.name))
+            expression, collate = new_column_value(column.definition)
+            source = self.copies.get(fold(column.name))
             if source is not None:
                 expression = quote_ident(source)  # a rename's copy: the old column's value
             elif column.generated:
@@ -119,14 +139,14 @@ class Rows:
         return self._source[1]
 
     def mentions_new(self, sql: str) -> list[str]:
-        names = {t.norm for t in schema.tokenize(sql) if t.kind in ("word", "ident")}
-        return [c.name for c in self.new if schema.fold(c.name) in names]
+        names = {t.norm for t in tokenize(sql) if t.kind in ("word", "ident")}
+        return [c.name for c in self.new if fold(c.name) in names]
 
     def only_columns(self, sql: str) -> str:
         """``sql`` with each double-quoted name that is no column here written as the string
         it is to SQLite (its double-quoted-string fallback, made explicit): the query then
         means the same with the fallback on or off."""
-        tokens = schema.tokenize(sql)
+        tokens = tokenize(sql)
         out, pos = [], 0
         for i, token in enumerate(tokens):
             before = tokens[i - 1] if i else None
@@ -134,7 +154,7 @@ class Rows:
             if (
                 token.kind == "ident"
                 and token.text.startswith('"')
-                and schema.fold(token.value) not in self.columns
+                and fold(token.value) not in self.columns
                 and not (after is not None and after.text in ("(", "."))
                 and not (before is not None and (before.text == "." or before.is_word("collate")))
             ):
@@ -149,10 +169,10 @@ class Rows:
 _PER_ROW = frozenset({"random", "randomblob", "changes", "total_changes", "last_insert_rowid"})
 
 
-def _stored_default(column: schema.Column, expression: str) -> object:
+def _stored_default(column: Column, expression: str) -> object:
     """The value a DEFAULT stores in ``column`` (its type affinity applied), computed once in
     an in-memory database. A default that differs per row (``random()``) is unknown here."""
-    tokens = schema.tokenize(expression)
+    tokens = tokenize(expression)
     for token, after in itertools.pairwise(tokens):
         if token.kind in ("word", "ident") and after.text == "(" and token.norm in _PER_ROW:
             raise _Unknown(
@@ -170,18 +190,18 @@ def _stored_default(column: schema.Column, expression: str) -> object:
 
 
 def _conflict(
-    conn: sqlite3.Connection, op: schema.Operation, rows: Rows, live: schema.Catalogue
-) -> schema.Refusal | None:
+    conn: sqlite3.Connection, op: Operation, rows: Rows, live: Catalogue
+) -> Refusal | None:
     try:
-        if isinstance(op, schema.CreateIndex) and op.unique:
+        if isinstance(op, CreateIndex) and op.unique:
             return _unique_conflict(conn, op, rows)
         for column, _ in _copies(op):
             refusal = _copy_conflict(conn, getattr(op, "table", ""), column, rows)
             if refusal is not None:
                 return refusal
-        if isinstance(op, schema.RebuildTable):
+        if isinstance(op, RebuildTable):
             return _rebuild_conflict(conn, op, rows, live)
-        if isinstance(op, schema.AddColumn | schema.CopyColumn):
+        if isinstance(op, AddColumn | CopyColumn):
             return _reference_conflict(conn, op.table, op.definition, rows, live)
     except sqlite3.OperationalError as exc:
         if checks.is_busy(exc):
@@ -190,9 +210,7 @@ def _conflict(
     return None
 
 
-def _unique_conflict(
-    conn: sqlite3.Connection, op: schema.CreateIndex, rows: Rows
-) -> schema.Refusal | None:
+def _unique_conflict(conn: sqlite3.Connection, op: CreateIndex, rows: Rows) -> Refusal | None:
     duplicates = find_duplicates(conn, op, rows=rows)
     if not duplicates:
         return None
@@ -201,13 +219,13 @@ def _unique_conflict(
     if added:
         names = ", ".join(quote_ident(n) for n in added)
         reason = f"{refusal.reason}, from the new column(s) {names} (their value in every row)"
-        refusal = schema.Refusal(refusal.object, reason, refusal.hint)
+        refusal = Refusal(refusal.object, reason, refusal.hint)
     return refusal
 
 
 def _rebuild_conflict(
-    conn: sqlite3.Connection, op: schema.RebuildTable, rows: Rows, live: schema.Catalogue
-) -> schema.Refusal | None:
+    conn: sqlite3.Connection, op: RebuildTable, rows: Rows, live: Catalogue
+) -> Refusal | None:
     """The rebuild copies every row into a table with every CHECK (old and new) and the new
     UNIQUE and REFERENCES clauses: the rows that copy would reject."""
     table = quote_ident(op.table)
@@ -217,7 +235,7 @@ def _rebuild_conflict(
         *op.columns,
         *op.constraints,
     ]
-    expressions = [e for text in texts for e in schema.check_expressions(text)]
+    expressions = [e for text in texts for e in check_expressions(text)]
     if expressions:  # one scan for all of them: this also runs under the write lock
         counts = ", ".join(
             f"coalesce(sum(CASE WHEN NOT {rows.only_columns(e)} THEN 1 END), 0)"
@@ -226,21 +244,21 @@ def _rebuild_conflict(
         failing = conn.execute(f"SELECT {counts} FROM {rows.sql}", rows.params).fetchone()
         for expression, count in zip(expressions, failing, strict=True):
             if count:
-                return schema.Refusal(
+                return Refusal(
                     table,
                     f"CHECK {expression} fails for {count} existing row(s) once the rebuild "
                     "copies them",
                     "give the new column a DEFAULT that satisfies the CHECK, or fix those rows",
                 )
     for text in op.constraints:
-        terms = schema.unique_terms(text)
+        terms = unique_terms(text)
         if terms is not None:
-            index = schema.CreateIndex(
+            index = CreateIndex(
                 f"{op.table} {text}", op.table, f"CREATE UNIQUE INDEX x ON {table} {terms}", True
             )
             refusal = _unique_conflict(conn, index, rows)
             if refusal is not None:
-                return schema.Refusal(table, f"`{text}`: {refusal.reason}", refusal.hint)
+                return Refusal(table, f"`{text}`: {refusal.reason}", refusal.hint)
     for text in (*op.columns, *op.constraints):
         refusal = _reference_conflict(conn, op.table, text, rows, live)
         if refusal is not None:
@@ -248,13 +266,11 @@ def _rebuild_conflict(
     return None
 
 
-def _copy_conflict(
-    conn: sqlite3.Connection, table: str, name: str, rows: Rows
-) -> schema.Refusal | None:
+def _copy_conflict(conn: sqlite3.Connection, table: str, name: str, rows: Rows) -> Refusal | None:
     """A rename's copy that the new column's NOT NULL or inline UNIQUE would reject (its
     CHECK, UNIQUE table constraints and REFERENCES are checked over the copied values as for
     any new column)."""
-    column = next((c for c in rows.new if schema.fold(c.name) == schema.fold(name)), None)
+    column = next((c for c in rows.new if fold(c.name) == fold(name)), None)
     if column is None:
         return None
     target = f"{quote_ident(table)}.{quote_ident(column.name)}"
@@ -262,13 +278,13 @@ def _copy_conflict(
         sql = f"SELECT count(*) FROM {rows.sql} WHERE {quote_ident(column.name)} IS NULL"
         nulls = int(conn.execute(sql, rows.params).fetchone()[0])
         if nulls:
-            return schema.Refusal(
+            return Refusal(
                 target,
                 f"NOT NULL, but the column it copies holds NULL in {nulls} row(s)",
                 "fill those rows first, or make the new column optional",
             )
-    if "unique" in schema.column_words(column.definition):
-        index = schema.CreateIndex(
+    if "unique" in column_words(column.definition):
+        index = CreateIndex(
             f"{table} UNIQUE ({column.name})",
             table,
             f"CREATE UNIQUE INDEX x ON {quote_ident(table)} ({quote_ident(column.name)})",
@@ -279,11 +295,11 @@ def _copy_conflict(
 
 
 def _reference_conflict(
-    conn: sqlite3.Connection, table: str, definition: str, rows: Rows, live: schema.Catalogue
-) -> schema.Refusal | None:
+    conn: sqlite3.Connection, table: str, definition: str, rows: Rows, live: Catalogue
+) -> Refusal | None:
     """A new REFERENCES column whose value in existing rows names no parent row: the check
     after the change would fail (foreign_key_check), so it is refused before."""
-    target = schema.references(definition)
+    target = references(definition)
     if target is None:
         return None
     children, parent_name, parent_columns = target
@@ -305,7 +321,7 @@ def _reference_conflict(
     orphans = int(conn.execute(sql, rows.params).fetchone()[0])
     if not orphans:
         return None
-    return schema.Refusal(
+    return Refusal(
         f"{quote_ident(table)}.{column}",
         f"REFERENCES {quote_ident(parent_name)}: {orphans} existing row(s) would point at no "
         f"row of {quote_ident(parent_name)}",
@@ -314,11 +330,11 @@ def _reference_conflict(
 
 
 def find_duplicates(
-    conn: sqlite3.Connection, op: schema.CreateIndex, limit: int = 5, *, rows: Rows | None = None
+    conn: sqlite3.Connection, op: CreateIndex, limit: int = 5, *, rows: Rows | None = None
 ) -> list[str]:
     """Up to ``limit`` duplicate key values (as text) that would break the UNIQUE index;
     over ``rows`` (the table with the plan's new columns) when given."""
-    terms, where = schema.index_parts(op.sql)
+    terms, where = index_parts(op.sql)
     if rows is not None:
         terms = [rows.only_columns(term) for term in terms]
         where = rows.only_columns(where) if where else None
@@ -334,8 +350,8 @@ def find_duplicates(
     return [", ".join(repr(value) for value in row[:-1]) + f" ({row[-1]} rows)" for row in found]
 
 
-def duplicates_refusal(op: schema.CreateIndex, duplicates: list[str]) -> schema.Refusal:
-    return schema.Refusal(
+def duplicates_refusal(op: CreateIndex, duplicates: list[str]) -> Refusal:
+    return Refusal(
         f"unique index {quote_ident(op.name)} on {quote_ident(op.table)}",
         "existing rows hold duplicate values: " + "; ".join(duplicates),
         "remove or merge the duplicate rows, then deploy again",

@@ -7,7 +7,7 @@ from typing import Any
 
 from sidecar.growth import Compaction
 from sidecar.preview import Preview, and_more
-from sidecar.schema import Plan
+from sidecar.schema.operations import Plan
 
 
 @dataclass

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import checks, schema
+from sidecar import checks
 from sidecar.errors import HealthError, UnavailableError
 from sidecar.logs import get_logger
+from sidecar.schema.operations import Plan, RebuildTable
 
 log = get_logger(__name__)
 
@@ -57,9 +58,9 @@ class Growth:
         )
 
 
-def of_plan(conn: sqlite3.Connection, plan: schema.Plan) -> Growth | None:
+def of_plan(conn: sqlite3.Connection, plan: Plan) -> Growth | None:
     """The growth of ``plan``'s table rebuilds on the database of ``conn``; None without one."""
-    tables = [op.table for op in plan.operations if isinstance(op, schema.RebuildTable)]
+    tables = [op.table for op in plan.operations if isinstance(op, RebuildTable)]
     if not tables:
         return None
     wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"

@@ -10,10 +10,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from sidecar import prisma, schema
+from sidecar import prisma
 from sidecar.checks import quote_ident
 from sidecar.logs import get_logger
-from sidecar.schema_input import Desired, Rename
+from sidecar.schema.catalogue import Catalogue, read_catalogue
+from sidecar.schema.desired import Desired, Rename
+from sidecar.schema.diff import TOOL_TABLES
+from sidecar.schema.operations import AddColumn, CreateTable, Drift, Operation, Plan, Refusal
+from sidecar.schema.sql import fold
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -29,14 +33,14 @@ COPY_HINT = (
 Copies = Mapping[tuple[str, str], str]  # (folded table, folded new column) -> old column
 
 
-def copies(conn: sqlite3.Connection | None, desired: schema.Catalogue, mode: str) -> Copies:
+def copies(conn: sqlite3.Connection | None, desired: Catalogue, mode: str) -> Copies:
     """The column renames that ``SIDECAR_RENAMES=copy`` (``mode``) makes safe: the new
     column added holding the old column's value in every row, the old column kept (and
-    relaxed like any kept column the desired schema lacks). For :func:`schema.make_plan`.
+    relaxed like any kept column the desired schema lacks). For :func:`make_plan`.
     A rename that cannot be copied exactly stays refused (logged with the reason)."""
     if mode != "copy" or conn is None or not isinstance(desired, Desired) or not desired.renames:
         return {}
-    live = schema.read_catalogue(conn)
+    live = read_catalogue(conn)
     found: dict[tuple[str, str], str] = {}
     for rename in _pending(conn, desired, live):
         why = _uncopyable(rename, live, desired)
@@ -47,19 +51,17 @@ def copies(conn: sqlite3.Connection | None, desired: schema.Catalogue, mode: str
         table = live.table(rename.table)
         old = table.column(rename.old) if table is not None else None
         if old is not None:
-            found[(schema.fold(rename.table), schema.fold(rename.new))] = old.name
+            found[(fold(rename.table), fold(rename.new))] = old.name
     return found
 
 
-def _pending(
-    conn: sqlite3.Connection | None, desired: Desired, live: schema.Catalogue
-) -> list[Rename]:
+def _pending(conn: sqlite3.Connection | None, desired: Desired, live: Catalogue) -> list[Rename]:
     """The renames of migrations Prisma has not applied, still to do in the live database."""
     done = prisma.applied(prisma.rows(conn)) if desired.migrations else set()
     return [r for r in desired.renames if r.migration not in done and _still_to_do(r, live)]
 
 
-def _uncopyable(rename: Rename, live: schema.Catalogue, desired: schema.Catalogue) -> str | None:
+def _uncopyable(rename: Rename, live: Catalogue, desired: Catalogue) -> str | None:
     """Why a rename cannot be made safe by a copy; None when it can."""
     if not rename.column:
         return "a table rename (every index, trigger, view and foreign key would have to follow)"
@@ -93,18 +95,18 @@ def affinity(declared: str) -> str:
 
 def review(
     conn: sqlite3.Connection | None,
-    plan: schema.Plan,
-    desired: schema.Catalogue,
+    plan: Plan,
+    desired: Catalogue,
     copied: Copies | None = None,
-) -> schema.Plan:
+) -> Plan:
     """``plan`` amended by the desired schema's history (module docstring). Read-only;
     ``conn`` None plans a database that does not exist yet. ``copied``: the renames the
-    plan makes safe (:func:`copies`, given to :func:`schema.make_plan`): not refused."""
+    plan makes safe (:func:`copies`, given to :func:`make_plan`): not refused."""
     copied = copied or {}
     # The live catalogue again only when something needs it: planning 1,000 tables reads it once.
     dropped = any(d.kind in ("table_missing", "column_missing") for d in plan.drift)
     needed = dropped or (isinstance(desired, Desired) and bool(desired.renames))
-    live = schema.read_catalogue(conn) if conn is not None and needed else schema.Catalogue()
+    live = read_catalogue(conn) if conn is not None and needed else Catalogue()
     operations, drift, refused = list(plan.operations), list(plan.drift), list(plan.refused)
     renames: Sequence[Rename] = ()
     if isinstance(desired, Desired):
@@ -113,14 +115,14 @@ def review(
         prisma.warn_changed(recorded, desired.migrations)
         done = prisma.applied(recorded)
         renames = _pending(conn, desired, live)
-        unsafe = [r for r in renames if (schema.fold(r.table), schema.fold(r.new)) not in copied]
+        unsafe = [r for r in renames if (fold(r.table), fold(r.new)) not in copied]
         # A refused rename first, in place of what the end state says of its new name.
         made = {_q(r.table, r.new) for r in unsafe if r.column}
         refused = [_refusal(r, conn) for r in unsafe] + [x for x in refused if x.object not in made]
         # What the end state would make of a refused rename is refused with it, not applied.
         operations = [op for op in operations if not any(_makes(op, r) for r in unsafe)]
         drift += [
-            schema.Drift(
+            Drift(
                 "not_executed",
                 f"migration {item.migration}",
                 f"`{item.statement}` ({item.where}): a data statement, not executed "
@@ -136,7 +138,7 @@ def review(
     return replace(plan, operations=tuple(operations), drift=tuple(drift), refused=tuple(refused))
 
 
-def _still_to_do(rename: Rename, live: schema.Catalogue) -> bool:
+def _still_to_do(rename: Rename, live: Catalogue) -> bool:
     """The live database still holds the old name and lacks the new one."""
     table = live.table(rename.table)
     if table is None:
@@ -146,18 +148,17 @@ def _still_to_do(rename: Rename, live: schema.Catalogue) -> bool:
     return live.table(rename.new) is None
 
 
-def _makes(op: schema.Operation, rename: Rename) -> bool:
+def _makes(op: Operation, rename: Rename) -> bool:
     """``op`` creates the new name of ``rename`` (empty)."""
-    fold = schema.fold
     if rename.column:
-        return isinstance(op, schema.AddColumn) and (fold(op.table), fold(op.column)) == (
+        return isinstance(op, AddColumn) and (fold(op.table), fold(op.column)) == (
             fold(rename.table),
             fold(rename.new),
         )
-    return isinstance(op, schema.CreateTable) and fold(op.table) == fold(rename.new)
+    return isinstance(op, CreateTable) and fold(op.table) == fold(rename.new)
 
 
-def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:
+def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> Refusal:
     rows = _rows(conn, rename.table)
     if rename.column:
         old, new = _q(rename.table, rename.old), _q(rename.table, rename.new)
@@ -165,7 +166,7 @@ def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:
     else:
         old, new = _q(rename.old), _q(rename.new)
         empty = f"{new} would be created empty while {old} keeps its {rows} row(s)"
-    return schema.Refusal(
+    return Refusal(
         f"{old} renamed to {new}",
         f"migration {rename.migration} ({rename.where}) renames it; applied by its end "
         f"state, {empty}",
@@ -176,24 +177,24 @@ def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> schema.Refusal:
 
 
 def possible_renames(
-    live: schema.Catalogue,
-    desired: schema.Catalogue,
+    live: Catalogue,
+    desired: Catalogue,
     conn: sqlite3.Connection | None,
     *,
     known: Sequence[Rename] = (),
-) -> list[schema.Drift]:
+) -> list[Drift]:
     """A table or column the desired schema lacks while exactly one of the same shape
     appears: possibly a rename, which the end state alone would make an empty copy."""
     if conn is None:
         return []
-    seen = {(schema.fold(r.table), schema.fold(r.old)) for r in known}
+    seen = {(fold(r.table), fold(r.old)) for r in known}
     found = []
     for old, new in _pairs(
         [t for t in live.tables if _kept(t.name, desired)],
         [t for t in desired.tables if live.table(t.name) is None],
-        lambda t: tuple((schema.fold(c.name), c.shape) for c in t.columns),
+        lambda t: tuple((fold(c.name), c.shape) for c in t.columns),
     ):
-        if (schema.fold(old.name), schema.fold(old.name)) not in seen:
+        if (fold(old.name), fold(old.name)) not in seen:
             found.append(_possible(_q(old.name), _q(new.name), _rows(conn, old.name), "table"))
     for table in desired.tables:
         current = live.table(table.name)
@@ -202,7 +203,7 @@ def possible_renames(
         gone = [c for c in current.columns if c.hidden != 1 and table.column(c.name) is None]
         added = [c for c in table.columns if c.hidden != 1 and current.column(c.name) is None]
         for old_column, new_column in _pairs(gone, added, lambda c: c.shape):
-            if (schema.fold(current.name), schema.fold(old_column.name)) not in seen:
+            if (fold(current.name), fold(old_column.name)) not in seen:
                 rows = _rows(conn, current.name)
                 found.append(
                     _possible(
@@ -215,8 +216,8 @@ def possible_renames(
     return found
 
 
-def _kept(name: str, desired: schema.Catalogue) -> bool:
-    return desired.table(name) is None and schema.fold(name) not in schema.TOOL_TABLES
+def _kept(name: str, desired: Catalogue) -> bool:
+    return desired.table(name) is None and fold(name) not in TOOL_TABLES
 
 
 def _pairs(old: list[T], new: list[T], key: Callable[[T], object]) -> Iterator[tuple[T, T]]:
@@ -227,8 +228,8 @@ def _pairs(old: list[T], new: list[T], key: Callable[[T], object]) -> Iterator[t
             yield item, matches[0]
 
 
-def _possible(old: str, new: str, rows: int, what: str) -> schema.Drift:
-    return schema.Drift(
+def _possible(old: str, new: str, rows: int, what: str) -> Drift:
+    return Drift(
         "possible_rename",
         f"{old} -> {new}",
         f"possibly a rename: {new} would be created empty beside {old} ({rows} row(s)), "

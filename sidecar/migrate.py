@@ -14,11 +14,26 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sidecar import checks, database, prisma, schema
+from sidecar import checks, database, prisma
 from sidecar.checks import quote_ident
 from sidecar.conflicts import Rows, duplicates_refusal, find_duplicates, row_conflicts
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
+from sidecar.schema.catalogue import Catalogue, Table, read_catalogue
+from sidecar.schema.clauses import drop_not_null
+from sidecar.schema.diff import make_plan
+from sidecar.schema.operations import (
+    AddColumn,
+    CopyColumn,
+    CreateIndex,
+    CreateTable,
+    CreateTrigger,
+    CreateView,
+    Operation,
+    Plan,
+    RebuildTable,
+)
+from sidecar.schema.sql import fold
 
 log = get_logger(__name__)
 
@@ -30,8 +45,8 @@ FkBefore = Callable[[], Iterable[tuple[str, int | None, str, int]]]
 
 def apply_plan(
     conn: sqlite3.Connection,
-    plan: schema.Plan,
-    desired: schema.Catalogue,
+    plan: Plan,
+    desired: Catalogue,
     *,
     guards: Sequence[Guard] = (),
     fk_before: FkBefore | None = None,
@@ -59,7 +74,7 @@ def apply_plan(
     if conflicts:
         _, refusal = conflicts[0]
         raise RefusedError(f"refused: {refusal}", hint=refusal.hint)
-    rebuilds = [op for op in plan.operations if isinstance(op, schema.RebuildTable)]
+    rebuilds = [op for op in plan.operations if isinstance(op, RebuildTable)]
     if rebuilds and conn.execute("PRAGMA foreign_keys").fetchone()[0]:
         # PRAGMA foreign_keys cannot change inside a transaction, and with it on, dropping
         # the old table would run ON DELETE actions on the child tables.
@@ -83,7 +98,7 @@ def apply_plan(
     )
 
 
-def _apply_logged(conn: sqlite3.Connection, op: schema.Operation) -> None:
+def _apply_logged(conn: sqlite3.Connection, op: Operation) -> None:
     """One operation; SQLite's errors become a refusal (a constraint) or a failed change."""
     started = time.monotonic()
     try:
@@ -102,14 +117,14 @@ def _apply_logged(conn: sqlite3.Connection, op: schema.Operation) -> None:
 
 
 def written_tables(
-    conn: sqlite3.Connection, plan: schema.Plan, *, tables_before: Iterable[str]
+    conn: sqlite3.Connection, plan: Plan, *, tables_before: Iterable[str]
 ) -> set[str] | None:
     """The tables (with their indexes) an applied ``plan`` wrote, for ``PRAGMA
     quick_check(t)``; None when only a check of the whole database covers the change (a
     rebuild, ``auto_vacuum``). See docs/design.md, "The check after the change"."""
     if (
         not checks.CHECKS_ONE_TABLE
-        or any(isinstance(op, schema.RebuildTable) for op in plan.operations)
+        or any(isinstance(op, RebuildTable) for op in plan.operations)
         or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0
     ):
         return None
@@ -119,12 +134,12 @@ def written_tables(
     scope = {"sqlite_schema", *(str(row[0]) for row in internal)}
     scope |= set(database.user_tables(conn)) - set(tables_before)
     for op in plan.operations:
-        if isinstance(op, (schema.CreateTable, schema.CreateIndex, schema.CopyColumn)):
+        if isinstance(op, (CreateTable, CreateIndex, CopyColumn)):
             scope.add(op.table)  # a copy's UPDATE writes every row of its table
     return scope
 
 
-def foreign_key_scope(conn: sqlite3.Connection, plan: schema.Plan) -> set[str]:
+def foreign_key_scope(conn: sqlite3.Connection, plan: Plan) -> set[str]:
     """The tables whose foreign keys the change could have broken, as seen after it: new
     and rebuilt tables, a rebuilt table's children, a new column with REFERENCES. See
     docs/design.md, "The check after the change"."""
@@ -134,23 +149,23 @@ def foreign_key_scope(conn: sqlite3.Connection, plan: schema.Plan) -> set[str]:
         return [(str(r[2]), str(r[3])) for r in conn.execute(sql)]
 
     ops = plan.operations
-    rebuilt = {schema.fold(op.table) for op in ops if isinstance(op, schema.RebuildTable)}
-    scope = {op.table for op in ops if isinstance(op, (schema.CreateTable, schema.RebuildTable))}
+    rebuilt = {fold(op.table) for op in ops if isinstance(op, RebuildTable)}
+    scope = {op.table for op in ops if isinstance(op, (CreateTable, RebuildTable))}
     for op in ops:
-        if isinstance(op, schema.AddColumn | schema.CopyColumn) and any(
-            schema.fold(column) == schema.fold(op.column) for _, column in parents(op.table)
+        if isinstance(op, AddColumn | CopyColumn) and any(
+            fold(column) == fold(op.column) for _, column in parents(op.table)
         ):
             scope.add(op.table)
     if rebuilt:
         for table in database.user_tables(conn):
-            if any(schema.fold(parent) in rebuilt for parent, _ in parents(table)):
+            if any(fold(parent) in rebuilt for parent, _ in parents(table)):
                 scope.add(table)
     return scope
 
 
 def verify(
     conn: sqlite3.Connection,
-    desired: schema.Catalogue,
+    desired: Catalogue,
     counts_before: dict[str, int],
     fk_before: FkBefore = lambda: (),
     guards: Sequence[Guard] = (),
@@ -192,7 +207,7 @@ def verify(
             raise HealthError(
                 f"table {quote_ident(table)} had {rows} rows, now {counts.get(table)}", hint=hint
             )
-    again = schema.make_plan(schema.read_catalogue(conn), desired, row_counts=counts)
+    again = make_plan(read_catalogue(conn), desired, row_counts=counts)
     if again.operations:
         raise HealthError(
             f"the schema does not match the desired one after the change: {again.operations[0]}",
@@ -202,26 +217,26 @@ def verify(
         guard(conn)
 
 
-def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
+def apply_operation(conn: sqlite3.Connection, op: Operation) -> None:
     """Apply one operation (no checks around it: :func:`apply_plan` is the safe entry)."""
-    if isinstance(op, schema.AddColumn):
+    if isinstance(op, AddColumn):
         conn.execute(f"ALTER TABLE {quote_ident(op.table)} ADD COLUMN {op.definition}")
-    elif isinstance(op, schema.CopyColumn):
+    elif isinstance(op, CopyColumn):
         conn.execute(f"ALTER TABLE {quote_ident(op.table)} ADD COLUMN {op.definition}")
         new, old = quote_ident(op.column), quote_ident(op.source)
         conn.execute(f"UPDATE {quote_ident(op.table)} SET {new} = {old}")
         verify_copy(conn, op.table, op.source, op.column)
-    elif isinstance(op, schema.RebuildTable):
+    elif isinstance(op, RebuildTable):
         rebuild_table(conn, op)
-    elif isinstance(op, schema.CreateIndex):
+    elif isinstance(op, CreateIndex):
         try:
             conn.execute(op.sql)
         except sqlite3.IntegrityError:
-            table = schema.read_catalogue(conn).table(op.table)
+            table = read_catalogue(conn).table(op.table)
             duplicates = find_duplicates(conn, op, rows=Rows(table, []) if table else None)
             refusal = duplicates_refusal(op, duplicates)
             raise RefusedError(f"refused: {refusal}", hint=refusal.hint) from None
-    elif isinstance(op, schema.CreateTable | schema.CreateView | schema.CreateTrigger):
+    elif isinstance(op, CreateTable | CreateView | CreateTrigger):
         conn.execute(op.sql)
     else:  # pragma: no cover (every operation type is handled above)
         raise TypeError(f"unknown operation {op!r}")
@@ -230,10 +245,10 @@ def apply_operation(conn: sqlite3.Connection, op: schema.Operation) -> None:
 # --------------------------------------------------------------------------- rebuild
 
 
-def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
+def rebuild_table(conn: sqlite3.Connection, op: RebuildTable) -> None:
     """SQLite's 12-step rebuild, inside the caller's transaction, proven lossless."""
     started = time.monotonic()
-    live = schema.read_catalogue(conn)
+    live = read_catalogue(conn)
     table = live.table(op.table)
     if table is None:
         raise HealthError(
@@ -242,9 +257,7 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
         )
     # Step 3: remember the indexes and triggers (dropped with the table) to recreate them.
     remembered = [
-        e.sql
-        for e in (*live.indexes, *live.triggers)
-        if schema.fold(e.table) == schema.fold(table.name)
+        e.sql for e in (*live.indexes, *live.triggers) if fold(e.table) == fold(table.name)
     ]
     sequence = _sequence(conn, table.name)
     statistics = _statistics(conn, table.name)
@@ -267,21 +280,19 @@ def rebuild_table(conn: sqlite3.Connection, op: schema.RebuildTable) -> None:
     )
 
 
-def _kept_definitions(table: schema.Table, op: schema.RebuildTable) -> dict[str, str]:
+def _kept_definitions(table: Table, op: RebuildTable) -> dict[str, str]:
     """Folded name -> definition of every live column, verbatim (a relaxed one without its
     NOT NULL, nothing else changed)."""
-    relax = {schema.fold(c) for c in op.relax}
+    relax = {fold(c) for c in op.relax}
     return {
-        schema.fold(c.name): schema.drop_not_null(c.definition)
-        if schema.fold(c.name) in relax
-        else c.definition
+        fold(c.name): drop_not_null(c.definition) if fold(c.name) in relax else c.definition
         for c in table.columns
         if c.hidden != 1
     }
 
 
 def _swap_in_new_table(
-    conn: sqlite3.Connection, table: schema.Table, op: schema.RebuildTable, columns: list[str]
+    conn: sqlite3.Connection, table: Table, op: RebuildTable, columns: list[str]
 ) -> None:
     """Steps 4 to 7: the new table (the kept columns, then the new ones), the rows copied,
     the old table dropped and the new one given its name."""
@@ -313,16 +324,16 @@ def _swap_in_new_table(
 
 def _prove_rebuild(
     conn: sqlite3.Connection,
-    table: schema.Table,
-    op: schema.RebuildTable,
+    table: Table,
+    op: RebuildTable,
     before: dict[str, str],
     expected: dict[str, str],
 ) -> None:
     """Same rows, same values in every old column, in the same order; every old column
     defined as before (a relaxed one as before but nullable); every copy exact."""
     name = quote_ident(table.name)
-    relax = {schema.fold(c) for c in op.relax}
-    rebuilt = schema.read_catalogue(conn).table(table.name)
+    relax = {fold(c) for c in op.relax}
+    rebuilt = read_catalogue(conn).table(table.name)
     after = column_hashes(conn, table if rebuilt is None else rebuilt, only=list(before))
     if after != before:
         changed = sorted(col for col in before if before[col] != after.get(col))
@@ -330,7 +341,7 @@ def _prove_rebuild(
             f"rebuild of {name} changed the values of column(s) {', '.join(changed)}",
             hint="the change was rolled back; please report this as a bug",
         )
-    defined = {schema.fold(c.name): c for c in (rebuilt.columns if rebuilt else ())}
+    defined = {fold(c.name): c for c in (rebuilt.columns if rebuilt else ())}
     for folded, definition in expected.items():
         column = defined.get(folded)
         if (
@@ -349,7 +360,7 @@ def _prove_rebuild(
 def verify_copy(conn: sqlite3.Connection, table: str, old: str, new: str) -> None:
     """Prove a rename's copy: the new column holds exactly the old column's value (type
     included: 1, 1.0 and '1' differ) in every row, in key order; else the change rolls back."""
-    live = schema.read_catalogue(conn).table(table)
+    live = read_catalogue(conn).table(table)
     hashes = column_hashes(conn, live, only=[old, new]) if live is not None else {}
     if len(hashes) != 2 or hashes[old] != hashes[new]:
         raise HealthError(
@@ -362,24 +373,24 @@ def verify_copy(conn: sqlite3.Connection, table: str, old: str, new: str) -> Non
 
 
 def _temp_name(conn: sqlite3.Connection, name: str) -> str:
-    existing = {schema.fold(str(r[0])) for r in conn.execute("SELECT name FROM sqlite_master")}
+    existing = {fold(str(r[0])) for r in conn.execute("SELECT name FROM sqlite_master")}
     candidate = f"_sidecar_new_{name}"
     n = 1
-    while schema.fold(candidate) in existing:
+    while fold(candidate) in existing:
         n += 1
         candidate = f"_sidecar_new{n}_{name}"
     return candidate
 
 
-def _rowid_alias(table: schema.Table) -> str | None:
+def _rowid_alias(table: Table) -> str | None:
     """A name for the rowid that no column shadows; None for WITHOUT ROWID tables."""
     if table.without_rowid:
         return None
-    names = {schema.fold(c.name) for c in table.columns}
+    names = {fold(c.name) for c in table.columns}
     return next((a for a in ("rowid", "_rowid_", "oid") if a not in names), None)
 
 
-def _order(table: schema.Table) -> str:
+def _order(table: Table) -> str:
     alias = _rowid_alias(table)
     if alias:
         return alias
@@ -388,7 +399,7 @@ def _order(table: schema.Table) -> str:
 
 
 def column_hashes(
-    conn: sqlite3.Connection, table: schema.Table, *, only: list[str] | None = None
+    conn: sqlite3.Connection, table: Table, *, only: list[str] | None = None
 ) -> dict[str, str]:
     """sha256 per column over its values in key order (rowid, or the primary key).
 
@@ -396,8 +407,8 @@ def column_hashes(
     through ``repr``, which keeps 1, 1.0, '1' and b'1' apart, at C speed."""
     columns = [c.name for c in table.columns if c.hidden != 1]
     if only is not None:
-        wanted = {schema.fold(n) for n in only}
-        columns = [c for c in columns if schema.fold(c) in wanted]
+        wanted = {fold(n) for n in only}
+        columns = [c for c in columns if fold(c) in wanted]
     if not columns:
         return {}
     digests = [hashlib.sha256() for _ in columns]
@@ -409,8 +420,8 @@ def column_hashes(
         for digest, values in zip(digests, zip(*batch, strict=True), strict=True):
             digest.update(repr(values).encode())
     # Keys are the names as given in `only` (the old table's spelling) for a direct compare.
-    spelled = {schema.fold(n): n for n in (only or columns)}
-    return {spelled[schema.fold(c)]: d.hexdigest() for c, d in zip(columns, digests, strict=True)}
+    spelled = {fold(n): n for n in (only or columns)}
+    return {spelled[fold(c)]: d.hexdigest() for c, d in zip(columns, digests, strict=True)}
 
 
 def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
@@ -468,7 +479,7 @@ def refuse_orphan_sides(db: Path) -> None:
         )
 
 
-def create_fresh(db: Path, desired: schema.Catalogue) -> None:
+def create_fresh(db: Path, desired: Catalogue) -> None:
     """Create the database from the desired schema, atomically: build it in a temporary file
     in the same folder, verify, fsync, then link it into place. A crash leaves no half-made
     database, and an existing database is never replaced."""

@@ -18,18 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import (
-    alerts,
-    appstop,
-    catalog,
-    database,
-    growth,
-    health,
-    migrate,
-    prisma,
-    schema,
-    schema_source,
-)
+from sidecar import alerts, appstop, catalog, database, growth, health, migrate, prisma
 from sidecar.backup import compress_backup, create_backup, prepare_folder
 from sidecar.catalog import BackupInfo
 from sidecar.containers import AppRef, Apps, left_for_compose
@@ -40,6 +29,9 @@ from sidecar.logs import get_logger
 from sidecar.migrate import Guard
 from sidecar.preview import Preview, make_preview, read_preview, refuse
 from sidecar.quiesce import wait_quiet
+from sidecar.schema.catalogue import Catalogue
+from sidecar.schema.operations import Plan, RebuildTable
+from sidecar.schema.source import load_desired, parse
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
@@ -81,7 +73,7 @@ class _Deploy:
     app: AppRef | None
     stop: Stop | None
     db: Path
-    desired: schema.Catalogue
+    desired: Catalogue
     guards: list[Guard]
     preview: Preview
     report: DeployReport
@@ -214,7 +206,7 @@ class _Deploy:
         self.report.lock_wait_s = round(time.monotonic() - started, 3)
         return conn
 
-    def plan_under_lock(self, conn: sqlite3.Connection) -> schema.Plan:
+    def plan_under_lock(self, conn: sqlite3.Connection) -> Plan:
         """The preview again, on the state the change is made to. Its rows are screened
         by :func:`sidecar.migrate.apply_plan`, beside the backup."""
         preview = make_preview(conn, self.desired, renames=self.settings.renames,
@@ -229,7 +221,7 @@ class _Deploy:
         self.judge(preview)
         return preview.plan
 
-    def backup_and_apply(self, conn: sqlite3.Connection, plan: schema.Plan) -> str:
+    def backup_and_apply(self, conn: sqlite3.Connection, plan: Plan) -> str:
         """Take the verified backup (from a second connection and a child process) and apply
         ``plan`` on ``conn``, at once in WAL mode; the backup's ID. Nothing is committed
         here. See docs/design.md, "The backup beside the change"."""
@@ -268,14 +260,12 @@ class _Deploy:
                 raise
             return pending.result().id
 
-    def commit(self, conn: sqlite3.Connection, plan: schema.Plan) -> None:
+    def commit(self, conn: sqlite3.Connection, plan: Plan) -> None:
         """COMMIT; with SIDECAR_COMPACT, then give a rebuild's old pages back to the volume,
         still under the lock (the app waits; in the release layout it is not running)."""
         database.commit(conn, self.settings.wait_timeout)
         self.report.changed = True
-        if self.settings.compact and any(
-            isinstance(op, schema.RebuildTable) for op in plan.operations
-        ):
+        if self.settings.compact and any(isinstance(op, RebuildTable) for op in plan.operations):
             self.report.compaction = growth.compact(conn, self.db)
 
     def stop_for_copy(self, stack: ExitStack) -> None:
@@ -451,10 +441,10 @@ def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[...
     return on_exit
 
 
-def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> schema.Catalogue:
+def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> Catalogue:
     """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
     spec = settings.require_schema()
-    source = schema_source.parse(str(spec))
+    source = parse(str(spec))
     if source is not None and apps is None:
         raise UnavailableError(
             f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
@@ -462,7 +452,7 @@ def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> 
             "local folder (in Kubernetes: an emptyDir an init container fills)",
         )
     found = app if source is not None and source.container == settings.app else None
-    return schema_source.load_desired(spec, apps, found=found)
+    return load_desired(spec, apps, found=found)
 
 
 def _health_guards(settings: Settings) -> list[Guard]:

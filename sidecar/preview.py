@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, conflicts, database, growth, history, migrate, schema
+from sidecar import catalog, checks, conflicts, database, growth, history, migrate
 from sidecar.errors import RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
+from sidecar.schema.catalogue import Catalogue, read_catalogue
+from sidecar.schema.diff import make_plan
+from sidecar.schema.operations import CopyColumn, Plan, RebuildTable
 from sidecar.settings import Settings
 
 log = get_logger(__name__)
@@ -34,7 +37,7 @@ NOT_EXECUTED_HINT = (
 class Preview:
     """A plan with its refusals, drift and rejects, and how it was made."""
 
-    plan: schema.Plan = field(default_factory=schema.Plan)
+    plan: Plan = field(default_factory=Plan)
     fresh: bool = False  # no database yet: the plan creates it
     deferred: bool = False  # the app held the database: planned under the write lock only
     growth: Growth | None = None  # what the plan's rebuilds add to the file (``plan`` only)
@@ -56,8 +59,7 @@ class Preview:
     def copies_rename(self) -> bool:
         """The plan copies a renamed column (``SIDECAR_RENAMES=copy``)."""
         return any(
-            isinstance(op, schema.CopyColumn)
-            or (isinstance(op, schema.RebuildTable) and bool(op.copies))
+            isinstance(op, CopyColumn) or (isinstance(op, RebuildTable) and bool(op.copies))
             for op in self.plan.operations
         )
 
@@ -70,7 +72,7 @@ class Preview:
 
 def make_preview(
     conn: sqlite3.Connection | None,
-    desired: schema.Catalogue,
+    desired: Catalogue,
     *,
     renames: str = "refuse",
     screen_rows: bool = True,
@@ -82,11 +84,11 @@ def make_preview(
     under the write lock :func:`sidecar.migrate.apply_plan` screens them beside the backup),
     and what the desired schema's history says (:func:`sidecar.history.review`)."""
     if conn is None:
-        created = schema.make_plan(schema.Catalogue(), desired, row_counts={})
+        created = make_plan(Catalogue(), desired, row_counts={})
         return Preview(history.review(None, created, desired), fresh=True)
     copied = history.copies(conn, desired, renames)
-    plan = schema.make_plan(
-        schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn), copies=copied
+    plan = make_plan(
+        read_catalogue(conn), desired, row_counts=database.row_counts(conn), copies=copied
     )
     if screen_rows:
         found, unchecked = conflicts.row_conflicts(conn, plan, desired)
@@ -95,14 +97,12 @@ def make_preview(
     return Preview(plan, growth=growth.of_plan(conn, plan) if measure_growth else None)
 
 
-def plan_for(conn: sqlite3.Connection, desired: schema.Catalogue) -> schema.Plan:
+def plan_for(conn: sqlite3.Connection, desired: Catalogue) -> Plan:
     """The previewed plan against the live database behind ``conn``."""
     return make_preview(conn, desired).plan
 
 
-def read_preview(
-    db: Path, desired: schema.Catalogue, settings: Settings, *, for_deploy: bool
-) -> Preview:
+def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy: bool) -> Preview:
     """The preview in one read transaction of ``db`` (a missing one is planned as created).
 
     For a deploy the look is short, ``quick_check`` must pass, and a database the app holds
@@ -144,7 +144,7 @@ def _require_quick_check(conn: sqlite3.Connection, db: Path) -> None:
         )
 
 
-def refusal(plan: schema.Plan, *, strict: bool) -> RefusedError | None:
+def refusal(plan: Plan, *, strict: bool) -> RefusedError | None:
     """The error a deploy of ``plan`` stops with; None when it goes through. The rules:
     a refusal always, and under ``--strict`` a rejecting constraint or any drift."""
     if plan.refused:
@@ -178,7 +178,7 @@ def refusal(plan: schema.Plan, *, strict: bool) -> RefusedError | None:
     return None
 
 
-def refuse(plan: schema.Plan, *, strict: bool) -> list[str]:
+def refuse(plan: Plan, *, strict: bool) -> list[str]:
     """Log what ``plan`` reports, then raise its :func:`refusal`; else the summary's warnings."""
     data = [item for item in plan.drift if item.kind == "not_executed"]
     destructive = [str(item) for item in plan.drift if item.kind != "not_executed"]

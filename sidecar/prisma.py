@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from sidecar import schema
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
-from sidecar.schema_input import Desired, Migration
+from sidecar.schema.catalogue import Catalogue
+from sidecar.schema.desired import Desired, Migration
+from sidecar.schema.operations import Operation, Plan, Refusal
 
 log = get_logger(__name__)
 
@@ -53,7 +54,7 @@ class Row:
 
 
 @dataclass(frozen=True)
-class RecordMigrations(schema.Operation):
+class RecordMigrations(Operation):
     """Record migrations as applied in ``_prisma_migrations``, as Prisma does."""
 
     kind: ClassVar[str] = "record_migrations"
@@ -106,9 +107,9 @@ def pending(recorded: Sequence[Row], migrations: Sequence[Migration]) -> list[Mi
     return [m for m in migrations if m.name not in done]
 
 
-def failed_refusals(recorded: Sequence[Row]) -> list[schema.Refusal]:
+def failed_refusals(recorded: Sequence[Row]) -> list[Refusal]:
     return [
-        schema.Refusal(
+        Refusal(
             f"Prisma migration {r.migration_name}",
             f"recorded as failed in {TABLE} (finished_at and rolled_back_at are NULL)",
             RESOLVE_HINT.format(name=r.migration_name),
@@ -139,9 +140,7 @@ def warn_changed(recorded: Sequence[Row], migrations: Sequence[Migration]) -> li
     return changed
 
 
-def bookkeeping(
-    conn: sqlite3.Connection | None, desired: schema.Catalogue
-) -> RecordMigrations | None:
+def bookkeeping(conn: sqlite3.Connection | None, desired: Catalogue) -> RecordMigrations | None:
     """The rows to record for ``desired``'s history, or None (nothing missing, or a failed
     row that must be resolved first)."""
     if not isinstance(desired, Desired) or not desired.migrations:
@@ -157,13 +156,13 @@ def bookkeeping(
     )
 
 
-def schema_changes(plan: schema.Plan) -> schema.Plan:
+def schema_changes(plan: Plan) -> Plan:
     """``plan`` without the bookkeeping, which :func:`record` applies after it."""
     kept = tuple(op for op in plan.operations if not isinstance(op, RecordMigrations))
     return replace(plan, operations=kept)
 
 
-def record(conn: sqlite3.Connection, desired: schema.Catalogue) -> list[str]:
+def record(conn: sqlite3.Connection, desired: Catalogue) -> list[str]:
     """Record every migration of ``desired``'s history that Prisma would still apply, in the
     caller's transaction, then check that none is left. The names recorded."""
     op = bookkeeping(conn, desired)

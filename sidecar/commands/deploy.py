@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import alerts, catalog, containers, schedule, schema_source
+from sidecar import alerts, catalog, containers, schedule
 from sidecar.commands.backups import run_scheduled, take_backup
 from sidecar.deploy_report import DeployReport
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline import run_deploy
+from sidecar.schema.source import parse
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop, stop_on_sigterm
 
@@ -52,7 +53,7 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
     if settings.schedule:
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
-    schema_in_app = settings.schema is not None and schema_source.parse(str(settings.schema))
+    schema_in_app = settings.schema is not None and parse(str(settings.schema))
     apps = containers.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
     try:
         report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)

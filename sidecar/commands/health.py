@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import appstop, catalog, database, schema
+from sidecar import appstop, catalog, database
 from sidecar import health as checks
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
-from sidecar.schema_source import load_desired
+from sidecar.schema.catalogue import read_catalogue
+from sidecar.schema.diff import make_plan
+from sidecar.schema.source import load_desired
 from sidecar.settings import Settings
 
 log = get_logger(__name__)
@@ -93,7 +95,7 @@ def _database_health(
         found = checks.database_checks(conn, full=settings.verify == "full")
         counts = database.row_counts(conn)
         if desired is not None:
-            plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts=counts)
+            plan = make_plan(read_catalogue(conn), desired, row_counts=counts)
             pending = [str(op) for op in plan.operations]
             detail = "; ".join(pending[:5]) + (" ..." if len(pending) > 5 else "")
             found.append(Check("desired schema present", not pending, detail or "ok"))

@@ -6,12 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import alerts, schema
+from sidecar import alerts
 from sidecar.errors import ExitCode, RefusedError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
 from sidecar.preview import and_more, read_preview, refusal
-from sidecar.schema_source import load_desired
+from sidecar.schema.operations import Plan
+from sidecar.schema.source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class PlanResult:
     """``sidecar plan``. Exit 3 when a deploy would be refused (a refusal, or drift under
     ``--strict``), else 6 with ``--check`` when operations are pending, else 0."""
 
-    plan: schema.Plan
+    plan: Plan
     database: str
     fresh: bool = False
     check: bool = False

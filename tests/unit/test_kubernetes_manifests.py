@@ -449,15 +449,15 @@ def test_a_configmap_mount_is_a_schema_folder(base: list[Doc], tmp_path: Path) -
     """The kubelet mounts a ConfigMap as symlinks into a hidden, timestamped folder
     (``schema.sql -> ..data/schema.sql``, ``..data -> ..2024_01_01_00_00_00.1``): the schema
     loader must read that folder as exactly the ConfigMap's files."""
-    from sidecar import schema_input
+    from sidecar.schema.desired import load_desired
 
     data = find(base, "ConfigMap")["data"]
     mount = tmp_path / "schema"
     write_config_map_mount(mount, data)
-    loaded = schema_input.load_desired(mount)
+    loaded = load_desired(mount)
     single = tmp_path / "schema.sql"
     single.write_text(data["schema.sql"], encoding="utf-8")
-    assert loaded == schema_input.load_desired(single)
+    assert loaded == load_desired(single)
 
 
 def write_config_map_mount(mount: Path, data: dict[str, str]) -> None:
@@ -540,12 +540,12 @@ def test_the_schema_from_image_overlay(renderings: dict[str, list[Doc]], tmp_pat
     (tmp_path / "schema").mkdir()
     folder = ROOT / "deploy/demo-app/prisma/migrations"
     subprocess.run(["cp", "-R", f"{folder}/.", f"{tmp_path}/schema/"], check=True)
-    from sidecar import schema
-    from sidecar.schema_input import load_desired
+    from sidecar.schema.desired import load_desired
+    from sidecar.schema.diff import make_plan
 
     copied = load_desired(tmp_path / "schema")
     # Its end state is deploy/schema/v2: planned from one to the other, nothing differs.
-    plan = schema.make_plan(load_desired(DESIRED_SCHEMA.parent), copied, row_counts={})
+    plan = make_plan(load_desired(DESIRED_SCHEMA.parent), copied, row_counts={})
     assert [*plan.operations, *plan.drift, *plan.refused] == []
 
 

@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 
-from sidecar import database, migrate, preview, schema, schema_input
+from sidecar import database, migrate, preview
 from sidecar.conflicts import row_conflicts
 from sidecar.errors import HealthError, RefusedError
+from sidecar.schema.catalogue import Catalogue, read_catalogue
+from sidecar.schema.desired import load_desired
+from sidecar.schema.diff import make_plan
+from sidecar.schema.operations import Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = (ROOT / "deploy/schema/v1/schema.sql").read_text()
@@ -46,20 +50,18 @@ def build(path: Path, sql: str, *, journal: str = "delete") -> Path:
     return path
 
 
-def load(tmp_path: Path, sql: str) -> schema.Catalogue:
+def load(tmp_path: Path, sql: str) -> Catalogue:
     file = tmp_path / "desired.sql"
     file.write_text(sql, encoding="utf-8")
-    return schema_input.load_desired(file)
+    return load_desired(file)
 
 
 def run(
-    db: Path, desired: schema.Catalogue, checks: Sequence[Callable[[sqlite3.Connection], None]] = ()
-) -> schema.Plan:
+    db: Path, desired: Catalogue, checks: Sequence[Callable[[sqlite3.Connection], None]] = ()
+) -> Plan:
     """What the deploy pipeline does under the write lock: plan, apply, verify, commit."""
     with database.write_lock(db, 5) as conn:
-        plan = schema.make_plan(
-            schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
-        )
+        plan = make_plan(read_catalogue(conn), desired, row_counts=database.row_counts(conn))
         if plan.operations or plan.refused:
             migrate.apply_plan(conn, plan, desired, guards=list(checks))
             conn.execute("COMMIT")
@@ -81,7 +83,7 @@ def dump(db: Path) -> list[str]:
 def all_hashes(db: Path) -> dict[str, dict[str, str]]:
     conn = database.connect(db)
     try:
-        catalogue = schema.read_catalogue(conn)
+        catalogue = read_catalogue(conn)
         return {t.name: migrate.column_hashes(conn, t) for t in catalogue.tables}
     finally:
         conn.close()
@@ -100,7 +102,7 @@ def test_v1_to_v2_keeps_every_row_value_index_trigger_view_and_sequence(tmp_path
     before = all_hashes(db)
     sequence = dict(rows(db, "SELECT name, seq FROM sqlite_sequence"))
     assert sequence == {"User": 2, "Portfolio": 3, "Transaction": 4}  # above max(id) after deletes
-    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
+    desired = load_desired(ROOT / "deploy/schema/v2")
     plan = run(db, desired)
     assert "rebuild_table" in [op.kind for op in plan.operations]
 
@@ -156,7 +158,7 @@ def test_failing_extra_check_rolls_back_to_the_same_bytes(tmp_path: Path, journa
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
     before, logical = sha(db), dump(db)
-    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
+    desired = load_desired(ROOT / "deploy/schema/v2")
     seen: list[int] = []
 
     def failing(conn: sqlite3.Connection) -> None:
@@ -184,7 +186,7 @@ def test_unique_index_over_duplicates_is_refused_naming_the_values(tmp_path: Pat
     assert sha(db) == before
     # The same refusal is visible at plan time, read-only.
     conn = database.connect(db, readonly=True)
-    plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={})
+    plan = make_plan(read_catalogue(conn), desired, row_counts={})
     conflicts, unchecked = row_conflicts(conn, plan, desired)
     conn.close()
     assert [c.object for _, c in conflicts] == ['unique index "User_name_key" on "User"']
@@ -316,7 +318,7 @@ def test_refusals_and_foreign_keys_on_stop_before_any_change(tmp_path: Path) -> 
         conn.execute("ROLLBACK")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("BEGIN IMMEDIATE")
-        plan = schema.make_plan(schema.read_catalogue(conn), rebuild, row_counts={"t": 1})
+        plan = make_plan(read_catalogue(conn), rebuild, row_counts={"t": 1})
         with pytest.raises(RefusedError, match="foreign key enforcement"):
             migrate.apply_plan(conn, plan, rebuild)
     conn = database.connect(db)
@@ -337,12 +339,12 @@ def test_column_hashes_see_a_changed_value(tmp_path: Path) -> None:
 
 
 def test_create_fresh_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
-    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
+    desired = load_desired(ROOT / "deploy/schema/v2")
     db = tmp_path / "data" / "portfolio.db"
     migrate.create_fresh(db, desired)
     assert sorted(p.name for p in db.parent.iterdir()) == ["portfolio.db"]
     conn = database.connect(db, readonly=True)
-    assert not schema.make_plan(schema.read_catalogue(conn), desired, row_counts={}).operations
+    assert not make_plan(read_catalogue(conn), desired, row_counts={}).operations
     conn.close()
     before = sha(db)
     with pytest.raises(RefusedError, match="appeared"):
@@ -374,7 +376,7 @@ def test_rebuild_proof_catches_a_changed_value_and_rolls_back(tmp_path: Path) ->
     conn = sqlite3.connect(db, isolation_level=None, factory=Sabotage)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={"t": 1})
+        plan = make_plan(read_catalogue(conn), desired, row_counts={"t": 1})
         with pytest.raises(HealthError, match=r"changed the values of column\(s\) a"):
             migrate.apply_plan(conn, plan, desired)
         conn.execute("ROLLBACK")
@@ -427,9 +429,7 @@ def test_foreign_keys_are_checked_where_the_change_could_break_them(tmp_path: Pa
         "CREATE TABLE fresh (p INTEGER REFERENCES p(id));",
     )
     with database.write_lock(db, 5) as conn:
-        plan = schema.make_plan(
-            schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
-        )
+        plan = make_plan(read_catalogue(conn), desired, row_counts=database.row_counts(conn))
         assert sorted(op.kind for op in plan.operations) == [
             "add_column", "add_column", "create_table", "rebuild_table",
         ]  # fmt: skip
@@ -459,14 +459,14 @@ CREATE TRIGGER kept_t AFTER INSERT ON kept BEGIN SELECT 1; END;
 """
 
 
-def _apply(db: Path, desired: schema.Catalogue, *, quick_checked_before: bool) -> None:
+def _apply(db: Path, desired: Catalogue, *, quick_checked_before: bool) -> None:
     with database.write_lock(db, 5) as conn:
         plan = preview.plan_for(conn, desired)
         migrate.apply_plan(conn, plan, desired, quick_checked_before=quick_checked_before)
         conn.execute("COMMIT")
 
 
-def _scope_after(db: Path, desired: schema.Catalogue) -> set[str] | None:
+def _scope_after(db: Path, desired: Catalogue) -> set[str] | None:
     """check_scope of ``desired`` applied to ``db`` (then rolled back)."""
     with database.write_lock(db, 5) as conn:
         plan = preview.plan_for(conn, desired)

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import cli, database, schema, schema_input
+from sidecar import cli, database
 from sidecar.errors import ExitCode
+from sidecar.schema.catalogue import read_catalogue
+from sidecar.schema.desired import load_desired
+from sidecar.schema.diff import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,9 +99,9 @@ def test_migrate_under_a_writing_app_loses_no_committed_row(
     assert conn.execute(
         'SELECT count(*) FROM "Portfolio" WHERE "updatedAt" IS NULL'
     ).fetchone() == (0,)
-    plan = schema.make_plan(
-        schema.read_catalogue(conn),
-        schema_input.load_desired(ROOT / "deploy/schema/v2"),
+    plan = make_plan(
+        read_catalogue(conn),
+        load_desired(ROOT / "deploy/schema/v2"),
         row_counts=database.row_counts(conn),
     )
     conn.close()

@@ -17,8 +17,12 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar import checks, database, migrate, schema, schema_input
+from sidecar import checks, database, migrate
 from sidecar.checks import quote_ident as q
+from sidecar.schema.catalogue import Catalogue, read_catalogue
+from sidecar.schema.desired import load_desired
+from sidecar.schema.diff import make_plan
+from sidecar.schema.sql import fold
 
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", "select", 'x"y', "日本", "group", "Value"]
 TYPES = ["INTEGER", "TEXT", "REAL", "BLOB", "NUMERIC", ""]
@@ -54,19 +58,17 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    table_names = draw(
-        st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique_by=schema.fold)
-    )
+    table_names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique_by=fold))
     live: list[str] = []
     desired: list[str] = []
     inserts: list[tuple[str, list[Any]]] = []
     for i, table in enumerate(table_names):
         names = draw(
             st.lists(
-                st.sampled_from([n for n in NAMES if schema.fold(n) != "id"]),
+                st.sampled_from([n for n in NAMES if fold(n) != "id"]),
                 min_size=1,
                 max_size=3,
-                unique_by=schema.fold,
+                unique_by=fold,
             )
         )
         types = [draw(st.sampled_from(TYPES)) for _ in names]
@@ -78,8 +80,8 @@ def cases(draw: st.DrawFn) -> Case:
         }[kind]
         options = " WITHOUT ROWID" if kind == "without rowid" else ""
         old = [key] + [f"{q(n)} {t}".strip() for n, t in zip(names, types, strict=True)]
-        free = [n for n in NAMES if schema.fold(n) not in {schema.fold(m) for m in names}]
-        added = draw(st.lists(st.sampled_from(free), max_size=3, unique_by=schema.fold))
+        free = [n for n in NAMES if fold(n) not in {fold(m) for m in names}]
+        added = draw(st.lists(st.sampled_from(free), max_size=3, unique_by=fold))
         templates = [draw(st.sampled_from(NEW_COLUMNS)) for _ in added]
         parent = q(table_names[draw(st.integers(0, i))])
         new = [t.format(n=q(n), parent=parent) for n, t in zip(added, templates, strict=True)]
@@ -113,7 +115,7 @@ def cases(draw: st.DrawFn) -> Case:
     return Case("\n".join(live), "\n".join(desired), inserts)
 
 
-def snapshot(conn: sqlite3.Connection, catalogue: schema.Catalogue) -> dict[str, list[Any]]:
+def snapshot(conn: sqlite3.Connection, catalogue: Catalogue) -> dict[str, list[Any]]:
     found = {}
     for table in catalogue.tables:
         columns = ", ".join(q(c.name) for c in table.columns)
@@ -139,16 +141,16 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
         conn.executescript(case.live)
         for sql, row in case.inserts:
             conn.execute(sql, row)
-        live = schema.read_catalogue(conn)
+        live = read_catalogue(conn)
         before = snapshot(conn, live)
         sequence = sequences(conn)
         conn.close()
         (Path(folder) / "desired.sql").write_text(case.desired, encoding="utf-8")
-        desired = schema_input.load_desired(Path(folder) / "desired.sql")
+        desired = load_desired(Path(folder) / "desired.sql")
 
         with database.write_lock(db, 5) as locked:
             counts = database.row_counts(locked)
-            plan = schema.make_plan(schema.read_catalogue(locked), desired, row_counts=counts)
+            plan = make_plan(read_catalogue(locked), desired, row_counts=counts)
             assert not plan.drift, plan.drift
             assert not plan.refused, plan.refused
             for op in plan.operations:
@@ -158,7 +160,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
 
         conn = database.connect(db)
         try:
-            after_catalogue = schema.read_catalogue(conn)
+            after_catalogue = read_catalogue(conn)
             for table in desired.tables:
                 current = after_catalogue.table(table.name)
                 assert current is not None, table.name
@@ -171,7 +173,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
                 assert [[type(v) for v in r] for r in after[name]] == [
                     [type(v) for v in r] for r in rows
                 ]
-            again = schema.make_plan(after_catalogue, desired, row_counts=database.row_counts(conn))
+            again = make_plan(after_catalogue, desired, row_counts=database.row_counts(conn))
             assert again.operations == ()
             assert sequences(conn) == sequence
             assert checks.quick_check(conn) == []

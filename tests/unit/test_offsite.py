@@ -288,11 +288,13 @@ def test_a_sidecar_killed_mid_upload_leaves_no_listed_copy(
     server: S3Server,
 ) -> None:
     server.make_bucket("crashed")
-    db = bk_build_db(tmp_path / "big.db", rows=2000, blob=16 << 10)
+    # ~96 MiB of random rows, and the kill as soon as the store shows the upload under way: a
+    # fixed delay after backup.created let a small upload finish first on an idle machine.
+    db = bk_build_db(tmp_path / "big.db", rows=6000, blob=16 << 10)
     env = env_of(db, tmp_path / "backups", "s3://crashed/p", server.url)
     child = _sidecar(["backup"], env)
     _wait_for_event(child, "backup.created")
-    time.sleep(0.5)
+    _wait_for_multipart_upload(server, "crashed")
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=60)
     code, doc = run(capsys, ["list", "--remote"], env)
@@ -316,6 +318,28 @@ def _sidecar(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def _s3_client(server: S3Server) -> Any:
+    """A boto3 client of the test store (moto's dependency), to look behind sidecar's back."""
+    import boto3  # type: ignore[import-untyped]  # moto's dependency
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
+
+
+def _wait_for_multipart_upload(server: S3Server, bucket: str, timeout: float = 60.0) -> None:
+    """Until the store holds a multipart upload in progress in ``bucket``."""
+    s3 = _s3_client(server)
+    deadline = time.monotonic() + timeout
+    while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        assert time.monotonic() < deadline, "no upload started"
+        time.sleep(0.01)
+
+
 def _wait_for_event(child: subprocess.Popen[str], event: str) -> None:
     assert child.stderr is not None
     for line in child.stderr:
@@ -328,7 +352,7 @@ def test_wrong_credentials_give_one_clear_error_and_exit_5(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    import boto3  # type: ignore[import-untyped]  # moto's dependency: the IAM user, auth off
+    import boto3  # moto's dependency: the IAM user, auth off
 
     with s3_server(INITIAL_NO_AUTH_ACTION_COUNT="4") as own:
         iam = boto3.client(
@@ -537,7 +561,6 @@ def test_restore_from_a_corrupted_offsite_copy_is_refused_and_changes_nothing(
 
 
 def test_an_upload_whose_source_fails_leaves_no_multipart_upload(server: S3Server) -> None:
-    import boto3
 
     server.make_bucket("aborted")
     store = S3Store(
@@ -552,13 +575,7 @@ def test_an_upload_whose_source_fails_leaves_no_multipart_upload(server: S3Serve
 
     with pytest.raises(Exception, match="disk went away"):
         store.put("p/x.db.zst", failing)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-    )
+    s3 = _s3_client(server)
     assert not s3.list_multipart_uploads(Bucket="aborted").get("Uploads")
     assert store.list("p") == []
 

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import database, schema, schema_input
+from sidecar import database
 from sidecar.errors import ConfigError
+from sidecar.schema.catalogue import Catalogue, parse_create_table, read_catalogue
+from sidecar.schema.clauses import index_parts
+from sidecar.schema.desired import desired_files, is_migration_history, load_desired
+from sidecar.schema.diff import make_plan
+from sidecar.schema.operations import CreateIndex, Plan
+from sidecar.schema.sql import split_statements, tokenize
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = (ROOT / "deploy/schema/v1/schema.sql").read_text()
@@ -29,27 +35,25 @@ def build(path: Path, sql: str, seed: str = "") -> Path:
     return path
 
 
-def desired_from(tmp_path: Path, sql: str, name: str = "desired.sql") -> schema.Catalogue:
+def desired_from(tmp_path: Path, sql: str, name: str = "desired.sql") -> Catalogue:
     file = tmp_path / name
     file.write_text(sql, encoding="utf-8")
-    return schema_input.load_desired(file)
+    return load_desired(file)
 
 
 def plan_for(
     tmp_path: Path, live_sql: str, desired_sql: str, seed: str = "", name: str = "live.db"
-) -> schema.Plan:
+) -> Plan:
     db = build(tmp_path / name, live_sql, seed)
     desired = desired_from(tmp_path, desired_sql)
     conn = database.connect(db, readonly=True)
     try:
-        return schema.make_plan(
-            schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
-        )
+        return make_plan(read_catalogue(conn), desired, row_counts=database.row_counts(conn))
     finally:
         conn.close()
 
 
-def kinds(plan: schema.Plan) -> dict[str, list[str]]:
+def kinds(plan: Plan) -> dict[str, list[str]]:
     return {
         "operations": [op.kind for op in plan.operations],
         "drift": [item.kind for item in plan.drift],
@@ -360,11 +364,9 @@ def test_new_primary_key_column_is_refused(tmp_path: Path) -> None:
 
 def test_v2_demo_schema_plan(tmp_path: Path) -> None:
     db = build(tmp_path / "live.db", V1, SEED)
-    desired = schema_input.load_desired(ROOT / "deploy/schema/v2")
+    desired = load_desired(ROOT / "deploy/schema/v2")
     conn = database.connect(db, readonly=True)
-    plan = schema.make_plan(
-        schema.read_catalogue(conn), desired, row_counts=database.row_counts(conn)
-    )
+    plan = make_plan(read_catalogue(conn), desired, row_counts=database.row_counts(conn))
     conn.close()
     text = [str(op) for op in plan.operations]
     assert text[0] == 'create table "Watchlist"'
@@ -378,9 +380,9 @@ def test_v2_demo_schema_plan(tmp_path: Path) -> None:
 
 def test_destructive_demo_schema_is_only_drift(tmp_path: Path) -> None:
     db = build(tmp_path / "live.db", V1, SEED)
-    desired = schema_input.load_desired(ROOT / "deploy/schema/destructive")
+    desired = load_desired(ROOT / "deploy/schema/destructive")
     conn = database.connect(db, readonly=True)
-    plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={})
+    plan = make_plan(read_catalogue(conn), desired, row_counts={})
     conn.close()
     assert not plan.operations
     assert not plan.refused
@@ -534,7 +536,7 @@ def test_read_catalogue_skips_internal_tables_and_autoindexes(tmp_path: Path) ->
         SEED + "ANALYZE;",
     )
     conn = database.connect(db)
-    catalogue = schema.read_catalogue(conn)
+    catalogue = read_catalogue(conn)
     conn.close()
     names = [t.name for t in catalogue.tables]
     assert names == ["User", "Portfolio", "Transaction", "_prisma_migrations"]
@@ -542,9 +544,9 @@ def test_read_catalogue_skips_internal_tables_and_autoindexes(tmp_path: Path) ->
 
 
 def test_index_creation_warns_about_lock_time_on_big_tables() -> None:
-    op = schema.CreateIndex("i", "t", "CREATE INDEX i ON t(a)", rows=2_000_000)
+    op = CreateIndex("i", "t", "CREATE INDEX i ON t(a)", rows=2_000_000)
     assert "under the write lock" in str(op)
-    assert "under the write lock" not in str(schema.CreateIndex("i", "t", "x", rows=10))
+    assert "under the write lock" not in str(CreateIndex("i", "t", "x", rows=10))
 
 
 # --------------------------------------------------------------------------- loading
@@ -558,7 +560,7 @@ def test_syntax_error_names_file_line_and_statement(tmp_path: Path) -> None:
         "-- a comment; with a semicolon\nCREATE TABLE b (id INTEGER);\n\nCREATE TABEL c (x);\n"
     )
     with pytest.raises(ConfigError) as raised:
-        schema_input.load_desired(folder)
+        load_desired(folder)
     message = str(raised.value)
     assert "02_more.sql:4" in message
     assert "CREATE TABEL c (x);" in message
@@ -572,7 +574,7 @@ def test_folder_is_applied_in_name_order(tmp_path: Path) -> None:
     (folder / "10_index.sql").write_text("CREATE INDEX i ON a(x);")
     (folder / "02_table.sql").write_text("CREATE TABLE a (x);")
     (folder / "notes.txt").write_text("not sql")
-    catalogue = schema_input.load_desired(folder)
+    catalogue = load_desired(folder)
     assert [t.name for t in catalogue.tables] == ["a"]
     assert [i.name for i in catalogue.indexes] == ["i"]
 
@@ -587,8 +589,8 @@ def test_kubernetes_config_map_layout_reads_each_file_once(tmp_path: Path) -> No
     (mount / "..data").symlink_to(revision.name)
     for name in ("01-tables.sql", "02-views.sql"):
         (mount / name).symlink_to(f"..data/{name}")
-    assert [p.name for p in schema_input.desired_files(mount)] == ["01-tables.sql", "02-views.sql"]
-    catalogue = schema_input.load_desired(mount)
+    assert [p.name for p in desired_files(mount)] == ["01-tables.sql", "02-views.sql"]
+    catalogue = load_desired(mount)
     assert [t.name for t in catalogue.tables] == ["a"]
     assert [v.name for v in catalogue.views] == ["v"]
 
@@ -597,7 +599,7 @@ def test_non_utf8_is_a_config_error(tmp_path: Path) -> None:
     file = tmp_path / "s.sql"
     file.write_bytes(b"CREATE TABLE t (name TEXT DEFAULT '\xff\xfe');")
     with pytest.raises(ConfigError, match="not UTF-8"):
-        schema_input.load_desired(file)
+        load_desired(file)
 
 
 @pytest.mark.parametrize(
@@ -616,7 +618,7 @@ def test_destructive_statements_are_refused_in_a_desired_schema(
     file = tmp_path / "s.sql"
     file.write_text(f"CREATE TABLE a (x, y);\n{statement}\n")
     with pytest.raises(ConfigError) as raised:
-        schema_input.load_desired(file)
+        load_desired(file)
     assert statement.rstrip(";") in str(raised.value)
     assert raised.value.hint
 
@@ -627,7 +629,7 @@ def test_pragmas_and_transactions_are_ignored(tmp_path: Path) -> None:
         "PRAGMA foreign_keys=OFF;\nPRAGMA journal_mode=WAL;\nPRAGMA no_such_pragma=1;\nBEGIN;\n"
         "CREATE TABLE a (x);\nCOMMIT;\nPRAGMA foreign_keys=ON;\n"
     )
-    catalogue = schema_input.load_desired(file)
+    catalogue = load_desired(file)
     assert [t.name for t in catalogue.tables] == ["a"]
 
 
@@ -657,8 +659,8 @@ def test_prisma_migrations_folder_is_replayed_with_its_redefine_tables(tmp_path:
         'DROP TABLE "Portfolio";\nALTER TABLE "new_Portfolio" RENAME TO "Portfolio";\n'
         "PRAGMA foreign_keys=ON;\nPRAGMA defer_foreign_keys=OFF;\n"
     )
-    assert schema_input.is_migration_history(history)
-    desired = schema_input.load_desired(history)
+    assert is_migration_history(history)
+    desired = load_desired(history)
     portfolio = desired.table("Portfolio")
     assert portfolio is not None
     assert portfolio.column("updatedAt") is not None
@@ -666,42 +668,43 @@ def test_prisma_migrations_folder_is_replayed_with_its_redefine_tables(tmp_path:
     assert not plan.operations
     db = tmp_path / "live.db"
     conn = database.connect(db, readonly=True)
-    plan = schema.make_plan(schema.read_catalogue(conn), desired, row_counts={"Portfolio": 1})
+    plan = make_plan(read_catalogue(conn), desired, row_counts={"Portfolio": 1})
     conn.close()
     assert [op.kind for op in plan.operations] == ["rebuild_table"]
 
 
 def test_missing_schema_and_empty_folder_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        schema_input.load_desired(tmp_path / "nope")
+        load_desired(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"no \.sql files"):
-        schema_input.load_desired(tmp_path / "empty")
+        load_desired(tmp_path / "empty")
 
 
 def test_incomplete_last_statement_is_named(tmp_path: Path) -> None:
     file = tmp_path / "s.sql"
     file.write_text("CREATE TABLE a (x);\nCREATE TABLE b (y)\n")
     with pytest.raises(ConfigError, match=r"s\.sql:2: incomplete statement"):
-        schema_input.load_desired(file)
+        load_desired(file)
 
 
 def test_tokenizer_keeps_quotes_comments_and_unicode_apart() -> None:
-    tokens = schema.tokenize(
+    tokens = tokenize(
         'CREATE TABLE "a ""b""" (x TEXT DEFAULT \'it\'\'s\', -- c, d\n'
         "ñame [br ack] /* x, y */ , `tick`)"
     )
     values = [t.value for t in tokens if t.kind in ("ident", "word")]
     assert values == ["CREATE", "TABLE", 'a "b"', "x", "TEXT", "DEFAULT", "ñame", "br ack", "tick"]
-    columns, constraints, options = schema.parse_create_table(
+    columns, constraints, options = parse_create_table(
         'CREATE TABLE t (a INT CHECK (a IN (1, 2)), "b,c" TEXT, UNIQUE (a, "b,c")) STRICT'
     )
     assert list(columns) == ["a", "b,c"]
     assert constraints == ('UNIQUE (a, "b,c")',)
     assert options == "STRICT"
-    assert schema.index_parts(
-        "CREATE INDEX i ON t (lower(a) DESC, b COLLATE NOCASE) WHERE a > 0"
-    ) == (["lower(a)", "b COLLATE NOCASE"], "a > 0")
+    assert index_parts("CREATE INDEX i ON t (lower(a) DESC, b COLLATE NOCASE) WHERE a > 0") == (
+        ["lower(a)", "b COLLATE NOCASE"],
+        "a > 0",
+    )
 
 
 def test_split_statements_keeps_strings_comments_and_trigger_bodies_whole() -> None:
@@ -716,7 +719,7 @@ def test_split_statements_keeps_strings_comments_and_trigger_bodies_whole() -> N
         ";;\n"
         "CREATE TABLE c (z)"
     )
-    assert schema_input.split_statements(text) == [
+    assert split_statements(text) == [
         (2, "CREATE TABLE a (x TEXT DEFAULT ';');"),
         (2, "CREATE TABLE b(y);"),
         (

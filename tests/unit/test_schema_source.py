@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import cli, schema_source
+from sidecar import cli
 from sidecar.errors import ConfigError, ExitCode
 from sidecar.pipeline import run_deploy
+from sidecar.schema import source
 from tests.fakes import FakeApps
 from tests.unit.test_pipeline import ROOT, digest, make_db, settings_for
 
@@ -55,19 +56,19 @@ def member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
 
 
 def test_parse_tells_container_paths_from_local_ones() -> None:
-    parsed = schema_source.parse("app:/app/prisma/migrations")
+    parsed = source.parse("app:/app/prisma/migrations")
     assert parsed is not None
     assert (parsed.container, str(parsed.path)) == ("app", "/app/prisma/migrations")
     assert str(parsed) == "app:/app/prisma/migrations"
-    assert schema_source.parse("/schema") is None
-    assert schema_source.parse("./app:/x") is None  # the way to name such a local path
-    assert schema_source.parse("schema/v2") is None
+    assert source.parse("/schema") is None
+    assert source.parse("./app:/x") is None  # the way to name such a local path
+    assert source.parse("schema/v2") is None
 
 
 @pytest.mark.parametrize("spec", ["app:/", "app:/app/../etc", "app:/app/./x"])
 def test_a_container_path_must_be_clean(spec: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        schema_source.parse(spec)
+        source.parse(spec)
     assert caught.value.exit_code == ExitCode.USAGE
 
 
@@ -87,7 +88,7 @@ def test_the_migrations_folder_from_the_container_is_the_desired_schema(tmp_path
 def test_a_single_file_works_too(tmp_path: Path) -> None:
     schema_sql = (ROOT / "deploy/schema/v2/schema.sql").read_bytes()
     apps = FakeApps(archives={"/app/schema.sql": tar_of([("schema.sql", schema_sql)])})
-    desired = schema_source.load_desired(Path("app:/app/schema.sql"), apps)
+    desired = source.load_desired(Path("app:/app/schema.sql"), apps)
     assert "Watchlist" in {table.name for table in desired.tables}
 
 
@@ -113,7 +114,7 @@ def test_hostile_archives_are_refused_and_write_nothing(tmp_path: Path, case: st
     dest = tmp_path / "extract"
     dest.mkdir()
     with pytest.raises(ConfigError) as caught:
-        schema_source.extract(tar_of(HOSTILE[case]), dest, "migrations")
+        source.extract(tar_of(HOSTILE[case]), dest, "migrations")
     assert caught.value.exit_code == ExitCode.USAGE
     assert "archive is refused" in caught.value.message
     assert not list(tmp_path.parent.glob("etc")), "something escaped the folder"
@@ -125,7 +126,7 @@ def test_hostile_archives_are_refused_and_write_nothing(tmp_path: Path, case: st
 def test_an_archive_over_the_size_cap_is_refused_as_it_streams(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(schema_source, "MAX_BYTES", 64 * 1024)
+    monkeypatch.setattr(source, "MAX_BYTES", 64 * 1024)
     served: list[int] = []
 
     def endless() -> object:
@@ -135,7 +136,7 @@ def test_an_archive_over_the_size_cap_is_refused_as_it_streams(
             yield chunk
 
     with pytest.raises(ConfigError, match="more than 65536 bytes"):
-        schema_source.extract(endless(), tmp_path, "migrations")  # type: ignore[arg-type]
+        source.extract(endless(), tmp_path, "migrations")  # type: ignore[arg-type]
     assert len(served) < 10  # stopped reading at the cap, not after the whole stream
 
 
@@ -144,7 +145,7 @@ def test_an_archive_over_the_size_cap_is_refused_as_it_streams(
 )
 def test_empty_or_garbage_streams_are_refused(tmp_path: Path, stream: list[bytes]) -> None:
     with pytest.raises(ConfigError, match="archive is refused"):
-        schema_source.extract(stream, tmp_path, "migrations")
+        source.extract(stream, tmp_path, "migrations")
 
 
 def test_a_path_missing_in_the_container_is_exit_2_and_changes_nothing(tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_errors_in_the_fetched_schema_name_the_container_path(tmp_path: Path) ->
     bad = [("migrations/0001_init/migration.sql", b"CREATE TABLE broken (;\n")]
     apps = FakeApps(archives={"/app/prisma/migrations": tar_of(bad)})
     with pytest.raises(ConfigError) as caught:
-        schema_source.load_desired(Path("app:/app/prisma/migrations"), apps)
+        source.load_desired(Path("app:/app/prisma/migrations"), apps)
     assert "app:/app/prisma/migrations/0001_init/migration.sql" in caught.value.message
     assert "sidecar-schema-" not in caught.value.message
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from sidecar import checks, cli, database, health, schema
+from sidecar import checks, cli, database, health
 from sidecar.errors import ExitCode
+from sidecar.schema.clauses import drop_not_null
 
 USER = 'CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL'
 PRISMA_HANDLE = """
@@ -455,7 +456,7 @@ def test_a_default_that_differs_per_row_is_checked_only_when_applied(
     ],
 )
 def test_drop_not_null_keeps_every_other_character(definition: str, relaxed: str) -> None:
-    assert schema.drop_not_null(definition) == relaxed
+    assert drop_not_null(definition) == relaxed
     # And SQLite agrees: the column accepts NULL, and nothing else about it changed.
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")

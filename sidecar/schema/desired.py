@@ -1,20 +1,12 @@
 """The desired schema: its files, its statements, and what loading them says beyond DDL.
 
-SQLite itself parses the schema: every statement runs in an in-memory database, whose
-catalogue (:func:`sidecar.schema.read_catalogue`) is the desired end state. A declarative
-schema holds CREATE statements only; anything else that would be silently lost (a data
-statement, ``CREATE TABLE ... AS SELECT``, a temporary object) is refused, naming the file,
-the line and the statement. A Prisma migrations folder is a history, replayed in order: it
-may drop and redefine on its way, and loading it also records what the end state alone
-cannot say: which migrations it holds (for Prisma's own bookkeeping, :mod:`sidecar.prisma`),
-which renames it makes (:mod:`sidecar.history`), and which data statements it holds that the
-sidecar does not execute.
+SQLite itself parses it in an in-memory database; statements that would be silently lost are
+refused. See docs/design.md, 'Loading the desired schema'.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 import tomllib
 from dataclasses import dataclass, field
@@ -23,15 +15,16 @@ from pathlib import Path
 
 from sidecar.errors import ConfigError
 from sidecar.logs import get_logger
-from sidecar.schema import (
-    Catalogue,
+from sidecar.schema.catalogue import Catalogue, read_catalogue
+from sidecar.schema.sql import (
     Token,
-    _parenthesised,
-    _split_top,
     fold,
     iter_tokens,
-    read_catalogue,
+    parenthesised,
+    split_statements,
+    split_top,
     tokenize,
+    top_level,
 )
 
 log = get_logger(__name__)
@@ -100,7 +93,7 @@ _REFUSED_STATEMENTS = {
     "attach": ("ATTACH statements are", "a desired schema may not open other files: remove it"),
     "detach": ("DETACH statements are", "remove the statement from the schema"),
 }
-_HEAD = 12  # CREATE TEMP TABLE IF NOT EXISTS schema . name AS: what the checks look at
+_HEAD = 12  # CREATE TEMP TABLE IF NOT EXISTS schema . name AS: what the rules look at
 _IGNORED_STATEMENTS = ("pragma", "begin", "commit", "end", "rollback", "savepoint", "release")
 # Statements that read or write rows: SQLite would run them against the in-memory tables,
 # and the live database would never see them.
@@ -116,10 +109,8 @@ def desired_files(path: Path) -> list[Path]:
             f"desired schema {path} does not exist",
             hint="set SIDECAR_SCHEMA to a .sql file or a folder of them, and check the mount",
         )
-    # Name order: the folder's own .sql files and those one level down (Prisma's
-    # migrations/<timestamp>_<name>/migration.sql sort by their folder). Hidden entries are
-    # skipped: a Kubernetes ConfigMap mount holds every file twice more, under ..data and
-    # ..<timestamp>, and only the visible symlinks count.
+    # Name order, one level down included; hidden entries skipped (a ConfigMap mount's
+    # ..data). See docs/design.md, 'Loading the desired schema'.
     found: dict[Path, Path] = {}
     try:
         for entry in sorted(path.iterdir()):
@@ -144,58 +135,19 @@ def desired_files(path: Path) -> list[Path]:
 
 
 def is_migration_history(path: Path) -> bool:
-    """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order.
-
-    Such a history legitimately drops and redefines things on the way to its end state, so
-    DROP statements are allowed there: only the net result is compared."""
+    """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order,
+    DROP statements allowed (only the net result is compared)."""
     return path.is_dir() and (
         (path / "migration_lock.toml").exists() or any(path.glob("*/migration.sql"))
     )
 
 
-# Whitespace and comments before a statement (an unclosed block comment runs to the end).
-_LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z))*", re.DOTALL)
-
-
-def split_statements(text: str) -> list[tuple[int, str]]:
-    """(line number, statement) pairs. A statement ends at the first ``;`` where
-    ``sqlite3.complete_statement`` agrees (so strings, comments and trigger bodies stay
-    whole); several statements may share a line. A trailing incomplete statement is returned
-    as is. SQLite's own C scanner does the work: 1,000 tables split in milliseconds."""
-    statements: list[tuple[int, str]] = []
-    pos, line, counted = 0, 1, 0
-    while True:
-        leading = _LEADING.match(text, pos)
-        begin = leading.end() if leading else pos  # it always matches, if only emptily
-        if begin >= len(text):
-            return statements
-        if text[begin] == ";":  # an empty statement
-            pos = begin + 1
-            continue
-        line += text.count("\n", counted, begin)
-        counted = begin
-        end = text.find(";", begin)
-        while end != -1 and not sqlite3.complete_statement(text[begin : end + 1]):
-            end = text.find(";", end + 1)
-        if end == -1:
-            statements.append((line, text[begin:].strip()))
-            return statements
-        statements.append((line, text[begin : end + 1]))
-        pos = end + 1
-
-
 def load_desired(path: Path) -> Desired:
-    """Load the desired schema into an in-memory database, so SQLite itself parses it.
-
-    A file, or a folder of ``.sql`` files applied in name order. ``PRAGMA`` and transaction
-    statements are ignored (they configure connections, not the schema). ``DROP``, ``ALTER
-    TABLE ... DROP/RENAME`` and data statements are refused: a desired schema is declarative
-    (except in a Prisma migrations folder, which is replayed and judged by its net result,
-    its data statements listed as not executed).
-    """
+    """Load a file, or a folder of ``.sql`` files in name order, into an in-memory database,
+    so SQLite itself parses it. See docs/design.md, 'Loading the desired schema'."""
     history = is_migration_history(path)
     if history:
-        _check_provider(path / "migration_lock.toml")
+        _require_sqlite_provider(path / "migration_lock.toml")
     conn = sqlite3.connect(":memory:", isolation_level=None)
     loader = _Loader(conn, history=history)
     migrations: list[Migration] = []
@@ -229,7 +181,7 @@ def load_desired(path: Path) -> Desired:
     )
 
 
-def _check_provider(lock: Path) -> None:
+def _require_sqlite_provider(lock: Path) -> None:
     """Prisma's ``migration_lock.toml`` names the database the migrations were written for."""
     if not lock.is_file():
         return
@@ -344,7 +296,7 @@ class _Loader:
 
     def _alter(self, tokens: list[Token], where: str) -> None:
         """ALTER TABLE t RENAME TO n / RENAME [COLUMN] a TO b, in a history."""
-        names = [t for t in tokens if t.kind in ("word", "ident")]
+        names = [t for t in tokens if t.is_name]
         at = next((i for i, t in enumerate(names) if t.is_word("rename")), None)
         if at is None or at < 3:
             return
@@ -434,25 +386,20 @@ def _rebuild_copy(tokens: list[Token]) -> tuple[str, str, list[tuple[str, str]]]
         return None
     target = tokens[2].value
     try:
-        opening, closing = _parenthesised(tokens, 3)
+        opening, closing = parenthesised(tokens, 3)
     except (StopIteration, ValueError):
         return None
     if opening != 3 or closing + 1 >= len(tokens) or not tokens[closing + 1].is_word("select"):
         return None
     rest = tokens[closing + 2 :]
-    depth, at = 0, None
-    for i, token in enumerate(rest):
-        depth += (token.text == "(") - (token.text == ")")
-        if depth == 0 and token.is_word("from"):
-            at = i
-            break
+    at = next((i for i, token in top_level(rest) if token.is_word("from")), None)
     if at is None or at + 1 >= len(rest):
         return None
-    columns = [item for _, item in _split_top("", tokens[opening + 1 : closing])]
-    values = [item for _, item in _split_top("", rest[:at])]
+    columns = [item for _, item in split_top("", tokens[opening + 1 : closing])]
+    values = [item for _, item in split_top("", rest[:at])]
     pairs = [
         (column[0].value, value[0].value)
         for column, value in zip(columns, values, strict=False)
-        if len(column) == 1 and len(value) == 1 and value[0].kind in ("word", "ident")
+        if len(column) == 1 and len(value) == 1 and value[0].is_name
     ]
     return target, rest[at + 1].value, pairs

@@ -1,16 +1,7 @@
-"""The desired schema from the app's own image: ``SIDECAR_SCHEMA=<container>:<absolute path>``.
+"""The desired schema from a local path or the app's own image (``app:/app/prisma/migrations``).
 
-``app:/app/prisma/migrations`` reads that folder (or file) out of the container of the
-Compose service ``app`` (found like ``SIDECAR_APP``: our own project's service, or a
-container name or id), whether it is created, stopped or running, through the Docker API's
-archive endpoint (``GET /containers/{id}/archive``): nothing is executed in the container.
-The schema then always matches the code it ships with.
-
-The tar stream is untrusted input. It is read as a stream, never with ``extractall``, into a
-private temporary folder, and refused (exit 2, nothing written anywhere else) when it holds
-more than :data:`MAX_BYTES` or :data:`MAX_ENTRIES`, an absolute name, a ``..`` component, a
-name outside the requested folder, or anything but regular files and folders (symlinks,
-hard links, devices, FIFOs). The folder is then checked and loaded like any other schema.
+The folder is read through the Docker API's archive endpoint (nothing runs in the container)
+as an untrusted tar stream. See docs/design.md, 'The schema from the app's own image'.
 """
 
 from __future__ import annotations
@@ -25,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Protocol
 
-from sidecar import schema, schema_input
 from sidecar.errors import ConfigError, UnavailableError
+from sidecar.schema import desired
+from sidecar.schema.catalogue import Catalogue
 
 if TYPE_CHECKING:
     from sidecar.containers import AppRef
@@ -79,13 +71,13 @@ def parse(spec: str) -> ContainerPath | None:
 
 def load_desired(
     spec: Path, apps: Archives | None = None, *, found: AppRef | None = None
-) -> schema.Catalogue:
-    """:func:`schema_input.load_desired` for a local path or a container path (``apps`` reaches
+) -> Catalogue:
+    """:func:`desired.load_desired` for a local path or a container path (``apps`` reaches
     Docker; without one, the engine from the environment is required). ``found``: the
     container, when the caller has already looked it up."""
     source = parse(str(spec))
     if source is None:
-        return schema_input.load_desired(spec)
+        return desired.load_desired(spec)
     # Only here: `health --backups-only` (the image's HEALTHCHECK) never loads the Docker SDK.
     import docker.errors  # noqa: PLC0415
 
@@ -115,7 +107,7 @@ def load_desired(
             ) from exc
         log.info("schema.fetched", source=str(source), container=ref.name, files=files)
         try:
-            return schema_input.load_desired(root / source.path.name)
+            return desired.load_desired(root / source.path.name)
         except ConfigError as exc:
             # Name the file as the user knows it, not by our temporary folder.
             raise ConfigError(
