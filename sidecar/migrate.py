@@ -27,6 +27,7 @@ from sidecar import checks, database, prisma, schema
 from sidecar.checks import quote_ident
 from sidecar.conflicts import Rows, duplicates_refusal, find_duplicates, row_conflicts
 from sidecar.errors import HealthError, RefusedError
+from sidecar.fs import fsync_dir
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -515,7 +516,7 @@ def create_fresh(db: Path, desired: schema.Catalogue) -> None:
         with temp.open("rb+") as handle:
             os.fsync(handle.fileno())
         _place(temp, db)
-        _fsync_dir(db.parent)
+        fsync_dir(db.parent)
     finally:
         temp.unlink(missing_ok=True)
     log.info("migrate.created", database=str(db), tables=len(desired.tables))
@@ -537,11 +538,3 @@ def _place(temp: Path, db: Path) -> None:
                 hint="run the deploy again; it will migrate the new file",
             ) from None
         os.replace(temp, db)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
