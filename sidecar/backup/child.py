@@ -67,6 +67,31 @@ def _emit(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _orphan_guard() -> Callable[[], None]:
+    """Raises CopyAborted once the parent is gone: it can no longer hold the read
+    transaction that makes this copy consistent, so the copy is worthless."""
+    parent = os.getppid()
+
+    def raise_if_orphaned() -> None:
+        if os.getppid() != parent:
+            raise CopyAborted("parent process died")
+
+    return raise_if_orphaned
+
+
+def _progress_lines(base: int, total: int) -> Callable[[int], None]:
+    """Emits a progress line at most every PROGRESS_EVERY seconds."""
+    last = [time.monotonic()]
+
+    def progress(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY:
+            last[0] = now
+            _emit({"event": "progress", "done": base + done, "total": total})
+
+    return progress
+
+
 def _copy_one(
     src: str,
     dst: str,
@@ -81,22 +106,8 @@ def _copy_one(
     kernel_copy: bool,
     stable: bool,
 ) -> dict[str, Any] | None:
-    parent = os.getppid()
-
-    def raise_if_orphaned() -> None:
-        # Orphaned (the parent was killed): the parent can no longer hold the read
-        # transaction that makes this copy consistent, so the copy is worthless.
-        if os.getppid() != parent:
-            raise CopyAborted("parent process died")
-
-    last = [time.monotonic()]
-
-    def progress(done: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY:
-            last[0] = now
-            _emit({"event": "progress", "done": base + done, "total": total})
-
+    raise_if_orphaned = _orphan_guard()
+    progress = _progress_lines(base, total)
     try:
         src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

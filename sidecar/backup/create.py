@@ -112,6 +112,7 @@ def _write_backup(
     started: float,
 ) -> Manifest:
     """Copy, verify, maybe compress, then publish ``final`` and its manifest."""
+    # long: the manifest's fields, one a line
     backup_dir, mode = final.parent, file_mode(group)
     reporter = on_progress or ProgressReporter(db.name)
     work = partial_path(final.with_name(final.name.removesuffix(".zst")))

@@ -44,14 +44,9 @@ class Holder:
 
 
 def holders(db: Path) -> list[Holder]:
-    """Who else holds ``db``, as far as this process can tell (never ourselves).
-
-    Reliable, across containers on one volume (the kernel's POSIX locks): every WAL-mode
-    connection (its lock on the ``-shm``), and a rollback-journal connection inside a
-    transaction (its lock on the database). Only in this PID namespace, and for processes
-    we may inspect (/proc/<pid>/fd): a process that merely has a file open, such as an idle
-    rollback-journal connection, which holds no lock between transactions.
-    """
+    """Who else holds ``db``, as far as this process can tell (never ourselves): lock
+    holders across containers, open files only in this PID namespace.
+    See docs/design.md, 'Who holds the database'."""
     found: list[Holder] = []
     probes = (
         (Path(f"{db}-shm"), _SHM_DMS, "a WAL-mode connection (its lock on the -shm)"),

@@ -75,14 +75,9 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def is_source(source: Path, db: Path) -> bool:
-    """Whether a backup taken of ``source`` is a backup of ``db``.
-
-    The same path (:func:`same_file`) is. Where ``source``'s folder exists here, any other
-    path is another database (``/d/a.db`` and ``/d/b.db``, or ``app.db`` in two folders). A
-    folder not visible here means the backup was taken through another mount point (in the
-    container at ``/app/data``, read now from the host or from a container that mounts the
-    volume elsewhere): then the file name is all that can be compared.
-    """
+    """Whether a backup taken of ``source`` is a backup of ``db``: the same path, or the
+    same file name where ``source``'s folder is not visible here (another mount point).
+    See docs/design.md, 'Which database a backup is of'."""
     if not source.is_absolute():
         # A manifest written before sources were made absolute: which folder "app.db" was
         # in is unknown, so it is no database's backup (restore it by its ID, on purpose,

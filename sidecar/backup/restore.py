@@ -72,15 +72,10 @@ def restore_backup(
 ) -> RestoreOutcome:
     """Replace ``target`` with the verified backup ``info``, atomically.
 
-    Refuses a backup that fails verification (``checked``: the caller just verified it), and
-    a target that another process holds (:func:`holders`; ``force`` passes only holders
-    without a lock, see :func:`_refuse_holders`); ``stop_app`` gives a context manager that
-    stops the app and starts it again at the end whatever happens. An existing target is
-    first backed up (reason ``pre-restore``). In rollback-journal mode the write lock is held
-    from that backup to the replace, so a writer that was not seen waits, then fails on the
-    moved file, instead of committing into the old file after its safety backup; in WAL mode
-    the holders are looked for again just before the replace (a connection opened between
-    that look and the rename is the one case left: microseconds).
+    Refuses a backup that fails verification (``checked``: the caller just did it) and a
+    target another process holds (``force`` passes only holders without a lock); backs up
+    an existing target first; ``stop_app`` stops the app and starts it again at the end.
+    See docs/design.md, 'Restore'.
     """
     started = time.monotonic()
     problems = [] if checked else verify_backup(info)
@@ -98,8 +93,6 @@ def restore_backup(
     actions.append(f"replace {target} atomically")
     if dry_run:
         return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
-    safety = None
-    salvaged: Path | None = None
 
     def recheck() -> None:
         refuse_holders(target, holders(target), force=force, can_stop=stop_app is not None)
@@ -109,29 +102,11 @@ def restore_backup(
         with ExitStack() as held:
             rollback_mode = exists and _is_wal(target) is False
             if rollback_mode:
-                try:
-                    held.enter_context(database.write_lock(target, lock_timeout))
-                except sqlite3.DatabaseError as exc:
-                    # Unreadable (the very reason to restore): no app can write to it either.
-                    log.warning("backup.restore_unlocked", target=str(target), error=str(exc))
-                    rollback_mode = False
-            if exists:
-                # checksum level: the database being replaced may well be the damaged one.
-                try:
-                    safety = create_backup(
-                        target, backup_dir, environment=environment, reason="pre-restore",
-                        verify="checksum", group=group,
-                    )  # fmt: skip
-                except sqlite3.DatabaseError as exc:
-                    if checks.is_busy(exc):
-                        raise
-                    # SQLite cannot read it (the very reason to restore): keep its raw bytes.
-                    log.warning("backup.restore_target_damaged", target=str(target),
-                                error=str(exc))  # fmt: skip
-                    salvaged = salvage(target, sides, backup_dir, group)
-            elif sides:
-                # Side files without their database (an orphan -wal holds committed data).
-                salvaged = salvage(None, sides, backup_dir, group)
+                rollback_mode = _write_locked(held, target, lock_timeout)
+            safety, salvaged = _keep_current(
+                target, sides, exists=exists, backup_dir=backup_dir,
+                environment=environment, group=group,
+            )  # fmt: skip
             # Under the rollback-journal write lock nobody can commit, nor switch to WAL,
             # and probing would open the file here: an open+close in this process drops
             # every POSIX lock it holds on the file, that write lock included.
@@ -150,6 +125,50 @@ def restore_backup(
         info, target, False, safety, [Path(s).name for s in sides], actions,
         time.monotonic() - started, salvaged,
     )  # fmt: skip
+
+
+def _write_locked(held: ExitStack, target: Path, lock_timeout: float) -> bool:
+    """Take the rollback-journal write lock on ``target`` into ``held``; False when the
+    file is unreadable (no app can write to it either)."""
+    try:
+        held.enter_context(database.write_lock(target, lock_timeout))
+    except sqlite3.DatabaseError as exc:
+        # Unreadable (the very reason to restore): no app can write to it either.
+        log.warning("backup.restore_unlocked", target=str(target), error=str(exc))
+        return False
+    return True
+
+
+def _keep_current(
+    target: Path,
+    sides: list[str],
+    *,
+    exists: bool,
+    backup_dir: Path,
+    environment: str,
+    group: int | None,
+) -> tuple[BackupInfo | None, Path | None]:
+    """Keep what ``target`` holds before it is replaced: a safety backup, or raw copies of
+    files SQLite cannot read; (safety backup, salvage folder)."""
+    if exists:
+        # checksum level: the database being replaced may well be the damaged one.
+        try:
+            safety = create_backup(
+                target, backup_dir, environment=environment, reason="pre-restore",
+                verify="checksum", group=group,
+            )  # fmt: skip
+        except sqlite3.DatabaseError as exc:
+            if checks.is_busy(exc):
+                raise
+            # SQLite cannot read it (the very reason to restore): keep its raw bytes.
+            log.warning("backup.restore_target_damaged", target=str(target),
+                        error=str(exc))  # fmt: skip
+            return None, salvage(target, sides, backup_dir, group)
+        return safety, None
+    if sides:
+        # Side files without their database (an orphan -wal holds committed data).
+        return None, salvage(None, sides, backup_dir, group)
+    return None, None
 
 
 def salvage(target: Path | None, sides: list[str], backup_dir: Path, group: int | None) -> Path:

@@ -48,13 +48,9 @@ def retention(
 ) -> tuple[list[BackupInfo], list[BackupInfo]]:
     """Split ``backups`` into (keep, delete). Pure: reads nothing, deletes nothing.
 
-    Keeps the ``keep`` newest verified backups (at least one, whatever ``keep`` says), the
-    newest verified backup of each of the ``keep_daily`` most recent UTC days that have one
-    (likewise ISO weeks and months), every unverified file (it may not be ours: never
-    deleted), anything dated after ``now`` (a skewed clock is not a reason to delete), and
-    every backup that a kept one names as the last holding data since lost
-    (:func:`rows_vanished`): routine backups of an emptied database must not push out the
-    last copy of the data.
+    Never deletes an unverified file, the newest verified backup, one dated in the future,
+    or one a kept backup names as the last holding data since lost.
+    See docs/design.md, 'Retention'.
     """
     verified = sorted((b for b in backups if b.verified), key=lambda b: b.sort_key, reverse=True)
     kept = {b.id for b in verified[: max(keep, 1)]}

@@ -107,13 +107,24 @@ def take_snapshot(
         raise
     finally:
         conn.close()
+    return _snapshot(journal, files, final, lock_seconds, time.monotonic() - started)
+
+
+def _snapshot(
+    journal: str,
+    files: list[dict[str, Any]],
+    final: dict[str, Any],
+    lock_seconds: float,
+    copy_seconds: float,
+) -> Snapshot:
+    """The Snapshot from the child's ``done`` event (``final``) and its ``files``."""
     first = files[0]
     return Snapshot(
         journal_mode=journal,
         copied_bytes=sum(int(f["bytes"]) for f in files),
         copied_sha256=str(first["sha256"]),
         lock_seconds=lock_seconds,
-        copy_seconds=time.monotonic() - started,
+        copy_seconds=copy_seconds,
         db_bytes=int(first["bytes"]),
         wal_copied=len(files) > 1,
         writeback=str(final.get("writeback", "")),

@@ -184,13 +184,9 @@ def not_a_folder(backup_dir: Path) -> ConfigError:
 
 
 def refuse_fresh_over_backups(db: Path, backup_dir: Path, *, allow_fresh: bool) -> None:
-    """Refuse to create ``db`` from empty while the backups folder holds verified backups.
-
-    A missing database next to backups is lost data (a volume not mounted, a wiped disk) or a
-    wrong path (a typo in SIDECAR_DATABASE), not a first deployment: the empty database made
-    now is what the app would write to next, and what the next backups would keep.
-    ``SIDECAR_ALLOW_FRESH`` says it is on purpose.
-    """
+    """Refuse to create ``db`` from empty while ``backup_dir`` holds verified backups: a
+    missing database beside backups is lost data or a wrong path, not a first deployment.
+    ``allow_fresh`` (SIDECAR_ALLOW_FRESH) says it is on purpose."""
     if allow_fresh:
         return
     # Every backup sidecar wrote a manifest for counts, even one modified since or found
@@ -339,14 +335,8 @@ def no_backups_of(
 
 def rows_vanished(previous: BackupInfo, row_counts: dict[str, int]) -> dict[str, Any] | None:
     """Whether most of the data in ``previous`` is gone from a database now holding
-    ``row_counts``: fewer than a tenth of the rows it held.
-
-    That is what a wiped or unmounted volume looks like once the app has re-created its
-    schema, seeded it and written a little (a drained job queue, a purge of old sessions, is
-    a small part of the rows). The result names the newest backup that still holds the data;
-    a finding that ``previous`` itself carries is carried forward while the rows have not
-    come back, so it keeps naming the backup from before the loss. :func:`retention` never
-    deletes a backup named so.
+    ``row_counts`` (fewer than a tenth of its rows): what a wiped volume looks like.
+    See docs/design.md, 'Rows vanished'.
     """
     now = sum(int(n) for n in row_counts.values())
     carried = previous.rows_vanished
