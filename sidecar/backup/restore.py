@@ -67,18 +67,18 @@ def restore_backup(
     force: bool = False,
     group: int | None = None,
     stop_app: Callable[[], AbstractContextManager[None]] | None = None,
-    checked: bool = False,
+    verified: bool = False,
     lock_timeout: float = 10.0,
 ) -> RestoreOutcome:
     """Replace ``target`` with the verified backup ``info``, atomically.
 
-    Refuses a backup that fails verification (``checked``: the caller just did it) and a
+    Refuses a backup that fails verification (``verified``: the caller just did it) and a
     target another process holds (``force`` passes only holders without a lock); backs up
     an existing target first; ``stop_app`` stops the app and starts it again at the end.
     See docs/design.md, 'Restore'.
     """
     started = time.monotonic()
-    problems = [] if checked else verify_backup(info)
+    problems = [] if verified else verify_backup(info)
     if problems:
         raise RefusedError(
             f"backup {info.id} failed verification: {'; '.join(problems)}",
@@ -94,11 +94,11 @@ def restore_backup(
     if dry_run:
         return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
 
-    def recheck() -> None:
+    def refuse_if_held() -> None:
         refuse_holders(target, holders(target), force=force, can_stop=stop_app is not None)
 
     with stop_app() if stop_app is not None else nullcontext():
-        recheck()
+        refuse_if_held()
         with ExitStack() as held:
             rollback_mode = exists and _is_wal(target) is False
             if rollback_mode:
@@ -111,7 +111,10 @@ def restore_backup(
             # and probing would open the file here: an open+close in this process drops
             # every POSIX lock it holds on the file, that write lock included.
             _replace(
-                info, target, group, before_replace=(lambda: None) if rollback_mode else recheck
+                info,
+                target,
+                group,
+                before_replace=(lambda: None) if rollback_mode else refuse_if_held,
             )
     log.info(
         "backup.restored",
@@ -227,7 +230,7 @@ def _replace(
                 _, sha = pump(decompressed_chunks(info.path), fd, progress=bar.to)
         finally:
             os.close(fd)
-        _check_restored(info, tmp, sha)
+        _verify_restored(info, tmp, sha)
         if owner is not None and owner != (os.getuid(), os.getgid()):
             try:
                 os.chown(tmp, *owner)
@@ -273,7 +276,7 @@ def _cannot_write_restore(target: Path, exc: OSError, *, touched: bool = False) 
     )
 
 
-def _check_restored(info: BackupInfo, tmp: Path, sha: str) -> None:
+def _verify_restored(info: BackupInfo, tmp: Path, sha: str) -> None:
     if sha != info.manifest.get("sha256"):
         raise RefusedError(
             f"backup {info.id} changed while it was restored (sha256 mismatch)",

@@ -481,7 +481,7 @@ def _restore_from(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
-            checked=checked,
+            verified=checked,
             lock_timeout=settings.wait_timeout,
         )
     if not dry_run:
