@@ -22,7 +22,6 @@ from typing import Any
 from sidecar import (
     alerts,
     appstop,
-    catalog,
     checks,
     database,
     growth,
@@ -31,8 +30,10 @@ from sidecar import (
     migrate,
     prisma,
 )
-from sidecar.backup import compress_backup, create_backup, prepare_folder
-from sidecar.catalog import BackupInfo
+from sidecar.backup import retention, store
+from sidecar.backup.create import compress_backup, create_backup, prepare_folder
+from sidecar.backup.retention import Retention
+from sidecar.backup.store import BackupInfo
 from sidecar.containers import AppRef, Apps, left_for_compose
 from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
@@ -87,7 +88,7 @@ class DeployReport:
     left_stopped: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
+    # Most of the data gone since a backup (store.rows_vanished): the summary leads with it.
     rows_vanished: dict[str, Any] | None = None
     # SIDECAR_COMPACT after a rebuild: growth.Compaction.to_dict().
     compaction: dict[str, Any] | None = None
@@ -161,11 +162,17 @@ def run_deploy(
     _offsite(settings, report)
     # 9. Prune and history.
     if report.backup:
-        outcome = catalog.prune_by_policy(settings, dry_run=False, protect=[report.backup])
+        policy = Retention(
+            settings.keep, settings.keep_daily, settings.keep_weekly, settings.keep_monthly
+        )
+        outcome = retention.prune_by_policy(
+            settings.backup_dir, policy, database=settings.database,
+            environment=settings.environment, dry_run=False, protect=[report.backup],
+        )  # fmt: skip
         report.pruned = [b.id for b in outcome.deleted]
     report.seconds = time.monotonic() - started
     if settings.backup_dir.is_dir():
-        catalog.append_history(
+        store.append_history(
             settings.backup_dir,
             {
                 "command": "deploy",
@@ -185,7 +192,7 @@ def _preview(
     """Plan against the live database (read-only) and refuse what must be refused now."""
     if not db.exists():
         migrate.refuse_orphan_sides(db)
-        catalog.refuse_fresh_over_backups(db, settings)
+        store.refuse_fresh_over_backups(db, settings.backup_dir, allow_fresh=settings.allow_fresh)
         log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         creation = make_plan(Catalogue(), desired, row_counts={})
         creation = history.review(None, creation, desired)
@@ -297,7 +304,7 @@ def _locked_change(
         # The backups folder first: waiting for another sidecar's backup must never happen
         # while the app is locked out of its database.
         prepare_folder(settings.backup_dir, settings.backup_group)
-        stack.enter_context(catalog.folder_lock(settings.backup_dir))
+        stack.enter_context(store.folder_lock(settings.backup_dir))
         applying: list[bool] = []
         stack.push(_say_rolled_back(applying, report))  # runs after the lock's ROLLBACK
         if copies_rename(preview):
@@ -498,9 +505,9 @@ def _rows_vanished(settings: Settings, report: DeployReport) -> dict[str, Any] |
         return None
     try:
         if report.backup:
-            info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
+            info: BackupInfo | None = store.find_backup(settings.backup_dir, report.backup)
         else:
-            info = catalog.latest_verified(settings.backup_dir)
+            info = store.latest_verified(settings.backup_dir)
     except SidecarError as exc:  # a finding for the summary: never a failed deploy
         log.warning("deploy.vanished_check_failed", error=exc.message)
         return None
@@ -515,7 +522,7 @@ def _compress(settings: Settings, report: DeployReport) -> None:
     if settings.compress == "none" or not report.backup:
         return
     try:
-        info = catalog.find_backup(settings.backup_dir, report.backup)
+        info = store.find_backup(settings.backup_dir, report.backup)
         report.backup = compress_backup(info, group=settings.backup_group).id
     except Exception as exc:  # past COMMIT: a warning, whatever went wrong
         error = exc.message if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
@@ -548,7 +555,7 @@ def _offsite(settings: Settings, report: DeployReport) -> None:
     from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
 
     try:
-        info = catalog.find_backup(settings.backup_dir, report.backup)
+        info = store.find_backup(settings.backup_dir, report.backup)
         report.offsite = offsite.upload_backup(settings, info)
     except SidecarError as exc:
         log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)

@@ -7,8 +7,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar import alerts, catalog, checks, database, growth, history
+from sidecar import alerts, checks, database, growth, history
 from sidecar import migrate as migrating
+from sidecar.backup import store
 from sidecar.errors import ExitCode, RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
@@ -110,7 +111,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     fresh = not db.exists()
     if fresh:
         migrating.refuse_orphan_sides(db)  # as the deploy would
-        catalog.refuse_fresh_over_backups(db, settings)
+        store.refuse_fresh_over_backups(db, settings.backup_dir, allow_fresh=settings.allow_fresh)
         result = history.review(None, make_plan(Catalogue(), desired, row_counts={}), desired)
     else:
         database.check_database_file(db)
