@@ -162,7 +162,7 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
     for p in workdir.glob("copy.db*"):
         p.unlink()
     extra: dict[str, Any] = {}
-    from sidecar.backup import create_backup  # noqa: PLC0415 - after sys.path is set
+    from sidecar.backup.create import create_backup  # noqa: PLC0415 - after sys.path is set
 
     cpu_before = cpu_seconds()
     started = time.monotonic()
@@ -282,7 +282,7 @@ def writer(db: str, log_file: str, stop_file: str) -> None:
 def deploy_like(db: str, level: str, workdir: str) -> None:
     """What deploy does to the app: BEGIN IMMEDIATE, back up under it, COMMIT."""
     from sidecar import database  # noqa: PLC0415
-    from sidecar.backup import create_backup  # noqa: PLC0415
+    from sidecar.backup.create import create_backup  # noqa: PLC0415
 
     bk_dir = Path(workdir) / "sidecar-deploy"
     shutil.rmtree(bk_dir, ignore_errors=True)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from backup_bench import build, fsync_path, label, parse_size, warm  # noqa: E402
 
 from sidecar import checks  # noqa: E402
-from sidecar.backup import inspect_file  # noqa: E402
+from sidecar.backup.verify import inspect_file  # noqa: E402
 
 CHUNK = 2 << 20
 SIDECAR = [sys.executable, "-m", "sidecar.cli"]
@@ -112,7 +112,7 @@ def run(argv: list[str], **env: str) -> None:
 def copier_start() -> None:
     # The child prints "ready" and, with no job on stdin, exits 1: its start-up alone.
     subprocess.run(
-        [sys.executable, "-m", "sidecar.copier"], input=b"", capture_output=True, check=False
+        [sys.executable, "-m", "sidecar.backup.child"], input=b"", capture_output=True, check=False
     )
 
 
@@ -156,7 +156,7 @@ def main() -> None:
         ("quick_check (memory-mapped)", lambda: quick_check(copy, mmap=True)),
         (
             "manifest facts (schema hash, row counts)",
-            lambda: print(inspect_file(copy, None)["page_count"], file=sys.stderr),
+            lambda: print(inspect_file(copy, None).page_count, file=sys.stderr),
         ),
         ("cp + fsync", lambda: cp_fsync(db, work / "cp.db")),
         ("`sidecar backup --verify checksum`", backup("checksum")),

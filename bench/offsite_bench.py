@@ -33,13 +33,13 @@ store = S3Store(Remote("bench", "p", endpoint=url, access_key_id="a", secret_acc
 started = time.monotonic()
 extra = {}
 if mode == "plain":
-    from sidecar.copier import read_chunks
+    from sidecar.fs import read_chunks
     def chunks():
         with open(path, "rb") as handle:
             yield from read_chunks(handle)
     store.put("p/plain", chunks)
 elif mode == "pipeline":
-    from sidecar.catalog import BackupInfo
+    from sidecar.backup.store import BackupInfo
     from sidecar.offsite import copies
     info = BackupInfo.load(Path(path))
     done = copies.upload(store, info, recipients=[os.environ["BENCH_RECIPIENT"]])
@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     import pyrage  # noqa: PLC0415 - as the rest, after ROOT is on sys.path
 
-    from sidecar.backup import create_backup  # noqa: PLC0415
+    from sidecar.backup.create import create_backup  # noqa: PLC0415
     from tests.s3server import s3_server  # noqa: PLC0415
 
     scratch = ROOT / "bench" / "out"  # ignored by git; on the disk the backups would use

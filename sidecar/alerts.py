@@ -302,18 +302,18 @@ def _backup_id(doc: dict[str, Any]) -> str | None:
 def _vanished(channels: Channels, backup: str | None) -> dict[str, Any] | None:
     if backup is None or channels.backup_dir is None:
         return None
-    from sidecar import catalog  # noqa: PLC0415 - keeps this module light to import
+    from sidecar.backup import store  # noqa: PLC0415 - keeps this module light to import
 
-    return catalog.find_backup(channels.backup_dir, backup).rows_vanished
+    return store.find_backup(channels.backup_dir, backup).rows_vanished
 
 
 def _stale(channels: Channels) -> Event | None:
     """``backups.stale`` when the newest verified backup is older than the allowed age."""
     if channels.backup_dir is None or not channels.backup_dir.is_dir():
         return None
-    from sidecar import catalog  # noqa: PLC0415
+    from sidecar.backup import store  # noqa: PLC0415
 
-    newest = catalog.latest_verified(channels.backup_dir)
+    newest = store.latest_verified(channels.backup_dir)
     age = (datetime.now(UTC) - newest.created_at).total_seconds() if newest else None
     if age is not None and age <= channels.max_backup_age:
         return None
@@ -331,10 +331,10 @@ def _refresh_backups(channels: Channels) -> None:
     metrics, folder = channels.metrics, channels.backup_dir
     if metrics is None or folder is None or not folder.is_dir():
         return
-    from sidecar import catalog  # noqa: PLC0415
+    from sidecar.backup import store  # noqa: PLC0415
 
     def refresh() -> None:
-        verified = [b for b in catalog.list_backups(folder) if b.verified]
+        verified = [b for b in store.list_backups(folder) if b.verified]
         newest = verified[0] if verified else None
         metrics.backups(kept=len(verified), newest=newest.created_at if newest else None,
                         vanished=bool(newest and newest.rows_vanished))  # fmt: skip

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar.fs import fsync_dir
 from sidecar.logs import get_logger
 
 if TYPE_CHECKING:  # the Docker SDK stays unimported for `health` (the HEALTHCHECK)
@@ -89,11 +90,7 @@ def _clear(db: Path) -> None:
 
 def _fsync_folder(folder: Path) -> None:
     with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(folder)
 
 
 @contextmanager

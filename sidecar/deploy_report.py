@@ -38,7 +38,7 @@ class DeployReport:
     left_stopped: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # Most of the data gone since a backup (catalog.rows_vanished): the summary leads with it.
+    # Most of the data gone since a backup (store.rows_vanished): the summary leads with it.
     rows_vanished: dict[str, Any] | None = None
     compaction: Compaction | None = None  # SIDECAR_COMPACT after a rebuild
     # The proved offsite upload of the backup (SIDECAR_OFFSITE), or {"error": ...}.

@@ -18,6 +18,7 @@ from sidecar import checks, database, prisma
 from sidecar.checks import quote_ident
 from sidecar.conflicts import Rows, duplicates_refusal, find_duplicates, row_conflicts
 from sidecar.errors import HealthError, RefusedError
+from sidecar.fs import fsync_dir
 from sidecar.logs import get_logger
 from sidecar.schema.catalogue import Catalogue, Table, read_catalogue
 from sidecar.schema.clauses import drop_not_null
@@ -503,7 +504,7 @@ def create_fresh(db: Path, desired: Catalogue) -> None:
         with temp.open("rb+") as handle:
             os.fsync(handle.fileno())
         _place(temp, db)
-        _fsync_dir(db.parent)
+        fsync_dir(db.parent)
     finally:
         temp.unlink(missing_ok=True)
     log.info("migrate.created", database=str(db), tables=len(desired.tables))
@@ -525,11 +526,3 @@ def _place(temp: Path, db: Path) -> None:
                 hint="run the deploy again; it will migrate the new file",
             ) from None
         os.replace(temp, db)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

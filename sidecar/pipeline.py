@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import alerts, appstop, catalog, database, growth, health, migrate, prisma
-from sidecar.backup import compress_backup, create_backup, prepare_folder
-from sidecar.catalog import BackupInfo
+from sidecar import alerts, appstop, database, growth, health, migrate, prisma
+from sidecar.backup import retention, store
+from sidecar.backup.create import compress_backup, create_backup, prepare_folder
+from sidecar.backup.retention import Retention
+from sidecar.backup.store import BackupInfo
 from sidecar.containers import AppRef, Apps, left_for_compose
 from sidecar.deploy_report import DeployReport
 from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
@@ -163,7 +165,7 @@ class _Deploy:
             # The backups folder first: waiting for another sidecar's backup must never
             # happen while the app is locked out of its database.
             prepare_folder(self.settings.backup_dir, self.settings.backup_group)
-            stack.enter_context(catalog.folder_lock(self.settings.backup_dir))
+            stack.enter_context(store.folder_lock(self.settings.backup_dir))
             applying: list[bool] = []
             stack.push(_say_rolled_back(applying, self.report))  # after the lock's ROLLBACK
             if self.preview.copies_rename:
@@ -306,9 +308,9 @@ class _Deploy:
             return
         try:
             if report.backup:
-                info: BackupInfo | None = catalog.find_backup(settings.backup_dir, report.backup)
+                info: BackupInfo | None = store.find_backup(settings.backup_dir, report.backup)
             else:
-                info = catalog.latest_verified(settings.backup_dir)
+                info = store.latest_verified(settings.backup_dir)
         except SidecarError as exc:  # a finding for the summary: never a failed deploy
             log.warning("deploy.vanished_check_failed", error=exc.message)
             return
@@ -363,7 +365,7 @@ class _Deploy:
         if settings.compress == "none" or not report.backup:
             return
         try:
-            info = catalog.find_backup(settings.backup_dir, report.backup)
+            info = store.find_backup(settings.backup_dir, report.backup)
             report.backup = compress_backup(info, group=settings.backup_group).id
         except Exception as exc:  # past COMMIT: a warning, whatever went wrong
             known = exc if isinstance(exc, SidecarError) else None
@@ -384,7 +386,7 @@ class _Deploy:
         from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
 
         try:
-            info = catalog.find_backup(settings.backup_dir, report.backup)
+            info = store.find_backup(settings.backup_dir, report.backup)
             report.offsite = offsite.upload_backup(settings, info)
         except SidecarError as exc:
             log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
@@ -393,10 +395,15 @@ class _Deploy:
 
     def prune(self) -> None:
         """Apply the retention policy, never deleting the backup this deploy just took."""
+        settings = self.settings
         if self.report.backup:
-            outcome = catalog.prune_by_policy(
-                self.settings, dry_run=False, protect=[self.report.backup]
+            policy = Retention(
+                settings.keep, settings.keep_daily, settings.keep_weekly, settings.keep_monthly
             )
+            outcome = retention.prune_by_policy(
+                settings.backup_dir, policy, database=settings.database,
+                environment=settings.environment, dry_run=False, protect=[self.report.backup],
+            )  # fmt: skip
             self.report.pruned = [b.id for b in outcome.deleted]
 
     def finish(self) -> DeployReport:
@@ -407,7 +414,7 @@ class _Deploy:
         """One line in the backups folder's history file."""
         settings, report = self.settings, self.report
         if settings.backup_dir.is_dir():
-            catalog.append_history(
+            store.append_history(
                 settings.backup_dir,
                 {
                     "command": "deploy",

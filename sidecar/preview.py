@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, checks, conflicts, database, growth, history, migrate
+from sidecar import checks, conflicts, database, growth, history, migrate
+from sidecar.backup import store
 from sidecar.errors import RefusedError, UnavailableError
 from sidecar.growth import Growth
 from sidecar.logs import get_logger
@@ -110,7 +111,7 @@ def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy
     waits for a lock, and measures the growth of rebuilds."""
     if not db.exists():
         migrate.refuse_orphan_sides(db)
-        catalog.refuse_fresh_over_backups(db, settings)
+        store.refuse_fresh_over_backups(db, settings.backup_dir, allow_fresh=settings.allow_fresh)
         return make_preview(None, desired)
     database.check_database_file(db)
     wait = DEPLOY_WAIT_S if for_deploy else PLAN_WAIT_S

@@ -1,5 +1,5 @@
 """Subcommands: backup, list, verify, restore, prune. Orchestration only: the work is in
-:mod:`sidecar.backup` and :mod:`sidecar.catalog`."""
+:mod:`sidecar.backup`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import alerts, catalog, checks, database, schedule
-from sidecar.backup import SIDE_FILES, RestoreOutcome, create_backup, restore_backup, verify_backup
-from sidecar.catalog import BackupInfo, PruneOutcome
+from sidecar import alerts, checks, database, schedule
+from sidecar.backup import retention, store
+from sidecar.backup.create import create_backup
+from sidecar.backup.names import CHANGED, same_file
+from sidecar.backup.restore import RestoreOutcome, restore_backup
+from sidecar.backup.retention import PruneOutcome, Retention
+from sidecar.backup.store import BackupInfo
+from sidecar.backup.verify import verify_backup
+from sidecar.database import SIDE_FILES
 from sidecar.errors import ConfigError, ExitCode, HealthError, RefusedError, UnavailableError
 from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
@@ -148,11 +154,9 @@ def _take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRe
     except sqlite3.DatabaseError as exc:
         raise database.damaged(db, exc) from None
     # Prune only now that a new backup exists and passed verification.
-    pruned = (
-        None if no_prune else catalog.prune_by_policy(settings, dry_run=False, protect=(info.id,))
-    )
+    pruned = None if no_prune else _prune_by_policy(settings, dry_run=False, protect=(info.id,))
     seconds = time.monotonic() - started
-    catalog.append_history(
+    store.append_history(
         settings.backup_dir,
         {
             "event": "backup",
@@ -232,12 +236,12 @@ def _status(info: BackupInfo) -> str:
         return "verified"
     if not info.manifest:
         return "UNVERIFIED"
-    return "CHANGED" if info.problem == catalog.CHANGED else "CORRUPT"
+    return "CHANGED" if info.problem == CHANGED else "CORRUPT"
 
 
 def _note(info: BackupInfo, *, kept: bool) -> str:
     """Why a backup cannot be trusted; where most of the data vanished
-    (catalog.rows_vanished), and the backup kept for it."""
+    (store.rows_vanished), and the backup kept for it."""
     if info.problem and info.manifest:
         return info.problem
     if kept:
@@ -256,14 +260,14 @@ def list_backups(settings: Settings, *, remote: bool = False, **_: Any) -> Resul
 
         return offsite.list_remote(settings)
     db = settings.database
-    every = catalog.list_backups(settings.backup_dir)
-    ours = catalog.backups_of(settings.backup_dir, db)
+    every = store.list_backups(settings.backup_dir)
+    ours = store.backups_of(settings.backup_dir, db)
     others: dict[str, int] = {}
     for info in every:
         if db is not None and not info.belongs_to(db):
             others[str(info.database)] = others.get(str(info.database), 0) + 1
     result = ListResult(
-        ours, catalog.missing_backups(settings.backup_dir, db), database=db, others=others
+        ours, store.missing_backups(settings.backup_dir, db), database=db, others=others
     )
     log.info("backup.listed", count=len(result.backups), missing=len(result.missing),
              corrupt=[b.id for b in ours if b.manifest and not b.verified],
@@ -340,11 +344,11 @@ def verify(
     full = settings.verify == "full"
     db = settings.database
     if backup_id is not None:
-        targets = [catalog.find_backup(settings.backup_dir, backup_id, database=db)]
+        targets = [store.find_backup(settings.backup_dir, backup_id, database=db)]
         missing: list[str] = []
     else:
-        targets = catalog.backups_of(settings.backup_dir, db)
-        missing = catalog.missing_backups(settings.backup_dir, db)
+        targets = store.backups_of(settings.backup_dir, db)
+        missing = store.missing_backups(settings.backup_dir, db)
     checked = {info.id: verify_backup(info, full=full) for info in targets}
     checked |= {m: ["backup file is missing (its manifest exists)"] for m in missing}
     result = VerifyResult(checked, "full" if full else "quick")
@@ -421,7 +425,7 @@ def restore(
         elif backup_id == "latest":
             info, skipped = _latest_passing(settings.backup_dir, db)
         else:
-            info = catalog.find_backup(
+            info = store.find_backup(
                 settings.backup_dir, backup_id, verified_only=True, database=db
             )
         if source == "offsite" or backup_id != "latest":
@@ -477,11 +481,11 @@ def _restore_from(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
-            checked=checked,
+            verified=checked,
             lock_timeout=settings.wait_timeout,
         )
     if not dry_run:
-        catalog.append_history(
+        store.append_history(
             settings.backup_dir,
             {
                 "event": "restore",
@@ -513,9 +517,7 @@ def _restore_target(settings: Settings, to: str | None) -> Path:
             hint="create the folder first, or choose a path in an existing folder",
         )
     db = settings.database
-    if db is not None and any(
-        catalog.same_file(target, Path(f"{db}{side}")) for side in ("", *SIDE_FILES)
-    ):
+    if db is not None and any(same_file(target, Path(f"{db}{side}")) for side in ("", *SIDE_FILES)):
         raise RefusedError(
             f"--to {target} is the live database {db} or one of its side files",
             hint="to replace the database itself, leave out --to; to inspect a backup, "
@@ -528,8 +530,8 @@ def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict
     """The newest backup of ``db`` that passes verification, and the newer ones that did
     not (each skip is logged). Without a configured database, the folder must hold the
     backups of one database only: `latest` never picks between databases."""
-    backups = catalog.list_backups(backup_dir)
-    ours = catalog.backups_of(backup_dir, db)
+    backups = store.list_backups(backup_dir)
+    ours = store.backups_of(backup_dir, db)
     if db is None and len({b.database for b in ours if b.manifest}) > 1:
         names = ", ".join(sorted({str(b.database) for b in ours if b.manifest}))
         raise ConfigError(
@@ -542,7 +544,7 @@ def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict
             continue
         # A recorded failure or a wrong size is known without reading the file again; a
         # file changed after its manifest is verified now, and may well pass.
-        known = info.problem if info.problem != catalog.CHANGED else None
+        known = info.problem if info.problem != CHANGED else None
         problems = [known] if known else verify_backup(info)
         if not problems:
             return info, skipped
@@ -555,7 +557,7 @@ def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict
             f"({len(skipped)}: {', '.join(skipped)})",
             hint="run sidecar verify; restore nothing until a good backup is found",
         )
-    raise catalog.no_backups_of(db, backups, backup_dir, verified=True)
+    raise store.no_backups_of(db, backups, backup_dir, verified=True)
 
 
 def _app_stopper(settings: Settings) -> Callable[[], AbstractContextManager[None]] | None:
@@ -601,14 +603,27 @@ class PruneResult:
 
 def prune(settings: Settings, *, dry_run: bool = False, **_: Any) -> PruneResult:
     """Delete old backups by the retention policy (``dry_run``: only say which)."""
-    outcome = catalog.prune_by_policy(settings, dry_run=dry_run)
+    outcome = _prune_by_policy(settings, dry_run=dry_run)
     if outcome.deleted and not dry_run:
-        catalog.append_history(
+        store.append_history(
             settings.backup_dir,
             {"event": "prune", "deleted": [b.id for b in outcome.deleted]},
             group=settings.backup_group,
         )
     return PruneResult(outcome)
+
+
+def _prune_by_policy(
+    settings: Settings, *, dry_run: bool, protect: tuple[str, ...] = ()
+) -> PruneOutcome:
+    """The settings' retention, per database (:func:`retention.prune_by_policy`)."""
+    policy = Retention(
+        settings.keep, settings.keep_daily, settings.keep_weekly, settings.keep_monthly
+    )
+    return retention.prune_by_policy(
+        settings.backup_dir, policy, database=settings.database,
+        environment=settings.environment, dry_run=dry_run, protect=protect,
+    )  # fmt: skip
 
 
 def _locked_out(exc: BaseException) -> bool:

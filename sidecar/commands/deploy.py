@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import alerts, catalog, containers, schedule
+from sidecar import alerts, containers, schedule
+from sidecar.backup import store
 from sidecar.commands.backups import run_scheduled, take_backup
 from sidecar.deploy_report import DeployReport
 from sidecar.errors import ExitCode, SidecarError
@@ -69,7 +70,7 @@ def _backup_if_none_fresh(settings: Settings, report: DeployReport) -> None:
     if report.backup:
         return
     folder = settings.backup_dir
-    latest = catalog.latest_verified(folder, settings.database) if folder.is_dir() else None
+    latest = store.latest_verified(folder, settings.database) if folder.is_dir() else None
     if latest is not None and (datetime.now(UTC) - latest.created_at).total_seconds() < (
         settings.max_backup_age / 2
     ):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import appstop, catalog, database
+from sidecar import appstop, database
 from sidecar import health as checks
+from sidecar.backup import store
 from sidecar.errors import ExitCode, HealthError
 from sidecar.health import Check, HealthReport
 from sidecar.logs import get_logger
@@ -83,7 +84,7 @@ def health(settings: Settings, *, backups_only: bool = False, **_: Any) -> Healt
 
 
 def _database_health(
-    settings: Settings, backup_check: Check, latest: catalog.BackupInfo | None, age: float | None
+    settings: Settings, backup_check: Check, latest: store.BackupInfo | None, age: float | None
 ) -> HealthReport:
     db = settings.require_database()
     database.check_database_file(db)
@@ -133,8 +134,8 @@ def _database_health(
     )
 
 
-def _vanished(latest: catalog.BackupInfo | None) -> Check | None:
-    """A warning while the latest backup found most of the data gone (catalog.rows_vanished):
+def _vanished(latest: store.BackupInfo | None) -> Check | None:
+    """A warning while the latest backup found most of the data gone (store.rows_vanished):
     every other check passes on a wiped volume whose app re-created its schema."""
     lost = latest.rows_vanished if latest is not None else None
     if lost is None:
@@ -148,13 +149,13 @@ def _vanished(latest: catalog.BackupInfo | None) -> Check | None:
 
 def _backup_age(
     settings: Settings, *, required: bool
-) -> tuple[Check, catalog.BackupInfo | None, float | None]:
+) -> tuple[Check, store.BackupInfo | None, float | None]:
     """The last verified backup's age: a warning in `health`, fatal for the HEALTHCHECK."""
     limit = settings.max_backup_age
     if not settings.backup_dir.is_dir():
         missing = f"no backups folder {settings.backup_dir}"
         return Check("last backup", False, missing, required), None, None
-    latest = catalog.latest_verified(settings.backup_dir, settings.database)
+    latest = store.latest_verified(settings.backup_dir, settings.database)
     if latest is None:
         of = f" of {settings.database}" if settings.database else ""
         return Check("last backup", False, f"no verified backup{of} yet", required), None, None

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import catalog, schedule
-from sidecar.catalog import BackupInfo
+from sidecar import schedule
+from sidecar.backup.names import verification_path
+from sidecar.backup.store import BackupInfo, append_history, list_backups
 from sidecar.commands.backups import VerifyResult, _age, _size
 from sidecar.errors import ConfigError, ExitCode, RefusedError, SidecarError
 from sidecar.health import Check
@@ -105,7 +106,7 @@ def upload_backup(settings: Settings, info: BackupInfo) -> dict[str, Any] | None
             group,
             last_upload={"ok": False, "at": at, "id": info.id, "error": exc.message},
         )
-        catalog.append_history(
+        append_history(
             settings.backup_dir,
             {"event": "offsite_failed", "id": info.id, "error": exc.message},
             group=group,
@@ -115,7 +116,7 @@ def upload_backup(settings: Settings, info: BackupInfo) -> dict[str, Any] | None
         raise
     state.record_upload(info, done.to_dict(), group)
     pruned = _prune_remote(settings, offsite, protect=[done.id])
-    catalog.append_history(
+    append_history(
         settings.backup_dir,
         {"event": "offsite", "id": info.id, **done.to_dict(), "pruned": pruned},
         group=group,
@@ -125,13 +126,13 @@ def upload_backup(settings: Settings, info: BackupInfo) -> dict[str, Any] | None
 
 def _prune_remote(settings: Settings, offsite: Offsite, protect: list[str]) -> list[str]:
     """Remote retention: never the newest copy a drill passed, nor one a kept local backup
-    names as the last holding data since lost (catalog.rows_vanished)."""
+    names as the last holding data since lost (store.rows_vanished)."""
     listing = copies.list_copies(offsite.store)
     drills = state.load(settings.backup_dir).get("drills", {})
     passed = [c.id for c in listing.copies if drills.get(c.id, {}).get("ok")]
     anchors = [
         str(lost.get("since"))
-        for b in catalog.list_backups(settings.backup_dir)
+        for b in list_backups(settings.backup_dir)
         if (lost := b.rows_vanished) is not None
     ]
     gone = copies.prune_copies(
@@ -231,7 +232,7 @@ def verify_remote(settings: Settings, *, backup_id: str | None, every: bool) -> 
             drills={copy.id: drilled},
             last_drill={"id": copy.id, **drilled},
         )
-        catalog.append_history(
+        append_history(
             settings.backup_dir,
             {"event": "drill", "id": copy.id, **drilled},
             group=settings.backup_group,
@@ -252,7 +253,7 @@ def fetched(settings: Settings, backup_id: str) -> Iterator[BackupInfo]:
     file in the backups folder, as a BackupInfo whose manifest expects the copy's own size and
     sha256: the existing restore path checks it (verify_backup: sha256, quick_check) before
     anything is replaced. The scratch file is removed afterwards."""
-    from sidecar.backup import prepare_folder  # noqa: PLC0415
+    from sidecar.backup.create import prepare_folder  # noqa: PLC0415
 
     offsite = require(settings)
     copy = copies.find_copy(copies.list_copies(offsite.store), backup_id)
@@ -285,7 +286,7 @@ def fetched(settings: Settings, backup_id: str) -> Iterator[BackupInfo]:
         )
     finally:
         scratch.unlink(missing_ok=True)
-        catalog.check_path(scratch).unlink(missing_ok=True)  # verify_backup's record of it
+        verification_path(scratch).unlink(missing_ok=True)  # verify_backup's record of it
 
 
 @contextmanager

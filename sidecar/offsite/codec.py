@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
-from sidecar.copier import CHUNK, read_chunks
 from sidecar.errors import ConfigError
+from sidecar.fs import CHUNK, read_chunks
 
 _DONE = object()
 _QUEUE_DEPTH = 2  # chunks of ~1 MiB between the age thread and its consumer

@@ -23,10 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar.backup import inspect_file
-from sidecar.catalog import BACKUP_NAME, EPOCH, TIMESTAMP, BackupInfo, retention
-from sidecar.copier import create_exclusive, pump
+from sidecar.backup.names import BACKUP_NAME, EPOCH, TIMESTAMP
+from sidecar.backup.retention import retention
+from sidecar.backup.store import BackupInfo
+from sidecar.backup.verify import inspect_file
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from sidecar.fs import create_exclusive, pump
 from sidecar.logs import get_logger
 from sidecar.offsite import codec
 from sidecar.offsite.store import ObjectMeta, ObjectStore, part_size
@@ -373,12 +375,10 @@ def drill(
         if sha != copy.manifest.get("sha256"):
             return ["sha256 of the restored database differs from the manifest"]
         facts = inspect_file(work, full)
-        problems = list(facts["problems"])
+        problems = list(facts.problems)
         expected = copy.manifest.get("row_counts") or {}
-        if not problems and facts.get("row_counts") != expected:
-            problems.append(
-                f"row counts {facts.get('row_counts')} differ from the manifest's {expected}"
-            )
+        if not problems and facts.row_counts != expected:
+            problems.append(f"row counts {facts.row_counts} differ from the manifest's {expected}")
         return problems
     finally:
         work.unlink(missing_ok=True)
@@ -396,7 +396,7 @@ def prune_copies(
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> list[RemoteCopy]:
-    """Delete the copies :func:`sidecar.catalog.retention` does not keep (the same policy
+    """Delete the copies :func:`sidecar.backup.retention.retention` does not keep (the same policy
     as local backups: the newest complete copy is always kept, and every copy a kept one
     names as holding data since lost); ids in ``protect`` are kept too. Manifest first."""
     by_id = {c.id: c for c in listing.copies}

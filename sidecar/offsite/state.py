@@ -3,7 +3,7 @@ without a network call: the last upload (and the last good one), and restore dri
 
 One small JSON file, ``sidecar-offsite.json``, replaced atomically under the folder lock.
 The local manifest of each uploaded backup also gets an ``offsite`` section, and every
-upload, failure and drill is a line in the history file (catalog.append_history).
+upload, failure and drill is a line in the history file (store.append_history).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar.catalog import BackupInfo, folder_lock
-from sidecar.copier import create_exclusive, fsync_dir, pump
+from sidecar.backup.store import BackupInfo, folder_lock
+from sidecar.fs import create_exclusive, fsync_dir, pump
 
 STATE_NAME = "sidecar-offsite.json"
 

@@ -34,8 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar import cli
-from sidecar.backup import create_backup
-from sidecar.catalog import BACKUP_NAME, CHECK_NAME, HISTORY_NAME, LOCK_NAME, PARTIAL_NAME
+from sidecar.backup.create import create_backup
+from sidecar.backup.names import (
+    BACKUP_NAME,
+    HISTORY_NAME,
+    LOCK_NAME,
+    PARTIAL_NAME,
+    VERIFICATION_NAME,
+)
 from sidecar.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1324,7 +1330,7 @@ def lost_problems(case: Case, world: World, before: dict[str, str]) -> list[str]
 def _may_add(case: Case, name: str) -> bool:
     if name == LOCK_NAME or case.relocates or (name == HISTORY_NAME and case.code == 0):
         return True
-    if CHECK_NAME.match(name):
+    if VERIFICATION_NAME.match(name):
         return True  # the result of a verification, recorded beside the manifest
     ours = BACKUP_NAME.match(name.removesuffix(".json")) or name == HISTORY_NAME
     return case.new_backup and bool(ours)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.catalog import PARTIAL_NAME
+from sidecar.backup.names import PARTIAL_NAME
 from tests.conftest import DEMO_IMAGE, ROOT, SIDECAR_IMAGE, run_once
 from tests.faults.badinput import run_cli
 from tests.integration.compose import docker_gid

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from sidecar import alerts, catalog, cli
+from sidecar import alerts, cli
+from sidecar.backup import store
 from sidecar.errors import ExitCode
 from tests.receiver import Receiver, receiver
 
@@ -168,7 +169,7 @@ def test_a_receiver_that_hangs_or_fails_costs_at_most_the_bound_and_changes_noth
     assert code == plain_code == 0
     assert doc.keys() == plain_doc.keys()
     assert doc["ok"] is True
-    assert len(catalog.list_backups(bk_dir)) == 2
+    assert len(store.list_backups(bk_dir)) == 2
     # Three bounded side calls (start ping, success ping, notification) of 1 s each.
     assert took < plain + 3 * 1.0 + 2.0, (took, plain)
     warnings = {e["event"] for e in events if e.get("level") == "warning"}
@@ -320,7 +321,7 @@ def test_an_app_not_healthy_after_the_restart_names_the_restore_command(
     with receiver() as hook:
         code, _doc, _ = al_deploy(capsys, healthy=False, SIDECAR_NOTIFY=hook_url(hook))
         assert code == ExitCode.HEALTH
-        backup = catalog.list_backups(tmp_path / "backups")[0].id
+        backup = store.list_backups(tmp_path / "backups")[0].id
         [request] = hook.wait_for(1)
         message = request.json()
         assert "the app is not healthy after the restart (exit 4)" in message["title"]

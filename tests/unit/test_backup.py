@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import catalog
-from sidecar.backup import (
-    BackupInfo,
-    create_backup,
-    database_in_use,
-    restore_backup,
-    verify_backup,
-)
+from sidecar.backup import names, retention, store
+from sidecar.backup.create import create_backup
+from sidecar.backup.holders import database_in_use
+from sidecar.backup.restore import restore_backup
+from sidecar.backup.store import BackupInfo
+from sidecar.backup.verify import FileFacts, verify_backup
 from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
 from tests.unit.conftest import bk_other_connection
 
@@ -59,7 +57,7 @@ def test_backup_is_a_verified_self_contained_copy(
     assert len(m["sha256"]) == 64
     assert set(m["durations"]) >= {"copy_s", "read_lock_s", "verify_s", "total_s"}
     # A single file: no -wal/-shm beside it, nothing else left in the folder.
-    assert sorted(os.listdir(bk_dir)) == sorted([info.id, f"{info.id}.json", catalog.LOCK_NAME])
+    assert sorted(os.listdir(bk_dir)) == sorted([info.id, f"{info.id}.json", names.LOCK_NAME])
     assert _rows(info.path) == 200
     assert verify_backup(info) == []
     assert verify_backup(info, full=True) == []
@@ -75,7 +73,7 @@ def test_same_second_names_are_unique_and_sort_newest_first(
     ]
     assert ids[1].endswith("Z_1.db")
     assert ids[2].endswith("Z_2.db")
-    assert [b.id for b in catalog.list_backups(bk_dir)] == ids[::-1]
+    assert [b.id for b in store.list_backups(bk_dir)] == ids[::-1]
 
 
 def test_backup_files_are_private_or_group_readable(
@@ -128,8 +126,8 @@ def test_preflight_refuses_without_free_space_and_leaves_nothing(
             db, bk_dir, environment="production", reason="manual", min_free_margin=1 << 60
         )
     assert caught.value.hint
-    assert catalog.list_backups(bk_dir) == []
-    assert [n for n in os.listdir(bk_dir) if n != catalog.LOCK_NAME] == []
+    assert store.list_backups(bk_dir) == []
+    assert [n for n in os.listdir(bk_dir) if n != names.LOCK_NAME] == []
 
 
 def test_stale_partials_are_cleaned_and_other_files_are_not(
@@ -156,7 +154,7 @@ def test_unfinished_or_foreign_files_are_never_listed_as_verified(bk_dir: Path) 
     (bk_dir / "portfolio_backup_production_20261123T210000Z.db").write_bytes(b"x")
     (bk_dir / ".portfolio_backup_production_20261123T210001Z.db.partial").write_bytes(b"x")
     (bk_dir / "random.db").write_bytes(b"x")
-    listed = catalog.list_backups(bk_dir)
+    listed = store.list_backups(bk_dir)
     assert [b.id for b in listed] == ["portfolio_backup_production_20261123T210000Z.db"]
     assert not listed[0].verified
     assert verify_backup(listed[0]) == ["no manifest: not written (or not finished) by sidecar"]
@@ -243,7 +241,7 @@ def test_restore_dry_run_changes_nothing(bk_db: Callable[..., Path], bk_dir: Pat
     assert outcome.dry_run
     assert any("pre-restore" in a for a in outcome.actions)
     assert db.read_bytes() == before
-    assert len(catalog.list_backups(bk_dir)) == 1
+    assert len(store.list_backups(bk_dir)) == 1
 
 
 def test_restore_into_a_new_path_takes_no_safety_backup(
@@ -274,7 +272,7 @@ def test_restore_refuses_while_the_app_holds_the_database_even_forced(
         for force in (False, True):
             with pytest.raises(RefusedError, match=rf"is in use: pid {app.pid} .*WAL-mode"):
                 restore_backup(info, db, backup_dir=bk_dir, environment="production", force=force)
-        assert len(catalog.list_backups(bk_dir)) == 1  # refused before the safety backup
+        assert len(store.list_backups(bk_dir)) == 1  # refused before the safety backup
     finally:
         app.communicate("\n", timeout=10)
     assert not database_in_use(db)
@@ -320,12 +318,12 @@ def test_quick_check_runs_beside_the_copy_only_where_nothing_waits_for_it(
     case: tuple[str, str, bool],
 ) -> None:
     journal, verify, during_copy = case
-    import sidecar.backup as engine
+    import sidecar.backup.verify as engine
 
     levels: list[bool | None] = []
     inspect = engine.inspect_file
 
-    def spy(path: Path, full: bool | None) -> dict[str, object]:
+    def spy(path: Path, full: bool | None) -> FileFacts:
         levels.append(full)
         return inspect(path, full)
 
@@ -356,19 +354,19 @@ def test_a_damaged_source_fails_the_check_during_the_copy_and_nothing_is_kept(
     bk_dir.mkdir()
 
     # The copier's own check of the bytes it copies finds it...
-    from sidecar import copier
+    from sidecar.backup import snapshot
 
-    snap = copier.take_snapshot(
-        db, bk_dir / "probe.db", mode=0o600, group=None, busy_timeout=5, check="quick"
+    snap = snapshot.take_snapshot(
+        db, bk_dir / "probe.db", mode=0o600, group=None, busy_timeout=5, quick_check="quick"
     )
     (bk_dir / "probe.db").unlink()
-    assert snap.source_check is not None
-    assert snap.source_check["level"] == "quick"
-    assert snap.source_check["problems"]
+    assert snap.quick_check is not None
+    assert snap.quick_check["level"] == "quick"
+    assert snap.quick_check["problems"]
     # ... and the backup fails on it, keeping nothing.
     with pytest.raises(HealthError, match="failed verification"):
         create_backup(db, bk_dir, environment="production", reason="manual", verify="quick")
-    assert sorted(os.listdir(bk_dir)) == [catalog.LOCK_NAME]
+    assert sorted(os.listdir(bk_dir)) == [names.LOCK_NAME]
     assert db.read_bytes() == bytes(data)  # the source untouched
 
 
@@ -404,13 +402,13 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     for _ in range(4):
         later = create_backup(db, bk_dir, environment="production", reason="scheduled")
         assert later.manifest["rows_vanished"]["since"] == good.id
-    outcome = catalog.prune(bk_dir, keep=2, database=db, environment="production")
+    outcome = retention.prune(bk_dir, keep=2, database=db, environment="production")
     assert good.id in {b.id for b in outcome.kept}
     assert len(outcome.deleted) == 3
     assert _rows(good.path, "users") == 10  # the data is still there to restore
     from sidecar.commands.backups import ListResult
 
-    listing = ListResult(catalog.list_backups(bk_dir)).render().splitlines()
+    listing = ListResult(store.list_backups(bk_dir)).render().splitlines()
     assert listing[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE"]
     assert listing[-1].startswith(good.id)
     assert listing[-1].endswith("kept: the last backup before the data vanished")

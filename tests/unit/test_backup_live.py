@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 
-from sidecar import catalog, copier, database
-from sidecar.backup import create_backup, verify_backup
+from sidecar import database, fs
+from sidecar.backup import child, copy, snapshot, store
+from sidecar.backup.create import create_backup
+from sidecar.backup.names import LOCK_NAME
+from sidecar.backup.verify import verify_backup
 from sidecar.errors import HealthError, UnavailableError
 from sidecar.settings import VerifyLevel
 from tests.unit.conftest import bk_build_db, bk_other_connection
@@ -85,8 +88,8 @@ def _faulty_copier() -> int:
     os.pwrite = pwrite
     os.copy_file_range = copy_file_range
     if os.environ.get("BK_PATH") == "read-write":
-        copier.copies_bytes = lambda fd: False
-    return copier.main()
+        copy.copies_bytes = lambda fd: False
+    return child.main()
 
 
 def _ids(path: Path) -> list[int]:
@@ -219,9 +222,9 @@ def test_a_database_that_cannot_be_checkpointed_is_copied_with_its_wal(
 def _backup_in_subprocess(db: Path, bk_dir: Path, fault: str) -> subprocess.Popen[bytes]:
     code = (
         "from pathlib import Path\n"
-        "from sidecar import backup, copier\n"
-        f"copier.CHILD_MODULE = {HELPER!r}\n"
-        f"backup.create_backup(Path({str(db)!r}), Path({str(bk_dir)!r}),"
+        "from sidecar.backup import create, snapshot\n"
+        f"snapshot.CHILD_MODULE = {HELPER!r}\n"
+        f"create.create_backup(Path({str(db)!r}), Path({str(bk_dir)!r}),"
         " environment='production', reason='manual')\n"
     )
     return subprocess.Popen(
@@ -255,7 +258,7 @@ def test_kill_9_leaves_nothing_valid_and_the_next_run_cleans_up(
         os.kill(proc.pid, signal.SIGKILL)  # only the parent: the orphaned copier must stop
     proc.wait(timeout=10)
 
-    assert not any(b.verified for b in catalog.list_backups(bk_dir))
+    assert not any(b.verified for b in store.list_backups(bk_dir))
     if not whole_group:
         deadline = time.monotonic() + 10  # the orphan notices within one slow chunk
         while any(n.endswith(".partial") for n in os.listdir(bk_dir)):
@@ -263,8 +266,8 @@ def test_kill_9_leaves_nothing_valid_and_the_next_run_cleans_up(
             time.sleep(0.05)
     info = create_backup(db, bk_dir, environment="production", reason="manual")
     names = set(os.listdir(bk_dir))
-    assert names == {info.id, f"{info.id}.json", catalog.LOCK_NAME}
-    assert [b.id for b in catalog.list_backups(bk_dir)] == [info.id]
+    assert names == {info.id, f"{info.id}.json", LOCK_NAME}
+    assert [b.id for b in store.list_backups(bk_dir)] == [info.id]
 
 
 def _with_faulty_copier(
@@ -273,7 +276,7 @@ def _with_faulty_copier(
     """A database, its sha256 and a backups folder, with the copier child replaced by the
     fault-injecting one (``BK_FAULT``) on the kernel or the read-write ``path``."""
     db = bk_build_db(tmp_path / "portfolio.db", rows=3000, blob=1024)
-    monkeypatch.setattr(copier, "CHILD_MODULE", HELPER)
+    monkeypatch.setattr(snapshot, "CHILD_MODULE", HELPER)
     monkeypatch.setenv("BK_FAULT", fault)
     monkeypatch.setenv("BK_PATH", path)
     return db, hashlib.sha256(db.read_bytes()).hexdigest(), tmp_path / "backups"
@@ -287,7 +290,7 @@ def test_disk_full_mid_write_is_a_clear_error_and_leaves_nothing(
     with pytest.raises(UnavailableError, match="filled up") as caught:
         create_backup(db, bk_dir, environment="production", reason="manual")
     assert "prune" in (caught.value.hint or "")
-    assert os.listdir(bk_dir) == [catalog.LOCK_NAME]
+    assert os.listdir(bk_dir) == [LOCK_NAME]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == source_sha
 
 
@@ -302,7 +305,7 @@ def test_a_backup_file_that_differs_from_the_bytes_read_is_refused(
         with pytest.raises(HealthError, match="differs from the bytes read") as caught:
             create_backup(db, bk_dir, environment="production", reason="manual", verify=level)
         assert caught.value.exit_code == 4
-        assert os.listdir(bk_dir) == [catalog.LOCK_NAME]
+        assert os.listdir(bk_dir) == [LOCK_NAME]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == source_sha
 
 
@@ -313,7 +316,7 @@ def test_copier_reports_enospc_and_removes_its_file(tmp_path: Path) -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
         with pytest.raises(OSError, match="No space") as caught:
-            copier.pump(copier.read_chunks(src.open("rb")), fd)
+            fs.pump(fs.read_chunks(src.open("rb")), fd)
     finally:
         os.close(fd)
     assert caught.value.errno == errno.ENOSPC

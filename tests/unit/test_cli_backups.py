@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from sidecar import catalog, cli
+from sidecar import cli
+from sidecar.backup import names, store
 from sidecar.errors import ExitCode
 
 
@@ -108,7 +109,7 @@ def test_restore_latest_round_trip_and_dry_run(
     code, doc = _run(capsys, ["restore", "latest", "--dry-run"], bk_env)
     assert code == 0
     assert doc["dry_run"] is True
-    assert len(catalog.list_backups(bk_dir)) == 1
+    assert len(store.list_backups(bk_dir)) == 1
 
     code, doc = _run(capsys, ["restore", "latest"], bk_env)
     assert code == 0
@@ -117,7 +118,7 @@ def test_restore_latest_round_trip_and_dry_run(
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 10
     conn.close()
-    history = (bk_dir / catalog.HISTORY_NAME).read_text().splitlines()
+    history = (bk_dir / names.HISTORY_NAME).read_text().splitlines()
     assert [json.loads(line)["event"] for line in history] == ["backup", "restore"]
 
 
@@ -164,15 +165,15 @@ def test_backup_prunes_by_keep_and_prune_dry_run(
         assert code == 0
         ids.append(doc["backup"]["id"])
     assert doc["pruned"] == [ids[0]]
-    assert [b.id for b in catalog.list_backups(bk_dir)] == ids[:0:-1]
+    assert [b.id for b in store.list_backups(bk_dir)] == ids[:0:-1]
 
     code, doc = _run(capsys, ["prune", "--keep", "1", "--dry-run"], env)
     assert code == 0
     assert doc["deleted"] == [ids[1]]
-    assert len(catalog.list_backups(bk_dir)) == 2
+    assert len(store.list_backups(bk_dir)) == 2
     code, doc = _run(capsys, ["prune", "--keep", "1"], env)
     assert doc["deleted"] == [ids[1]]
-    assert [b.id for b in catalog.list_backups(bk_dir)] == [ids[2]]
+    assert [b.id for b in store.list_backups(bk_dir)] == [ids[2]]
 
 
 def test_backup_without_database_is_a_config_error(
@@ -211,14 +212,14 @@ def test_backup_schedule_stays_up_until_sigterm_then_exits_0(
     )
     try:
         deadline = time.monotonic() + 30
-        while len(catalog.list_backups(bk_dir)) < 2 and time.monotonic() < deadline:
+        while len(store.list_backups(bk_dir)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    backups = catalog.list_backups(bk_dir)
+    backups = store.list_backups(bk_dir)
     assert len(backups) >= 2
     assert all(b.verified for b in backups)
     reasons = {b.manifest.get("reason") for b in backups}

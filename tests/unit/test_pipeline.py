@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from sidecar import catalog, cli
+from sidecar import cli
+from sidecar.backup import store
 from sidecar.errors import HealthError, RefusedError
 from sidecar.pipeline import run_deploy
 from sidecar.settings import Settings, load_settings
@@ -70,7 +71,7 @@ def test_a_change_is_backed_up_applied_and_restarts_the_app_once(tmp_path: Path)
     assert report.backup
     assert report.restarted
     assert apps.calls == ["find:app:None", "restart:demo-app-1", "wait_healthy:demo-app-1"]
-    assert [b.id for b in catalog.list_backups(settings.backup_dir)] == [report.backup]
+    assert [b.id for b in store.list_backups(settings.backup_dir)] == [report.backup]
 
     # The second run has nothing to do: no backup, no restart, the file untouched.
     before = digest(settings.require_database())
@@ -108,7 +109,7 @@ def test_duplicates_under_a_new_unique_index_are_refused_before_any_backup(
         run_deploy(settings, apps=apps)
     assert "Transaction_portfolio_once" in refused.value.message
     assert digest(db) == before
-    assert not settings.backup_dir.exists() or not catalog.list_backups(settings.backup_dir)
+    assert not settings.backup_dir.exists() or not store.list_backups(settings.backup_dir)
     assert not any(call.startswith("restart") for call in apps.calls)
 
 
@@ -139,7 +140,7 @@ def test_an_app_unhealthy_after_the_restart_names_the_backup_to_go_back_to(
     make_db(settings.require_database())
     with pytest.raises(HealthError) as failed:
         run_deploy(settings, apps=FakeApps(healthy=False))
-    backup = catalog.list_backups(settings.backup_dir)[0].id
+    backup = store.list_backups(settings.backup_dir)[0].id
     assert "committed" in failed.value.message
     assert backup in failed.value.message
     assert failed.value.hint is not None
@@ -338,7 +339,7 @@ def test_sigterm_while_deploy_waits_for_the_lock_exits_0_at_once_and_changes_not
     assert "signal.received" in events
     assert "database.lock_wait_aborted" in events
     assert digest(db) == before
-    assert catalog.list_backups(tmp_path / "backups") == []
+    assert store.list_backups(tmp_path / "backups") == []
 
 
 def _tables_in(path: Path) -> set[str]:
@@ -361,7 +362,7 @@ def test_the_backup_holds_the_database_from_before_the_change(tmp_path: Path, jo
         conn.close()
     report = run_deploy(settings, apps=None)
     assert report.changed
-    backup = catalog.find_backup(settings.backup_dir, str(report.backup))
+    backup = store.find_backup(settings.backup_dir, str(report.backup))
     assert "Watchlist" not in _tables_in(backup.path)
     assert "Watchlist" in _tables_in(db)
     assert backup.manifest["journal_mode"] == journal
@@ -406,7 +407,7 @@ def test_damage_the_change_does_not_touch_is_caught_before_commit(
     assert [digest(db)] == damaged  # byte for byte as the change found it
     assert "Watchlist" not in _tables_in(db)
     # A backup that checks nothing but its checksum is kept (it holds what the database held).
-    assert len(catalog.list_backups(settings.backup_dir)) == (verify == "checksum")
+    assert len(store.list_backups(settings.backup_dir)) == (verify == "checksum")
 
 
 @pytest.mark.parametrize(("verify", "whole", "scoped"), [
@@ -492,14 +493,16 @@ def _zstd_deploy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compress: Any
 ) -> tuple[Settings, Any]:
     """A deploy with SIDECAR_COMPRESS=zstd whose compression step is ``compress`` (called
-    with what copier.zstd_compress gets, and the real function)."""
-    from sidecar import copier
+    with what compression.zstd_compress gets, and the real function)."""
+    from sidecar.backup import compression
 
     settings = settings_for(tmp_path, SIDECAR_COMPRESS="zstd")
     db = make_db(settings.require_database())
     apps = FakeApps()
-    real = copier.zstd_compress
-    monkeypatch.setattr(copier, "zstd_compress", lambda *a, **k: compress(db, apps, real, *a, **k))
+    real = compression.zstd_compress
+    monkeypatch.setattr(
+        compression, "zstd_compress", lambda *a, **k: compress(db, apps, real, *a, **k)
+    )
     return settings, run_deploy(settings, apps=apps)
 
 
@@ -508,8 +511,8 @@ def test_the_deploy_compresses_its_backup_after_the_commit_and_the_restart(
 ) -> None:
     """Compressing (~5 s/GB) while the app's writes wait would multiply the window: the
     backup is taken plain before COMMIT and compressed once the app runs the new version."""
-    from sidecar.backup import verify_backup
-    from sidecar.copier import decompressed_chunks
+    from sidecar.backup.compression import decompressed_chunks
+    from sidecar.backup.verify import verify_backup
 
     seen: dict[str, Any] = {}
 
@@ -527,7 +530,7 @@ def test_the_deploy_compresses_its_backup_after_the_commit_and_the_restart(
     assert "restart:demo-app-1" in seen["calls"]
     assert report.changed
     assert str(report.backup).endswith(".db.zst")
-    [info] = catalog.list_backups(settings.backup_dir)  # the plain one is gone
+    [info] = store.list_backups(settings.backup_dir)  # the plain one is gone
     assert info.id == report.backup
     assert info.manifest["compression"] == "zstd"
     assert verify_backup(info) == []
@@ -551,7 +554,7 @@ def test_a_failed_compression_after_the_commit_keeps_the_plain_backup(
     """Past COMMIT nothing fails the deploy: the plain backup is complete and verified."""
     import errno
 
-    from sidecar.backup import verify_backup
+    from sidecar.backup.verify import verify_backup
 
     def compress(db: Path, apps: FakeApps, real: Any, src: Path, dst: Path, **kw: Any) -> Any:
         if failure == "disk full":
@@ -567,7 +570,7 @@ def test_a_failed_compression_after_the_commit_keeps_the_plain_backup(
     assert report.changed
     assert str(report.backup).endswith(".db")
     assert any("stays uncompressed" in w and said in w for w in report.warnings), report.warnings
-    [info] = catalog.list_backups(settings.backup_dir)
+    [info] = store.list_backups(settings.backup_dir)
     assert info.id == report.backup
     assert verify_backup(info) == []
     assert sorted(p.name for p in settings.backup_dir.iterdir() if "partial" in p.name) == []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import copier, logs, progress
+from sidecar import logs, progress
+from sidecar.backup import compression
 from sidecar.progress import Progress
 
 
@@ -70,7 +71,7 @@ def test_compression_reports_through_the_same_helper(
     monkeypatch.setattr(progress, "EVERY", 0.0)
     src = tmp_path / "b.db"
     src.write_bytes(os.urandom(3 << 20))
-    copier.zstd_compress(src, tmp_path / "b.db.zst", mode=0o600, group=None)
+    compression.zstd_compress(src, tmp_path / "b.db.zst", mode=0o600, group=None)
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     done = [e for e in events if e["event"] == "compress.progress"]
     assert done

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from sidecar import catalog, cli
+from sidecar import cli
+from sidecar.backup import names
 from sidecar.errors import ExitCode
 from tests.unit.conftest import bk_build_db
 
@@ -268,7 +269,7 @@ def test_a_verified_copy_put_back_in_place_is_trusted_again(
     path.write_bytes(path.read_bytes())  # same bytes, new mtime
     _, listed, _ = _run(capsys, ["list"], env)
     assert listed["backups"][0]["verified"] is False
-    assert listed["backups"][0]["problem"] == catalog.CHANGED
+    assert listed["backups"][0]["problem"] == names.CHANGED
     code, _, _ = _run(capsys, ["verify"], env)
     assert code == 0
     _, listed, _ = _run(capsys, ["list"], env)

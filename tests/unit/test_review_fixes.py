@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import catalog, cli
+from sidecar import cli
+from sidecar.backup import store
 from tests.unit.test_open_errors import fill, mounted_tmpfs
 from tests.unit.test_pipeline import env_for, make_db
 from tests.unit.test_prisma_history import env_for as prisma_env
@@ -33,7 +34,7 @@ def test_a_missing_database_is_refused_over_changed_or_corrupt_backups(
     env = env_for(tmp_path)
     db = make_db(Path(env["SIDECAR_DATABASE"]))
     assert _run(capsys, ["backup"], env) == "exit 0\n"
-    (backup,) = catalog.list_backups(tmp_path / "backups")
+    (backup,) = store.list_backups(tmp_path / "backups")
     if damage == "touched":
         st = backup.path.stat()
         os.utime(backup.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -42,7 +43,7 @@ def test_a_missing_database_is_refused_over_changed_or_corrupt_backups(
             f.seek(4096)
             f.write(b"\xff" * 512)
         assert _run(capsys, ["verify", backup.id], env).startswith("exit 4")
-    (now,) = catalog.list_backups(tmp_path / "backups")
+    (now,) = store.list_backups(tmp_path / "backups")
     assert not now.verified  # what the refusal used to filter on
     for side in ("", "-wal", "-shm"):
         Path(f"{db}{side}").unlink(missing_ok=True)
@@ -76,7 +77,7 @@ def test_a_relative_database_path_never_restores_another_folders_backup(
     }
     monkeypatch.chdir(x.parent)
     assert _run(capsys, ["backup"], env) == "exit 0\n"
-    (backup,) = catalog.list_backups(tmp_path / "b")
+    (backup,) = store.list_backups(tmp_path / "b")
     assert backup.source == str(x)  # absolute, whatever the current folder was
 
     monkeypatch.chdir(y.parent)

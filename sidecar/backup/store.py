@@ -1,15 +1,11 @@
-"""The backups folder: names, listing, the retention policy (pure), prune, history.
-
-Only files whose names match sidecar's own patterns are ever listed or deleted: a backups
-volume may hold other things, and "never delete a file it did not create" is a promise.
-"""
+"""The backups folder: each backup and its manifest, listing, finding, the folder lock,
+leftovers of interrupted runs, and the history file."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -18,30 +14,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar.copier import fsync_dir
+from sidecar.backup.names import (
+    BACKUP_NAME,
+    EPOCH,
+    HISTORY_NAME,
+    LOCK_NAME,
+    MAX_NAME,
+    PARTIAL_NAME,
+    TIMESTAMP,
+    is_source,
+    manifest_path,
+)
+from sidecar.backup.verification import known_problem
 from sidecar.errors import ConfigError, RefusedError, UnavailableError
+from sidecar.fs import file_mode, fsync_dir
 from sidecar.logs import get_logger
-from sidecar.settings import Compression, Settings
 
 log = get_logger(__name__)
-
-HISTORY_NAME = "sidecar-history.jsonl"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TIMESTAMP = "%Y%m%dT%H%M%SZ"
-_ENV = r"[A-Za-z0-9][A-Za-z0-9.-]*"
-_BASE = rf"(?P<stem>.+)_backup_(?P<env>{_ENV})_(?P<ts>\d{{8}}T\d{{6}}Z)(?:_(?P<seq>\d+))?\.db"
-MAX_NAME = 255  # NAME_MAX on Linux: a longer name cannot be a file in the backups folder
-BACKUP_NAME = re.compile(rf"^{_BASE}(?P<zst>\.zst)?$")
-# Everything sidecar writes before it is complete; the next run deletes only these.
-PARTIAL_NAME = re.compile(
-    rf"^\.{_BASE.replace('?P<', '?P<p_')}[A-Za-z0-9.]*\.partial(?:-wal|-shm|-journal)?$"
-)
-LOCK_NAME = ".sidecar-backup.lock"
-MANIFEST_FORMAT = 1
-# The result of the last verification of a backup, beside its manifest (see record_check).
-CHECK_SUFFIX = ".verify.json"
-CHECK_NAME = re.compile(rf"^{_BASE}(?:\.zst)?{re.escape(CHECK_SUFFIX)}$")
-CHANGED = "modified after its manifest was written: run sidecar verify"
 
 
 @dataclass(frozen=True)
@@ -58,7 +47,7 @@ class BackupInfo:
     size: int = 0
     reason: str = "unknown"
     compressed: bool = False
-    # Why the backup cannot be trusted now, known without reading it (see _known_problem).
+    # Why the backup cannot be trusted now, known without reading it (see known_problem).
     problem: str | None = None
 
     @property
@@ -123,7 +112,7 @@ class BackupInfo:
             size=size,
             reason=str(manifest.get("reason", "unknown")),
             compressed=bool(match["zst"]),
-            problem=_known_problem(path, manifest, st) if manifest else None,
+            problem=known_problem(path, manifest, st) if manifest else None,
         )
 
     @property
@@ -147,115 +136,6 @@ class BackupInfo:
             "sha256": self.manifest.get("sha256"),
             "rows_vanished": self.rows_vanished,
         }
-
-
-def manifest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def check_path(path: Path) -> Path:
-    return path.with_name(path.name + CHECK_SUFFIX)
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """The same database path: equal once made absolute, or once symlinks are resolved.
-    By path, not by inode: a restore gives the database a new inode, and a missing database
-    has none."""
-    if os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b)):
-        return True
-    try:
-        return os.path.realpath(a) == os.path.realpath(b)
-    except OSError:
-        return False
-
-
-def is_source(source: Path, db: Path) -> bool:
-    """Whether a backup taken of ``source`` is a backup of ``db``.
-
-    The same path (:func:`same_file`) is. Where ``source``'s folder exists here, any other
-    path is another database (``/d/a.db`` and ``/d/b.db``, or ``app.db`` in two folders). A
-    folder not visible here means the backup was taken through another mount point (in the
-    container at ``/app/data``, read now from the host or from a container that mounts the
-    volume elsewhere): then the file name is all that can be compared.
-    """
-    if not source.is_absolute():
-        # A manifest written before sources were made absolute: which folder "app.db" was
-        # in is unknown, so it is no database's backup (restore it by its ID, on purpose,
-        # with --from-other-database). Never guessed from the current folder.
-        return False
-    if same_file(source, db):
-        return True
-    if os.path.isdir(source.parent):
-        return False
-    return source.name == db.name
-
-
-def load_check(path: Path) -> dict[str, Any] | None:
-    """The last verification of the backup at ``path``, when recorded and readable."""
-    try:
-        loaded = json.loads(check_path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) and loaded.get("id") == path.name else None
-
-
-def record_check(path: Path, problems: Sequence[str], *, level: str, st: os.stat_result) -> None:
-    """Write the result of a verification beside the backup (``<id>.verify.json``), with
-    the file's size and mtime as they were when it was read: :func:`_known_problem` trusts a
-    record only while the file is still that file. Best effort: a read-only backups folder
-    (a verification job) keeps its result on stdout only."""
-    record = {
-        "id": path.name,
-        "ok": not problems,
-        "problems": list(problems),
-        "level": level,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-    }
-    final = check_path(path)
-    work = final.with_name(f".{final.name}.partial")
-    try:
-        work.unlink(missing_ok=True)
-        fd = os.open(work, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(record, sort_keys=True).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(work, final)
-    except OSError as exc:
-        with suppress(OSError):
-            work.unlink(missing_ok=True)
-        log.warning("backup.check_not_recorded", id=path.name, error=exc.strerror or str(exc))
-
-
-def _known_problem(path: Path, manifest: dict[str, Any], st: os.stat_result | None) -> str | None:
-    """What is known against a backup without reading it: its last recorded verification
-    failed; or (no record for the file as it is now) its size differs from the manifest's,
-    or it was modified after its manifest was written (sidecar writes the file first and
-    never touches it again). A passing record for the file as it is now clears the last."""
-    if st is None:
-        return "the file cannot be read"
-    expected = manifest.get("size")
-    if isinstance(expected, int) and st.st_size != expected:
-        return f"size {st.st_size} differs from the manifest's {expected}"
-    record = load_check(path)
-    if record is not None and (record.get("size"), record.get("mtime_ns")) == (
-        st.st_size,
-        st.st_mtime_ns,
-    ):
-        found = record.get("problems") or ["failed"]
-        ok = bool(record.get("ok"))
-        return None if ok else f"verify found it corrupt ({record.get('at')}): {found[0]}"
-    with suppress(OSError):
-        if st.st_mtime_ns > manifest_path(path).stat().st_mtime_ns:
-            return CHANGED
-    return None
-
-
-def partial_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.partial")
 
 
 @contextmanager
@@ -296,24 +176,6 @@ def clean_partials(backup_dir: Path) -> list[str]:
     return removed
 
 
-def new_backup_path(
-    db: Path, backup_dir: Path, environment: str, now: datetime, compress: Compression
-) -> Path:
-    """``<stem>_backup_<env>_<UTC stamp>.db``; ``_N`` after the stamp when one already exists."""
-    stamp = now.astimezone(UTC).strftime(TIMESTAMP)
-    suffix = ".db.zst" if compress == "zstd" else ".db"
-    for seq in range(1000):
-        name = f"{db.stem}_backup_{environment}_{stamp}{f'_{seq}' if seq else ''}"
-        taken = any(
-            os.path.lexists(backup_dir / f"{name}{ext}{extra}")
-            for ext in (".db", ".db.zst")
-            for extra in ("", ".json")
-        )
-        if not taken:
-            return backup_dir / f"{name}{suffix}"
-    raise RefusedError(f"too many backups named {name} in one second", hint="retry in a second")
-
-
 def not_a_folder(backup_dir: Path) -> ConfigError:
     return ConfigError(
         f"backups folder {backup_dir} is not a folder",
@@ -321,20 +183,16 @@ def not_a_folder(backup_dir: Path) -> ConfigError:
     )
 
 
-def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
-    """Refuse to create ``db`` from empty while the backups folder holds verified backups.
-
-    A missing database next to backups is lost data (a volume not mounted, a wiped disk) or a
-    wrong path (a typo in SIDECAR_DATABASE), not a first deployment: the empty database made
-    now is what the app would write to next, and what the next backups would keep.
-    ``SIDECAR_ALLOW_FRESH`` says it is on purpose.
-    """
-    if settings.allow_fresh:
+def refuse_fresh_over_backups(db: Path, backup_dir: Path, *, allow_fresh: bool) -> None:
+    """Refuse to create ``db`` from empty while ``backup_dir`` holds verified backups: a
+    missing database beside backups is lost data or a wrong path, not a first deployment.
+    ``allow_fresh`` (SIDECAR_ALLOW_FRESH) says it is on purpose."""
+    if allow_fresh:
         return
     # Every backup sidecar wrote a manifest for counts, even one modified since or found
     # corrupt by ``verify``: it still says a database lived here (``verified`` now also means
     # "nothing known against the file", which is no reason to create an empty one over it).
-    verified = [b for b in list_backups(settings.backup_dir) if b.manifest.get("verified")]
+    verified = [b for b in list_backups(backup_dir) if b.manifest.get("verified")]
     if not verified:
         return
     ours = [b for b in verified if b.belongs_to(db)]
@@ -350,7 +208,7 @@ def refuse_fresh_over_backups(db: Path, settings: Settings) -> None:
         )
     others = sorted({str(b.database) for b in verified})
     raise RefusedError(
-        f"database {db} is missing, and {settings.backup_dir} holds backups of "
+        f"database {db} is missing, and {backup_dir} holds backups of "
         f"{', '.join(others)} only: refusing to create an empty one",
         hint=f"check SIDECAR_DATABASE (a typo?) and that the data volume is mounted; {hint}",
     )
@@ -477,14 +335,8 @@ def no_backups_of(
 
 def rows_vanished(previous: BackupInfo, row_counts: dict[str, int]) -> dict[str, Any] | None:
     """Whether most of the data in ``previous`` is gone from a database now holding
-    ``row_counts``: fewer than a tenth of the rows it held.
-
-    That is what a wiped or unmounted volume looks like once the app has re-created its
-    schema, seeded it and written a little (a drained job queue, a purge of old sessions, is
-    a small part of the rows). The result names the newest backup that still holds the data;
-    a finding that ``previous`` itself carries is carried forward while the rows have not
-    come back, so it keeps naming the backup from before the loss. :func:`retention` never
-    deletes a backup named so.
+    ``row_counts`` (fewer than a tenth of its rows): what a wiped volume looks like.
+    See docs/design.md, 'Rows vanished'.
     """
     now = sum(int(n) for n in row_counts.values())
     carried = previous.rows_vanished
@@ -502,150 +354,13 @@ def rows_vanished(previous: BackupInfo, row_counts: dict[str, int]) -> dict[str,
     return {"since": previous.id, "rows_before": total, "rows_now": now, "tables": shrunk}
 
 
-def _bucket(kind: str, when: datetime) -> tuple[int, ...]:
-    if kind == "daily":
-        return (when.year, when.month, when.day)
-    if kind == "weekly":
-        iso = when.isocalendar()
-        return (iso.year, iso.week)
-    return (when.year, when.month)
-
-
-def retention(
-    backups: Sequence[BackupInfo],
-    *,
-    keep: int,
-    keep_daily: int = 0,
-    keep_weekly: int = 0,
-    keep_monthly: int = 0,
-    now: datetime,
-) -> tuple[list[BackupInfo], list[BackupInfo]]:
-    """Split ``backups`` into (keep, delete). Pure: reads nothing, deletes nothing.
-
-    Keeps the ``keep`` newest verified backups (at least one, whatever ``keep`` says), the
-    newest verified backup of each of the ``keep_daily`` most recent UTC days that have one
-    (likewise ISO weeks and months), every unverified file (it may not be ours: never
-    deleted), anything dated after ``now`` (a skewed clock is not a reason to delete), and
-    every backup that a kept one names as the last holding data since lost
-    (:func:`rows_vanished`): routine backups of an emptied database must not push out the
-    last copy of the data.
-    """
-    verified = sorted((b for b in backups if b.verified), key=lambda b: b.sort_key, reverse=True)
-    kept = {b.id for b in verified[: max(keep, 1)]}
-    kept |= {b.id for b in verified if b.created_at > now}
-    for kind, count in (("daily", keep_daily), ("weekly", keep_weekly), ("monthly", keep_monthly)):
-        seen: set[tuple[int, ...]] = set()
-        for info in verified:
-            bucket = _bucket(kind, info.created_at.astimezone(UTC))
-            if bucket in seen:
-                continue
-            if len(seen) >= count:
-                break
-            seen.add(bucket)
-            kept.add(info.id)
-    for info in verified:
-        if info.id in kept and (lost := info.rows_vanished) is not None:
-            kept.add(str(lost.get("since")))
-    keep_list = [b for b in backups if not b.verified or b.id in kept]
-    delete_list = [b for b in backups if b.verified and b.id not in kept]
-    return keep_list, delete_list
-
-
-@dataclass(frozen=True)
-class PruneOutcome:
-    kept: list[BackupInfo] = field(default_factory=list)
-    deleted: list[BackupInfo] = field(default_factory=list)
-    dry_run: bool = False
-    freed_bytes: int = 0
-
-
-def prune(
-    backup_dir: Path,
-    *,
-    keep: int,
-    keep_daily: int = 0,
-    keep_weekly: int = 0,
-    keep_monthly: int = 0,
-    database: Path | None = None,
-    environment: str | None = None,
-    protect: Sequence[str] = (),
-    dry_run: bool = False,
-    now: datetime | None = None,
-) -> PruneOutcome:
-    """Apply :func:`retention` to the backups of one ``database`` (:func:`backups_of`) and
-    ``environment``.
-
-    Backups of other databases or environments in the same folder are left alone; IDs in
-    ``protect`` (the backup just taken) are never deleted.
-    """
-    backups = [b for b in backups_of(backup_dir, database) if environment in (None, b.environment)]
-    keep_list, delete_list = retention(
-        backups,
-        keep=keep,
-        keep_daily=keep_daily,
-        keep_weekly=keep_weekly,
-        keep_monthly=keep_monthly,
-        now=now or datetime.now(UTC),
-    )
-    keep_list += [b for b in delete_list if b.id in protect]
-    delete_list = [b for b in delete_list if b.id not in protect]
-    freed = sum(b.size for b in delete_list)
-    if delete_list and not dry_run:
-        with folder_lock(backup_dir):
-            for info in delete_list:
-                # Manifest first: a crash in between leaves an unverified file, not a
-                # manifest that `verify` would report as a missing backup.
-                check_path(info.path).unlink(missing_ok=True)
-                info.manifest_path.unlink(missing_ok=True)
-                info.path.unlink(missing_ok=True)
-            fsync_dir(backup_dir)
-    log.info(
-        "backup.pruned",
-        deleted=[b.id for b in delete_list],
-        kept=len(keep_list),
-        freed_bytes=freed,
-        dry_run=dry_run,
-    )
-    return PruneOutcome(kept=keep_list, deleted=delete_list, dry_run=dry_run, freed_bytes=freed)
-
-
 def append_history(backup_dir: Path, record: dict[str, Any], *, group: int | None = None) -> None:
     """Append one JSON line to ``sidecar-history.jsonl`` beside the backups (O_APPEND)."""
     line = json.dumps({"at": datetime.now(UTC).isoformat(), **record}, default=str) + "\n"
-    mode = 0o640 if group is not None else 0o600
-    fd = os.open(
-        backup_dir / HISTORY_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode
-    )
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(backup_dir / HISTORY_NAME, flags, file_mode(group))
     try:
         os.write(fd, line.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def prune_by_policy(
-    settings: Settings, *, dry_run: bool, protect: Sequence[str] = ()
-) -> PruneOutcome:
-    """The settings' retention, per database: each database's backups form their own group
-    (only the configured database's when one is set)."""
-    if settings.database is not None:
-        databases = {settings.database}
-    else:
-        databases = {b.database for b in list_backups(settings.backup_dir)}
-    kept: list[BackupInfo] = []
-    deleted: list[BackupInfo] = []
-    for database in sorted(databases):
-        outcome = prune(
-            settings.backup_dir,
-            keep=settings.keep,
-            keep_daily=settings.keep_daily,
-            keep_weekly=settings.keep_weekly,
-            keep_monthly=settings.keep_monthly,
-            database=database,
-            environment=settings.environment,
-            protect=protect,
-            dry_run=dry_run,
-        )
-        kept += outcome.kept
-        deleted += outcome.deleted
-    return PruneOutcome(kept, deleted, dry_run, sum(b.size for b in deleted))

@@ -11,15 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import catalog
-from sidecar.catalog import BackupInfo, find_backup, retention
+from sidecar.backup import names, store
+from sidecar.backup.retention import prune, retention
+from sidecar.backup.store import BackupInfo, find_backup
 from sidecar.errors import RefusedError
 
 NOW = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
 
 
 def _info(i: int, when: datetime, verified: bool = True) -> BackupInfo:
-    name = f"portfolio_backup_production_{when.strftime(catalog.TIMESTAMP)}_{i}.db"
+    name = f"portfolio_backup_production_{when.strftime(names.TIMESTAMP)}_{i}.db"
     return BackupInfo(
         id=name,
         path=Path("/backups") / name,
@@ -105,7 +106,7 @@ def test_retention_keeps_backups_dated_in_the_future() -> None:
 def _write_backup(
     folder: Path, when: datetime, *, manifest: bool = True, stem: str = "portfolio"
 ) -> str:
-    name = f"{stem}_backup_production_{when.strftime(catalog.TIMESTAMP)}.db"
+    name = f"{stem}_backup_production_{when.strftime(names.TIMESTAMP)}.db"
     (folder / name).write_bytes(b"x" * 10)
     if manifest:
         (folder / f"{name}.json").write_text(json.dumps({"id": name, "verified": True}))
@@ -118,7 +119,7 @@ def test_prune_deletes_only_its_own_old_verified_backups(tmp_path: Path) -> None
     other_db = _write_backup(tmp_path, NOW - timedelta(days=9), stem="other")
     (tmp_path / "notes.txt").write_text("mine")
 
-    dry = catalog.prune(
+    dry = prune(
         tmp_path,
         keep=2,
         database=Path("/data/portfolio.db"),
@@ -128,7 +129,7 @@ def test_prune_deletes_only_its_own_old_verified_backups(tmp_path: Path) -> None
     assert [b.id for b in dry.deleted] == names[2:]
     assert all((tmp_path / n).exists() for n in names)
 
-    done = catalog.prune(
+    done = prune(
         tmp_path, keep=2, database=Path("/data/portfolio.db"), environment="production", now=NOW
     )
     assert [b.id for b in done.deleted] == names[2:]
@@ -140,7 +141,7 @@ def test_prune_deletes_only_its_own_old_verified_backups(tmp_path: Path) -> None
 def test_prune_never_deletes_a_protected_backup(tmp_path: Path) -> None:
     old = _write_backup(tmp_path, NOW - timedelta(days=3))
     _write_backup(tmp_path, NOW)
-    outcome = catalog.prune(tmp_path, keep=1, protect=(old,), now=NOW)
+    outcome = prune(tmp_path, keep=1, protect=(old,), now=NOW)
     assert outcome.deleted == []
     assert (tmp_path / old).exists()
 
@@ -164,7 +165,7 @@ def test_symlinked_backups_are_never_listed_nor_restorable(tmp_path: Path) -> No
     link = "portfolio_backup_production_20261123T210000Z.db"
     (folder / link).symlink_to(outside)
     (folder / f"{link}.json").write_text(json.dumps({"id": link, "verified": True}))
-    assert catalog.list_backups(folder) == []
+    assert store.list_backups(folder) == []
     with pytest.raises(RefusedError, match="symlink"):
         find_backup(folder, link)
 
@@ -172,16 +173,16 @@ def test_symlinked_backups_are_never_listed_nor_restorable(tmp_path: Path) -> No
 def test_missing_backups_are_manifests_without_their_file(tmp_path: Path) -> None:
     name = _write_backup(tmp_path, NOW)
     (tmp_path / name).unlink()
-    assert catalog.missing_backups(tmp_path) == [name]
-    assert catalog.list_backups(tmp_path) == []
+    assert store.missing_backups(tmp_path) == [name]
+    assert store.list_backups(tmp_path) == []
 
 
 def test_history_appends_json_lines(tmp_path: Path) -> None:
-    catalog.append_history(tmp_path, {"event": "backup", "id": "a"})
-    catalog.append_history(tmp_path, {"event": "prune", "deleted": []})
-    lines = (tmp_path / catalog.HISTORY_NAME).read_text().splitlines()
+    store.append_history(tmp_path, {"event": "backup", "id": "a"})
+    store.append_history(tmp_path, {"event": "prune", "deleted": []})
+    lines = (tmp_path / names.HISTORY_NAME).read_text().splitlines()
     assert [json.loads(line)["event"] for line in lines] == ["backup", "prune"]
-    assert oct((tmp_path / catalog.HISTORY_NAME).stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / names.HISTORY_NAME).stat().st_mode & 0o777) == "0o600"
 
 
 def _with_counts(info: BackupInfo, counts: dict[str, int], **extra: object) -> BackupInfo:
@@ -194,7 +195,7 @@ def test_rows_vanished_finds_a_wiped_database_not_a_drained_queue() -> None:
     before = _with_counts(_info(1, NOW - timedelta(hours=1)), full)
     # The volume was wiped; the app re-created its schema, seeded a user and wrote a little.
     reborn = {"users": 1, "portfolios": 1, "transactions": 19, "jobs": 0, "empty": 0}
-    assert catalog.rows_vanished(before, reborn) == {
+    assert store.rows_vanished(before, reborn) == {
         "since": before.id,
         "rows_before": 218,
         "rows_now": 21,
@@ -204,14 +205,14 @@ def test_rows_vanished_finds_a_wiped_database_not_a_drained_queue() -> None:
         },
     }
     # Missing tables count as empty (a database re-created from an older schema).
-    assert catalog.rows_vanished(before, {"users": 0}) is not None
+    assert store.rows_vanished(before, {"users": 0}) is not None
     # A drained job queue, a purge of a fifth of the rows: data changes, not data loss.
-    assert catalog.rows_vanished(before, {**full, "jobs": 0}) is None
-    assert catalog.rows_vanished(before, {**full, "transactions": 160, "users": 0}) is None
-    assert catalog.rows_vanished(before, {**reborn, "transactions": 22}) is None  # 10 %
+    assert store.rows_vanished(before, {**full, "jobs": 0}) is None
+    assert store.rows_vanished(before, {**full, "transactions": 160, "users": 0}) is None
+    assert store.rows_vanished(before, {**reborn, "transactions": 22}) is None  # 10 %
     # A first backup of an empty database has nothing to lose.
     empty = _with_counts(_info(2, NOW - timedelta(hours=1)), dict.fromkeys(full, 0))
-    assert catalog.rows_vanished(empty, dict.fromkeys(full, 0)) is None
+    assert store.rows_vanished(empty, dict.fromkeys(full, 0)) is None
 
 
 def test_a_finding_is_carried_forward_until_the_data_is_back() -> None:
@@ -221,12 +222,12 @@ def test_a_finding_is_carried_forward_until_the_data_is_back() -> None:
         rows_vanished=finding,
     )  # fmt: skip
     # Still (nearly) empty: the same finding, naming the same backup.
-    assert catalog.rows_vanished(after, {"users": 1, "transactions": 5}) == {
+    assert store.rows_vanished(after, {"users": 1, "transactions": 5}) == {
         **finding,
         "rows_now": 6,
     }
     # Restored: nothing vanished any more.
-    assert catalog.rows_vanished(after, {"users": 10, "transactions": 200}) is None
+    assert store.rows_vanished(after, {"users": 10, "transactions": 200}) is None
 
 
 def test_retention_keeps_the_last_backup_before_the_data_vanished() -> None:

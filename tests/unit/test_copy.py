@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from sidecar import copier
+from sidecar import fs
+from sidecar.backup import copy
 
-CHUNK = copier.COPY_CHUNK
+CHUNK = fs.COPY_CHUNK
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def open_pair(tmp_path: Path) -> Iterator[Callable[[bytes], tuple[int, int, Path
         src, dst = tmp_path / "src", tmp_path / "dst"
         src.write_bytes(data)
         fds.append(os.open(src, os.O_RDONLY))
-        fds.append(copier.create_exclusive(dst, 0o600, None, readable=True))
+        fds.append(fs.create_exclusive(dst, 0o600, None, readable=True))
         return fds[-2], fds[-1], dst
 
     yield make
@@ -60,9 +61,9 @@ def test_copy_is_exact_and_hashes_the_bytes_read(
 ) -> None:
     data = os.urandom(size)
     src, dst, path = open_pair(data)
-    sync_range = copier._load_sync_file_range() if sync == "real" else None
-    stats = copier.CopyStats()
-    copied, sha = copier.copy_verified(
+    sync_range = copy.load_sync_file_range() if sync == "real" else None
+    stats = copy.CopyStats()
+    copied, sha = copy.copy_verified(
         src, dst, sync_range=sync_range, kernel_copy=kernel, stats=stats
     )
     assert copied == size
@@ -79,12 +80,12 @@ def test_the_kernel_copies_on_ext4_and_tmpfs(
     """copy_file_range is only used where it cannot share blocks with the database."""
     src, dst, _ = open_pair(b"x")
     if sys.platform.startswith("linux") and _fs_type(dst) in {"ext2", "ext3", "ext4", "tmpfs"}:
-        assert copier.copies_bytes(dst)
-        stats = copier.CopyStats()
-        copier.copy_verified(src, dst, kernel_copy=True, stats=stats)
+        assert copy.copies_bytes(dst)
+        stats = copy.CopyStats()
+        copy.copy_verified(src, dst, kernel_copy=True, stats=stats)
         assert stats.method == "copy_file_range"
     else:
-        assert not copier.copies_bytes(dst)
+        assert not copy.copies_bytes(dst)
 
 
 def _fs_type(fd: int) -> str:
@@ -111,8 +112,8 @@ def test_without_copy_file_range_it_reads_and_writes(
     monkeypatch.setattr(os, "copy_file_range", refuse)
     data = os.urandom(3 * CHUNK + 5)
     src, dst, path = open_pair(data)
-    stats = copier.CopyStats()
-    copied, sha = copier.copy_verified(src, dst, kernel_copy=True, stats=stats)
+    stats = copy.CopyStats()
+    copied, sha = copy.copy_verified(src, dst, kernel_copy=True, stats=stats)
     assert (copied, sha) == (len(data), hashlib.sha256(data).hexdigest())
     assert path.read_bytes() == data
     assert stats.method == "read-write"
@@ -129,9 +130,9 @@ def test_a_copy_file_range_error_midway_is_raised(
         return real(src, dst, count, off_src, off_dst)
 
     monkeypatch.setattr(os, "copy_file_range", failing)
-    src, dst, _ = open_pair(os.urandom(3 * copier.KERNEL_STEP))
+    src, dst, _ = open_pair(os.urandom(3 * copy.KERNEL_STEP))
     with pytest.raises(OSError, match="disk says no"):
-        copier.copy_verified(src, dst, kernel_copy=True)
+        copy.copy_verified(src, dst, kernel_copy=True)
 
 
 def _kernel_copy_then(
@@ -156,12 +157,12 @@ def test_kernel_copy_a_flipped_byte_is_caught(
 ) -> None:
     """The destination differs from a source that did not change: always an error (on a
     source that may change, once rewriting the chunk from the source did not help)."""
-    data = os.urandom(2 * copier.KERNEL_STEP)
+    data = os.urandom(2 * copy.KERNEL_STEP)
     src, dst, _ = open_pair(data)
-    at = copier.KERNEL_STEP + 777
+    at = copy.KERNEL_STEP + 777
 
     def flip(src_fd: int, dst_fd: int, offset: int) -> None:
-        if offset <= at < offset + copier.KERNEL_STEP:
+        if offset <= at < offset + copy.KERNEL_STEP:
             os.pwrite(dst_fd, bytes([data[at] ^ 0x04]), at)
 
     _kernel_copy_then(monkeypatch, flip)
@@ -175,8 +176,8 @@ def test_kernel_copy_a_flipped_byte_is_caught(
             return n
 
         monkeypatch.setattr(os, "pwrite", pwrite)
-    with pytest.raises(copier.CopyMismatch) as caught:
-        copier.copy_verified(src, dst, kernel_copy=True, stable=stable)
+    with pytest.raises(copy.CopyMismatch) as caught:
+        copy.copy_verified(src, dst, kernel_copy=True, stable=stable)
     assert caught.value.offset == at - at % CHUNK
 
 
@@ -185,7 +186,7 @@ def test_kernel_copy_a_source_changed_by_a_checkpoint_is_recopied(
 ) -> None:
     """WAL mode, -wal needed: a checkpoint may write the db file mid-copy. The chunk that
     changed is rewritten from the verifier's read, and the hash is of what the file holds."""
-    data = bytearray(os.urandom(2 * copier.KERNEL_STEP))
+    data = bytearray(os.urandom(2 * copy.KERNEL_STEP))
     src, dst, path = open_pair(bytes(data))
 
     def checkpoint(src_fd: int, dst_fd: int, offset: int) -> None:
@@ -197,11 +198,11 @@ def test_kernel_copy_a_source_changed_by_a_checkpoint_is_recopied(
                 handle.write(new)
 
     _kernel_copy_then(monkeypatch, checkpoint)
-    stats = copier.CopyStats()
-    with pytest.raises(copier.CopyMismatch):  # not allowed on a frozen source
-        copier.copy_verified(src, dst, kernel_copy=True, stable=True)
+    stats = copy.CopyStats()
+    with pytest.raises(copy.CopyMismatch):  # not allowed on a frozen source
+        copy.copy_verified(src, dst, kernel_copy=True, stable=True)
     os.ftruncate(dst, 0)
-    _, sha = copier.copy_verified(src, dst, kernel_copy=True, stable=False, stats=stats)
+    _, sha = copy.copy_verified(src, dst, kernel_copy=True, stable=False, stats=stats)
     assert stats.repaired == 1
     assert path.read_bytes() == bytes(data)
     assert sha == hashlib.sha256(data).hexdigest()
@@ -211,7 +212,7 @@ def test_size_bounds_the_copy(open_pair: Callable[[bytes], tuple[int, int, Path]
     """A -wal grows while it is copied: only what was there when the copy began is taken."""
     data = os.urandom(2 * CHUNK + 10)
     src, dst, path = open_pair(data)
-    copied, sha = copier.copy_verified(src, dst, size=CHUNK + 5)
+    copied, sha = copy.copy_verified(src, dst, size=CHUNK + 5)
     assert copied == CHUNK + 5
     assert path.read_bytes() == data[: CHUNK + 5]
     assert sha == hashlib.sha256(data[: CHUNK + 5]).hexdigest()
@@ -222,7 +223,7 @@ def test_a_source_shorter_than_size_stops_at_its_end(
 ) -> None:
     data = os.urandom(CHUNK + 7)
     src, dst, path = open_pair(data)
-    copied, _ = copier.copy_verified(src, dst, size=10 * CHUNK)
+    copied, _ = copy.copy_verified(src, dst, size=10 * CHUNK)
     assert copied == len(data)
     assert path.read_bytes() == data
 
@@ -230,14 +231,14 @@ def test_a_source_shorter_than_size_stops_at_its_end(
 def test_writeback_is_queued_per_chunk_and_waited_for_beyond_the_window(
     open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(copier, "WRITEBACK_WINDOW", 2 * CHUNK)
+    monkeypatch.setattr(copy, "WRITEBACK_WINDOW", 2 * CHUNK)
     data = os.urandom(8 * CHUNK)
     src, dst, path = open_pair(data)
     fake = FakeSyncRange()
-    copier.copy_verified(src, dst, sync_range=fake)
+    copy.copy_verified(src, dst, sync_range=fake)
     assert path.read_bytes() == data
-    wait = copier._SFR_WAIT_BEFORE | copier._SFR_WRITE | copier._SFR_WAIT_AFTER
-    queued = [(o, n) for o, n, f in fake.calls if f == copier._SFR_WRITE]
+    wait = copy._SFR_WAIT_BEFORE | copy._SFR_WRITE | copy._SFR_WAIT_AFTER
+    queued = [(o, n) for o, n, f in fake.calls if f == copy._SFR_WRITE]
     assert queued == [(i * CHUNK, CHUNK) for i in range(8)]
     # Each time the file got more than the window ahead of what is on disk, the writer
     # waited up to (end - window): never more than the window in flight.
@@ -251,7 +252,7 @@ def test_without_sync_file_range_it_falls_back_to_fdatasync(
     monkeypatch: pytest.MonkeyPatch,
     code: int,
 ) -> None:
-    monkeypatch.setattr(copier, "SYNC_EVERY", CHUNK)
+    monkeypatch.setattr(copy, "SYNC_EVERY", CHUNK)
     synced: list[int] = []
     real = os.fdatasync
 
@@ -263,7 +264,7 @@ def test_without_sync_file_range_it_falls_back_to_fdatasync(
     data = os.urandom(4 * CHUNK)
     src, dst, path = open_pair(data)
     fake = FakeSyncRange(fail=code)
-    copied, sha = copier.copy_verified(src, dst, sync_range=fake)
+    copied, sha = copy.copy_verified(src, dst, sync_range=fake)
     assert (copied, sha) == (len(data), hashlib.sha256(data).hexdigest())
     assert path.read_bytes() == data
     assert len(fake.calls) == 1  # tried once, then never again
@@ -275,7 +276,7 @@ def test_a_real_writeback_error_is_not_swallowed(
 ) -> None:
     src, dst, _ = open_pair(os.urandom(2 * CHUNK))
     with pytest.raises(OSError, match="Input/output") as caught:
-        copier.copy_verified(src, dst, sync_range=FakeSyncRange(fail=errno.EIO))
+        copy.copy_verified(src, dst, sync_range=FakeSyncRange(fail=errno.EIO))
     assert caught.value.errno == errno.EIO
 
 
@@ -297,8 +298,8 @@ def test_a_byte_flipped_between_write_and_read_back_is_caught(
         return n
 
     monkeypatch.setattr(os, "pwrite", flipping)
-    with pytest.raises(copier.CopyMismatch) as caught:
-        copier.copy_verified(src, dst)
+    with pytest.raises(copy.CopyMismatch) as caught:
+        copy.copy_verified(src, dst)
     assert caught.value.offset == at - at % CHUNK
 
 
@@ -317,8 +318,8 @@ def test_a_short_read_back_is_caught(
         return real_pread(fd, buffers, offset)
 
     monkeypatch.setattr(os, "preadv", preadv)
-    with pytest.raises(copier.CopyMismatch):
-        copier.copy_verified(src, dst)
+    with pytest.raises(copy.CopyMismatch):
+        copy.copy_verified(src, dst)
 
 
 def test_a_read_error_stops_the_verifier_and_is_raised(
@@ -334,7 +335,7 @@ def test_a_read_error_stops_the_verifier_and_is_raised(
 
     monkeypatch.setattr(os, "preadv", failing)
     with pytest.raises(OSError, match="disk says no"):
-        copier.copy_verified(src, dst)
+        copy.copy_verified(src, dst)
 
 
 def test_on_read_runs_once_after_the_last_byte_is_read(
@@ -344,7 +345,7 @@ def test_on_read_runs_once_after_the_last_byte_is_read(
     src, dst, _ = open_pair(data)
     seen: list[int] = []
     progress: list[int] = []
-    copier.copy_verified(src, dst, progress=progress.append, on_read=lambda: seen.append(1))
+    copy.copy_verified(src, dst, progress=progress.append, on_read=lambda: seen.append(1))
     assert seen == [1]
     assert progress[-1] == len(data)
 
@@ -353,7 +354,7 @@ def _child(job: dict[str, Any] | None, line: str | None = None) -> list[dict[str
     root = Path(__file__).resolve().parents[2]
     text = line if line is not None else "go " + json.dumps(job) + "\n"
     done = subprocess.run(
-        [sys.executable, "-m", "sidecar.copier"],
+        [sys.executable, "-m", "sidecar.backup.child"],
         input=text,
         capture_output=True,
         text=True,

@@ -1,0 +1,387 @@
+"""The verified copy: every byte written is read back and compared, and hashed as read.
+
+Imported by the copier child only (see :mod:`sidecar.backup.child`): keep it light. How it
+works, and what the read-back proves: see docs/design.md, 'The verified copy'.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from queue import SimpleQueue
+
+from sidecar.fs import COPY_CHUNK, SYNC_EVERY, BytesDone
+
+# Buffers in flight between reader and verifier: with the read-back buffer, ~10 MiB of RSS.
+COPY_BUFFERS = 4
+# With sync_file_range: the most data of ours still on its way to disk. The app's fsyncs may
+# wait behind it (ext4 data=ordered), so it bounds their stall; too small starves the disk.
+WRITEBACK_WINDOW = 32 << 20
+KERNEL_STEP = 8 << 20  # bytes per copy_file_range call; the verifier reads them 2 MiB at a time
+# copy_file_range refused for this pair of files (old kernel, other file systems, ...).
+_CFR_UNSUPPORTED = (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+# statfs f_type of file systems where copy_file_range always copies the bytes: on others
+# (XFS, btrfs, NFS, ...) it may share blocks with the live database (reflink), and a backup
+# must not: a later corrupt block would be corrupt in both, and every page the app then
+# writes would be copied-on-write, fragmenting its database.
+_COPYING_FILE_SYSTEMS = frozenset({0xEF53, 0x01021994})  # ext2/3/4, tmpfs
+# <linux/fs.h>
+_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+# sync_file_range is not there (or not for this file system): fall back to fdatasync.
+_SFR_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP)
+
+SyncRange = Callable[[int, int, int, int], None]
+
+
+class CopyMismatch(Exception):
+    """The backup file, read back, differs from the bytes read from the source."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"the backup file differs from the bytes read, near byte {offset}")
+        self.offset = offset
+
+
+def load_sync_file_range() -> SyncRange | None:
+    """Linux's sync_file_range(2) through ctypes (the os module lacks it); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+
+    def sync_range(fd: int, offset: int, length: int, flags: int) -> None:
+        if func(fd, offset, length, flags) != 0:  # ctypes drops the GIL for the call
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return sync_range
+
+
+def copies_bytes(fd: int) -> bool:
+    """Whether ``copy_file_range`` into ``fd`` is known to copy bytes, never share blocks.
+
+    Reads ``statfs().f_type`` through ctypes (``os.statvfs`` lacks it); False when unsure.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
+        if libc.fstatfs(fd, buf) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    # f_type is the first member, a C long (__fsword_t) on every Linux ABI.
+    f_type = ctypes.c_long.from_buffer(buf).value
+    return f_type in _COPYING_FILE_SYSTEMS
+
+
+class Writeback:
+    """Gets written data to disk early, so dirty pages never pile up: ``sync_file_range``
+    with at most ``window`` bytes in flight, else ``fdatasync`` every 64 MiB.
+    See docs/design.md, 'Writeback'."""
+
+    def __init__(self, fd: int, sync_range: SyncRange | None, window: int) -> None:
+        self.fd = fd
+        self.sync_range = sync_range
+        self.window = window
+        self.started = 0  # writeback queued up to this offset
+        self.done = 0  # and finished up to this one
+        self.unsynced = 0
+
+    @property
+    def method(self) -> str:
+        return "sync_file_range" if self.sync_range is not None else "fdatasync"
+
+    def written(self, end: int) -> None:
+        """The file is written up to ``end``: queue that for writeback, and wait while too
+        much of it is still in flight."""
+        if self._range(self.started, end - self.started, _SFR_WRITE):
+            self.started = end
+            if end - self.done > self.window:
+                target = end - self.window
+                flags = _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER
+                if self._range(self.done, target - self.done, flags):
+                    self.done = target
+            return
+        self.unsynced += end - self.started
+        self.started = end
+        if self.unsynced >= SYNC_EVERY:
+            os.fdatasync(self.fd)
+            self.unsynced = 0
+
+    def _range(self, offset: int, length: int, flags: int) -> bool:
+        sync_range = self.sync_range
+        if sync_range is None:
+            return False
+        try:
+            sync_range(self.fd, offset, length, flags)
+        except OSError as exc:
+            if exc.errno not in _SFR_UNSUPPORTED:
+                raise
+            self.sync_range = None  # e.g. a file system without it: fdatasync from now on
+            return False
+        return True
+
+
+def _view(buf: bytearray, length: int) -> memoryview:
+    return memoryview(buf)[:length]
+
+
+def _pread_full(fd: int, buf: bytearray, offset: int, length: int) -> int:
+    """Read up to ``length`` bytes at ``offset`` into ``buf``; fewer only at end of file."""
+    view = memoryview(buf)
+    got = 0
+    while got < length:
+        n = os.preadv(fd, [view[got:length]], offset + got)
+        if n == 0:
+            break
+        got += n
+    return got
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+class _Verifier(threading.Thread):
+    """Hashes each chunk, reads it back from the destination and compares."""
+
+    def __init__(self, dst_fd: int, free: SimpleQueue[bytearray | None]) -> None:
+        super().__init__(name="copier-verify", daemon=True)
+        self.dst_fd = dst_fd
+        self.free = free
+        self.todo: SimpleQueue[tuple[bytearray, int, int] | None] = SimpleQueue()
+        self.digest = hashlib.sha256()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        back = bytearray(COPY_CHUNK)
+        try:
+            while (item := self.todo.get()) is not None:
+                self._verify(*item, back)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, re-raised there
+            self.error = exc
+            self.free.put(None)  # wake the reader if it waits for a buffer
+
+    def _verify(self, buf: bytearray, offset: int, length: int, back: bytearray) -> None:
+        self.digest.update(_view(buf, length))
+        if not _holds(self.dst_fd, back, offset, length, buf):
+            raise CopyMismatch(offset)
+        self.free.put(buf)
+
+
+class CopyStats:
+    """How a copy went: the method used, and chunks rewritten after a read-back mismatch."""
+
+    def __init__(self) -> None:
+        self.method = "read-write"
+        self.repaired = 0
+
+
+def copy_verified(
+    src_fd: int,
+    dst_fd: int,
+    *,
+    size: int | None = None,
+    progress: BytesDone | None = None,
+    raise_if_aborted: Callable[[], None] | None = None,
+    on_read: Callable[[], None] | None = None,
+    sync_range: SyncRange | None = None,
+    kernel_copy: bool = False,
+    stable: bool = True,
+    stats: CopyStats | None = None,
+) -> tuple[int, str]:
+    """Copy ``src_fd`` into ``dst_fd`` (opened read-write); (bytes, sha256 of the bytes read).
+
+    ``size`` bounds the copy (None: to end of file); ``on_read`` runs once the source will
+    not be read again; ``kernel_copy``: by ``copy_file_range``; ``stable`` False: a chunk
+    the source changed under the copy is rewritten. Raises :class:`CopyMismatch`.
+    See docs/design.md, 'The verified copy'.
+    """
+    stats = stats if stats is not None else CopyStats()
+    with suppress(OSError, AttributeError):  # AttributeError: no posix_fadvise (macOS)
+        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # bigger readahead when cold
+    writeback = Writeback(dst_fd, sync_range, WRITEBACK_WINDOW)
+    if kernel_copy:
+        try:
+            result = _copy_in_kernel(
+                src_fd,
+                dst_fd,
+                writeback,
+                size=size,
+                progress=progress,
+                raise_if_aborted=raise_if_aborted,
+                stable=stable,
+                stats=stats,
+            )
+        except _KernelCopyRefused:
+            pass
+        else:
+            if on_read is not None:
+                on_read()
+            os.fsync(dst_fd)  # data left in flight, the size, the block map
+            return result
+    return _copy_through_buffers(
+        src_fd,
+        dst_fd,
+        writeback,
+        size=size,
+        progress=progress,
+        raise_if_aborted=raise_if_aborted,
+        on_read=on_read,
+    )
+
+
+def _copy_through_buffers(
+    src_fd: int,
+    dst_fd: int,
+    writeback: Writeback,
+    *,
+    size: int | None,
+    progress: BytesDone | None,
+    raise_if_aborted: Callable[[], None] | None,
+    on_read: Callable[[], None] | None,
+) -> tuple[int, str]:
+    """Each byte read once into a buffer, written from it, hashed, read back and compared."""
+    free: SimpleQueue[bytearray | None] = SimpleQueue()
+    for _ in range(COPY_BUFFERS):
+        free.put(bytearray(COPY_CHUNK))
+    verifier = _Verifier(dst_fd, free)
+    verifier.start()
+    offset = 0
+    try:
+        while size is None or offset < size:
+            buf = free.get()
+            if buf is None:  # the verifier failed: its error is raised below
+                break
+            want = COPY_CHUNK if size is None else min(COPY_CHUNK, size - offset)
+            length = _pread_full(src_fd, buf, offset, want)
+            if length:
+                _pwrite_all(dst_fd, memoryview(buf)[:length], offset)
+                verifier.todo.put((buf, offset, length))
+                offset += length
+                writeback.written(offset)
+            if raise_if_aborted is not None:
+                raise_if_aborted()
+            if progress is not None:
+                progress(offset)
+            if length < want:  # end of file
+                break
+        if on_read is not None and verifier.error is None:
+            on_read()
+    finally:
+        verifier.todo.put(None)
+        verifier.join()
+    if verifier.error is not None:
+        raise verifier.error
+    os.fsync(dst_fd)  # data left in flight, the size, the block map
+    return offset, verifier.digest.hexdigest()
+
+
+class _KernelCopyRefused(Exception):
+    """copy_file_range is not available for these files: nothing was copied yet."""
+
+
+class _RangeVerifier(threading.Thread):
+    """Reads each copied range from source and destination, compares, hashes the source."""
+
+    def __init__(self, src_fd: int, dst_fd: int, *, stable: bool, stats: CopyStats) -> None:
+        super().__init__(name="copier-verify", daemon=True)
+        self.src_fd = src_fd
+        self.dst_fd = dst_fd
+        self.stable = stable
+        self.stats = stats
+        self.todo: SimpleQueue[tuple[int, int] | None] = SimpleQueue()
+        self.digest = hashlib.sha256()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        read, back = bytearray(COPY_CHUNK), bytearray(COPY_CHUNK)
+        try:
+            while (item := self.todo.get()) is not None:
+                offset, end = item[0], item[0] + item[1]
+                while offset < end:
+                    length = min(COPY_CHUNK, end - offset)
+                    self._verify(offset, length, read, back)
+                    offset += length
+        except BaseException as exc:  # noqa: BLE001 - handed to the copier, re-raised there
+            self.error = exc
+
+    def _verify(self, offset: int, length: int, read: bytearray, back: bytearray) -> None:
+        if _pread_full(self.src_fd, read, offset, length) != length:
+            raise CopyMismatch(offset)  # the source shrank under the copy
+        if not _holds(self.dst_fd, back, offset, length, read):
+            if self.stable:
+                raise CopyMismatch(offset)
+            # A checkpoint wrote this range of the source between the two reads (the copied
+            # -wal replays any such page): keep, and hash, what was read last.
+            _pwrite_all(self.dst_fd, _view(read, length), offset)
+            self.stats.repaired += 1
+            if not _holds(self.dst_fd, back, offset, length, read):
+                raise CopyMismatch(offset)
+        self.digest.update(_view(read, length))
+
+
+def _holds(fd: int, back: bytearray, offset: int, length: int, expected: bytearray) -> bool:
+    """Whether ``fd`` holds ``expected[:length]`` at ``offset``."""
+    if _pread_full(fd, back, offset, length) != length:
+        return False
+    # bytearray == bytearray is a memcmp; comparing memoryviews is 40x slower, but only the
+    # last, short chunk needs it, and slicing would copy (RSS).
+    return (
+        expected == back if length == len(back) else _view(expected, length) == _view(back, length)
+    )
+
+
+def _copy_in_kernel(
+    src_fd: int,
+    dst_fd: int,
+    writeback: Writeback,
+    *,
+    size: int | None,
+    progress: BytesDone | None,
+    raise_if_aborted: Callable[[], None] | None,
+    stable: bool,
+    stats: CopyStats,
+) -> tuple[int, str]:
+    verifier = _RangeVerifier(src_fd, dst_fd, stable=stable, stats=stats)
+    verifier.start()
+    offset = 0
+    try:
+        while (size is None or offset < size) and verifier.error is None:
+            want = KERNEL_STEP if size is None else min(KERNEL_STEP, size - offset)
+            try:
+                copied = os.copy_file_range(src_fd, dst_fd, want, offset, offset)
+            except OSError as exc:
+                if offset == 0 and exc.errno in _CFR_UNSUPPORTED:
+                    raise _KernelCopyRefused from exc
+                raise
+            if copied == 0:  # end of file
+                break
+            verifier.todo.put((offset, copied))
+            offset += copied
+            writeback.written(offset)
+            if raise_if_aborted is not None:
+                raise_if_aborted()
+            if progress is not None:
+                progress(offset)
+    finally:
+        verifier.todo.put(None)
+        verifier.join()
+    if verifier.error is not None:
+        raise verifier.error
+    stats.method = "copy_file_range"
+    return offset, verifier.digest.hexdigest()
