@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sidecar import database, logs, migrate  # noqa: E402 (after the path tweak)
+from sidecar import database, logs  # noqa: E402 (after the path tweak)
+from sidecar.migrate import apply  # noqa: E402 (after the path tweak)
 from sidecar.schema.catalogue import read_catalogue  # noqa: E402 (after the path tweak)
 from sidecar.schema.desired import load_desired  # noqa: E402 (after the path tweak)
 from sidecar.schema.diff import make_plan  # noqa: E402 (after the path tweak)
@@ -126,9 +127,9 @@ def bench_migrate(folder: Path, rows: int, runs: int) -> list[tuple[str, float, 
                 kinds |= {op.kind for op in plan.operations}
                 applying = time.perf_counter()
                 for op in plan.operations:
-                    migrate.apply_operation(locked, op)
+                    apply.apply_operation(locked, op)
                 verifying = time.perf_counter()
-                migrate.verify(locked, desired, counts)
+                apply.verify(locked, desired, counts)
                 done = time.perf_counter()
                 locked.execute("COMMIT")
             ended = time.perf_counter()

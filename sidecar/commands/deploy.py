@@ -9,10 +9,10 @@ from typing import Any
 from sidecar import alerts, containers, schedule
 from sidecar.backup import store
 from sidecar.commands.backups import run_scheduled, take_backup
-from sidecar.deploy_report import DeployReport
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
-from sidecar.pipeline import run_deploy
+from sidecar.pipeline.report import DeployReport
+from sidecar.pipeline.run import run_deploy
 from sidecar.schema.source import parse
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop, stop_on_sigterm

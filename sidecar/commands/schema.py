@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import alerts
 from sidecar.errors import ExitCode, RefusedError
-from sidecar.growth import Growth
 from sidecar.logs import get_logger
-from sidecar.preview import and_more, read_preview, refusal
+from sidecar.migrate.growth import Growth
+from sidecar.migrate.preview import and_more, read_preview, refusal
 from sidecar.schema.operations import Plan
 from sidecar.schema.source import load_desired
 from sidecar.settings import Settings
 
 if TYPE_CHECKING:
-    from sidecar.deploy_report import DeployReport
+    from sidecar.pipeline.report import DeployReport
 
 log = get_logger(__name__)
 
@@ -147,7 +147,7 @@ def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateRe
     """The deploy pipeline without containers: preflight, lease, quiesce, verified backup,
     the plan applied and verified in one transaction, commit. Creates a missing database."""
     # Imported here: the pipeline pulls in the Docker seam, which `plan` never needs.
-    from sidecar.pipeline import run_deploy  # noqa: PLC0415 (keeps `plan` free of Docker)
+    from sidecar.pipeline.run import run_deploy  # noqa: PLC0415 (keeps `plan` free of Docker)
 
     report = run_deploy(settings, apps=None, dry_run=dry_run)
     log.info("migrate.done", **report.done_fields())

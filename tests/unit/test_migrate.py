@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from sidecar import database, migrate, preview
-from sidecar.conflicts import row_conflicts
+from sidecar import database
 from sidecar.errors import HealthError, RefusedError
+from sidecar.migrate import apply, fresh, preview, rebuild
+from sidecar.migrate.conflicts import row_conflicts
 from sidecar.schema.catalogue import Catalogue, read_catalogue
 from sidecar.schema.desired import load_desired
 from sidecar.schema.diff import make_plan
@@ -63,7 +64,7 @@ def run(
     with database.write_lock(db, 5) as conn:
         plan = make_plan(read_catalogue(conn), desired, row_counts=database.row_counts(conn))
         if plan.operations or plan.refused:
-            migrate.apply_plan(conn, plan, desired, guards=list(checks))
+            apply.apply_plan(conn, plan, desired, guards=list(checks))
             conn.execute("COMMIT")
     return plan
 
@@ -84,7 +85,7 @@ def all_hashes(db: Path) -> dict[str, dict[str, str]]:
     conn = database.connect(db)
     try:
         catalogue = read_catalogue(conn)
-        return {t.name: migrate.column_hashes(conn, t) for t in catalogue.tables}
+        return {t.name: rebuild.column_hashes(conn, t) for t in catalogue.tables}
     finally:
         conn.close()
 
@@ -320,10 +321,10 @@ def test_refusals_and_foreign_keys_on_stop_before_any_change(tmp_path: Path) -> 
         conn.execute("BEGIN IMMEDIATE")
         plan = make_plan(read_catalogue(conn), rebuild, row_counts={"t": 1})
         with pytest.raises(RefusedError, match="foreign key enforcement"):
-            migrate.apply_plan(conn, plan, rebuild)
+            apply.apply_plan(conn, plan, rebuild)
     conn = database.connect(db)
     with pytest.raises(RuntimeError, match="transaction"):
-        migrate.apply_plan(conn, plan, rebuild)
+        apply.apply_plan(conn, plan, rebuild)
     conn.close()
 
 
@@ -341,21 +342,21 @@ def test_column_hashes_see_a_changed_value(tmp_path: Path) -> None:
 def test_create_fresh_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
     desired = load_desired(ROOT / "deploy/schema/v2")
     db = tmp_path / "data" / "portfolio.db"
-    migrate.create_fresh(db, desired)
+    fresh.create_fresh(db, desired)
     assert sorted(p.name for p in db.parent.iterdir()) == ["portfolio.db"]
     conn = database.connect(db, readonly=True)
     assert not make_plan(read_catalogue(conn), desired, row_counts={}).operations
     conn.close()
     before = sha(db)
     with pytest.raises(RefusedError, match="appeared"):
-        migrate.create_fresh(db, desired)
+        fresh.create_fresh(db, desired)
     assert sha(db) == before
     assert sorted(p.name for p in db.parent.iterdir()) == ["portfolio.db"]
 
     orphan = tmp_path / "orphan.db"
     Path(f"{orphan}-wal").write_bytes(b"x")
     with pytest.raises(RefusedError, match="-wal"):
-        migrate.create_fresh(orphan, desired)
+        fresh.create_fresh(orphan, desired)
     assert not orphan.exists()
 
 
@@ -378,7 +379,7 @@ def test_rebuild_proof_catches_a_changed_value_and_rolls_back(tmp_path: Path) ->
         conn.execute("BEGIN IMMEDIATE")
         plan = make_plan(read_catalogue(conn), desired, row_counts={"t": 1})
         with pytest.raises(HealthError, match=r"changed the values of column\(s\) a"):
-            migrate.apply_plan(conn, plan, desired)
+            apply.apply_plan(conn, plan, desired)
         conn.execute("ROLLBACK")
     finally:
         conn.close()
@@ -389,12 +390,12 @@ def test_verify_checks_row_counts_and_the_re_plan(tmp_path: Path) -> None:
     db = build(tmp_path / "t.db", "CREATE TABLE t (a INT); INSERT INTO t VALUES (1);")
     same = load(tmp_path, "CREATE TABLE t (a INT);")
     with database.write_lock(db, 5) as conn:
-        migrate.verify(conn, same, {"t": 1})
+        apply.verify(conn, same, {"t": 1})
         with pytest.raises(HealthError, match='table "t" had 2 rows, now 1'):
-            migrate.verify(conn, same, {"t": 2})
+            apply.verify(conn, same, {"t": 2})
         more = load(tmp_path, "CREATE TABLE t (a INT, b INT);")
         with pytest.raises(HealthError, match="does not match the desired one"):
-            migrate.verify(conn, more, {"t": 1})
+            apply.verify(conn, more, {"t": 1})
 
 
 def test_pre_existing_foreign_key_problems_are_not_blamed_on_the_change(tmp_path: Path) -> None:
@@ -434,9 +435,9 @@ def test_foreign_keys_are_checked_where_the_change_could_break_them(tmp_path: Pa
             "add_column", "add_column", "create_table", "rebuild_table",
         ]  # fmt: skip
         for op in plan.operations:
-            migrate.apply_operation(conn, op)
+            apply.apply_operation(conn, op)
         # The rebuilt parent, its child, the new REFERENCES column, the new table; not `big`.
-        assert migrate.foreign_key_scope(conn, plan) == {"p", "c", "other", "fresh"}
+        assert apply.foreign_key_scope(conn, plan) == {"p", "c", "other", "fresh"}
 
 
 # The check after the change: what it wrote, when the state before it was checked elsewhere.
@@ -462,7 +463,7 @@ CREATE TRIGGER kept_t AFTER INSERT ON kept BEGIN SELECT 1; END;
 def _apply(db: Path, desired: Catalogue, *, quick_checked_before: bool) -> None:
     with database.write_lock(db, 5) as conn:
         plan = preview.plan_for(conn, desired)
-        migrate.apply_plan(conn, plan, desired, quick_checked_before=quick_checked_before)
+        apply.apply_plan(conn, plan, desired, quick_checked_before=quick_checked_before)
         conn.execute("COMMIT")
 
 
@@ -472,8 +473,8 @@ def _scope_after(db: Path, desired: Catalogue) -> set[str] | None:
         plan = preview.plan_for(conn, desired)
         before = database.user_tables(conn)
         for op in plan.operations:
-            migrate.apply_operation(conn, op)
-        return migrate.written_tables(conn, plan, tables_before=before)
+            apply.apply_operation(conn, op)
+        return apply.written_tables(conn, plan, tables_before=before)
 
 
 def test_check_scope_is_every_b_tree_the_change_writes(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar import checks, database, migrate
+from sidecar import checks, database
 from sidecar.checks import quote_ident as q
+from sidecar.migrate import apply
 from sidecar.schema.catalogue import Catalogue, read_catalogue
 from sidecar.schema.desired import load_desired
 from sidecar.schema.diff import make_plan
@@ -155,7 +156,7 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
             assert not plan.refused, plan.refused
             for op in plan.operations:
                 event(op.kind)  # --hypothesis-show-statistics: every kind is exercised
-            migrate.apply_plan(locked, plan, desired, guards=[])
+            apply.apply_plan(locked, plan, desired, guards=[])
             locked.execute("COMMIT")
 
         conn = database.connect(db)

@@ -468,7 +468,7 @@ def test_offsite_settings_without_offsite_are_an_error_never_ignored(
 def test_deploy_uploads_after_the_commit_and_the_restart_and_a_failure_is_a_warning(
     server: S3Server, tmp_path: Path
 ) -> None:
-    from sidecar.pipeline import run_deploy
+    from sidecar.pipeline.run import run_deploy
     from sidecar.settings import load_settings
     from tests.fakes import FakeApps
     from tests.unit.test_pipeline import env_for, make_db

@@ -14,7 +14,7 @@ import pytest
 from sidecar import cli
 from sidecar.backup import store
 from sidecar.errors import HealthError, RefusedError
-from sidecar.pipeline import run_deploy
+from sidecar.pipeline.run import run_deploy
 from sidecar.settings import Settings, load_settings
 from tests.fakes import FakeApps
 
@@ -384,7 +384,8 @@ def test_damage_the_change_does_not_touch_is_caught_before_commit(
     does not write (v2 only adds a column to "User"), is still caught before COMMIT: by the
     backup's quick_check, or, when the backup checks nothing (checksum), by a check of the
     whole database after the change."""
-    from sidecar import pipeline, quiesce
+    from sidecar import quiesce
+    from sidecar.pipeline import run as pipeline
     from tests.faults.badinput import misreport_fragmentation
 
     settings = settings_for(tmp_path, SIDECAR_VERIFY=verify)
@@ -445,14 +446,15 @@ def test_a_failed_backup_beside_the_change_rolls_the_change_back(
 ) -> None:
     import time
 
-    from sidecar import migrate, pipeline
     from sidecar.errors import UnavailableError
+    from sidecar.migrate import apply
+    from sidecar.pipeline import run as pipeline
 
     settings = settings_for(tmp_path)
     db = make_db(settings.require_database())
     before = digest(db)
     applied: list[bool] = []
-    real_apply = migrate.apply_plan
+    real_apply = apply.apply_plan
 
     def apply_then_note(*args: object, **kwargs: object) -> None:
         real_apply(*args, **kwargs)  # type: ignore[arg-type]
@@ -462,7 +464,7 @@ def test_a_failed_backup_beside_the_change_rolls_the_change_back(
         time.sleep(0.5)  # the change is made meanwhile
         raise UnavailableError("the backups volume filled up", hint="free space")
 
-    monkeypatch.setattr(migrate, "apply_plan", apply_then_note)
+    monkeypatch.setattr(apply, "apply_plan", apply_then_note)
     monkeypatch.setattr(pipeline, "create_backup", failing_backup)
     with pytest.raises(UnavailableError, match="filled up"):
         run_deploy(settings, apps=None)

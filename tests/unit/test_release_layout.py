@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from sidecar.containers import AppControl
 from sidecar.errors import UnavailableError
-from sidecar.pipeline import run_deploy
+from sidecar.pipeline.run import run_deploy
 from tests.fakes import FakeDocker, compose_container
 from tests.unit.test_pipeline import digest, make_db, settings_for
 

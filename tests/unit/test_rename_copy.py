@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import migrate
 from sidecar.containers import AppRef
 from sidecar.errors import ExitCode, HealthError, RefusedError
-from sidecar.pipeline import run_deploy
+from sidecar.migrate import rebuild
+from sidecar.pipeline.run import run_deploy
 from sidecar.settings import load_settings
 from tests import prisma_emulation as prisma
 from tests.fakes import FakeApps
@@ -154,11 +154,11 @@ def test_the_check_after_a_copy_fails_when_a_value_differs() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a, b)")
     conn.execute("INSERT INTO t (a, b) VALUES ('x', 'x'), (NULL, NULL), (x'00', x'00'), (1, 1)")
-    migrate.verify_copy(conn, "t", "a", "b")
+    rebuild.verify_copy(conn, "t", "a", "b")
     for value in ("1", None, 1.0, "X"):
         conn.execute("UPDATE t SET b = ? WHERE id = 4", (value,))
         with pytest.raises(HealthError, match="does not hold every old value"):
-            migrate.verify_copy(conn, "t", "a", "b")
+            rebuild.verify_copy(conn, "t", "a", "b")
     conn.close()
 
 

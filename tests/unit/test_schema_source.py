@@ -14,7 +14,7 @@ import pytest
 
 from sidecar import cli
 from sidecar.errors import ConfigError, ExitCode
-from sidecar.pipeline import run_deploy
+from sidecar.pipeline.run import run_deploy
 from sidecar.schema import source
 from tests.fakes import FakeApps
 from tests.unit.test_pipeline import ROOT, digest, make_db, settings_for

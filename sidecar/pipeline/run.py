@@ -1,5 +1,5 @@
-"""The deploy pipeline, a row of named steps: preflight, lease, quiesce, backup and apply,
-commit, restart, compress, offsite, prune, record. See docs/design.md, "The deploy pipeline".
+"""The deploy, a row of named steps: preflight, lease, quiesce, backup and apply, commit,
+restart, compress, offsite, prune, record. See docs/design.md, "The deploy pipeline".
 
 Ordering carries the safety: nothing writes before the preflight has passed; the backup is
 taken under the write lock the change is then made under; any failure before COMMIT rolls
@@ -8,7 +8,6 @@ back; an app the pipeline stopped is started again whatever happens.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -18,28 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import alerts, appstop, database, growth, health, migrate, prisma
-from sidecar.backup import retention, store
-from sidecar.backup.create import compress_backup, create_backup, prepare_folder
-from sidecar.backup.retention import Retention
+from sidecar import appstop, database
+from sidecar.backup import store
+from sidecar.backup.create import create_backup, prepare_folder
 from sidecar.backup.store import BackupInfo
-from sidecar.containers import AppRef, Apps, left_for_compose
-from sidecar.deploy_report import DeployReport
-from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
+from sidecar.containers import AppRef, Apps
+from sidecar.errors import RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
-from sidecar.migrate import Guard
-from sidecar.preview import Preview, make_preview, read_preview, refuse
+from sidecar.migrate import apply, fresh, growth, prisma
+from sidecar.migrate.apply import Guard
+from sidecar.migrate.preview import Preview, make_preview, read_preview, refuse
+from sidecar.pipeline import after
+from sidecar.pipeline.preflight import desired_schema, find_app, health_guards, volume_warnings
+from sidecar.pipeline.report import DeployReport
 from sidecar.quiesce import wait_quiet
 from sidecar.schema.catalogue import Catalogue
 from sidecar.schema.operations import Plan, RebuildTable
-from sidecar.schema.source import load_desired, parse
 from sidecar.settings import Settings
 from sidecar.signals import Aborted, Stop
 
 log = get_logger(__name__)
-
-__all__ = ["DeployReport", "run_deploy"]
 
 
 def run_deploy(
@@ -56,14 +54,15 @@ def run_deploy(
     deploy.stop_requested("lease")
     with deploy.lease():
         deploy.change()
-    deploy.find_vanished_rows()
-    deploy.restart()  # outside the lease, after the write lock is released
-    deploy.compress()
-    deploy.offsite()
-    deploy.prune()
+    report = deploy.report
+    after.find_vanished_rows(settings, report)
+    after.restart(settings, apps, deploy.app, report)  # outside the lease and the write lock
+    after.compress(settings, report)
+    after.offsite(settings, report)
+    after.prune(settings, report)
     deploy.finish()
-    deploy.record()
-    return deploy.report
+    after.record(settings, report)
+    return report
 
 
 @dataclass
@@ -89,9 +88,9 @@ class _Deploy:
         started = time.monotonic()
         db = settings.require_database()
         report = DeployReport(database=str(db), dry_run=dry_run)
-        app = _find_app(settings, apps, report)
-        desired = _load_desired(settings, apps, app)
-        guards = _health_guards(settings)
+        app = find_app(settings, apps, report)
+        desired = desired_schema(settings, apps, app)
+        guards = health_guards(settings)
         report.warnings += volume_warnings(db)
         preview = read_preview(db, desired, settings, for_deploy=True)
         if preview.fresh:
@@ -102,7 +101,8 @@ class _Deploy:
         return deploy
 
     def judge(self, preview: Preview) -> None:
-        """Refuse what a deploy must not do (:func:`sidecar.preview.refuse`); record the plan."""
+        """Refuse what a deploy must not do (:func:`~sidecar.migrate.preview.refuse`); keep
+        the plan for the report."""
         for warning in refuse(preview.plan, strict=self.settings.strict):
             if warning not in self.report.warnings:
                 self.report.warnings.append(warning)
@@ -132,7 +132,7 @@ class _Deploy:
         """Create a missing database, or change the live one under its write lock."""
         if not self.db.exists():
             self.report.fresh = True
-            migrate.create_fresh(self.db, self.desired)
+            fresh.create_fresh(self.db, self.desired)
             self.report.changed = True
             log.info("deploy.created", database=str(self.db))
         elif self.preview.nothing_to_do:
@@ -210,7 +210,7 @@ class _Deploy:
 
     def plan_under_lock(self, conn: sqlite3.Connection) -> Plan:
         """The preview again, on the state the change is made to. Its rows are screened
-        by :func:`sidecar.migrate.apply_plan`, beside the backup."""
+        by :func:`sidecar.migrate.apply.apply_plan`, beside the backup."""
         preview = make_preview(conn, self.desired, renames=self.settings.renames,
                                screen_rows=False)  # fmt: skip
         if self.apps is not None and not self.report.app_stopped and preview.copies_rename:
@@ -238,9 +238,9 @@ class _Deploy:
                 folder_locked=True,
             )  # fmt: skip
 
-        def apply(info: Callable[[], BackupInfo]) -> None:
+        def change(info: Callable[[], BackupInfo]) -> None:
             self.stop_requested("migrate")
-            migrate.apply_plan(
+            apply.apply_plan(
                 conn, prisma.schema_changes(plan), self.desired, guards=self.guards,
                 fk_before=lambda: database.foreign_key_problems_in(info().path),
                 # Every level but checksum runs quick_check on the database as the change
@@ -251,12 +251,12 @@ class _Deploy:
 
         if database.journal_mode(conn) != "wal":
             done = backup()
-            apply(lambda: done)
+            change(lambda: done)
             return done.id
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy-backup") as pool:
             pending = pool.submit(backup)
             try:
-                apply(pending.result)
+                change(pending.result)
             except BaseException:
                 pending.result()  # a failed backup is the first thing to report
                 raise
@@ -300,131 +300,9 @@ class _Deploy:
         stack.enter_context(appstop.stopped(self.db, apps, app, timeout=self.settings.stop_timeout))
         self.report.app_stopped = True
 
-    def find_vanished_rows(self) -> None:
-        """The vanished-data finding of this deploy's backup or, without one, of the newest
-        verified backup: a wiped volume whose app re-created its schema passes every check."""
-        settings, report = self.settings, self.report
-        if not settings.backup_dir.is_dir():
-            return
-        try:
-            if report.backup:
-                info: BackupInfo | None = store.find_backup(settings.backup_dir, report.backup)
-            else:
-                info = store.latest_verified(settings.backup_dir)
-        except SidecarError as exc:  # a finding for the summary: never a failed deploy
-            log.warning("deploy.vanished_check_failed", error=exc.message)
-            return
-        report.rows_vanished = info.rows_vanished if info is not None else None
-
-    def restart(self) -> None:
-        """Restart the app by the policy (SIDECAR_RESTART) and wait until it is healthy.
-        Past COMMIT nothing rolls back by itself: a failure names the way back."""
-        apps, app, settings, report = self.apps, self.app, self.settings, self.report
-        if apps is None or app is None:
-            return
-        # A container created by Compose and not started yet (the release layout), or
-        # stopped: starting it is Compose's job (or the user's), never the sidecar's.
-        for replica in app.containers:
-            if not replica.running:
-                left_for_compose(replica.name)
-        if not app.running:
-            return
-        app = app.running_part()
-        try:
-            if report.app_stopped:
-                # Stopped and started again by the pipeline itself: no second restart on top.
-                apps.wait_healthy(app, timeout=settings.healthy_timeout)
-                return
-            wanted = settings.restart == "always" or (
-                settings.restart == "on-change" and report.changed
-            )
-            if not wanted:
-                log.info(
-                    "restart.skipped", reason=f"policy {settings.restart}, changed={report.changed}"
-                )
-                return
-            apps.restart(app, timeout=settings.stop_timeout)
-            report.restarted = True
-            apps.wait_healthy(app, timeout=settings.healthy_timeout)
-        except SidecarError as exc:
-            alerts.note(backup=report.backup, app_unhealthy=isinstance(exc, HealthError))
-            if not (report.changed and report.backup):
-                raise
-            alerts.note(restore=f"sidecar restore {report.backup}")
-            raise type(exc)(
-                f"{exc.message} after the schema change was committed; "
-                f"backup {report.backup} holds the database as it was before",
-                hint="fix the app, or go back: stop the app, then "
-                f"`sidecar restore {report.backup}`",
-            ) from exc
-
-    def compress(self) -> None:
-        """Compress the deploy's backup (SIDECAR_COMPRESS=zstd), now that nothing waits for
-        it. A failure leaves the plain backup, complete and verified: a warning."""
-        settings, report = self.settings, self.report
-        if settings.compress == "none" or not report.backup:
-            return
-        try:
-            info = store.find_backup(settings.backup_dir, report.backup)
-            report.backup = compress_backup(info, group=settings.backup_group).id
-        except Exception as exc:  # past COMMIT: a warning, whatever went wrong
-            known = exc if isinstance(exc, SidecarError) else None
-            error = known.message if known else f"{type(exc).__name__}: {exc}"
-            hint = getattr(exc, "hint", None) or "the plain backup is complete and verified"
-            log.warning("backup.compress_failed", id=report.backup, error=error, hint=hint,
-                        exc_info=known is None)  # fmt: skip
-            report.warnings.append(
-                f"the deploy's backup {report.backup} stays uncompressed: {error}"
-            )
-
-    def offsite(self) -> None:
-        """Upload the deploy's backup offsite, after the commit and the restart (never while
-        the app's writes wait). A failure is a warning: the change stays, `health` shows it."""
-        settings, report = self.settings, self.report
-        if settings.offsite is None or not report.backup:
-            return
-        from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
-
-        try:
-            info = store.find_backup(settings.backup_dir, report.backup)
-            report.offsite = offsite.upload_backup(settings, info)
-        except SidecarError as exc:
-            log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
-            report.offsite = {"error": exc.message, "hint": exc.hint}
-            report.warnings.append(exc.message)
-
-    def prune(self) -> None:
-        """Apply the retention policy, never deleting the backup this deploy just took."""
-        settings = self.settings
-        if self.report.backup:
-            policy = Retention(
-                settings.keep, settings.keep_daily, settings.keep_weekly, settings.keep_monthly
-            )
-            outcome = retention.prune_by_policy(
-                settings.backup_dir, policy, database=settings.database,
-                environment=settings.environment, dry_run=False, protect=[self.report.backup],
-            )  # fmt: skip
-            self.report.pruned = [b.id for b in outcome.deleted]
-
     def finish(self) -> DeployReport:
         self.report.seconds = time.monotonic() - self.started
         return self.report
-
-    def record(self) -> None:
-        """One line in the backups folder's history file."""
-        settings, report = self.settings, self.report
-        if settings.backup_dir.is_dir():
-            store.append_history(
-                settings.backup_dir,
-                {
-                    "command": "deploy",
-                    "changed": report.changed,
-                    "backup": report.backup,
-                    "plan": report.plan,
-                    "restarted": report.restarted,
-                },
-                group=settings.backup_group,
-            )
 
 
 def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[..., bool]:
@@ -446,80 +324,3 @@ def _say_rolled_back(applying: list[bool], report: DeployReport) -> Callable[...
         return False
 
     return on_exit
-
-
-def _load_desired(settings: Settings, apps: Apps | None, app: AppRef | None) -> Catalogue:
-    """The desired schema: a local path, or a folder in the app's image (``app:/path``)."""
-    spec = settings.require_schema()
-    source = parse(str(spec))
-    if source is not None and apps is None:
-        raise UnavailableError(
-            f"SIDECAR_SCHEMA {spec} is read from a container, and no Docker API is reachable",
-            hint="mount the Docker socket (or a socket proxy), or point SIDECAR_SCHEMA at a "
-            "local folder (in Kubernetes: an emptyDir an init container fills)",
-        )
-    found = app if source is not None and source.container == settings.app else None
-    return load_desired(spec, apps, found=found)
-
-
-def _health_guards(settings: Settings) -> list[Guard]:
-    if settings.health_queries is None:
-        return []
-    queries = health.load_queries(settings.health_queries)
-    return [health.queries_guard(queries)] if queries else []
-
-
-def _find_app(settings: Settings, apps: Apps | None, report: DeployReport) -> AppRef | None:
-    if not (settings.app or settings.app_label):
-        log.info("restart.skipped", reason="no app configured (SIDECAR_APP / SIDECAR_APP_LABEL)")
-        return None
-    if apps is None:
-        log.info("restart.skipped", reason="no Docker API reachable")
-        return None
-    app = apps.find(settings.app, label=settings.app_label)
-    report.app = app.name
-    return app
-
-
-def volume_warnings(db: Path) -> list[str]:
-    """Warn when, inside a container, the database is not on a mounted volume: it would be
-    baked into the container's own layer and lost whenever the container is replaced."""
-    if not in_container():
-        return []
-    folder = db.parent if db.parent.exists() else Path("/")
-    if mount_point(folder) != "/":
-        return []
-    log.warning(
-        "database.not_on_volume",
-        database=str(db),
-        hint="mount a volume (or a PersistentVolumeClaim) at the database's folder",
-    )
-    return [f"{db} is not on a mounted volume: its data is lost when the container is replaced"]
-
-
-def in_container() -> bool:
-    return (
-        Path("/.dockerenv").exists()
-        or Path("/run/.containerenv").exists()
-        or "KUBERNETES_SERVICE_HOST" in os.environ
-    )
-
-
-def mount_point(path: Path, mountinfo: str | None = None) -> str:
-    """The mount point that holds ``path``, from /proc/self/mountinfo (longest prefix)."""
-    if mountinfo is None:
-        try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-        except OSError:
-            return "?"
-    target = str(path.resolve())
-    best = "/"
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        point = fields[4].replace("\\040", " ")
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best):
-            best = point
-    return best

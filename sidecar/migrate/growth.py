@@ -1,12 +1,5 @@
-"""What a table rebuild costs on the data volume, and the check that it fits before it runs.
-
-SQLite's 12-step rebuild copies a table (and rebuilds its indexes) into new pages; the old
-pages go to the free-list and stay in the file. So the database file grows by about the size
-of the rebuilt tables and their indexes (a 346 MB database became 690 MB). In WAL mode the new
-pages are first written to the ``-wal``, then checkpointed into the file: at the peak the
-volume holds both. ``plan`` states the growth; the deploy checks the free space under its lock,
-before the backup and the change (exit 5, nothing changed, when it cannot fit). With
-``SIDECAR_COMPACT`` the deploy gives the pages back after the commit (:func:`compact`).
+"""What a table rebuild adds to the database file, the free-space check before it, and
+giving the pages back afterwards (SIDECAR_COMPACT). See docs/design.md, "A rebuild's growth".
 """
 
 from __future__ import annotations

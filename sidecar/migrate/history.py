@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from sidecar import prisma
 from sidecar.checks import quote_ident
 from sidecar.logs import get_logger
+from sidecar.migrate import prisma
 from sidecar.schema.catalogue import Catalogue, read_catalogue
 from sidecar.schema.desired import Desired, Rename
 from sidecar.schema.diff import TOOL_TABLES

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sidecar.growth import Compaction
-from sidecar.preview import Preview, and_more
+from sidecar.migrate.growth import Compaction
+from sidecar.migrate.preview import Preview, and_more
 from sidecar.schema.operations import Plan
 
 

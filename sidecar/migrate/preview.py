@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import checks, conflicts, database, growth, history, migrate
+from sidecar import checks, database
 from sidecar.backup import store
 from sidecar.errors import RefusedError, UnavailableError
-from sidecar.growth import Growth
 from sidecar.logs import get_logger
+from sidecar.migrate import conflicts, growth, history
+from sidecar.migrate.fresh import refuse_orphan_sides
+from sidecar.migrate.growth import Growth
 from sidecar.schema.catalogue import Catalogue, read_catalogue
 from sidecar.schema.diff import make_plan
 from sidecar.schema.operations import CopyColumn, Plan, RebuildTable
@@ -82,8 +84,8 @@ def make_preview(
     """The preview of ``desired`` against the database behind ``conn`` (None: none yet).
 
     Read-only: the diff, the live rows screened for what they rule out (``screen_rows``;
-    under the write lock :func:`sidecar.migrate.apply_plan` screens them beside the backup),
-    and what the desired schema's history says (:func:`sidecar.history.review`)."""
+    under the write lock :func:`sidecar.migrate.apply.apply_plan` screens them beside the backup),
+    and what the desired schema's history says (:func:`sidecar.migrate.history.review`)."""
     if conn is None:
         created = make_plan(Catalogue(), desired, row_counts={})
         return Preview(history.review(None, created, desired), fresh=True)
@@ -110,7 +112,7 @@ def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy
     is planned under the lock only (``deferred``); ``plan`` reads with a read-only connection,
     waits for a lock, and measures the growth of rebuilds."""
     if not db.exists():
-        migrate.refuse_orphan_sides(db)
+        refuse_orphan_sides(db)
         store.refuse_fresh_over_backups(db, settings.backup_dir, allow_fresh=settings.allow_fresh)
         return make_preview(None, desired)
     database.check_database_file(db)
