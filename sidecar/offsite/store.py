@@ -2,8 +2,9 @@
 
 obstore (Rust's object_store) was chosen by measurement over boto3: 16 MB installed against
 37 MB, 38 MiB peak RSS during a multipart upload against 142 MiB (docs/design.md, "Offsite
-copies"). Every call is retried a bounded number of times (tenacity) for transient errors;
-refused credentials are not retried. Errors name the endpoint and bucket, never a secret.
+copies (sidecar/offsite)"). Every call is retried a bounded number of times (tenacity) for
+transient errors; refused credentials are not retried. Errors name the endpoint and bucket,
+never a secret.
 """
 
 from __future__ import annotations
