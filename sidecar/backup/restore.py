@@ -57,6 +57,7 @@ def _is_wal(db: Path) -> bool | None:
     return header[18] == 2
 
 
+# long: ten options in its signature; the body is the restore's steps, in order
 def restore_backup(
     info: BackupInfo,
     target: Path,
@@ -86,11 +87,7 @@ def restore_backup(
         )
     exists = os.path.lexists(target)
     sides = [f"{target}{s}" for s in SIDE_FILES if os.path.lexists(f"{target}{s}")]
-    actions = [f"verified {info.id}"]
-    if exists:
-        actions.append(f"back up the current {target.name} (reason pre-restore)")
-    actions += [f"remove {Path(s).name}" for s in sides]
-    actions.append(f"replace {target} atomically")
+    actions = _actions(info, target, exists=exists, sides=sides)
     if dry_run:
         return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
 
@@ -128,6 +125,16 @@ def restore_backup(
         info, target, False, safety, [Path(s).name for s in sides], actions,
         time.monotonic() - started, salvaged,
     )  # fmt: skip
+
+
+def _actions(info: BackupInfo, target: Path, *, exists: bool, sides: list[str]) -> list[str]:
+    """What the restore does, in order (``--dry-run`` shows it)."""
+    actions = [f"verified {info.id}"]
+    if exists:
+        actions.append(f"back up the current {target.name} (reason pre-restore)")
+    actions += [f"remove {Path(side).name}" for side in sides]
+    actions.append(f"replace {target} atomically")
+    return actions
 
 
 def _write_locked(held: ExitStack, target: Path, lock_timeout: float) -> bool:
