@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from sidecar import __version__, alerts, logs
+from sidecar.environ import load_settings, unknown_variables
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.report import Result
-from sidecar.settings import ENV_NAMES, Settings, for_command, load_settings, unknown_variables
+from sidecar.settings import ENV_NAMES, Settings, for_command
 
 # subcommand -> "module:function" under sidecar.commands, imported only when run, so that
 # `sidecar version` and `--help` stay fast and independent of the heavier modules.

@@ -20,9 +20,9 @@ import pytest
 
 from sidecar import cli
 from sidecar.containers import AppRef
+from sidecar.environ import load_settings
 from sidecar.lease import hold_lease
 from sidecar.pipeline import run_deploy
-from sidecar.settings import load_settings
 from tests.fakes import FakeApps
 from tests.unit.test_pipeline import env_for, make_db
 

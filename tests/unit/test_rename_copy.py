@@ -15,9 +15,9 @@ import pytest
 
 from sidecar import migrate
 from sidecar.containers import AppRef
+from sidecar.environ import load_settings
 from sidecar.errors import ExitCode, HealthError, RefusedError
 from sidecar.pipeline import run_deploy
-from sidecar.settings import load_settings
 from tests import prisma_emulation as prisma
 from tests.fakes import FakeApps
 from tests.unit.test_prisma_history import REDEFINE, SEED, env_for, history, prisma_deployed, query
