@@ -21,14 +21,14 @@ from sidecar.settings import ENV_NAMES, Settings, for_command
 # `sidecar version` and `--help` stay fast and independent of the heavier modules.
 COMMANDS: dict[str, str] = {
     "deploy": "deploy:deploy",
-    "backup": "backups:backup",
-    "restore": "backups:restore",
+    "backup": "backup:backup",
+    "restore": "restore:restore",
     "plan": "schema:plan",
     "migrate": "schema:migrate",
     "health": "health:health",
-    "list": "backups:list_backups",
-    "verify": "backups:verify",
-    "prune": "backups:prune",
+    "list": "listing:list_backups",
+    "verify": "verify:verify",
+    "prune": "prune:prune",
     "version": "info:version",
 }
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sidecar import alerts, containers, schedule
 from sidecar.backup import store
-from sidecar.commands.backups import run_scheduled, take_backup
+from sidecar.commands.backup import run_scheduled, take_backup
 from sidecar.commands.schema import drift_parts, writable_parts
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger

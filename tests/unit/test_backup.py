@@ -406,7 +406,7 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert good.id in {b.id for b in outcome.kept}
     assert len(outcome.deleted) == 3
     assert _rows(good.path, "users") == 10  # the data is still there to restore
-    from sidecar.commands.backups import ListResult
+    from sidecar.commands.listing import ListResult
 
     listing = ListResult(store.list_backups(bk_dir)).render().splitlines()
     assert listing[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE"]
