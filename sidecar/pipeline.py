@@ -34,7 +34,7 @@ from sidecar.backup import retention, store
 from sidecar.backup.create import compress_backup, create_backup, prepare_folder
 from sidecar.backup.retention import Retention
 from sidecar.backup.store import BackupInfo
-from sidecar.containers import AppRef, Apps, left_for_compose
+from sidecar.containers.apps import AppRef, Apps, left_for_compose
 from sidecar.errors import HealthError, RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger

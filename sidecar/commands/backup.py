@@ -160,16 +160,15 @@ def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> Backu
     """SIDECAR_BACKUP_STOP_APP: the app holds its database in exclusive locking mode, so
     stop it (gracefully, recorded on the data volume), back up, and start it again at once,
     under the lease as a deploy does."""
-    from sidecar import appstop, containers  # noqa: PLC0415 (the Docker SDK only when needed)
+    from sidecar import appstop  # noqa: PLC0415 (the Docker SDK only when needed)
+    from sidecar.containers.engine import find_app  # noqa: PLC0415 (the same)
 
     if not (settings.app or settings.app_label):
         raise ConfigError(
             "SIDECAR_BACKUP_STOP_APP is set, but no app is configured to stop",
             hint="set SIDECAR_APP (or SIDECAR_APP_LABEL) to the app's service or container",
         )
-    apps = containers.connect(required=True)
-    assert apps is not None  # noqa: S101 - required=True raises instead
-    app = apps.find(settings.app, label=settings.app_label)
+    apps, app = find_app(settings.app, label=settings.app_label)
     with hold_lease(db, wait=settings.lease_wait, command="backup"):
         appstop.start_recorded(db, apps, app)
         log.info("backup.stopping_app", container=app.name,

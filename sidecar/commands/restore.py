@@ -232,9 +232,7 @@ def _app_stopper(settings: Settings) -> Callable[[], AbstractContextManager[None
     the end, whatever happens. Imported here only: the backup commands never need Docker."""
     if not (settings.app or settings.app_label):
         return None
-    from sidecar import containers  # noqa: PLC0415 (keeps the Docker SDK out of `backup`)
+    from sidecar.containers.engine import find_app  # noqa: PLC0415 (the Docker SDK only here)
 
-    apps = containers.connect(required=True)
-    assert apps is not None  # noqa: S101 - required=True raises instead of returning None
-    app = apps.find(settings.app, label=settings.app_label)
+    apps, app = find_app(settings.app, label=settings.app_label)
     return lambda: apps.stopped(app, timeout=settings.stop_timeout)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sidecar import cli
-from sidecar.containers import AppRef
+from sidecar.containers.apps import AppRef
 from sidecar.environ import load_settings
 from sidecar.lease import hold_lease
 from sidecar.pipeline import run_deploy

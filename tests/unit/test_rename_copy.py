@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import migrate
-from sidecar.containers import AppRef
+from sidecar.containers.apps import AppRef
 from sidecar.environ import load_settings
 from sidecar.errors import ExitCode, HealthError, RefusedError
 from sidecar.pipeline import run_deploy
