@@ -44,11 +44,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
 
 
 def read_env(env: Mapping[str, str], name: str) -> str | None:
-    """``name`` from the environment, or the contents of the file named by ``name_FILE``.
-
-    An empty variable counts as unset: Compose's ``${X:-}`` idiom passes one through when
-    the user set nothing, and "unset" is what the user meant.
-    """
+    """``name`` from the environment, or the contents of the file named by ``name_FILE``; an
+    empty variable is unset (Compose's ``${X:-}`` passes one through when nothing was set)."""
     direct = env.get(name) or None
     file_name = env.get(f"{name}_FILE") or None
     if direct is not None and file_name is not None:

@@ -1,10 +1,6 @@
-"""The one table of settings, and what is derived from it (names, parsers, flags, commands).
-
-:class:`Settings` is the table: each field carries its row (parser, flag, help, the subcommands
-that read it); SETTINGS, ENV_NAMES, ENV_ONLY, PARSERS and :func:`for_command` derive from it.
-Every field has an environment variable (``SIDECAR_*``) and most have a flag twin: reading them
-is :mod:`sidecar.environ`; the value parsers are :mod:`sidecar.parsers`.
-"""
+"""The one table of settings (:class:`Settings`) and what derives from it: names, parsers,
+flags, the commands that read each. Reading them: :mod:`sidecar.environ`. See docs/design.md,
+'Settings'."""
 
 from __future__ import annotations
 
@@ -126,11 +122,8 @@ def _offsite_row(parse: Callable[[str], Any] | None = None, **row: Any) -> dict[
 # long: one row a setting (the issue's one settings table); each row is a field and its metadata
 @dataclass(frozen=True)
 class Settings:
-    """Everything a command may need. Built only by :func:`sidecar.environ.load_settings`.
-
-    THE settings table: one field a setting, its metadata the rest of its row. Adding a
-    setting is adding one field here (and its README row: a test keeps them in step).
-    """
+    """THE settings table: one field a setting, its metadata the rest of its row (a README row
+    too: a test keeps them in step). Built only by :func:`sidecar.environ.load_settings`."""
 
     database: Path | None = dataclasses.field(
         default=None,

@@ -66,12 +66,8 @@ class BackupResult:
 def backup(
     settings: Settings, *, reason: str = "manual", no_prune: bool = False, **_: Any
 ) -> BackupResult:
-    """Take a verified backup now, then prune by the retention policy (unless ``no_prune``).
-
-    With SIDECAR_SCHEDULE (``--schedule``) it then stays up and takes a backup at every slot
-    until SIGTERM, as a Kubernetes native sidecar or a Compose service does. A failed
-    scheduled backup is logged and retried at the next slot; it never ends the process.
-    """
+    """A verified backup now, then prune (unless ``no_prune``); with SIDECAR_SCHEDULE, then one
+    at every slot until SIGTERM. See docs/design.md, 'The long-running backup mode'."""
     if not settings.schedule:
         return take_backup(settings, reason=reason, no_prune=no_prune)
     schedule.validate(settings.schedule)
@@ -160,8 +156,8 @@ def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> Backu
     """SIDECAR_BACKUP_STOP_APP: the app holds its database in exclusive locking mode, so
     stop it (gracefully, recorded on the data volume), back up, and start it again at once,
     under the lease as a deploy does."""
-    from sidecar import appstop  # noqa: PLC0415 (the Docker SDK only when needed)
-    from sidecar.containers.engine import find_app  # noqa: PLC0415 (the same)
+    from sidecar import appstop  # noqa: PLC0415 (only with SIDECAR_BACKUP_STOP_APP)
+    from sidecar.containers.engine import find_app  # noqa: PLC0415 (the Docker SDK only here)
 
     if not (settings.app or settings.app_label):
         raise ConfigError(

@@ -74,13 +74,8 @@ def restore(
     source: str = "local",
     **_: Any,
 ) -> RestoreResult:
-    """Replace the database (or create ``to``) from a listed, verified backup of it
-    (``source`` offsite: an offsite copy, downloaded and checked first).
-
-    ``latest`` is the newest of this database's backups that passes verification: newer
-    ones that fail are skipped, and named. A backup of another database (its manifest's
-    source) replaces this one only with ``from_other_database``.
-    """
+    """Replace the database (or create ``to``) from a verified backup of it, or an offsite
+    copy. See docs/design.md, 'Which backup a restore takes'."""
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}

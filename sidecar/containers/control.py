@@ -35,12 +35,9 @@ T = TypeVar("T")
 
 
 class AppControl:
-    """Find, stop, start, restart and watch the app's containers; nothing else.
-
-    ``project``: the sidecar's own Compose project. By default it is detected from the
-    container the sidecar runs in (its labels); pass it to override (tests), or pass
-    ``detect_project=False`` to act outside any project.
-    """
+    """Find, stop, start, restart and watch the app's containers; nothing else. ``project``
+    (our Compose project) is detected from our own container unless given or ``detect_project``
+    is false."""
 
     def __init__(
         self,
@@ -201,10 +198,7 @@ class AppControl:
     @contextmanager
     def stopped(self, app: AppRef, *, timeout: float) -> Iterator[None]:
         """Stop the app gracefully for the block; start it again on exit, whatever happens.
-
-        Only containers that were running are stopped, and only those are started again: the
-        undo is exactly what was done.
-        """
+        Only the containers that were running are stopped and started: the undo is exact."""
         to_start: list[Replica] = []
         try:
             for replica in app.containers:

@@ -28,12 +28,8 @@ def candidates() -> list[str]:
 def own_container_ids(
     *, hostname: str | None, env_hostname: str | None, mountinfo: str, cgroup: str
 ) -> list[str]:
-    """Ids (full or short) that may be our own container's, most reliable first.
-
-    mountinfo: Docker bind-mounts ``/etc/hostname`` & co. from ``.../containers/<id>/``;
-    cgroup v1 (and v2 with a host cgroup namespace) paths carry the id; the hostname is the
-    short id unless Compose's ``hostname:`` changed it. Each is checked against the engine.
-    """
+    """Ids (full or short) that may be our own container's, most reliable first: mountinfo,
+    cgroup, hostname. See docs/design.md, 'The sidecar's own container'."""
     found: list[str] = []
     for line in mountinfo.splitlines():
         fields = line.split()
