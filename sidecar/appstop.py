@@ -28,7 +28,7 @@ from sidecar.fs import fsync_dir
 from sidecar.logs import get_logger
 
 if TYPE_CHECKING:  # the Docker SDK stays unimported for `health` (the HEALTHCHECK)
-    from sidecar.containers import AppRef, Apps
+    from sidecar.containers.apps import AppRef, Apps
 
 log = get_logger(__name__)
 
@@ -53,7 +53,7 @@ def read_record(db: Path) -> dict[str, Any] | None:
 
 
 def recorded_app(record: dict[str, Any]) -> AppRef | None:
-    from sidecar.containers import AppRef, Replica  # noqa: PLC0415 (see TYPE_CHECKING above)
+    from sidecar.containers.apps import AppRef, Replica  # noqa: PLC0415 (see TYPE_CHECKING above)
 
     replicas = tuple(
         Replica(str(c.get("name", "?")), str(c.get("id", "")))

@@ -9,27 +9,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sidecar import __version__, alerts, logs
+from sidecar.environ import load_settings, unknown_variables
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.report import Result
-from sidecar.settings import ENV_NAMES, Settings, for_command, load_settings, unknown_variables
-
-# subcommand -> "module:function" under sidecar.commands, imported only when run, so that
-# `sidecar version` and `--help` stay fast and independent of the heavier modules.
-COMMANDS: dict[str, str] = {
-    "deploy": "deploy:deploy",
-    "backup": "backups:backup",
-    "restore": "backups:restore",
-    "plan": "schema:plan",
-    "migrate": "schema:migrate",
-    "health": "health:health",
-    "list": "backups:list_backups",
-    "verify": "backups:verify",
-    "prune": "backups:prune",
-    "version": "info:version",
-}
+from sidecar.settings import ENV_NAMES, Settings, for_command
 
 EXIT_CODES_HELP = """exit codes:
   0  done, or nothing to do
@@ -88,43 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    for name, row in COMMANDS.items():
         command = sub.add_parser(
             name,
-            help=summary,
-            description=description,
+            help=row.summary,
+            description=row.description,
             epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_settings(command, name)
-        return command
+        row.options(command)
+    return parser
 
-    p = add(
-        "deploy",
-        "wait for quiet, back up, apply additive schema changes, check health, restart the app",
-        "The whole deploy pipeline: preflight, lease, quiesce, verified backup, additive "
-        "migration and health checks in one transaction (rolled back on any failure), commit, "
-        "restart the app through Docker when something changed, prune old backups.",
-    )
+
+def _deploy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="preflight and plan only; change nothing")
 
-    p = add(
-        "backup",
-        "take a verified, consistent backup now (safe while the app writes)",
-        "Copy the database consistently while the app keeps running, verify the copy, write a "
-        "manifest beside it, then prune old backups by the retention policy.",
-    )
+
+def _backup_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="same as --verify full (integrity_check)")
     p.add_argument("--no-prune", dest="no_prune", action="store_true", help="keep all backups")
     p.add_argument("--reason", choices=("manual", "scheduled"), default="manual")
 
-    p = add(
-        "restore",
-        "replace the database with a listed backup (after a safety backup)",
-        "Verify the backup, take a safety backup of the current database, then replace it "
-        "atomically. Refuses while the app holds the database unless it can stop the app.",
-    )
+
+def _restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("backup_id", metavar="ID", help="a backup name from `sidecar list`, or latest")
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     p.add_argument(
@@ -148,30 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="restore a backup whose manifest names another database file (ID only)",
     )
 
-    p = add(
-        "plan",
-        "show what would change in the schema (read-only)",
-        "Compare the database with the desired schema. Shows what will be applied, the drift "
-        "that will never be applied, and what is refused and why. Never writes. Exits 3 when "
-        "a deploy would be refused, 6 with --check when changes are pending, else 0.",
-    )
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="exit 6 when changes are pending")
 
-    p = add(
-        "migrate",
-        "apply the additive schema changes now (after a verified backup)",
-        "The deploy pipeline without touching any container: lease, quiesce, verified backup, "
-        "then the additive plan in one transaction with verification inside it. Creates the "
-        "database from the schema when it does not exist yet.",
-    )
+
+def _migrate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
 
-    p = add(
-        "health",
-        "check the database, schema, backups and your health queries",
-        "Run quick_check (or integrity_check), foreign_key_check, the desired-schema presence "
-        "check, the last backup's age and the user's health queries. Exit 4 on failure.",
-    )
+
+def _health_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
     p.add_argument(
         "--backups-only",
@@ -181,19 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(the image's HEALTHCHECK; never opens the database)",
     )
 
-    p = add(
-        "list",
-        "list the backups with their verified status, age, size and reason",
-        "List the backups in the backups folder, newest first.",
-    )
+
+def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", action="store_true", help="list the offsite copies instead")
 
-    p = add(
-        "verify",
-        "verify one backup, or all of them",
-        "Check each backup's checksum against its manifest and run quick_check (integrity_check "
-        "with --full). Exits non-zero and names every corrupt or missing backup.",
-    )
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("backup_id", metavar="ID", nargs="?", help="a backup name, or latest")
     p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
     p.add_argument(
@@ -206,20 +159,104 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all", dest="every", action="store_true", help="every backup or copy")
     scope.add_argument("--latest", action="store_true", help="the newest backup or copy")
 
-    p = add(
-        "prune",
+
+def _prune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
+
+
+def _no_options(p: argparse.ArgumentParser) -> None:
+    del p
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One row of the subcommands table: what runs it, its help, its own options."""
+
+    run: str  # "module:function" under sidecar.commands, imported only when it runs, so that
+    # `sidecar version`, `--help` and the HEALTHCHECK stay fast and free of the heavier modules
+    summary: str
+    description: str
+    options: Callable[[argparse.ArgumentParser], None]  # besides the settings' flags
+
+
+# In the order of `sidecar --help`.
+COMMANDS: dict[str, Subcommand] = {
+    "deploy": Subcommand(
+        "deploy:deploy",
+        "wait for quiet, back up, apply additive schema changes, check health, restart the app",
+        "The whole deploy pipeline: preflight, lease, quiesce, verified backup, additive "
+        "migration and health checks in one transaction (rolled back on any failure), commit, "
+        "restart the app through Docker when something changed, prune old backups.",
+        _deploy_options,
+    ),
+    "backup": Subcommand(
+        "backup:backup",
+        "take a verified, consistent backup now (safe while the app writes)",
+        "Copy the database consistently while the app keeps running, verify the copy, write a "
+        "manifest beside it, then prune old backups by the retention policy.",
+        _backup_options,
+    ),
+    "restore": Subcommand(
+        "restore:restore",
+        "replace the database with a listed backup (after a safety backup)",
+        "Verify the backup, take a safety backup of the current database, then replace it "
+        "atomically. Refuses while the app holds the database unless it can stop the app.",
+        _restore_options,
+    ),
+    "plan": Subcommand(
+        "schema:plan",
+        "show what would change in the schema (read-only)",
+        "Compare the database with the desired schema. Shows what will be applied, the drift "
+        "that will never be applied, and what is refused and why. Never writes. Exits 3 when "
+        "a deploy would be refused, 6 with --check when changes are pending, else 0.",
+        _plan_options,
+    ),
+    "migrate": Subcommand(
+        "schema:migrate",
+        "apply the additive schema changes now (after a verified backup)",
+        "The deploy pipeline without touching any container: lease, quiesce, verified backup, "
+        "then the additive plan in one transaction with verification inside it. Creates the "
+        "database from the schema when it does not exist yet.",
+        _migrate_options,
+    ),
+    "health": Subcommand(
+        "health:health",
+        "check the database, schema, backups and your health queries",
+        "Run quick_check (or integrity_check), foreign_key_check, the desired-schema presence "
+        "check, the last backup's age and the user's health queries. Exit 4 on failure.",
+        _health_options,
+    ),
+    "list": Subcommand(
+        "listing:list_backups",
+        "list the backups with their verified status, age, size and reason",
+        "List the backups in the backups folder, newest first.",
+        _list_options,
+    ),
+    "verify": Subcommand(
+        "verify:verify",
+        "verify one backup, or all of them",
+        "Check each backup's checksum against its manifest and run quick_check (integrity_check "
+        "with --full). Exits non-zero and names every corrupt or missing backup.",
+        _verify_options,
+    ),
+    "prune": Subcommand(
+        "prune:prune",
         "delete old backups by the retention policy",
         "Keep the SIDECAR_KEEP most recent verified backups (plus optional daily, weekly and "
         "monthly ones). Never deletes the newest verified backup nor files it did not create.",
-    )
-    p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
-
-    add("version", "print the version", "Print the sidecar, Python and SQLite versions.")
-    return parser
+        _prune_options,
+    ),
+    "version": Subcommand(
+        "info:version",
+        "print the version",
+        "Print the sidecar, Python and SQLite versions.",
+        _no_options,
+    ),
+}
 
 
 def _resolve(name: str) -> Callable[..., Result]:
-    module_name, function_name = COMMANDS[name].split(":")
+    module_name, function_name = COMMANDS[name].run.split(":")
     module = importlib.import_module(f"sidecar.commands.{module_name}")
     function: Callable[..., Result] = getattr(module, function_name)
     return function
@@ -247,15 +284,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        logs.configure(environ.get("SIDECAR_LOG_FORMAT") or None, "info")
-        logs.get_logger("sidecar.cli").error(
-            "command.failed", error=exc.message, hint=exc.hint, exit_code=int(exc.exit_code)
-        )
-        _print_error(exc)
-        argv_list = sys.argv[1:] if argv is None else list(argv)
-        if "--json" in argv_list:
-            _emit_json(_error_document(None, exc))
-        return int(exc.exit_code)
+        return _usage_failed(exc, environ, sys.argv[1:] if argv is None else list(argv))
     flags, options = _split(args)
     as_json: bool = args.json
     # Logging must work even when the settings are invalid, so read its two fields first.
@@ -297,19 +326,36 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         hint = "this is a bug in sidecar; please report it with the log above"
         print(f"hint: {hint}", file=sys.stderr)
         return int(ExitCode.BUG)
+    return _report(args.command, result, as_json=as_json)
+
+
+def _usage_failed(exc: UsageError, environ: Mapping[str, str], argv: list[str]) -> int:
+    """A command line argparse rejected: one log event, the error lines, JSON if asked."""
+    logs.configure(environ.get("SIDECAR_LOG_FORMAT") or None, "info")
+    logs.get_logger("sidecar.cli").error(
+        "command.failed", error=exc.message, hint=exc.hint, exit_code=int(exc.exit_code)
+    )
+    _print_error(exc)
+    if "--json" in argv:
+        _emit_json(_error_document(None, exc))
+    return int(exc.exit_code)
+
+
+def _report(command: str, result: Result, *, as_json: bool) -> int:
+    """Print the result (JSON or text) and, for a result that failed, its error line."""
     code = int(result.exit_code)
-    # A check that found problems (health, verify) is a result, and an error line as well.
+    # A health or verify run that found problems is a result, and an error line as well.
     failure: SidecarError | None = getattr(result, "failure", None) if code else None
     if as_json:
-        document = {"command": args.command, "ok": code == 0, "exit_code": code}
+        document = {"command": command, "ok": code == 0, "exit_code": code}
         if failure is not None:
-            document |= {"error": _error_document(args.command, failure)["error"]}
+            document |= {"error": _error_document(command, failure)["error"]}
         _emit_json({**document, **result.to_dict()})
     else:
         _print_result(result.render())
     if failure is not None:
-        log.error("command.failed", command=args.command, error=failure.message,
-                  hint=failure.hint, exit_code=code)  # fmt: skip
+        logs.get_logger("sidecar.cli").error("command.failed", command=command,
+            error=failure.message, hint=failure.hint, exit_code=code)  # fmt: skip
         _print_error(failure)
     return code
 

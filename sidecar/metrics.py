@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import __version__
 from sidecar.logs import get_logger
-from sidecar.settings import parse_address
+from sidecar.parsers import parse_address
 
 log = get_logger(__name__)
 

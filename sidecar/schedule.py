@@ -15,7 +15,7 @@ from croniter import croniter
 from sidecar import alerts
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.logs import get_logger
-from sidecar.settings import parse_duration
+from sidecar.parsers import parse_duration
 from sidecar.signals import Stop
 
 log = get_logger(__name__)

@@ -1,25 +1,17 @@
-"""One frozen settings object, loaded from the environment plus flag overrides, validated here.
-
-:class:`Settings` is the one table of settings: each field carries its row (parser, flag, help,
-the subcommands that read it); the names, parsers, flags and README check derive from it.
-
-Every field has an environment variable (``SIDECAR_*``) and most have a flag twin. Any value
-may instead come from a file named by ``<VAR>_FILE`` (secrets in Docker/Kubernetes). Flags win
-over the environment, the environment over defaults. Errors name the bad field.
-"""
+"""The one table of settings (:class:`Settings`) and what derives from it: names, parsers,
+flags, the commands that read each. Reading them: :mod:`sidecar.environ`. See docs/design.md,
+'Settings'."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
 
 from sidecar import notify as notifications
+from sidecar import parsers
 from sidecar.errors import ConfigError
 
 RestartPolicy = Literal["on-change", "always", "never"]
@@ -28,15 +20,6 @@ Compression = Literal["none", "zstd"]
 LogFormat = Literal["json", "console"]
 PathStyle = Literal["auto", "true", "false"]
 RenamePolicy = Literal["refuse", "copy"]
-
-
-# Prisma/Nuxt apps already carry their database location; accept it when it is a file: URL.
-DATABASE_FALLBACKS = ("DATABASE_URL", "NUXT_DATABASE_URL")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def label(field: str) -> str:
@@ -54,162 +37,6 @@ def fix_hint(field: str) -> str:
     if field in ENV_ONLY:
         return f"fix {ENV_NAMES[field]}"
     return f"fix {ENV_NAMES[field]} or {flag(field)}"
-
-
-def parse_database(value: str) -> Path:
-    """A plain path or a Prisma-style ``file:`` URL (``file:/app/data/x.db?connection_limit=1``)."""
-    raw = value.strip()
-    if not raw:
-        raise ValueError("empty")
-    if raw.startswith("file:"):
-        rest = raw[len("file:") :].split("?", 1)[0]
-        if rest.startswith("//"):
-            # file:///abs/path (RFC 8089) or file://localhost/abs/path
-            rest = rest[2:]
-            if not rest.startswith("/"):
-                host, _, path = rest.partition("/")
-                if host not in ("", "localhost"):
-                    raise ValueError(f"remote file URLs are not supported: {value!r}")
-                rest = "/" + path
-        rest = unquote(rest)
-        if not rest:
-            raise ValueError(f"no path in {value!r}")
-        raw = rest
-    elif "://" in raw:
-        raise ValueError(f"only SQLite files are supported (a path or a file: URL), got {value!r}")
-    # Absolute from here on (against the current folder, symlinks kept): a backup's manifest
-    # names its source this way, so a later run from another folder never takes another
-    # database's backups for this one's.
-    return Path(os.path.abspath(raw))
-
-
-def parse_duration(value: str) -> float:
-    """Seconds from ``90``, ``90s``, ``500ms``, ``5m``, ``2h`` or ``1d``."""
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"expected a duration like 30s, 5m, 2h or 1d, got {value!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def parse_size(value: str) -> int:
-    """Bytes from ``1048576``, ``64M``, ``64MiB``, ``1.5G``."""
-    match = _SIZE.match(value)
-    if not match:
-        raise ValueError(f"expected a size like 64M or 1.5G, got {value!r}")
-    unit = (match.group(2) or "").lower()[:1]
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-
-def parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {value!r}") from None
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}, got {number}")
-        return number
-
-    return parse
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        lowered = value.strip().lower()
-        if lowered not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return lowered
-
-    return parse
-
-
-def _text(value: str) -> str:
-    stripped = value.strip()
-    if not stripped:
-        raise ValueError("must not be empty")
-    return stripped
-
-
-def _environment(value: str) -> str:
-    stripped = value.strip()
-    # The environment ends up in backup file names: keep it to a safe alphabet.
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}", stripped):
-        raise ValueError(f"expected letters, digits, '.' or '-' (no '_'), got {value!r}")
-    return stripped
-
-
-def _path(value: str) -> Path:
-    return Path(_text(value))
-
-
-def _seconds(value: str) -> float:
-    seconds = parse_duration(value)
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
-
-
-def _http_url(value: str) -> str:
-    url = value.strip()
-    if not re.match(r"https?://[^/\s]+", url):
-        raise ValueError("expected an http:// or https:// URL")
-    return url
-
-
-def parse_address(value: str) -> tuple[str, int]:
-    """``0.0.0.0:9473``, ``127.0.0.1:9473``, ``[::]:9473``, ``:9473`` or ``9473``."""
-    host, _, port = value.strip().rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - the documented default: all interfaces
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"expected host:port like 0.0.0.0:9473, got {value!r}") from None
-    if not 0 < number < 65536:
-        raise ValueError(f"port must be 1-65535, got {number}")
-    return host, number
-
-
-def _address(value: str) -> str:
-    parse_address(value)
-    return value.strip()
-
-
-def _offsite_url(value: str) -> str:
-    from sidecar.offsite.store import parse_url  # noqa: PLC0415 - keeps obstore out
-
-    parse_url(value)
-    return value.strip().rstrip("/")
-
-
-def _endpoint(value: str) -> str:
-    raw = _text(value).rstrip("/")
-    if not raw.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-    return raw
-
-
-def _recipients(value: str) -> tuple[str, ...]:
-    """age public keys (comma- or newline-separated), or the path of a file of them."""
-    from sidecar.offsite.codec import parse_recipients  # noqa: PLC0415
-
-    text = value.strip()
-    if not text.startswith(("age1", "ssh-")):
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(
-                f"neither age public keys nor a readable file of them: {exc.strerror}"
-            ) from None
-    return tuple(parse_recipients(text))
 
 
 # Which subcommands read a setting (the flag is offered only there; the environment is global).
@@ -259,7 +86,7 @@ class Setting:
 
     @property
     def is_switch(self) -> bool:
-        return self.parse is parse_bool
+        return self.parse is parsers.parse_bool
 
 
 def _row(
@@ -276,7 +103,7 @@ def _row(
     """A Settings field's metadata: the rest of its row. ``parse`` defaults to ``choices``'."""
     row = {
         "variable": env,
-        "parse": parse or _choice(*(choices or ())),
+        "parse": parse or parsers.choice(*(choices or ())),
         "commands": commands,
         "help": help,
         "flag": flag,
@@ -292,18 +119,16 @@ def _offsite_row(parse: Callable[[str], Any] | None = None, **row: Any) -> dict[
     return _row(parse, flag=False, commands=_OFFSITE, **row)
 
 
+# long: one row a setting (the issue's one settings table); each row is a field and its metadata
 @dataclass(frozen=True)
 class Settings:
-    """Everything a command may need. Built only by :func:`load_settings`.
-
-    THE settings table: one field a setting, its metadata the rest of its row. Adding a
-    setting is adding one field here (and its README row: a test keeps them in step).
-    """
+    """THE settings table: one field a setting, its metadata the rest of its row (a README row
+    too: a test keeps them in step). Built only by :func:`sidecar.environ.load_settings`."""
 
     database: Path | None = dataclasses.field(
         default=None,
         metadata=_row(
-            parse_database,
+            parsers.parse_database,
             metavar="PATH|URL",
             help="SQLite file or file: URL",
             # list and verify: only that database's backups (a backups folder may be shared)
@@ -314,7 +139,7 @@ class Settings:
     backup_dir: Path = dataclasses.field(
         default=Path("/backups"),
         metadata=_row(
-            _path,
+            parsers.path,
             metavar="DIR",
             help="backups folder",
             commands=ALL_COMMANDS - {"version"},
@@ -323,7 +148,7 @@ class Settings:
     keep: int = dataclasses.field(
         default=10,
         metadata=_row(
-            _count(1),
+            parsers.count(1),
             metavar="N",
             help="keep the N most recent verified backups",
             commands=_RETENTION,
@@ -332,7 +157,7 @@ class Settings:
     keep_daily: int = dataclasses.field(
         default=0,
         metadata=_row(
-            _count(0),
+            parsers.count(0),
             metavar="N",
             help="also keep the newest backup of each of the last N days",
             commands=_RETENTION,
@@ -341,19 +166,25 @@ class Settings:
     keep_weekly: int = dataclasses.field(
         default=0,
         metadata=_row(
-            _count(0), metavar="N", help="... of each of the last N weeks", commands=_RETENTION
+            parsers.count(0),
+            metavar="N",
+            help="... of each of the last N weeks",
+            commands=_RETENTION,
         ),
     )
     keep_monthly: int = dataclasses.field(
         default=0,
         metadata=_row(
-            _count(0), metavar="N", help="... of each of the last N months", commands=_RETENTION
+            parsers.count(0),
+            metavar="N",
+            help="... of each of the last N months",
+            commands=_RETENTION,
         ),
     )
     environment: str = dataclasses.field(
         default="production",
         metadata=_row(
-            _environment,
+            parsers.environment_name,
             metavar="NAME",
             help="used in backup names",
             commands=_HISTORY,
@@ -362,7 +193,7 @@ class Settings:
     schema: Path | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _path,
+            parsers.path,
             metavar="PATH",
             help="desired schema: .sql file or folder, or SERVICE:/PATH in the app's container",
             commands=_SCHEMA | {"health"},
@@ -371,7 +202,7 @@ class Settings:
     app: str | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _text,
+            parsers.text,
             metavar="NAME",
             help="the app's Compose service or container",
             commands=frozenset({"deploy", "restore", "backup"}),
@@ -380,7 +211,7 @@ class Settings:
     app_label: str | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _text,
+            parsers.text,
             flag=False,
             help="or find the app by a label, key=value",
             commands=frozenset({"deploy", "restore", "backup"}),
@@ -406,7 +237,7 @@ class Settings:
     quiet_period: float = dataclasses.field(
         default=2.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             metavar="DURATION",
             help="how long the files must stay unchanged",
             commands=frozenset({"deploy", "migrate"}),
@@ -416,7 +247,7 @@ class Settings:
     wait_timeout: float = dataclasses.field(
         default=60.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             metavar="DURATION",
             help="longest wait for a lull and the write lock",
             commands=_SCHEMA | {"backup", "health", "restore"},
@@ -426,7 +257,7 @@ class Settings:
     lease_wait: float = dataclasses.field(
         default=60.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             flag=False,
             help="how long to wait for another sidecar's lease",
             commands=frozenset({"deploy", "migrate", "restore", "backup"}),
@@ -436,7 +267,7 @@ class Settings:
     stop_timeout: float = dataclasses.field(
         default=30.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             flag=False,
             help="graceful stop timeout of the app",
             commands=frozenset({"deploy", "restore", "backup"}),
@@ -446,7 +277,7 @@ class Settings:
     healthy_timeout: float = dataclasses.field(
         default=120.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             flag=False,
             help="how long the restarted app may take to be healthy",
             commands=frozenset({"deploy"}),
@@ -464,7 +295,7 @@ class Settings:
     schedule: str | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _text,
+            parsers.text,
             metavar="CRON|DURATION",
             help="then stay up, backing up on this schedule",
             commands=frozenset({"deploy", "backup"}),
@@ -473,7 +304,7 @@ class Settings:
     health_queries: Path | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _path,
+            parsers.path,
             metavar="FILE",
             help=".sql file; each query must return a truthy value",
             commands=frozenset({"deploy", "migrate", "health"}),
@@ -493,12 +324,14 @@ class Settings:
     )
     backup_group: int | None = dataclasses.field(
         default=None,
-        metadata=_row(_count(0), flag=False, help="gid that may read backups", commands=_HISTORY),
+        metadata=_row(
+            parsers.count(0), flag=False, help="gid that may read backups", commands=_HISTORY
+        ),
     )
     max_backup_age: float = dataclasses.field(
         default=26 * 3600.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             flag=False,
             help="health fails past this backup age",
             commands=frozenset({"deploy", "health"}),
@@ -508,7 +341,7 @@ class Settings:
     min_free_margin: int = dataclasses.field(
         default=64 * 1024 * 1024,
         metadata=_row(
-            parse_size,
+            parsers.parse_size,
             flag=False,
             help="free space required beyond the database",
             commands=_NEW_BACKUP,
@@ -517,7 +350,9 @@ class Settings:
     )
     strict: bool = dataclasses.field(
         default=False,
-        metadata=_row(parse_bool, help="destructive drift fails (exit 3)", commands=_SCHEMA),
+        metadata=_row(
+            parsers.parse_bool, help="destructive drift fails (exit 3)", commands=_SCHEMA
+        ),
     )
     renames: RenamePolicy = dataclasses.field(
         default="refuse",
@@ -531,7 +366,7 @@ class Settings:
     allow_fresh: bool = dataclasses.field(
         default=False,
         metadata=_row(
-            parse_bool,
+            parsers.parse_bool,
             commands=_SCHEMA,
             help="create an empty database even though backups of a missing one exist",
         ),
@@ -539,7 +374,7 @@ class Settings:
     compact: bool = dataclasses.field(
         default=False,
         metadata=_row(
-            parse_bool,
+            parsers.parse_bool,
             flag=False,
             commands=frozenset({"deploy", "migrate"}),
             help="after a change that rebuilt a table, VACUUM to give its old pages back",
@@ -548,7 +383,7 @@ class Settings:
     backup_stop_app: bool = dataclasses.field(
         default=False,
         metadata=_row(
-            parse_bool,
+            parsers.parse_bool,
             flag=False,
             commands=frozenset({"backup"}),
             help="a backup may stop SIDECAR_APP briefly (an app in exclusive locking mode)",
@@ -576,7 +411,7 @@ class Settings:
     notify_timeout: float = dataclasses.field(
         default=5.0,
         metadata=_row(
-            _seconds,
+            parsers.seconds,
             flag=False,
             help="the bound of each notification and ping",
             commands=_ALERTS,
@@ -586,13 +421,13 @@ class Settings:
     ping_url: str | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _http_url, flag=False, help="dead-man pings (healthchecks.io)", commands=_ALERTS
+            parsers.http_url, flag=False, help="dead-man pings (healthchecks.io)", commands=_ALERTS
         ),
     )
     metrics_addr: str | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _address,
+            parsers.address,
             flag=False,
             help="serve /metrics here in the long-running mode",
             commands=frozenset({"deploy", "backup"}),
@@ -601,7 +436,10 @@ class Settings:
     metrics_file: Path | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _path, flag=False, help="node_exporter textfile for the metrics", commands=_ALERTS
+            parsers.path,
+            flag=False,
+            help="node_exporter textfile for the metrics",
+            commands=_ALERTS,
         ),
     )
     # Offsite copies (sidecar/offsite; README "Offsite copies"). The AWS_* names are the ones
@@ -609,7 +447,7 @@ class Settings:
     offsite: str | None = dataclasses.field(
         default=None,
         metadata=_offsite_row(
-            _offsite_url,
+            parsers.offsite_url,
             shown="off",
             help="`s3://bucket/prefix`: every verified backup also goes there",
         ),
@@ -617,7 +455,7 @@ class Settings:
     aws_endpoint_url: str | None = dataclasses.field(
         default=None,
         metadata=_offsite_row(
-            _endpoint,
+            parsers.endpoint,
             env="AWS_ENDPOINT_URL",
             shown="AWS S3",
             help="an S3-compatible store (MinIO, B2, R2, Garage)",
@@ -626,7 +464,7 @@ class Settings:
     aws_region: str | None = dataclasses.field(
         default=None,
         metadata=_offsite_row(
-            _text,
+            parsers.text,
             env="AWS_REGION",
             shown="unset: `us-east-1`",
             help="the store's region",
@@ -636,7 +474,7 @@ class Settings:
         default=None,
         repr=False,
         metadata=_offsite_row(
-            _text,
+            parsers.text,
             env="AWS_ACCESS_KEY_ID",
             help="the store's access key (a secret: use `_FILE`)",
         ),
@@ -645,7 +483,7 @@ class Settings:
         default=None,
         repr=False,
         metadata=_offsite_row(
-            _text,
+            parsers.text,
             env="AWS_SECRET_ACCESS_KEY",
             help="the store's secret key (a secret: use `_FILE`)",
         ),
@@ -660,7 +498,7 @@ class Settings:
     age_recipients: tuple[str, ...] = dataclasses.field(
         default=(),
         metadata=_offsite_row(
-            _recipients,
+            parsers.recipients,
             shown="none (NOT encrypted)",
             help="age public keys, or a file of them: every object is encrypted",
         ),
@@ -668,41 +506,44 @@ class Settings:
     age_identity_file: Path | None = dataclasses.field(
         default=None,
         metadata=_offsite_row(
-            _path,
+            parsers.path,
             help="the age identity file for restores and drills",
         ),
     )
     offsite_keep: int = dataclasses.field(
         default=10,
         metadata=_row(
-            _count(1), flag=False, commands=_OFFSITE, help="keep the N most recent offsite copies"
+            parsers.count(1),
+            flag=False,
+            commands=_OFFSITE,
+            help="keep the N most recent offsite copies",
         ),
     )
     offsite_keep_daily: int = dataclasses.field(
         default=0,
         metadata=_offsite_row(
-            _count(0),
+            parsers.count(0),
             help="also keep the newest copy of each of N days",
         ),
     )
     offsite_keep_weekly: int = dataclasses.field(
         default=0,
         metadata=_offsite_row(
-            _count(0),
+            parsers.count(0),
             help="also keep the newest copy of each of N ISO weeks",
         ),
     )
     offsite_keep_monthly: int = dataclasses.field(
         default=0,
         metadata=_offsite_row(
-            _count(0),
+            parsers.count(0),
             help="also keep the newest copy of each of N months",
         ),
     )
     drill_schedule: str | None = dataclasses.field(
         default=None,
         metadata=_row(
-            _text,
+            parsers.text,
             flag=False,
             commands=frozenset({"deploy", "backup"}),
             help="restore drills of the newest copy, in the long-running mode",
@@ -711,7 +552,7 @@ class Settings:
     max_offsite_age: float = dataclasses.field(
         default=26 * 3600.0,
         metadata=_offsite_row(
-            _seconds,
+            parsers.seconds,
             shown="`26h`",
             help="`health` warns past this age of the newest offsite copy",
         ),
@@ -742,137 +583,7 @@ ENV_NAMES: dict[str, str] = {s.name: s.env for s in SETTINGS}
 ENV_ONLY: frozenset[str] = frozenset(s.name for s in SETTINGS if not s.flag)
 PARSERS: dict[str, Callable[[str], Any]] = {s.name: s.parse for s in SETTINGS}
 
-# SIDECAR_* variables that are not settings but are legitimately in the environment: the
-# image tags ./scripts/setup and Compose read, the venv path, and test-only switches.
-NOT_SETTINGS = frozenset(
-    {"SIDECAR_IMAGE", "SIDECAR_BASE_IMAGE", "SIDECAR_VENV", "SIDECAR_FAULT_SEED",
-     "SIDECAR_FAULT_KILLS", "SIDECAR_TEST_NO_KUSTOMIZE",
-     "SIDECAR_METRICS_PORT"}  # the host port deploy/monitoring/compose.metrics.yml publishes
-)  # fmt: skip
-
 
 def for_command(command: str) -> list[Setting]:
     """The settings ``command`` reads (and whose flags it accepts)."""
     return [s for s in SETTINGS if command in s.commands]
-
-
-def unknown_variables(env: Mapping[str, str]) -> list[str]:
-    """One message per ``SIDECAR_*`` variable (or ``*_FILE``) that names no setting, with the
-    closest known name: ``SIDECAR_KEEEP: unknown setting; did you mean SIDECAR_KEEP?``."""
-    known = set(ENV_NAMES.values())
-    messages = []
-    for name in sorted(env):
-        base = name.removesuffix("_FILE")
-        # A setting may itself end in _FILE (SIDECAR_METRICS_FILE): its own name is known.
-        # A setting may itself end in _FILE (SIDECAR_AGE_IDENTITY_FILE): the name first.
-        if not name.startswith("SIDECAR_") or {name, base} & known or name in NOT_SETTINGS:
-            continue
-        import difflib  # noqa: PLC0415 (only on a typo: keeps startup light)
-
-        suffix = name[len(base) :]
-        close = difflib.get_close_matches(base, sorted(known), n=1)
-        guess = f"; did you mean {close[0]}{suffix}?" if close else ""
-        messages.append(f"{name}: unknown setting{guess}")
-    return messages
-
-
-def read_env(env: Mapping[str, str], name: str) -> str | None:
-    """``name`` from the environment, or the contents of the file named by ``name_FILE``.
-
-    An empty variable counts as unset: Compose's ``${X:-}`` idiom passes one through when
-    the user set nothing, and "unset" is what the user meant.
-    """
-    direct = env.get(name) or None
-    file_name = env.get(f"{name}_FILE") or None
-    if direct is not None and file_name is not None:
-        raise ConfigError(
-            f"{name} and {name}_FILE are both set", hint=f"set only one of {name}, {name}_FILE"
-        )
-    if file_name is None:
-        return direct
-    try:
-        return Path(file_name).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(
-            f"{name}_FILE: cannot read {file_name}: {exc.strerror}",
-            hint="mount the secret file and check its permissions",
-        ) from exc
-
-
-def load_settings(
-    env: Mapping[str, str], flags: Mapping[str, str | bool | None] | None = None
-) -> Settings:
-    """Build the settings: defaults < environment (or ``*_FILE``) < flags. Validates each field."""
-    values: dict[str, Any] = {}
-    flags = flags or {}
-    for field in dataclasses.fields(Settings):
-        name = field.name
-        flag = flags.get(name)
-        raw: str | None
-        if isinstance(flag, bool):
-            # Boolean flags (--strict) are switches: present means on, absent defers to env.
-            if flag:
-                values[name] = True
-                continue
-            raw = read_env(env, ENV_NAMES[name])
-        elif flag is not None:
-            raw = flag
-        else:
-            raw = read_env(env, ENV_NAMES[name])
-        if raw is None and name == "database":
-            raw = _database_fallback(env)
-        if raw is None:
-            continue
-        try:
-            values[name] = PARSERS[name](raw)
-        except ValueError as exc:
-            raise ConfigError(f"{label(name)}: {exc}", hint=fix_hint(name)) from None
-    _check_offsite(values)
-    return Settings(**values)
-
-
-# Offsite settings that mean nothing without SIDECAR_OFFSITE. Set without it, the SIDECAR_*
-# ones are an error (encryption "accepted and ignored" must never happen); the AWS_* ones are
-# shared with other tools (a platform may inject AWS_REGION), so they only log a warning.
-OFFSITE_ONLY = (
-    "s3_path_style", "age_recipients", "age_identity_file", "offsite_keep",
-    "offsite_keep_daily", "offsite_keep_weekly", "offsite_keep_monthly", "drill_schedule",
-    "max_offsite_age",
-)  # fmt: skip
-AWS_SHARED = ("aws_endpoint_url", "aws_region", "aws_access_key_id", "aws_secret_access_key")
-
-
-def _check_offsite(values: Mapping[str, Any]) -> None:
-    """Offsite settings that would be ignored: an error (SIDECAR_*) or a warning (AWS_*)."""
-    if values.get("drill_schedule") and not values.get("schedule"):
-        raise ConfigError(
-            "SIDECAR_DRILL_SCHEDULE set but SIDECAR_SCHEDULE is not: drills run only in the "
-            "long-running mode",
-            hint="set SIDECAR_SCHEDULE too, or run `sidecar verify --remote` from a CronJob",
-        )
-    if values.get("offsite") is not None:
-        return
-    stray = [ENV_NAMES[name] for name in OFFSITE_ONLY if name in values]
-    if stray:
-        raise ConfigError(
-            f"{', '.join(stray)} set but SIDECAR_OFFSITE is not: offsite copies are off",
-            hint="set SIDECAR_OFFSITE=s3://bucket/prefix, or unset " + ", ".join(stray),
-        )
-    shared = [ENV_NAMES[name] for name in AWS_SHARED if name in values]
-    if shared:
-        from sidecar.logs import get_logger  # noqa: PLC0415
-
-        get_logger(__name__).warning(
-            "settings.ignored",
-            names=shared,
-            reason="SIDECAR_OFFSITE is not set",
-            hint="set SIDECAR_OFFSITE=s3://bucket/prefix to make offsite copies",
-        )
-
-
-def _database_fallback(env: Mapping[str, str]) -> str | None:
-    for name in DATABASE_FALLBACKS:
-        value = read_env(env, name)
-        if value and value.strip().startswith("file:"):
-            return value
-    return None

@@ -16,7 +16,7 @@ from typing import Any
 
 import docker.errors
 
-from sidecar.containers import PROJECT_LABEL, SERVICE_LABEL, AppRef
+from sidecar.containers.apps import PROJECT_LABEL, SERVICE_LABEL, AppRef
 from sidecar.errors import HealthError
 
 _ids = itertools.count(1)
@@ -142,7 +142,8 @@ def compose_container(project: str, service: str, number: int = 1, **kwargs: Any
 
 @dataclass
 class FakeApps:
-    """Stands for :class:`sidecar.containers.AppControl` in pipeline tests; records calls."""
+    """Stands for :class:`~sidecar.containers.control.AppControl` in pipeline tests; records
+    calls."""
 
     app: AppRef = field(default_factory=lambda: AppRef(name="demo-app-1", id="0" * 64))
     healthy: bool = True

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import alerts, containers, schedule
+from sidecar import alerts, schedule
 from sidecar.backup import store
-from sidecar.commands.backups import run_scheduled, take_backup
+from sidecar.commands.backup import run_scheduled, take_backup
+from sidecar.containers import engine
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline.report import DeployReport
@@ -55,7 +56,7 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
     schema_in_app = settings.schema is not None and parse(str(settings.schema))
-    apps = containers.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
+    apps = engine.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
     try:
         report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
     except Aborted:

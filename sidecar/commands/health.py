@@ -10,10 +10,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sidecar import appstop, database
-from sidecar import health as checks
 from sidecar.backup import store
 from sidecar.errors import ExitCode, HealthError
-from sidecar.health import Check, HealthReport
+from sidecar.health import (
+    Check,
+    HealthReport,
+    database_checks,
+    load_queries,
+    run_queries,
+    wal_bytes,
+)
 from sidecar.logs import get_logger
 from sidecar.schema.catalogue import read_catalogue
 from sidecar.schema.diff import make_plan
@@ -88,19 +94,19 @@ def _database_health(
 ) -> HealthReport:
     db = settings.require_database()
     database.check_database_file(db)
-    queries = checks.load_queries(settings.health_queries) if settings.health_queries else []
+    queries = load_queries(settings.health_queries) if settings.health_queries else []
     desired = load_desired(settings.schema) if settings.schema else None
     conn = database.connect(db, busy_timeout=min(settings.wait_timeout, 1.0))
     try:
         database.begin_snapshot(conn, wait=settings.wait_timeout)  # one snapshot for all
-        found = checks.database_checks(conn, full=settings.verify == "full")
+        found = database_checks(conn, full=settings.verify == "full")
         counts = database.row_counts(conn)
         if desired is not None:
             plan = make_plan(read_catalogue(conn), desired, row_counts=counts)
             pending = [str(op) for op in plan.operations]
             detail = "; ".join(pending[:5]) + (" ..." if len(pending) > 5 else "")
             found.append(Check("desired schema present", not pending, detail or "ok"))
-        found += checks.run_queries(conn, queries)
+        found += run_queries(conn, queries)
         mode = database.journal_mode(conn)
         conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as exc:
@@ -128,7 +134,7 @@ def _database_health(
         checks=tuple(found),
         row_counts=counts,
         journal_mode=mode,
-        wal_bytes=checks.wal_bytes(db),
+        wal_bytes=wal_bytes(db),
         last_backup=latest.id if latest is not None else None,
         last_backup_age_s=age,
     )

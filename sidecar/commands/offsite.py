@@ -17,7 +17,8 @@ from typing import Any
 from sidecar import schedule
 from sidecar.backup.names import verification_path
 from sidecar.backup.store import BackupInfo, append_history, list_backups
-from sidecar.commands.backups import VerifyResult, _age, _size
+from sidecar.commands import display
+from sidecar.commands.verify import VerifyResult
 from sidecar.errors import ConfigError, ExitCode, RefusedError, SidecarError
 from sidecar.health import Check
 from sidecar.logs import get_logger
@@ -176,13 +177,13 @@ class RemoteListResult:
                 "never"
                 if not drill
                 else f"{'ok' if drill.get('ok') else 'FAILED'} "
-                + (_age(datetime.fromisoformat(drill["at"]), self.now))
+                + (display.age(datetime.fromisoformat(drill["at"]), self.now))
             )
             rows.append(
                 (
                     c.id,
-                    _size(c.size),
-                    _age(c.created_at, self.now),
+                    display.size(c.size),
+                    display.age(c.created_at, self.now),
                     "yes" if c.encrypted else "NO",
                     when,
                     "; ".join(c.problems),

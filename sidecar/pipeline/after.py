@@ -10,7 +10,7 @@ from sidecar.backup import retention, store
 from sidecar.backup.create import compress_backup
 from sidecar.backup.retention import Retention
 from sidecar.backup.store import BackupInfo
-from sidecar.containers import AppRef, Apps, left_for_compose
+from sidecar.containers.apps import AppRef, Apps, left_for_compose
 from sidecar.errors import HealthError, SidecarError
 from sidecar.logs import get_logger
 from sidecar.pipeline.report import DeployReport

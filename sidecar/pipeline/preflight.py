@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from sidecar import health
-from sidecar.containers import AppRef, Apps
+from sidecar.containers.apps import AppRef, Apps
 from sidecar.errors import UnavailableError
 from sidecar.logs import get_logger
 from sidecar.migrate.apply import Guard

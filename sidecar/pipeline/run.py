@@ -21,7 +21,7 @@ from sidecar import appstop, database
 from sidecar.backup import store
 from sidecar.backup.create import create_backup, prepare_folder
 from sidecar.backup.store import BackupInfo
-from sidecar.containers import AppRef, Apps
+from sidecar.containers.apps import AppRef, Apps
 from sidecar.errors import RefusedError, SidecarError, UnavailableError
 from sidecar.lease import hold_lease
 from sidecar.logs import get_logger

@@ -21,7 +21,7 @@ from sidecar.schema import desired
 from sidecar.schema.catalogue import Catalogue
 
 if TYPE_CHECKING:
-    from sidecar.containers import AppRef
+    from sidecar.containers.apps import AppRef
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -81,7 +81,7 @@ def load_desired(
     # Only here: `health --backups-only` (the image's HEALTHCHECK) never loads the Docker SDK.
     import docker.errors  # noqa: PLC0415
 
-    from sidecar.containers import connect  # noqa: PLC0415
+    from sidecar.containers.engine import connect  # noqa: PLC0415
 
     if apps is None:
         apps = connect(required=True)

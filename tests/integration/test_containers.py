@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar import containers as seam
-from sidecar import lease
-from sidecar.containers import PROJECT_LABEL, SERVICE_LABEL, AppControl
+import sidecar
+from sidecar.containers.apps import PROJECT_LABEL, SERVICE_LABEL
+from sidecar.containers.control import AppControl
 from sidecar.errors import ConfigError, HealthError
 from tests.conftest import DEMO_IMAGE, SIDECAR_IMAGE, TEST_LABEL, run_once
 
@@ -181,7 +181,8 @@ def test_the_sidecar_in_its_container_detects_its_own_project(
     """Run as project A's sidecar does: its own labels decide which ``app`` it may touch."""
     project_a, app_a, _ = two_projects
     script = (
-        "import containers, json\n"
+        "import json\n"
+        "from sidecar.containers import engine as containers\n"
         "apps = containers.connect(required=True)\n"
         "ref = apps.find('app')\n"
         "print(json.dumps({'project': apps.project, 'id': ref.id}))\n"
@@ -202,7 +203,7 @@ def test_the_sidecar_in_its_container_detects_its_own_project(
 LEASE = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from lease import hold_lease\n"
+    "from sidecar.lease import hold_lease\n"
     "from sidecar.errors import SidecarError\n"
     "db, wait, hold = Path('/app/data/portfolio.db'), float(sys.argv[2]), float(sys.argv[3])\n"
     "try:\n"
@@ -247,8 +248,8 @@ def seam_container(
     docker_client: Any, script: str, args: list[str] | None = None, **kwargs: Any
 ) -> Any:
     """A created (not started) sidecar-image container that runs ``script`` with this
-    checkout's containers.py and lease.py importable: the source under test, whatever the
-    image was built from."""
+    checkout's sidecar package importable first: the source under test, whatever the image was
+    built from."""
     labels = {TEST_LABEL: "1", **kwargs.pop("labels", {})}
     # sys.argv inside the script: ["-c", script, *args].
     box = docker_client.containers.create(
@@ -260,7 +261,8 @@ def seam_container(
         **kwargs,
     )
     try:
-        sources = {"seam/containers.py": Path(seam.__file__), "seam/lease.py": Path(lease.__file__)}
+        package = Path(sidecar.__file__).parent
+        sources = {f"seam/sidecar/{p.relative_to(package)}": p for p in package.rglob("*.py")}
         box.put_archive("/tmp", _tar(sources))
     except Exception:
         box.remove(force=True)

@@ -250,7 +250,7 @@ def test_an_event_from_anywhere_is_one_line(al_env: dict[str, str]) -> None:
 @pytest.fixture
 def al_deploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """A deploy of the v2 schema over a v1 database through the CLI, the Docker seam faked."""
-    from sidecar import containers
+    from sidecar.containers import engine
     from tests.fakes import FakeApps
     from tests.unit.test_pipeline import env_for, make_db
 
@@ -258,7 +258,7 @@ def al_deploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
 
     def run(capsys: pytest.CaptureFixture[str], *, healthy: bool = True, **env: str) -> Any:
         apps = FakeApps(healthy=healthy)
-        monkeypatch.setattr(containers, "connect", lambda required: apps)
+        monkeypatch.setattr(engine, "connect", lambda required: apps)
         full = env_for(
             tmp_path,
             SIDECAR_APP="app",

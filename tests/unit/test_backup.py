@@ -406,7 +406,7 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert good.id in {b.id for b in outcome.kept}
     assert len(outcome.deleted) == 3
     assert _rows(good.path, "users") == 10  # the data is still there to restore
-    from sidecar.commands.backups import ListResult
+    from sidecar.commands.listing import ListResult
 
     listing = ListResult(store.list_backups(bk_dir)).render().splitlines()
     assert listing[0].split() == ["ID", "STATUS", "AGE", "SIZE", "REASON", "NOTE"]
@@ -415,7 +415,7 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert all(line.endswith("0 of 215 rows left") for line in listing[1:-1])
     # `health` passes (an app may be reset on purpose) but says it.
     from sidecar.commands.health import health
-    from sidecar.settings import load_settings
+    from sidecar.environ import load_settings
 
     env = {"SIDECAR_DATABASE": str(db), "SIDECAR_BACKUP_DIR": str(bk_dir)}
     result = health(load_settings(env))

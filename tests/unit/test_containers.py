@@ -9,15 +9,10 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
-from sidecar import containers
-from sidecar.containers import (
-    PROJECT_LABEL,
-    AppControl,
-    AppRef,
-    Apps,
-    Replica,
-    own_container_ids,
-)
+from sidecar.containers import engine, identity
+from sidecar.containers.apps import PROJECT_LABEL, AppRef, Apps, Replica
+from sidecar.containers.control import AppControl
+from sidecar.containers.identity import own_container_ids
 from sidecar.errors import ConfigError, ExitCode, HealthError, UnavailableError
 from tests.fakes import FakeApps, FakeContainer, FakeDocker, api_error, compose_container
 
@@ -135,7 +130,7 @@ def test_own_project_is_detected_from_our_container(monkeypatch: pytest.MonkeyPa
     client = FakeDocker(theirs, app, me)
     apps = AppControl(client)
     monkeypatch.setattr(
-        containers, "_read", lambda path: mountinfo if path.endswith("mountinfo") else ""
+        identity, "_read", lambda path: mountinfo if path.endswith("mountinfo") else ""
     )
     assert apps.project == "a"
     assert apps.find("app").id == app.id
@@ -331,7 +326,7 @@ def test_no_socket_is_none_when_not_required(monkeypatch: pytest.MonkeyPatch) ->
         docker, "from_env", _refuse(FileNotFoundError(2, "No such file or directory"))
     )
     with capture_logs() as logs:
-        assert containers.connect(required=False) is None
+        assert engine.connect(required=False) is None
     assert logs[0]["event"] == "docker.unavailable"
     assert logs[0]["log_level"] == "info"
 
@@ -341,7 +336,7 @@ def test_no_socket_is_exit_5_with_a_hint_when_required(monkeypatch: pytest.Monke
         docker, "from_env", _refuse(FileNotFoundError(2, "No such file or directory"))
     )
     with pytest.raises(UnavailableError) as caught:
-        containers.connect(required=True)
+        engine.connect(required=True)
     assert caught.value.exit_code == ExitCode.UNAVAILABLE
     assert "does not exist" in str(caught.value)
     assert "/var/run/docker.sock" in (caught.value.hint or "")
@@ -350,7 +345,7 @@ def test_no_socket_is_exit_5_with_a_hint_when_required(monkeypatch: pytest.Monke
 def test_permission_denied_hints_at_group_add(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(docker, "from_env", _refuse(PermissionError(13, "Permission denied")))
     with pytest.raises(UnavailableError) as caught:
-        containers.connect(required=True)
+        engine.connect(required=True)
     assert "permission denied" in str(caught.value)
     assert "group_add" in (caught.value.hint or "")
     assert "DOCKER_GID" in (caught.value.hint or "")
@@ -359,7 +354,7 @@ def test_permission_denied_hints_at_group_add(monkeypatch: pytest.MonkeyPatch) -
 def test_connect_returns_a_control_on_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
     client = FakeDocker()
     monkeypatch.setattr(docker, "from_env", lambda: client)
-    apps = containers.connect(required=True)
+    apps = engine.connect(required=True)
     assert isinstance(apps, AppControl)
 
 

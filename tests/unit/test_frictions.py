@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from sidecar import cli
-from sidecar.containers import AppRef
+from sidecar.containers.apps import AppRef
+from sidecar.environ import load_settings
 from sidecar.lease import hold_lease
 from sidecar.pipeline.run import run_deploy
-from sidecar.settings import load_settings
 from tests.fakes import FakeApps
 from tests.unit.test_pipeline import env_for, make_db
 

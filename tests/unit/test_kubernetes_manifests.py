@@ -29,7 +29,8 @@ import yaml
 from kubernetes_validate.utils import all_versions
 
 from sidecar import __version__, schedule
-from sidecar.settings import Settings, load_settings
+from sidecar.environ import load_settings
+from sidecar.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -107,7 +107,7 @@ def test_the_textfile_merges_runs_of_every_kind(
 def test_a_plan_sets_the_pending_changes_and_a_deploy_clears_them(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sidecar import containers
+    from sidecar.containers import engine
     from tests.fakes import FakeApps
     from tests.unit.test_pipeline import env_for, make_db
 
@@ -118,7 +118,7 @@ def test_a_plan_sets_the_pending_changes_and_a_deploy_clears_them(
     pending = value(parse(path), "sidecar_schema_pending_changes")
     assert pending is not None
     assert pending > 0
-    monkeypatch.setattr(containers, "connect", lambda required: FakeApps())
+    monkeypatch.setattr(engine, "connect", lambda required: FakeApps())
     assert cli.main(["deploy"], env={**env, "SIDECAR_APP": "app"}) == 0
     capsys.readouterr()
     after = parse(path)

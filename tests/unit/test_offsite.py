@@ -458,7 +458,7 @@ def test_offsite_settings_without_offsite_are_an_error_never_ignored(
     # A recipients file works as well as the keys themselves.
     keys = tmp_path / "recipients.txt"
     keys.write_text(f"# ops\n{age_key[1]}\n")
-    from sidecar.settings import load_settings
+    from sidecar.environ import load_settings
 
     settings = load_settings({"SIDECAR_OFFSITE": "s3://b/p", "SIDECAR_AGE_RECIPIENTS": str(keys)})
     assert settings.age_recipients == (age_key[1],)
@@ -468,8 +468,8 @@ def test_offsite_settings_without_offsite_are_an_error_never_ignored(
 def test_deploy_uploads_after_the_commit_and_the_restart_and_a_failure_is_a_warning(
     server: S3Server, tmp_path: Path
 ) -> None:
+    from sidecar.environ import load_settings
     from sidecar.pipeline.run import run_deploy
-    from sidecar.settings import load_settings
     from tests.fakes import FakeApps
     from tests.unit.test_pipeline import env_for, make_db
 
@@ -524,7 +524,7 @@ def test_scheduled_drills_run_beside_the_scheduled_backups(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from sidecar.commands import offsite
-    from sidecar.settings import load_settings
+    from sidecar.environ import load_settings
     from sidecar.signals import Stop
 
     assert run(capsys, ["backup"], env)[0] == 0

@@ -13,9 +13,10 @@ import pytest
 
 from sidecar import cli
 from sidecar.backup import store
+from sidecar.environ import load_settings
 from sidecar.errors import HealthError, RefusedError
 from sidecar.pipeline.run import run_deploy
-from sidecar.settings import Settings, load_settings
+from sidecar.settings import Settings
 from tests.fakes import FakeApps
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar.containers import AppControl
+from sidecar.containers.control import AppControl
 from sidecar.errors import UnavailableError
 from sidecar.pipeline.run import run_deploy
 from tests.fakes import FakeDocker, compose_container

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.containers import AppRef
+from sidecar.containers.apps import AppRef
+from sidecar.environ import load_settings
 from sidecar.errors import ExitCode, HealthError, RefusedError
 from sidecar.migrate import rebuild
 from sidecar.pipeline.run import run_deploy
-from sidecar.settings import load_settings
 from tests import prisma_emulation as prisma
 from tests.fakes import FakeApps
 from tests.unit.test_prisma_history import REDEFINE, SEED, env_for, history, prisma_deployed, query

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import settings
+from sidecar import environ, settings
+from sidecar.environ import load_settings
 from sidecar.errors import ConfigError, ExitCode
-from sidecar.settings import Settings, load_settings, parse_database, parse_duration, parse_size
+from sidecar.parsers import parse_database, parse_duration, parse_size
+from sidecar.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -202,7 +204,7 @@ def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
                "s3_path_style": "true", "age_recipients": _age_public_key(),
                "renames": "copy"}  # fmt: skip
     # Offsite settings mean nothing without SIDECAR_OFFSITE (an error), drills without a schedule.
-    context = {name: {"SIDECAR_OFFSITE": "s3://b/p"} for name in settings.OFFSITE_ONLY}
+    context = {name: {"SIDECAR_OFFSITE": "s3://b/p"} for name in environ.OFFSITE_ONLY}
     context["drill_schedule"] = {"SIDECAR_OFFSITE": "s3://b/p", "SIDECAR_SCHEDULE": "1h"}
     for setting in settings.SETTINGS:
         value = samples.get(setting.name, "7")
@@ -225,7 +227,7 @@ def test_unknown_variables_name_the_closest_setting() -> None:
         "SIDECAR_METRICS_FILE_FILE": "/run/secrets/x",
         "PATH": "/bin",
     }
-    assert settings.unknown_variables(env) == [
+    assert environ.unknown_variables(env) == [
         "SIDECAR_KEEEP: unknown setting; did you mean SIDECAR_KEEP?",
         "SIDECAR_SCHEMAS_FILE: unknown setting; did you mean SIDECAR_SCHEMA_FILE?",
         "SIDECAR_ZZZZZZZZZZZZ: unknown setting",
@@ -244,7 +246,7 @@ def test_variables_the_project_sets_itself_are_never_reported() -> None:
     # SIDECAR_ENV is a test constant's name; the rest are the typos these tests make on purpose.
     names -= {"SIDECAR_ENV", "SIDECAR_KEEEP", "SIDECAR_SCHEMAS_FILE", "SIDECAR_ZZZZZZZZZZZZ",
               "SIDECAR_STRCT_FILE"}  # fmt: skip
-    assert settings.unknown_variables(dict.fromkeys(names, "x")) == []
+    assert environ.unknown_variables(dict.fromkeys(names, "x")) == []
 
 
 def _age_public_key() -> str:

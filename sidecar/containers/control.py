@@ -1,47 +1,31 @@
-"""The Docker seam: find the app container(s), stop/start/restart them, wait until healthy.
+"""The docker-SDK side of the seam: find, stop, start, restart and watch the app's containers.
 
-Everything Docker sits behind :class:`AppControl`, which takes a ``docker.DockerClient`` (or a
-hand-written fake with the same few methods: ``containers.list``/``containers.get`` and, on a
-container, ``stop``/``start``/``restart``/``logs`` and ``id``/``name``/``labels``/``attrs``).
-
-Scope, because the Docker socket is root on the host:
-
-- When the sidecar runs in a container that belongs to a Compose project, it only ever touches
-  containers carrying that project's label. A container named ``app`` in another project is
-  invisible to it, whatever ``SIDECAR_APP`` says.
-- Outside a Compose project, an explicit container name/id or an explicit label says which
-  containers are the app.
-- Compose one-off containers (``docker compose run``) and the sidecar's own container are never
-  the app.
-
-A scaled service (several replicas) is acted on as a whole: the :class:`AppRef` carries every
-replica, ``stopped`` stops them all (they all hold the database), ``restart`` restarts them one
-after the other and ``wait_healthy`` waits for each.
-
-Every API call goes through bounded retries on transient failures (HTTP 5xx, connection
-errors, timeouts); when they run out, :class:`UnavailableError` (exit 5).
+Scoped to the sidecar's own Compose project, never its own container; every API call retried
+when transient. See docs/design.md, 'The Docker seam'.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 import re
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-import docker
 import docker.errors
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity import wait_exponential as wait_exp
 
+from sidecar.containers import identity, retry
+from sidecar.containers.apps import (
+    ONEOFF_LABEL,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    AppRef,
+    Replica,
+    left_for_compose,
+)
+from sidecar.containers.describe import clip, describe, short, will_restart
 from sidecar.errors import ConfigError, HealthError, UnavailableError
 from sidecar.logs import get_logger
 
@@ -49,128 +33,11 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-ONEOFF_LABEL = "com.docker.compose.oneoff"
-DEFAULT_SOCKET = "/var/run/docker.sock"
-
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
-_SHORT_ID = re.compile(r"^[0-9a-f]{12,64}$")
-# Docker (and Podman) bind-mount these per-container files from the container's own folder.
-_MOUNTINFO_ID = re.compile(r"/containers/(?:overlay-containers/)?([0-9a-f]{64})/")
-_SELF_MOUNTS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
-
-_API_HINT = (
-    "check that the Docker engine is up (docker info) and reachable through the socket; "
-    "a socket proxy must allow containers list/inspect/start/stop/restart"
-)
-
-
-@dataclass(frozen=True)
-class Replica:
-    """One container of the app."""
-
-    name: str
-    id: str
-    # Whether it was running when found. One that was not (Compose created it and starts it
-    # once the sidecar exits: the release layout) is never started by the sidecar.
-    running: bool = True
-
-
-@dataclass(frozen=True)
-class AppRef:
-    """The app: one container, or every replica of a scaled Compose service.
-
-    ``name``/``id`` describe it for logs and reports (for several replicas, ``name`` lists
-    them and ``id`` is the first one's). ``replicas`` is empty for a single container made by
-    hand (a fake); use :attr:`containers` to iterate.
-    """
-
-    name: str
-    id: str
-    project: str | None = None
-    service: str | None = None
-    replicas: tuple[Replica, ...] = field(default=())
-
-    @property
-    def containers(self) -> tuple[Replica, ...]:
-        return self.replicas or (Replica(self.name, self.id),)
-
-    @property
-    def running(self) -> bool:
-        """Whether any of its containers was running when it was found."""
-        return any(replica.running for replica in self.containers)
-
-    def running_part(self) -> AppRef:
-        """The same app, limited to the containers that were running when it was found."""
-        ran = tuple(r for r in self.containers if r.running)
-        return dataclasses.replace(self, name=", ".join(r.name for r in ran), id=ran[0].id,
-                                   replicas=ran)  # fmt: skip
-
-
-class Apps(Protocol):
-    """The seam the pipeline needs; :class:`AppControl` is the real one, tests bring fakes."""
-
-    def find(self, app: str | None, *, label: str | None = None) -> AppRef: ...
-
-    def stopped(self, app: AppRef, *, timeout: float) -> AbstractContextManager[None]: ...
-
-    def restart(self, app: AppRef, *, timeout: float) -> None: ...
-
-    def start_stopped(self, app: AppRef) -> list[str]: ...
-
-    def wait_healthy(self, app: AppRef, *, timeout: float) -> None: ...
-
-    def get_archive(self, app: AppRef, path: str) -> Iterator[bytes]: ...
-
-
-def connect(*, required: bool) -> AppControl | None:
-    """An :class:`AppControl` on the engine from the environment (``DOCKER_HOST`` or the
-    default socket), or None when there is none and ``required`` is false (a Kubernetes init
-    container has no socket: the restart step is skipped and says so)."""
-    where = os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-    attempts = 4 if required else 1
-    try:
-        client = Retrying(
-            retry=retry_if_exception(_transient_connect),
-            stop=stop_after_attempt(attempts),
-            wait=wait_exp(multiplier=0.5, max=4),
-            reraise=True,
-            before_sleep=_log_retry("connect"),
-        )(docker.from_env)
-    except (docker.errors.DockerException, OSError) as exc:
-        reason = _connect_reason(exc)
-        if reason == "permission":
-            message = f"permission denied on the Docker socket {where}"
-            hint = (
-                "give the sidecar's user the socket's group: group_add: [\"${DOCKER_GID}\"] "
-                "with DOCKER_GID=$(stat -c %g /var/run/docker.sock), or use a socket proxy"
-            )
-        elif reason == "missing":
-            message = f"no Docker API: {where} does not exist"
-            hint = (
-                "mount /var/run/docker.sock into the sidecar (and group_add the socket's gid), "
-                "or point DOCKER_HOST at a socket proxy"
-            )
-        else:
-            message = f"the Docker API at {where} is unreachable: {_short(exc)}"
-            hint = _API_HINT
-        if not required:
-            event = log.warning if reason == "permission" else log.info
-            event("docker.unavailable", docker_host=where, reason=message, hint=hint)
-            return None
-        raise UnavailableError(message, hint=hint) from None
-    log.debug("docker.connected", docker_host=where)
-    return AppControl(client)
-
 
 class AppControl:
-    """Find, stop, start, restart and watch the app's containers; nothing else.
-
-    ``project``: the sidecar's own Compose project. By default it is detected from the
-    container the sidecar runs in (its labels); pass it to override (tests), or pass
-    ``detect_project=False`` to act outside any project.
-    """
+    """Find, stop, start, restart and watch the app's containers; nothing else. ``project``
+    (our Compose project) is detected from our own container unless given or ``detect_project``
+    is false."""
 
     def __init__(
         self,
@@ -211,12 +78,7 @@ class AppControl:
         return self._project
 
     def _find_self(self) -> Any | None:
-        candidates = own_container_ids(
-            hostname=socket.gethostname(),
-            env_hostname=os.environ.get("HOSTNAME"),
-            mountinfo=_read("/proc/self/mountinfo"),
-            cgroup=_read("/proc/self/cgroup"),
-        )
+        candidates = identity.candidates()
         for candidate in candidates:
             container = self._get(candidate)
             if container is not None and str(container.id).startswith(candidate):
@@ -336,10 +198,7 @@ class AppControl:
     @contextmanager
     def stopped(self, app: AppRef, *, timeout: float) -> Iterator[None]:
         """Stop the app gracefully for the block; start it again on exit, whatever happens.
-
-        Only containers that were running are stopped, and only those are started again: the
-        undo is exactly what was done.
-        """
+        Only the containers that were running are stopped and started: the undo is exact."""
         to_start: list[Replica] = []
         try:
             for replica in app.containers:
@@ -446,7 +305,7 @@ class AppControl:
             state = container.attrs.get("State", {})
             status = state.get("Status", "?")
             health = state.get("Health")
-            if status in ("exited", "dead") and not _will_restart(container.attrs):
+            if status in ("exited", "dead") and not will_restart(container.attrs):
                 raise HealthError(
                     f"app container {replica.name} {status} (exit code {state.get('ExitCode')})"
                     f": {self._last_log_line(container)}",
@@ -467,7 +326,7 @@ class AppControl:
             if time.monotonic() >= deadline:
                 raise HealthError(
                     f"app container {replica.name} not healthy after {timeout:g}s: "
-                    + _describe(state, self._last_log_line(container)),
+                    + describe(state, self._last_log_line(container)),
                     hint=f"see docker logs {replica.name}; raise SIDECAR_HEALTHY_TIMEOUT "
                     "if the app starts slowly",
                 )
@@ -481,7 +340,7 @@ class AppControl:
         except UnavailableError:
             return "(no logs)"
         lines = [line for line in bytes(raw).decode("utf-8", "replace").splitlines() if line]
-        return _clip(lines[-1]) if lines else "(no output)"
+        return clip(lines[-1]) if lines else "(no output)"
 
     # -- API calls -------------------------------------------------------------------------
 
@@ -505,120 +364,17 @@ class AppControl:
         """``fn()`` with bounded retries on transient errors; UnavailableError when they run
         out or on any other API error. NotFound passes through for the caller to judge."""
         try:
-            return Retrying(
-                retry=retry_if_exception(_transient),
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_exp(multiplier=self._retry_wait, max=5),
-                reraise=True,
-                before_sleep=_log_retry(what),
-            )(fn)
+            return retry.retrying(
+                what, transient=retry.transient, attempts=self._attempts,
+                multiplier=self._retry_wait, max_wait=5,
+            )(fn)  # fmt: skip
         except docker.errors.NotFound:
             raise
         except (docker.errors.DockerException, OSError) as exc:
             raise UnavailableError(
-                f"Docker API: {what} failed: {_short(exc)}", hint=_API_HINT
+                f"Docker API: {what} failed: {short(exc)}", hint=retry.API_HINT
             ) from exc
-
-
-def left_for_compose(name: str) -> None:
-    log.info(
-        "app.left_for_compose",
-        container=name,
-        reason="not running when the deploy began",
-        hint="Compose starts it once the sidecar has exited 0 (depends_on: "
-        "service_completed_successfully); otherwise start it yourself",
-    )
-
-
-def own_container_ids(
-    *, hostname: str | None, env_hostname: str | None, mountinfo: str, cgroup: str
-) -> list[str]:
-    """Ids (full or short) that may be our own container's, most reliable first.
-
-    mountinfo: Docker bind-mounts ``/etc/hostname`` & co. from ``.../containers/<id>/``;
-    cgroup v1 (and v2 with a host cgroup namespace) paths carry the id; the hostname is the
-    short id unless Compose's ``hostname:`` changed it. Each is checked against the engine.
-    """
-    found: list[str] = []
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) > 4 and fields[4] in _SELF_MOUNTS:
-            match = _MOUNTINFO_ID.search(fields[3])
-            if match:
-                found.append(match.group(1))
-    found += _CONTAINER_ID.findall(cgroup)
-    found += [h for h in (env_hostname, hostname) if h and _SHORT_ID.match(h)]
-    return list(dict.fromkeys(found))
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, docker.errors.APIError):
-        return bool(exc.is_server_error())
-    # requests' ConnectionError and Timeout are OSErrors (RequestException derives IOError).
-    return isinstance(exc, OSError)
-
-
-def _transient_connect(exc: BaseException) -> bool:
-    return _connect_reason(exc) == "unreachable"
-
-
-def _connect_reason(exc: BaseException) -> str:
-    """Why the engine could not be reached: "permission", "missing" or "unreachable"."""
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and seen not in chain:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    text = " ".join(str(e) for e in chain)
-    if any(isinstance(e, PermissionError) for e in chain) or "Permission denied" in text:
-        return "permission"
-    if any(isinstance(e, FileNotFoundError) for e in chain) or "No such file" in text:
-        return "missing"
-    return "unreachable"
-
-
-def _log_retry(what: str) -> Callable[[RetryCallState], None]:
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.warning("docker.retrying", call=what, attempt=state.attempt_number,
-                    error=_short(error) if error else None)  # fmt: skip
-
-    return before_sleep
-
-
-def _will_restart(attrs: dict[str, Any]) -> bool:
-    """Whether Docker's restart policy brings an exited container back by itself."""
-    policy = (attrs.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name") or "no"
-    if policy in ("always", "unless-stopped"):
-        return True
-    return policy == "on-failure" and attrs.get("State", {}).get("ExitCode") != 0
-
-
-def _describe(state: dict[str, Any], last_log: str) -> str:
-    health = state.get("Health")
-    if not health:
-        return f"status {state.get('Status', '?')}; last log line: {last_log}"
-    checks: Iterable[dict[str, Any]] = health.get("Log") or []
-    last = list(checks)[-1:] or [{}]
-    output = str(last[0].get("Output") or "").strip().splitlines()
-    detail = _clip(output[-1]) if output else f"exit {last[0].get('ExitCode', '?')}, no output"
-    return f"health {health.get('Status', '?')}; last check: {detail}"
 
 
 def _secs(timeout: float) -> int:
     return max(0, math.ceil(timeout))
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(exc: BaseException) -> str:
-    return _clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
