@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from backup_bench import build, fsync_path, label, parse_size, warm  # noqa: E402
 
-from sidecar import checks  # noqa: E402
+from sidecar import sqlite  # noqa: E402
 from sidecar.backup.verify import inspect_file  # noqa: E402
 
 CHUNK = 2 << 20
@@ -97,10 +97,10 @@ def compare(path: Path, other: Path) -> None:
 
 
 def quick_check(path: Path, mmap: bool) -> None:
-    with checks.immutable(path) as conn:
+    with sqlite.immutable(path) as conn:
         if mmap:
             conn.execute(f"PRAGMA mmap_size={1 << 40}")
-        problems = checks.quick_check(conn)
+        problems = sqlite.quick_check(conn)
     if problems:
         raise SystemExit(f"quick_check: {problems[:3]}")
 

@@ -20,12 +20,12 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from sidecar import checks
-from sidecar.checks import immutable, is_busy, quote_ident, refuse_quoted_strings, uri_path
+from sidecar import sqlite
 from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.quiesce import signature
 from sidecar.signals import Aborted, Stop
+from sidecar.sqlite import immutable, is_busy, quote_ident, refuse_quoted_strings, uri_path
 from sidecar.waits import WaitProgress
 
 log = get_logger(__name__)
@@ -125,18 +125,18 @@ def begin_snapshot(conn: sqlite3.Connection, wait: float = 0.0) -> None:
 def cannot_open(path: Path, exc: sqlite3.DatabaseError) -> SidecarError | None:
     """The error for a healthy database that cannot be opened, read or written here (exit 2
     or 5, each with its own hint), or None when SQLite's error means the file itself is bad."""
-    if checks.is_busy(exc):
+    if sqlite.is_busy(exc):
         return UnavailableError(
             f"database {path} stayed locked: {exc}",
             hint="the app may hold SQLite in exclusive locking mode: set SIDECAR_APP so that "
             "a deploy can stop it, or retry when it is stopped",
         )
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None or (code & 0xFF) in checks.DAMAGED_CODES:
+    if code is None or (code & 0xFF) in sqlite.DAMAGED_CODES:
         return None
     journal = Path(f"{path}-journal")
-    if code == checks.SQLITE_READONLY_ROLLBACK or (
-        code & 0xFF == checks.SQLITE_READONLY and _nonempty(journal)
+    if code == sqlite.SQLITE_READONLY_ROLLBACK or (
+        code & 0xFF == sqlite.SQLITE_READONLY and _nonempty(journal)
     ):
         return UnavailableError(
             f"database {path} has a hot rollback journal ({journal.name}) left by an "
@@ -145,13 +145,13 @@ def cannot_open(path: Path, exc: sqlite3.DatabaseError) -> SidecarError | None:
             "or run `sidecar backup`, which roll the journal back as SQLite does, then retry",
         )
     where = _volume_problem(path)
-    if code & 0xFF == checks.SQLITE_FULL or where == "full":
+    if code & 0xFF == sqlite.SQLITE_FULL or where == "full":
         return UnavailableError(
             f"the data volume holding {path} is full: {exc}",
             hint="free space on the data volume (or grow it), then retry; the database is "
             "not damaged",
         )
-    if (code & 0xFF) in checks.ACCESS_CODES or where is not None:
+    if (code & 0xFF) in sqlite.ACCESS_CODES or where is not None:
         reason = where if where not in (None, "full") else str(exc)
         return ConfigError(
             f"cannot open database {path} here: {reason}",

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import checks, database
+from sidecar import database, sqlite
 from sidecar.errors import ConfigError, HealthError
 
 
@@ -99,7 +99,7 @@ def run_queries(conn: sqlite3.Connection, queries: list[str]) -> list[Check]:
     was = conn.execute("PRAGMA query_only").fetchone()[0]
     conn.execute("PRAGMA query_only=ON")
     try:
-        with checks.as_sqlite_reads_it(conn):  # the user's SQL, read as SQLite reads it
+        with sqlite.as_sqlite_reads_it(conn):  # the user's SQL, read as SQLite reads it
             return _run_queries(conn, queries)
     finally:
         conn.execute(f"PRAGMA query_only={int(was)}")
@@ -136,7 +136,7 @@ def queries_guard(queries: list[str]) -> Callable[[sqlite3.Connection], None]:
 
 
 def database_checks(conn: sqlite3.Connection, *, full: bool) -> list[Check]:
-    problems = checks.quick_check(conn, full=full)
+    problems = sqlite.quick_check(conn, full=full)
     name = "integrity_check" if full else "quick_check"
     results = [Check(name, not problems, "; ".join(problems[:5]) or "ok")]
     fk = database.foreign_key_problems(conn)

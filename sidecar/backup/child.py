@@ -49,10 +49,10 @@ class _SourceQuickCheck(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         try:
-            from sidecar import checks  # noqa: PLC0415 - sqlite3 only, only when asked
+            from sidecar import sqlite  # noqa: PLC0415 - sqlite3 only, only when asked
 
-            with checks.immutable(Path(self.path)) as conn:
-                problems = checks.quick_check(conn, full=self.level == "full")
+            with sqlite.immutable(Path(self.path)) as conn:
+                problems = sqlite.quick_check(conn, full=self.level == "full")
         except Exception as exc:  # noqa: BLE001 - any failure is a failed check, reported
             problems = [f"not a readable SQLite database: {exc}"]
         self.outcome = {

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sidecar import checks, database
+from sidecar import database, sqlite
 from sidecar.backup.compression import decompressed_chunks
 from sidecar.backup.create import create_backup
 from sidecar.backup.holders import holders, refuse_holders
@@ -168,7 +168,7 @@ def _keep_current(
                 verify="checksum", group=group,
             )  # fmt: skip
         except sqlite3.DatabaseError as exc:
-            if checks.is_busy(exc):
+            if sqlite.is_busy(exc):
                 raise
             # SQLite cannot read it (the very reason to restore): keep its raw bytes.
             log.warning("backup.restore_target_damaged", target=str(target),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-from sidecar import checks, database
+from sidecar import database, sqlite
 from sidecar.errors import HealthError, UnavailableError
 from sidecar.progress import Progress
 
@@ -99,7 +99,7 @@ def take_snapshot(
             finally:
                 release()
     except sqlite3.OperationalError as exc:
-        if checks.is_busy(exc):
+        if sqlite.is_busy(exc):
             raise UnavailableError(
                 f"could not read the database within {busy_timeout:g}s: {exc}",
                 hint="the app may hold SQLite in exclusive mode: stop it, or retry later",

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sidecar import checks, database
+from sidecar import database, sqlite
 from sidecar.backup.compression import decompressed_chunks
 from sidecar.backup.snapshot import Snapshot
 from sidecar.backup.store import BackupInfo, folder_lock
@@ -58,9 +58,9 @@ def inspect_file(path: Path, full: bool | None) -> FileFacts:
     """
     facts = FileFacts()
     try:
-        with checks.immutable(path) as conn:
+        with sqlite.immutable(path) as conn:
             if full is not None:
-                facts = replace(facts, problems=checks.quick_check(conn, full=full))
+                facts = replace(facts, problems=sqlite.quick_check(conn, full=full))
             facts = replace(
                 facts,
                 page_size=int(conn.execute("PRAGMA page_size").fetchone()[0]),

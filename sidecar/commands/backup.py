@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import alerts, checks, database, schedule
+from sidecar import alerts, database, schedule, sqlite
 from sidecar.backup import store
 from sidecar.backup.create import create_backup
 from sidecar.backup.retention import PruneOutcome
@@ -149,7 +149,7 @@ def _take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRe
 def _locked_out(exc: BaseException) -> bool:
     """The backup could not read the database because another connection holds its lock."""
     cause = exc.__cause__ if isinstance(exc, UnavailableError) else exc
-    return cause is not None and checks.is_busy(cause)
+    return cause is not None and sqlite.is_busy(cause)
 
 
 def _create_with_app_stopped(settings: Settings, db: Path, reason: str) -> BackupInfo:

@@ -11,8 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from sidecar import checks, database
-from sidecar.checks import quote_ident
+from sidecar import database, sqlite
 from sidecar.errors import HealthError, RefusedError
 from sidecar.logs import get_logger
 from sidecar.migrate.conflicts import Rows, duplicates_refusal, find_duplicates, row_conflicts
@@ -31,6 +30,7 @@ from sidecar.schema.operations import (
     RebuildTable,
 )
 from sidecar.schema.sql import fold
+from sidecar.sqlite import quote_ident
 
 log = get_logger(__name__)
 
@@ -120,7 +120,7 @@ def written_tables(
     quick_check(t)``; None when only a check of the whole database covers the change (a
     rebuild, ``auto_vacuum``). See docs/design.md, "The check after the change"."""
     if (
-        not checks.CHECKS_ONE_TABLE
+        not sqlite.CHECKS_ONE_TABLE
         or any(isinstance(op, RebuildTable) for op in plan.operations)
         or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0
     ):
@@ -175,10 +175,10 @@ def verify(
     violations from before (``fk_before``) are logged, never blamed on the change."""
     hint = "the change was rolled back; the database is as it was"
     if quick_check_tables is None:
-        problems = checks.quick_check(conn)
+        problems = sqlite.quick_check(conn)
     else:
         problems = [
-            p for t in sorted(quick_check_tables) for p in checks.quick_check(conn, table=t)
+            p for t in sorted(quick_check_tables) for p in sqlite.quick_check(conn, table=t)
         ]
     if problems:
         raise HealthError(f"quick_check failed after the change: {problems[0]}", hint=hint)

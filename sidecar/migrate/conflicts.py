@@ -9,8 +9,7 @@ import functools
 import itertools
 import sqlite3
 
-from sidecar import checks
-from sidecar.checks import quote_ident
+from sidecar import sqlite
 from sidecar.schema.catalogue import Catalogue, Column, Table, read_catalogue
 from sidecar.schema.clauses import (
     check_expressions,
@@ -31,6 +30,7 @@ from sidecar.schema.operations import (
     Refusal,
 )
 from sidecar.schema.sql import fold, tokenize
+from sidecar.sqlite import quote_ident
 
 Conflict = tuple[Operation, Refusal]
 
@@ -204,7 +204,7 @@ def _conflict(
         if isinstance(op, AddColumn | CopyColumn):
             return _reference_conflict(conn, op.table, op.definition, rows, live)
     except sqlite3.OperationalError as exc:
-        if checks.is_busy(exc):
+        if sqlite.is_busy(exc):
             raise
         raise _Unknown(str(exc)) from None
     return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import checks
+from sidecar import sqlite
 from sidecar.errors import HealthError, UnavailableError
 from sidecar.logs import get_logger
 from sidecar.schema.operations import Plan, RebuildTable
@@ -151,7 +151,7 @@ def compact(conn: sqlite3.Connection, db: Path, *, margin: int = MARGIN) -> Comp
         return Compaction(before, before, 0.0, skipped=f"{_mib(room)} free, {_mib(needed)} needed")
     conn.execute("VACUUM")
     after = int(conn.execute("PRAGMA page_count").fetchone()[0]) * page_size
-    problems = checks.quick_check(conn)
+    problems = sqlite.quick_check(conn)
     if problems:
         raise HealthError(  # the change is committed; the backup holds the state before it
             f"quick_check after VACUUM: {problems[0]}",

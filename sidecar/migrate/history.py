@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from sidecar.checks import quote_ident
 from sidecar.logs import get_logger
 from sidecar.migrate import prisma
 from sidecar.schema.catalogue import Catalogue, read_catalogue
@@ -18,6 +17,7 @@ from sidecar.schema.desired import Desired, Rename
 from sidecar.schema.diff import TOOL_TABLES
 from sidecar.schema.operations import AddColumn, CreateTable, Drift, Operation, Plan, Refusal
 from sidecar.schema.sql import fold
+from sidecar.sqlite import quote_ident
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar import checks, database
+from sidecar import database, sqlite
 from sidecar.backup import store
 from sidecar.errors import RefusedError, UnavailableError
 from sidecar.logs import get_logger
@@ -126,7 +126,7 @@ def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy
             _require_quick_check(conn, db)
         return make_preview(conn, desired, renames=settings.renames, measure_growth=not for_deploy)
     except sqlite3.DatabaseError as exc:
-        if not checks.is_busy(exc):
+        if not sqlite.is_busy(exc):
             raise database.damaged(db, exc) from None
         if not for_deploy:
             raise UnavailableError(
@@ -139,7 +139,7 @@ def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy
 
 
 def _require_quick_check(conn: sqlite3.Connection, db: Path) -> None:
-    problems = checks.quick_check(conn)
+    problems = sqlite.quick_check(conn)
     if problems:
         raise RefusedError(
             f"database {db} fails quick_check: {problems[0]}",

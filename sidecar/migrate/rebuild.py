@@ -9,7 +9,6 @@ import hashlib
 import sqlite3
 import time
 
-from sidecar.checks import quote_ident
 from sidecar.errors import HealthError
 from sidecar.logs import get_logger
 from sidecar.schema.catalogue import Table, read_catalogue
@@ -18,6 +17,7 @@ from sidecar.schema.operations import (
     RebuildTable,
 )
 from sidecar.schema.sql import fold
+from sidecar.sqlite import quote_ident
 
 log = get_logger(__name__)
 

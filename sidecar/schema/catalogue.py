@@ -10,8 +10,8 @@ import sqlite3
 from dataclasses import dataclass
 from functools import cached_property
 
-from sidecar.checks import quote_ident
 from sidecar.schema.sql import fold, parenthesised, shape, split_top, tokenize
+from sidecar.sqlite import quote_ident
 
 
 @dataclass(frozen=True)

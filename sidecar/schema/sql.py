@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-from sidecar.checks import quote_ident
+from sidecar.sqlite import quote_ident
 
 _COMMENT = r"--[^\n]*|/\*.*?(?:\*/|\Z)"  # an unclosed block comment runs to the end
 _TOKEN = re.compile(

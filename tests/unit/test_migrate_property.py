@@ -17,13 +17,13 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar import checks, database
-from sidecar.checks import quote_ident as q
+from sidecar import database, sqlite
 from sidecar.migrate import apply
 from sidecar.schema.catalogue import Catalogue, read_catalogue
 from sidecar.schema.desired import load_desired
 from sidecar.schema.diff import make_plan
 from sidecar.schema.sql import fold
+from sidecar.sqlite import quote_ident as q
 
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", "select", 'x"y', "日本", "group", "Value"]
 TYPES = ["INTEGER", "TEXT", "REAL", "BLOB", "NUMERIC", ""]
@@ -177,6 +177,6 @@ def test_additive_migrations_lose_nothing_and_converge(case: Case) -> None:
             again = make_plan(after_catalogue, desired, row_counts=database.row_counts(conn))
             assert again.operations == ()
             assert sequences(conn) == sequence
-            assert checks.quick_check(conn) == []
+            assert sqlite.quick_check(conn) == []
         finally:
             conn.close()

@@ -422,20 +422,20 @@ def test_the_check_after_the_change_reads_only_what_it_wrote_when_the_backup_che
     """The quick_checks this process runs: the read-only preview's (the whole database),
     then, after the change, the written b-trees when the backup checked the bytes the change
     started from (in WAL mode the backup's own check runs in the copier process)."""
-    from sidecar import checks
+    from sidecar import sqlite
 
     schema_file = tmp_path / "schema.sql"
     schema_file.write_text(V1 + 'CREATE TABLE "Tag" ("id" INTEGER PRIMARY KEY, "name" TEXT);\n')
     settings = settings_for(tmp_path, schema=schema_file, SIDECAR_VERIFY=verify)
     make_db(settings.require_database())
     calls: list[str | None] = []
-    real = checks.quick_check
+    real = sqlite.quick_check
 
     def spy(conn: sqlite3.Connection, **kwargs: Any) -> list[str]:
         calls.append(kwargs.get("table"))
         return real(conn, **kwargs)
 
-    monkeypatch.setattr(checks, "quick_check", spy)
+    monkeypatch.setattr(sqlite, "quick_check", spy)
     report = run_deploy(settings, apps=None)
     assert report.changed
     assert calls.count(None) == whole

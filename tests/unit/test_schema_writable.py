@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sidecar import checks, cli, database, health
+from sidecar import cli, database, health, sqlite
 from sidecar.errors import ExitCode
 from sidecar.schema.clauses import drop_not_null
 
@@ -288,7 +288,7 @@ def test_kept_constraints_the_desired_schema_also_has_are_not_reported(
 
 
 @pytest.mark.skipif(
-    not checks.CAN_REFUSE_QUOTED_STRINGS, reason="Python < 3.12 cannot turn the fallback off"
+    not sqlite.CAN_REFUSE_QUOTED_STRINGS, reason="Python < 3.12 cannot turn the fallback off"
 )
 def test_the_sidecars_connections_refuse_double_quoted_strings(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
@@ -299,7 +299,7 @@ def test_the_sidecars_connections_refuse_double_quoted_strings(tmp_path: Path) -
             conn.execute('SELECT "nope" FROM t')
     finally:
         conn.close()
-    with checks.immutable(db) as frozen, pytest.raises(sqlite3.OperationalError):
+    with sqlite.immutable(db) as frozen, pytest.raises(sqlite3.OperationalError):
         frozen.execute('SELECT "nope" FROM t')
 
 
@@ -327,9 +327,9 @@ def test_with_python_3_12_the_fallback_is_off_for_the_sidecars_sql_only(tmp_path
         pytest.skip("no Python >= 3.12 on this machine")
     script = """
 import sqlite3, sys
-from sidecar import checks
-assert checks.CAN_REFUSE_QUOTED_STRINGS
-conn = checks.refuse_quoted_strings(sqlite3.connect(":memory:"))
+from sidecar import sqlite
+assert sqlite.CAN_REFUSE_QUOTED_STRINGS
+conn = sqlite.refuse_quoted_strings(sqlite3.connect(":memory:"))
 conn.execute('CREATE TABLE t (s TEXT CHECK (s IN ("a", "b")))')  # DDL keeps it
 conn.execute("INSERT INTO t VALUES ('a')")
 try:
@@ -337,7 +337,7 @@ try:
     sys.exit("the fallback is still on for DML")
 except sqlite3.OperationalError as exc:
     assert "no such column" in str(exc)
-with checks.as_sqlite_reads_it(conn):
+with sqlite.as_sqlite_reads_it(conn):
     assert conn.execute('SELECT count(*) FROM t WHERE s = "a"').fetchone() == (1,)
 try:
     conn.execute('SELECT "nope" FROM t')
@@ -356,7 +356,7 @@ print("ok")
     assert done.stdout.strip() == "ok"
 
 
-@pytest.mark.skipif(checks.CAN_REFUSE_QUOTED_STRINGS, reason="Python >= 3.12 turns it off")
+@pytest.mark.skipif(sqlite.CAN_REFUSE_QUOTED_STRINGS, reason="Python >= 3.12 turns it off")
 def test_before_python_3_12_the_fallback_is_on_so_queries_name_only_real_columns(
     tmp_path: Path,
 ) -> None:
@@ -409,7 +409,7 @@ def test_the_users_health_queries_read_double_quoted_strings_as_sqlite_does(
     try:
         [check] = health.run_queries(conn, ['SELECT count(*) = 1 FROM t WHERE s = "on";'])
         assert check.ok, check.detail
-        if checks.CAN_REFUSE_QUOTED_STRINGS:  # and the sidecar's own queries stay strict
+        if sqlite.CAN_REFUSE_QUOTED_STRINGS:  # and the sidecar's own queries stay strict
             with pytest.raises(sqlite3.OperationalError):
                 conn.execute('SELECT "nope" FROM t')
     finally:

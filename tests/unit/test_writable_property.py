@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sidecar import cli
-from sidecar.checks import quote_ident as q
+from sidecar.sqlite import quote_ident as q
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 NAMES = ["a", "b c", "order", "Ünï", "MixedCase", 'x"y']
