@@ -238,6 +238,7 @@ def _succeeded(channels: Channels, run: Run, pinger: Pinger | None) -> None:
     backup = _backup_id(doc) or run.backup
     if f"{run.kind}.done" in notify.EVENTS:
         _announce(channels, _event(channels, f"{run.kind}.done", backup=backup))
+    # "catalog" names the event catalog.failed: kept as it was, others may alert on it
     vanished = _guarded("catalog", lambda: _vanished(channels, backup))
     if vanished:
         since = vanished.get("since")

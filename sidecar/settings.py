@@ -8,11 +8,14 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sidecar import notify as notifications
 from sidecar import parsers
 from sidecar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sidecar.backup.retention import Retention
 
 RestartPolicy = Literal["on-change", "always", "never"]
 VerifyLevel = Literal["checksum", "quick", "full"]
@@ -565,6 +568,12 @@ class Settings:
                 hint="set SIDECAR_DATABASE (or --database) to a path or a file: URL",
             )
         return self.database
+
+    def retention_policy(self) -> Retention:
+        """SIDECAR_KEEP and SIDECAR_KEEP_DAILY/WEEKLY/MONTHLY as the library's value."""
+        from sidecar.backup.retention import Retention  # noqa: PLC0415 - off the start-up path
+
+        return Retention(self.keep, self.keep_daily, self.keep_weekly, self.keep_monthly)
 
     def require_schema(self) -> Path:
         if self.schema is None:

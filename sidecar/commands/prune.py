@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.backup import retention, store
-from sidecar.backup.retention import PruneOutcome, Retention
+from sidecar.backup.retention import PruneOutcome
 from sidecar.commands import display
 from sidecar.errors import ExitCode
 from sidecar.settings import Settings
@@ -56,10 +56,7 @@ def apply_retention(
     settings: Settings, *, dry_run: bool, protect: tuple[str, ...] = ()
 ) -> PruneOutcome:
     """The settings' retention, per database (:func:`retention.prune_by_policy`)."""
-    policy = Retention(
-        settings.keep, settings.keep_daily, settings.keep_weekly, settings.keep_monthly
-    )
     return retention.prune_by_policy(
-        settings.backup_dir, policy, database=settings.database,
+        settings.backup_dir, settings.retention_policy(), database=settings.database,
         environment=settings.environment, dry_run=dry_run, protect=protect,
     )  # fmt: skip

@@ -99,7 +99,7 @@ def restore(
             dry_run=dry_run,
             force=force,
             to=to,
-            checked=source != "offsite" and backup_id == "latest",
+            verified=source != "offsite" and backup_id == "latest",
             skipped=skipped,
         )
 
@@ -123,7 +123,7 @@ def _restore_from(
     dry_run: bool,
     force: bool,
     to: str | None,
-    checked: bool,
+    verified: bool,
     skipped: dict[str, list[str]],
 ) -> RestoreResult:
     """The restore path for a verified ``info``: lease, safety backup, atomic replace."""
@@ -143,7 +143,7 @@ def _restore_from(
             force=force,
             group=settings.backup_group,
             stop_app=stop_app,
-            verified=checked,
+            verified=verified,
             lock_timeout=settings.wait_timeout,
         )
     if not dry_run:

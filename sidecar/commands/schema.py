@@ -103,7 +103,15 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     started = time.monotonic()
     desired = load_desired(settings.require_schema())
     db = settings.require_database()
-    preview = read_preview(db, desired, settings, for_deploy=False)
+    preview = read_preview(
+        db,
+        desired,
+        for_deploy=False,
+        wait_timeout=settings.wait_timeout,
+        renames=settings.renames,
+        backup_dir=settings.backup_dir,
+        allow_fresh=settings.allow_fresh,
+    )
     result = preview.plan
     outcome = PlanResult(result, str(db), fresh=preview.fresh, check=check,
                          strict=settings.strict, growth=preview.growth)  # fmt: skip

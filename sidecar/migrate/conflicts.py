@@ -29,7 +29,7 @@ from sidecar.schema.operations import (
     RebuildTable,
     Refusal,
 )
-from sidecar.schema.sql import fold, tokenize
+from sidecar.schema.sql import fold, names_in, tokenize, tokens_of
 from sidecar.sqlite import quote_ident
 
 Conflict = tuple[Operation, Refusal]
@@ -139,7 +139,7 @@ class Rows:
         return self._source[1]
 
     def mentions_new(self, sql: str) -> list[str]:
-        names = {t.norm for t in tokenize(sql) if t.kind in ("word", "ident")}
+        names = set(names_in(tokens_of(sql)))
         return [c.name for c in self.new if fold(c.name) in names]
 
     def only_columns(self, sql: str) -> str:
@@ -174,7 +174,7 @@ def _stored_default(column: Column, expression: str) -> object:
     an in-memory database. A default that differs per row (``random()``) is unknown here."""
     tokens = tokenize(expression)
     for token, after in itertools.pairwise(tokens):
-        if token.kind in ("word", "ident") and after.text == "(" and token.norm in _PER_ROW:
+        if token.is_name and after.text == "(" and token.norm in _PER_ROW:
             raise _Unknown(
                 f"the default {expression} of {quote_ident(column.name)} differs per row"
             )

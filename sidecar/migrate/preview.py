@@ -23,7 +23,6 @@ from sidecar.migrate.growth import Growth
 from sidecar.schema.catalogue import Catalogue, read_catalogue
 from sidecar.schema.diff import make_plan
 from sidecar.schema.operations import CopyColumn, Plan, RebuildTable
-from sidecar.settings import Settings
 
 log = get_logger(__name__)
 
@@ -100,12 +99,16 @@ def make_preview(
     return Preview(plan, growth=growth.of_plan(conn, plan) if measure_growth else None)
 
 
-def plan_for(conn: sqlite3.Connection, desired: Catalogue) -> Plan:
-    """The previewed plan against the live database behind ``conn``."""
-    return make_preview(conn, desired).plan
-
-
-def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy: bool) -> Preview:
+def read_preview(
+    db: Path,
+    desired: Catalogue,
+    *,
+    for_deploy: bool,
+    wait_timeout: float,
+    renames: str,
+    backup_dir: Path,
+    allow_fresh: bool,
+) -> Preview:
     """The preview in one read transaction of ``db`` (a missing one is planned as created).
 
     For a deploy the look is short, ``quick_check`` must pass, and a database the app holds
@@ -113,18 +116,16 @@ def read_preview(db: Path, desired: Catalogue, settings: Settings, *, for_deploy
     waits for a lock, and measures the growth of rebuilds."""
     if not db.exists():
         refuse_orphan_sides(db)
-        store.refuse_fresh_over_backups(db, settings.backup_dir, allow_fresh=settings.allow_fresh)
+        store.refuse_fresh_over_backups(db, backup_dir, allow_fresh=allow_fresh)
         return make_preview(None, desired)
     database.check_database_file(db)
     wait = DEPLOY_WAIT_S if for_deploy else PLAN_WAIT_S
-    conn = database.connect(
-        db, readonly=not for_deploy, busy_timeout=min(settings.wait_timeout, wait)
-    )
+    conn = database.connect(db, readonly=not for_deploy, busy_timeout=min(wait_timeout, wait))
     try:
-        database.begin_snapshot(conn, wait=0.0 if for_deploy else settings.wait_timeout)
+        database.begin_snapshot(conn, wait=0.0 if for_deploy else wait_timeout)
         if for_deploy:
             _require_quick_check(conn, db)
-        return make_preview(conn, desired, renames=settings.renames, measure_growth=not for_deploy)
+        return make_preview(conn, desired, renames=renames, measure_growth=not for_deploy)
     except sqlite3.DatabaseError as exc:
         if not sqlite.is_busy(exc):
             raise database.damaged(db, exc) from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 from sidecar import alerts
 from sidecar.backup import retention, store
 from sidecar.backup.create import compress_backup
-from sidecar.backup.retention import Retention
 from sidecar.backup.store import BackupInfo
 from sidecar.containers.apps import AppRef, Apps, left_for_compose
 from sidecar.errors import HealthError, SidecarError
@@ -114,11 +113,8 @@ def offsite(settings: Settings, report: DeployReport) -> None:
 def prune(settings: Settings, report: DeployReport) -> None:
     """Apply the retention policy, never deleting the backup this deploy just took."""
     if report.backup:
-        policy = Retention(
-            settings.keep, settings.keep_daily, settings.keep_weekly, settings.keep_monthly
-        )
         outcome = retention.prune_by_policy(
-            settings.backup_dir, policy, database=settings.database,
+            settings.backup_dir, settings.retention_policy(), database=settings.database,
             environment=settings.environment, dry_run=False, protect=[report.backup],
         )  # fmt: skip
         report.pruned = [b.id for b in outcome.deleted]

@@ -92,7 +92,15 @@ class _Deploy:
         desired = desired_schema(settings, apps, app)
         guards = health_guards(settings)
         report.warnings += volume_warnings(db)
-        preview = read_preview(db, desired, settings, for_deploy=True)
+        preview = read_preview(
+            db,
+            desired,
+            for_deploy=True,
+            wait_timeout=settings.wait_timeout,
+            renames=settings.renames,
+            backup_dir=settings.backup_dir,
+            allow_fresh=settings.allow_fresh,
+        )
         if preview.fresh:
             log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         deploy = cls(settings, apps, app, stop, db, desired, guards, preview, report, started)

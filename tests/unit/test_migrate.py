@@ -462,7 +462,7 @@ CREATE TRIGGER kept_t AFTER INSERT ON kept BEGIN SELECT 1; END;
 
 def _apply(db: Path, desired: Catalogue, *, quick_checked_before: bool) -> None:
     with database.write_lock(db, 5) as conn:
-        plan = preview.plan_for(conn, desired)
+        plan = preview.make_preview(conn, desired).plan
         apply.apply_plan(conn, plan, desired, quick_checked_before=quick_checked_before)
         conn.execute("COMMIT")
 
@@ -470,7 +470,7 @@ def _apply(db: Path, desired: Catalogue, *, quick_checked_before: bool) -> None:
 def _scope_after(db: Path, desired: Catalogue) -> set[str] | None:
     """check_scope of ``desired`` applied to ``db`` (then rolled back)."""
     with database.write_lock(db, 5) as conn:
-        plan = preview.plan_for(conn, desired)
+        plan = preview.make_preview(conn, desired).plan
         before = database.user_tables(conn)
         for op in plan.operations:
             apply.apply_operation(conn, op)
@@ -481,7 +481,7 @@ def test_check_scope_is_every_b_tree_the_change_writes(tmp_path: Path) -> None:
     db = build(tmp_path / "t.db", CHECKED + "ANALYZE;")
     desired = load(tmp_path, CHECKED_V2)
     with database.write_lock(db, 5) as conn:
-        plan = preview.plan_for(conn, desired)
+        plan = preview.make_preview(conn, desired).plan
         assert {op.kind for op in plan.operations} == {
             "add_column", "create_index", "create_table", "create_view", "create_trigger",
         }  # fmt: skip
@@ -562,7 +562,7 @@ def test_a_table_the_change_does_not_write_is_checked_only_when_nothing_checked_
     assert sha(db) == before
     _apply(db, desired, quick_checked_before=True)
     with database.write_lock(db, 5) as conn:
-        assert not preview.plan_for(conn, desired).operations
+        assert not preview.make_preview(conn, desired).plan.operations
 
 
 def test_a_rebuild_keeps_the_planners_statistics(tmp_path: Path) -> None:
