@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import alerts, schedule
+from sidecar import alerts
 from sidecar.backup import store
-from sidecar.commands.backup import run_scheduled, take_backup
 from sidecar.containers import engine
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
@@ -46,6 +45,10 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
         with alerts.observing("deploy", enabled=not dry_run) as run:
             result = run.result = _deploy_once(settings, dry_run=dry_run, stop=stop)
         if settings.schedule and not dry_run and not result.aborted:
+            # The long-running mode's code (croniter among it) is imported only for it: every
+            # 0.1 s of a one-shot deploy's start-up is downtime in the release layout.
+            from sidecar.commands.backup import run_scheduled  # noqa: PLC0415
+
             _backup_if_none_fresh(settings, result.report)
             run_scheduled(settings, stop)
     return result
@@ -53,6 +56,8 @@ def deploy(settings: Settings, *, dry_run: bool = False, **_: Any) -> DeployResu
 
 def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResult:
     if settings.schedule:
+        from sidecar import schedule  # noqa: PLC0415 - the long-running mode only
+
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
     schema_in_app = settings.schema is not None and parse(str(settings.schema))
@@ -76,6 +81,8 @@ def _backup_if_none_fresh(settings: Settings, report: DeployReport) -> None:
         settings.max_backup_age / 2
     ):
         return
+    from sidecar.commands.backup import take_backup  # noqa: PLC0415 - long-running only
+
     try:
         take_backup(settings, reason="scheduled", no_prune=False)
     except SidecarError as exc:
