@@ -1,3 +1,3 @@
-from sidecar.cli import entry
+from sidecar.program import run
 
-entry()
+run()

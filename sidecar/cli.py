@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import json
 import os
@@ -277,19 +276,6 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     if options.pop("full", False):
         flags["verify"] = "full"
     return flags, options
-
-
-def entry() -> NoReturn:
-    """The ``sidecar`` program: :func:`main`, then a quick exit.
-
-    Before the interpreter's teardown, every object is moved out of the garbage collector's
-    reach (``gc.freeze``): its final collections over ~500 modules cost ~0.1 s of a one-shot
-    run, and in the release layout every 0.1 s of the sidecar's run can be downtime
-    (docs/design.md, "Releases under Compose: the sidecar before the app"). Nothing else of
-    the exit changes: atexit handlers run, streams are flushed, threads are joined."""
-    code = main()
-    gc.freeze()
-    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
