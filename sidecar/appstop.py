@@ -22,13 +22,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sidecar.containers.apps import AppRef, Apps, Replica
 from sidecar.fs import fsync_dir
 from sidecar.logs import get_logger
-
-if TYPE_CHECKING:  # the Docker SDK stays unimported for `health` (the HEALTHCHECK)
-    from sidecar.containers.apps import AppRef, Apps
 
 log = get_logger(__name__)
 
@@ -53,7 +51,6 @@ def read_record(db: Path) -> dict[str, Any] | None:
 
 
 def recorded_app(record: dict[str, Any]) -> AppRef | None:
-    from sidecar.containers.apps import AppRef, Replica  # noqa: PLC0415 (see TYPE_CHECKING above)
 
     replicas = tuple(
         Replica(str(c.get("name", "?")), str(c.get("id", "")))
