@@ -10,7 +10,8 @@ from sidecar import alerts
 from sidecar.errors import ExitCode, RefusedError
 from sidecar.logs import get_logger
 from sidecar.migrate.growth import Growth
-from sidecar.migrate.preview import and_more, read_preview, refusal
+from sidecar.migrate.preview import and_more, refusal
+from sidecar.pipeline.preflight import settings_preview
 from sidecar.schema.operations import Plan
 from sidecar.schema.source import load_desired
 from sidecar.settings import Settings
@@ -103,15 +104,7 @@ def plan(settings: Settings, *, check: bool = False, **_: Any) -> PlanResult:
     started = time.monotonic()
     desired = load_desired(settings.require_schema())
     db = settings.require_database()
-    preview = read_preview(
-        db,
-        desired,
-        for_deploy=False,
-        wait_timeout=settings.wait_timeout,
-        renames=settings.renames,
-        backup_dir=settings.backup_dir,
-        allow_fresh=settings.allow_fresh,
-    )
+    preview = settings_preview(settings, db, desired, for_deploy=False)
     result = preview.plan
     outcome = PlanResult(result, str(db), fresh=preview.fresh, check=check,
                          strict=settings.strict, growth=preview.growth)  # fmt: skip

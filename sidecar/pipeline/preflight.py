@@ -13,6 +13,7 @@ from sidecar.containers.apps import AppRef, Apps
 from sidecar.errors import UnavailableError
 from sidecar.logs import get_logger
 from sidecar.migrate.apply import Guard
+from sidecar.migrate.preview import Preview, read_preview
 from sidecar.pipeline.report import DeployReport
 from sidecar.schema.catalogue import Catalogue
 from sidecar.schema.source import load_desired, parse
@@ -96,3 +97,19 @@ def mount_point(path: Path, mountinfo: str | None = None) -> str:
         if inside and len(point) > len(best):
             best = point
     return best
+
+
+def settings_preview(
+    settings: Settings, db: Path, desired: Catalogue, *, for_deploy: bool
+) -> Preview:
+    """:func:`~sidecar.migrate.preview.read_preview` with the values it takes from the
+    settings (for ``plan`` and the deploy's preflight alike)."""
+    return read_preview(
+        db,
+        desired,
+        for_deploy=for_deploy,
+        wait_timeout=settings.wait_timeout,
+        renames=settings.renames,
+        backup_dir=settings.backup_dir,
+        allow_fresh=settings.allow_fresh,
+    )

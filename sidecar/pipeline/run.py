@@ -27,9 +27,15 @@ from sidecar.lease import hold_lease
 from sidecar.logs import get_logger
 from sidecar.migrate import apply, fresh, growth, prisma
 from sidecar.migrate.apply import Guard
-from sidecar.migrate.preview import Preview, make_preview, read_preview, refuse
+from sidecar.migrate.preview import Preview, make_preview, refuse
 from sidecar.pipeline import after
-from sidecar.pipeline.preflight import desired_schema, find_app, health_guards, volume_warnings
+from sidecar.pipeline.preflight import (
+    desired_schema,
+    find_app,
+    health_guards,
+    settings_preview,
+    volume_warnings,
+)
 from sidecar.pipeline.report import DeployReport
 from sidecar.quiesce import wait_quiet
 from sidecar.schema.catalogue import Catalogue
@@ -92,15 +98,7 @@ class _Deploy:
         desired = desired_schema(settings, apps, app)
         guards = health_guards(settings)
         report.warnings += volume_warnings(db)
-        preview = read_preview(
-            db,
-            desired,
-            for_deploy=True,
-            wait_timeout=settings.wait_timeout,
-            renames=settings.renames,
-            backup_dir=settings.backup_dir,
-            allow_fresh=settings.allow_fresh,
-        )
+        preview = settings_preview(settings, db, desired, for_deploy=True)
         if preview.fresh:
             log.info("deploy.fresh", database=str(db), hint="no database yet: it will be created")
         deploy = cls(settings, apps, app, stop, db, desired, guards, preview, report, started)
