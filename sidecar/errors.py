@@ -6,6 +6,7 @@ traceback and the process exits 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -69,3 +70,8 @@ class PendingChangesError(SidecarError):
     """`plan --check`: there are changes to apply."""
 
     exit_code = ExitCode.PENDING
+
+
+def and_more(items: Sequence[object]) -> str:
+    """`` (and N more)`` after the first of ``items`` named in a message; "" for one."""
+    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""

@@ -11,7 +11,7 @@ from typing import Any
 
 from sidecar import appstop, database
 from sidecar.backup import store
-from sidecar.errors import ExitCode, HealthError
+from sidecar.errors import ExitCode, HealthError, and_more
 from sidecar.health import (
     Check,
     HealthReport,
@@ -46,8 +46,9 @@ class HealthResult:
         if not failures:
             return None
         first = failures[0]
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        return HealthError(f"unhealthy: {first.name}: {first.detail}{more}", hint=_hint(first))
+        return HealthError(
+            f"unhealthy: {first.name}: {first.detail}{and_more(failures)}", hint=_hint(first)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return self.report.to_dict()

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sidecar import alerts
-from sidecar.errors import ExitCode, RefusedError
+from sidecar.errors import ExitCode, RefusedError, and_more
 from sidecar.logs import get_logger
 from sidecar.migrate.growth import Growth
-from sidecar.migrate.preview import and_more, refusal
+from sidecar.migrate.preview import refusal
 from sidecar.pipeline.preflight import settings_preview
 from sidecar.schema.operations import Plan
 from sidecar.schema.source import load_desired

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from sidecar import database, sqlite
-from sidecar.errors import HealthError, RefusedError
+from sidecar.errors import HealthError, RefusedError, and_more
 from sidecar.logs import get_logger
 from sidecar.migrate.conflicts import Rows, duplicates_refusal, find_duplicates, row_conflicts
 from sidecar.migrate.rebuild import rebuild_table, verify_copy
@@ -189,7 +189,7 @@ def verify(
         table, rowid, parent = new_fk[0]
         raise HealthError(
             f"foreign_key_check: {table} rowid {rowid} has no parent row in {parent}"
-            + (f" (and {len(new_fk) - 1} more)" if len(new_fk) > 1 else ""),
+            + and_more(new_fk),
             hint=hint,
         )
     if known:

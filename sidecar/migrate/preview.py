@@ -8,14 +8,13 @@ preflight and again under the write lock; one function holds the refusal rules
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sidecar import database, sqlite
 from sidecar.backup import store
-from sidecar.errors import RefusedError, UnavailableError
+from sidecar.errors import RefusedError, UnavailableError, and_more
 from sidecar.logs import get_logger
 from sidecar.migrate import conflicts, growth, history
 from sidecar.migrate.fresh import refuse_orphan_sides
@@ -206,8 +205,3 @@ def refuse(plan: Plan, *, strict: bool) -> list[str]:
     return (
         [f"{len(rejects)} kept constraint(s) reject rows the new app may write"] if rejects else []
     )
-
-
-def and_more(items: Sequence[object]) -> str:
-    """`` (and N more)`` after the first of ``items`` named in a message; "" for one."""
-    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sidecar.errors import and_more
 from sidecar.migrate.growth import Compaction
-from sidecar.migrate.preview import Preview, and_more
+from sidecar.migrate.preview import Preview
 from sidecar.schema.operations import Plan
 
 
