@@ -16,7 +16,8 @@ RUN python3 -m venv /opt/sidecar \
       /opt/sidecar/bin/pip install /src; \
     fi \
  && find /opt/sidecar -name '__pycache__' -prune -exec rm -rf {} + \
- && /opt/sidecar/bin/python -m compileall -q /opt/sidecar/lib
+ && /opt/sidecar/bin/python -m compileall -q /opt/sidecar/lib \
+ && /opt/sidecar/bin/python -m sidecar.codecache build
 
 FROM ${BASE_IMAGE}
 ARG UID=10001

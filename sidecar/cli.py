@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -302,7 +303,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # Now from the validated settings (case, spaces, *_FILE), as every other setting.
         logs.configure(settings.log_format, settings.log_level)
         _configure_alerts(settings)
-        result = _resolve(args.command)(settings, **options)
+        command = _resolve(args.command)
+        gc.enable()  # the program imports with it off (sidecar/program.py); its imports are done
+        result = command(settings, **options)
     except SidecarError as exc:
         code = int(exc.exit_code)
         log.error(  # noqa: TRY400 (an expected failure: one line, no traceback)

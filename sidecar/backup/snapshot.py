@@ -23,6 +23,14 @@ from sidecar.progress import Progress
 
 # The module the child runs; tests point it at a fault-injecting wrapper.
 CHILD_MODULE = "sidecar.backup.child"
+# How the child starts: the image's code cache first, then the module as ``-m`` would run it
+# (docs/design.md, "Start-up: the code cache").
+CHILD_START = (
+    "from sidecar import codecache\n"
+    "codecache.install()\n"
+    "import runpy, sys\n"
+    "runpy.run_module(sys.argv[1], run_name='__main__', alter_sys=True)\n"
+)
 
 
 class ProgressReporter(Progress):
@@ -174,7 +182,7 @@ class _Child:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         # S603: our own interpreter and module, with paths we built; never user text.
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", CHILD_MODULE],
+            [sys.executable, "-c", CHILD_START, CHILD_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

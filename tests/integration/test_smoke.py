@@ -47,6 +47,31 @@ def test_version_runs_as_non_root(docker_client: Any) -> None:
     assert uid.strip() not in ("", "0")
 
 
+CACHE_PROBE = """
+import sys
+from sidecar import codecache
+cache = codecache.install()
+import json, sidecar.cli, sidecar.commands.deploy, sidecar.pipeline.run, sidecar.containers.engine
+loaders = {type(m.__spec__.loader).__name__ for n, m in sys.modules.items()
+           if n.startswith(("sidecar.", "docker", "structlog", "json")) and n != "sidecar.codecache"
+           and getattr(m, "__spec__", None) and m.__spec__.origin.endswith(".py")}
+print(json.dumps({"path": codecache.default_path(), "loaded": cache and cache.loaded,
+                  "loaders": sorted(loaders)}))
+"""
+
+
+def test_the_image_has_a_code_cache_its_program_uses(docker_client: Any) -> None:
+    """Every pure-Python module a deploy imports at the top comes from the image's cache."""
+    code, output = run_once(
+        docker_client, SIDECAR_IMAGE, ["-c", CACHE_PROBE], entrypoint=["python"]
+    )
+    assert code == 0, output
+    found = json.loads(output.strip().splitlines()[-1])
+    assert found["path"] == "/opt/sidecar/sidecar-code.cache"
+    assert found["loaded"] > 300
+    assert found["loaders"] == ["CachedSourceLoader"]
+
+
 def test_demo_app_writes_and_sidecar_sees_the_rows(
     docker_client: Any, volumes: Any, containers: Any
 ) -> None:

@@ -1,4 +1,4 @@
-"""The program's start-up read-ahead: it reads compiled files and nothing else."""
+"""The program: one command, its exit code (the code cache: tests/unit/test_codecache.py)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-from sidecar import program
-
-
-def test_warm_files_reads_every_compiled_module_under_the_roots_and_imports_none(
-    tmp_path: Path,
-) -> None:
-    package = tmp_path / "pkg"
-    (package / "__pycache__").mkdir(parents=True)
-    (package / "sub" / "__pycache__").mkdir(parents=True)
-    for path in (
-        package / "__pycache__" / "a.cpython-311.pyc",
-        package / "sub" / "__pycache__" / "b.cpython-311.pyc",
-        package / "not_cached.py",  # source files are left to the import
-    ):
-        path.write_bytes(b"x")
-    unreadable = package / "__pycache__" / "c.cpython-311.pyc"
-    unreadable.mkdir()  # a folder where a file was expected: skipped, never an error
-    before = set(sys.modules)
-    read = program.warm_files([str(package), str(tmp_path / "missing")])
-    assert read == 2
-    assert set(sys.modules) == before
 
 
 def test_the_program_runs_a_command_and_exits_with_its_code(tmp_path: Path) -> None:
