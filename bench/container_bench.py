@@ -10,6 +10,11 @@ run, same image: ``--entrypoint python3 -c "print(1)"`` (the bare interpreter) a
 ``--entrypoint true`` (no output: only its exit is timed). The sidecar's own import and
 start-up overhead is its first line minus the bare interpreter's.
 
+The same commands also run on a copy of the image without its code cache (``<image>-nocache``,
+built from the image with ``/opt/sidecar/sidecar-code.cache`` removed, deleted at the end),
+beside "a deploy's imports" (``python3 -c`` importing the deploy command's modules, then
+printing): what the cache saves, measured in the same run.
+
 Compose (part b): a Compose project of the repository's docker-compose.yml under a unique
 ``-p`` name, the demo app up, healthy and writing (DEMO_HTTP_PORT=0: any free loopback
 port), then ``docker compose run --rm sidecar backup`` end to end, against
@@ -99,6 +104,30 @@ START_CASES: dict[str, list[str]] = {
     "`sidecar health --backups-only`": [SIDECAR_IMAGE, "health", "--backups-only"],
 }
 BARE = '`--entrypoint python3 -c "print(1)"` (baseline)'
+NOCACHE_IMAGE = f"{SIDECAR_IMAGE}-nocache"
+DEPLOY_IMPORTS = (
+    "from sidecar import codecache; codecache.install(); "
+    "import sidecar.cli, sidecar.commands.deploy; print(1)"
+)
+for _label, _image in (("", SIDECAR_IMAGE), (", no code cache", NOCACHE_IMAGE)):
+    START_CASES[f"a deploy's imports{_label}"] = [
+        "--entrypoint", "python3", _image, "-c", DEPLOY_IMPORTS,
+    ]  # fmt: skip
+    if _label:
+        START_CASES[f"`sidecar version`{_label}"] = [_image, "version"]
+        START_CASES[f"`sidecar health --backups-only`{_label}"] = [
+            _image, "health", "--backups-only",
+        ]  # fmt: skip
+
+
+def build_nocache_image() -> None:
+    """The image without its code cache: the only difference from SIDECAR_IMAGE."""
+    dockerfile = (
+        f"FROM {SIDECAR_IMAGE}\nUSER 0\nRUN rm /opt/sidecar/sidecar-code.cache\n"
+        "USER sidecar:sidecar\n"
+    )
+    subprocess.run(["docker", "build", "-q", "-t", NOCACHE_IMAGE, "-"], input=dockerfile.encode(),
+                   check=True, capture_output=True)  # fmt: skip
 
 
 def bench_start(runs: int) -> dict[str, list[Sample]]:
@@ -301,7 +330,11 @@ def main() -> int:
     print(", ".join(f"{k}: {v}" for k, v in info.items()))
     report: dict[str, object] = {"machine": info}
 
-    start = bench_start(max(5, args.start_runs))
+    build_nocache_image()
+    try:
+        start = bench_start(max(5, args.start_runs))
+    finally:
+        subprocess.run(["docker", "rmi", "-f", NOCACHE_IMAGE], capture_output=True, check=False)
     report_start(start)
     report["start"] = {k: [asdict(s) for s in v] for k, v in start.items()}
 

@@ -16,6 +16,10 @@ writing first:
   sidecar has nothing to do).
 - ``run, then up -d --no-deps app``: the same migration first, then the code swap alone
   (Compose does not run the sidecar again: nothing checks the image's schema at the swap).
+- ``up -d, no-op dependency (floor)``: not a release but its floor: v1 replaced by v1 with
+  ``up -d --force-recreate app`` while the ``sidecar`` service is a one-shot that exits at
+  once (``true``, from a Compose override). The same outage as ``up -d`` with a dependency
+  that costs nothing: what Compose and the engine take alone.
 
 An HTTP probe (GET /health on the published port, 1 s timeout) runs every 50 ms from before
 the release to its end. Reported: the release's wall time (from the first command to the v2
@@ -35,6 +39,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -101,11 +106,19 @@ class Probe:
         return found
 
 
+NOOP_DEPENDENCY = """services:
+  sidecar:
+    entrypoint: ["true"]
+    command: []
+"""
+
+
 class Project:
     def __init__(self) -> None:
         self.name = f"sidecarbench{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.image = DEMO_IMAGE
+        self.files = [str(ROOT / "docker-compose.yml")]
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {
@@ -115,8 +128,9 @@ class Project:
             "DEMO_HTTP_PORT": str(self.port),
             "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         }
+        files = [arg for path in self.files for arg in ("-f", path)]
         argv = ["docker", "compose", "--project-directory", str(ROOT), "-p", self.name,
-                "-f", str(ROOT / "docker-compose.yml"), *args]  # fmt: skip
+                *files, *args]  # fmt: skip
         result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} exited {result.returncode}: {result.stderr}")
@@ -192,9 +206,16 @@ def one_run(layout: str, *, restart_v1: bool = False) -> Run:
                 "--restart", "on-change" if restart_v1 else "never",
             )  # fmt: skip
             deploy_s = project.deploy_seconds(ran.stderr)
-        project.image = DEMO_V2_IMAGE
         no_deps = layout.endswith("--no-deps app")
-        project.compose("up", "-d", *(["--no-deps", "app"] if no_deps else []))
+        if layout.endswith("(floor)"):
+            override = Path(tempfile.mkdtemp()) / "noop-dependency.yml"
+            override.write_text(NOOP_DEPENDENCY)
+            project.files.append(str(override))
+            project.compose("up", "-d", "--force-recreate", "app")
+            deploy_s = 0.0
+        else:
+            project.image = DEMO_V2_IMAGE
+            project.compose("up", "-d", *(["--no-deps", "app"] if no_deps else []))
         healthy = project.wait_healthy()
         if deploy_s is None:
             deploy_s = project.deploy_seconds(project.compose("logs", "sidecar").stdout)
@@ -228,7 +249,7 @@ def one_run(layout: str, *, restart_v1: bool = False) -> Run:
 def _target(run: Run) -> float:
     """The issue's bound on one release's downtime: the deploy's own window, when the deploy
     runs inside the outage (``up -d``), plus the app's start, plus 1 s."""
-    inside = (run.deploy_s or 0.0) if run.layout == "up -d" else 0.0
+    inside = (run.deploy_s or 0.0) if run.layout.startswith("up -d") else 0.0
     return inside + run.phases["app started -> first good probe"] + 1.0
 
 
@@ -246,7 +267,12 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    layouts = ("up -d", "run, then up -d", "run, then up -d --no-deps app")
+    layouts = (
+        "up -d",
+        "run, then up -d",
+        "run, then up -d --no-deps app",
+        "up -d, no-op dependency (floor)",
+    )
     runs: list[Run] = []
     for index in range(args.runs):
         for layout in layouts:  # interleaved: a busy moment hurts both alike
