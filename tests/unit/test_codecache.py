@@ -112,7 +112,9 @@ def test_without_a_cache_the_same_imports_read_the_files(tmp_path: Path) -> None
     used = _python(USE, str(tmp_path / "absent.cache"), str(root))
     assert used["installed"] is False
     assert used["value"] == "mod:leaf"
-    assert any(path.endswith("mod.py") for path in used["opened"])  # type: ignore[union-attr]
+    opened = used["opened"]
+    assert isinstance(opened, list)
+    assert any(str(path).endswith("mod.py") for path in opened)
 
 
 def test_a_changed_library_folder_makes_the_cache_stale(tmp_path: Path) -> None:
