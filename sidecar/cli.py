@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import json
 import os
@@ -279,8 +278,14 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     return flags, options
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run one command; return its exit code. ``env`` defaults to ``os.environ``."""
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    imported: Callable[[], None] | None = None,
+) -> int:
+    """Run one command; return its exit code. ``env`` defaults to ``os.environ``;
+    ``imported`` is called once the command's module is imported, before it runs."""
     environ = os.environ if env is None else env
     try:
         args = build_parser().parse_args(argv)
@@ -304,7 +309,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         logs.configure(settings.log_format, settings.log_level)
         _configure_alerts(settings)
         command = _resolve(args.command)
-        gc.enable()  # the program imports with it off (sidecar/program.py); its imports are done
+        if imported is not None:
+            imported()  # the command's module and what it imports at the top are loaded
         result = command(settings, **options)
     except SidecarError as exc:
         code = int(exc.exit_code)

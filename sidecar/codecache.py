@@ -60,13 +60,18 @@ class CachedSourceLoader(importlib.machinery.SourceFileLoader):
     """The usual loader of a source file (``__file__``, resources and ``get_source`` as
     always), whose code comes from the cache."""
 
-    def __init__(self, fullname: str, path: str, cache: CodeCache) -> None:
+    def __init__(self, fullname: str, path: str, cache: CodeCache, at: tuple[int, int]) -> None:
         super().__init__(fullname, path)
         self.cache = cache
+        self.at = at  # (offset in the body, length)
 
     def get_code(self, fullname: str) -> CodeType | None:
-        code = self.cache.code(fullname)
+        code = self.cache.code(*self.at) if fullname == self.name else None
         return super().get_code(fullname) if code is None else code
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickled or copied (a spec sent to another process), it is the file's own loader."""
+        return importlib.machinery.SourceFileLoader, (self.name, self.path)
 
 
 class CodeCache:
@@ -84,27 +89,29 @@ class CodeCache:
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         entry = self.index.get(fullname)
-        if entry is None:
-            return None
-        origin = entry[0]
+        if entry is None or target is not None:
+            return None  # not ours, or a reload: that reads the file again
+        origin, offset, length = entry
         package = os.path.basename(origin) == "__init__.py"
-        spec = ModuleSpec(
-            fullname, CachedSourceLoader(fullname, origin, self), origin=origin, is_package=package
-        )
+        folder = os.path.dirname(origin)
+        if path is not None and list(path) != [os.path.dirname(folder) if package else folder]:
+            return None  # the parent package's __path__ was changed: let it be searched
+        loader = CachedSourceLoader(fullname, origin, self, (offset, length))
+        spec = ModuleSpec(fullname, loader, origin=origin, is_package=package)
         spec.has_location = True  # __file__ and __cached__, as the file's own spec has them
         if package:
-            spec.submodule_search_locations = [os.path.dirname(origin)]
+            spec.submodule_search_locations = [folder]
         return spec
 
-    def code(self, fullname: str) -> CodeType | None:
-        entry = self.index.get(fullname)
-        if entry is None:
-            return None
-        _, offset, length = entry
+    def code(self, offset: int, length: int) -> CodeType | None:
+        """The code at ``offset``; None if it does not unmarshal (the file is read instead)."""
         start = self.body + offset
-        # The image's own file, written by its build: as trusted as the code (a .pyc is
-        # marshal too).
-        code = marshal.loads(self.data[start : start + length])  # noqa: S302
+        try:
+            # The image's own file, written by its build: as trusted as the code (a .pyc is
+            # marshal too).
+            code = marshal.loads(self.data[start : start + length])  # noqa: S302
+        except (ValueError, EOFError, TypeError):
+            return None
         if not isinstance(code, CodeType):
             return None
         self.loaded += 1
@@ -114,11 +121,17 @@ class CodeCache:
         """Nothing to drop (``importlib.invalidate_caches`` calls it on every finder)."""
 
 
-def load(path: str, roots: Iterable[str] | None = None) -> CodeCache | None:
-    """The cache in ``path`` if it can serve this interpreter and these roots, else None.
+def _facts() -> dict[str, object]:
+    """What the code and its lookup depend on besides the files: the interpreter, its
+    optimisation level (asserts and docstrings), and the search path after its first entry
+    (a ``PYTHONPATH`` folder could hold another copy of a module)."""
+    return {"python": sys.version, "optimize": sys.flags.optimize, "path": sys.path[1:]}
 
-    A missing, foreign, truncated or stale file is not an error: the imports then read the
-    file system as they always do, with the same code."""
+
+def load(path: str, roots: Iterable[str] | None = None) -> CodeCache | None:
+    """The cache in ``path`` if it can serve this interpreter, search path and roots, else
+    None. A missing, foreign, truncated or stale file is not an error: the imports then read
+    the file system as they always do."""
     try:
         with open(path, "rb") as handle:
             if handle.read(len(SIGNATURE)) != SIGNATURE:
@@ -129,14 +142,18 @@ def load(path: str, roots: Iterable[str] | None = None) -> CodeCache | None:
             data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    if (
-        not isinstance(header, dict)
-        or header.get("python") != sys.version
-        or header.get("roots") != listings(header.get("roots", {}) if roots is None else roots)
-    ):
+    try:
+        modules = header["modules"]
+        fits = all(body + offset + size <= len(data) for _, offset, size in modules.values())
+        fresh = header["facts"] == _facts() and header["roots"] == listings(
+            header["roots"] if roots is None else roots
+        )
+    except (TypeError, KeyError, ValueError, AttributeError):
+        fits = fresh = False
+    if not (fits and fresh):
         data.close()
         return None
-    return CodeCache(header["modules"], data, body)
+    return CodeCache(modules, data, body)
 
 
 def install(path: str | None = None) -> CodeCache | None:
@@ -145,6 +162,11 @@ def install(path: str | None = None) -> CodeCache | None:
     if cache is not None:
         sys.meta_path.insert(0, cache)
     return cache
+
+
+def installed() -> CodeCache | None:
+    """The cache this process imports from, if any."""
+    return next((f for f in sys.meta_path if isinstance(f, CodeCache)), None)
 
 
 def cacheable(name: str, module: ModuleType, roots: Sequence[str]) -> str | None:
@@ -177,13 +199,17 @@ def write(path: str, modules: dict[str, ModuleType], roots: Sequence[str]) -> in
         index[name] = (origin, offset, len(blob))
         blobs.append(blob)
         offset += len(blob)
-    header = marshal.dumps({"python": sys.version, "roots": listings(roots), "modules": index})
+    header = marshal.dumps({"facts": _facts(), "roots": listings(roots), "modules": index})
     partial = f"{path}.partial"
-    with open(partial, "wb") as handle:
-        handle.write(SIGNATURE + len(header).to_bytes(_LENGTH_BYTES, "little") + header)
-        for blob in blobs:
-            handle.write(blob)
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(SIGNATURE + len(header).to_bytes(_LENGTH_BYTES, "little") + header)
+            for blob in blobs:
+                handle.write(blob)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
     return len(index)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sidecar import codecache
 from sidecar.backup import copy
 from sidecar.backup.copy import (
     CopyMismatch,
@@ -202,7 +203,7 @@ def _error_event(exc: OSError | CopyAborted | CopyMismatch) -> dict[str, Any]:
 def main() -> int:
     """The child: ``ready``, then one ``go <job>`` line on stdin, then the copy."""
     # Interpreter start-up (~50 ms) happens before the parent takes its read lock.
-    _emit({"event": "ready"})
+    _emit({"event": "ready", "code_cache": codecache.installed() is not None})
     line = sys.stdin.readline()
     if not line.startswith("go "):
         return 1

@@ -179,7 +179,10 @@ class _Child:
     def __enter__(self) -> _Child:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if root not in {os.path.realpath(entry) for entry in sys.path if entry}:
+            # A checkout run by path: the child must find it too. (Installed, it is on the
+            # path already, and the search path stays the one the code cache was built for.)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         # S603: our own interpreter and module, with paths we built; never user text.
         self.proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-c", CHILD_START, CHILD_MODULE],

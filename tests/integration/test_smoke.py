@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.backup import snapshot
 from tests.conftest import DEMO_IMAGE, ROOT, SIDECAR_IMAGE, run_once
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ cache = codecache.install()
 import json, sidecar.cli, sidecar.commands.deploy, sidecar.pipeline.run, sidecar.containers.engine
 loaders = {type(m.__spec__.loader).__name__ for n, m in sys.modules.items()
            if n.startswith(("sidecar.", "docker", "structlog", "json")) and n != "sidecar.codecache"
-           and getattr(m, "__spec__", None) and m.__spec__.origin.endswith(".py")}
+           and getattr(m, "__spec__", None) and (m.__spec__.origin or "").endswith(".py")}
 print(json.dumps({"path": codecache.default_path(), "loaded": cache and cache.loaded,
                   "loaders": sorted(loaders)}))
 """
@@ -70,6 +71,19 @@ def test_the_image_has_a_code_cache_its_program_uses(docker_client: Any) -> None
     assert found["path"] == "/opt/sidecar/sidecar-code.cache"
     assert found["loaded"] > 300
     assert found["loaders"] == ["CachedSourceLoader"]
+
+
+def test_the_copier_child_starts_from_the_code_cache(docker_client: Any) -> None:
+    """Started as the snapshot starts it; without a job on stdin it says ready and stops."""
+    code, output = run_once(
+        docker_client,
+        SIDECAR_IMAGE,
+        ["-c", snapshot.CHILD_START, snapshot.CHILD_MODULE],
+        entrypoint=["python3"],
+    )
+    assert code == 1, output  # no "go" line: nothing to do
+    ready = json.loads(output.strip().splitlines()[0])
+    assert ready == {"event": "ready", "code_cache": True}
 
 
 def test_demo_app_writes_and_sidecar_sees_the_rows(

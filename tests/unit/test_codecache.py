@@ -52,6 +52,7 @@ BUILD = """
     sys.path.insert(0, root)
     import pkg.mod
     alias = sys.modules["pkg.alias"] = sys.modules["pkg.sub.leaf"]  # as requests.packages does
+    sys.path.remove(root)  # the search path the cache is for: USE adds root after installing
     count = codecache.write(cache, dict(sys.modules), [root])
     print(json.dumps({"count": count}))
 """
@@ -60,7 +61,9 @@ USE = """
     import json, os, sys
     from sidecar import codecache
     cache_path, root = sys.argv[1], sys.argv[2]
-    import importlib.resources, inspect  # before the root is on sys.path
+    if len(sys.argv) > 3:
+        sys.path.append(sys.argv[3])  # another folder on the search path
+    import importlib.resources, inspect, pickle  # before the root is on sys.path
     cache = codecache.install(cache_path)  # its own check lists the roots: before the hook
     opened = []
     sys.addaudithook(
@@ -81,6 +84,7 @@ USE = """
         "loader": type(pkg.mod.__loader__).__name__,
         "resource": importlib.resources.files("pkg").joinpath("data.txt").read_text(),
         "source": inspect.getsource(pkg.sub.leaf),
+        "pickled_loader": type(pickle.loads(pickle.dumps(pkg.mod.__spec__)).loader).__name__,
         "opened": files_opened,
     }))
 """
@@ -105,6 +109,7 @@ def test_modules_load_from_the_cache_without_opening_a_file_and_behave_as_from_t
     assert used["loader"] == "CachedSourceLoader"
     assert used["resource"] == "a resource\n"
     assert used["source"] == "LEAF = 'leaf'\n"
+    assert used["pickled_loader"] == "SourceFileLoader"  # a spec sent elsewhere: the file's
 
 
 def test_without_a_cache_the_same_imports_read_the_files(tmp_path: Path) -> None:
@@ -134,15 +139,100 @@ def test_a_cache_of_another_interpreter_is_not_used(tmp_path: Path) -> None:
     assert _python(USE, str(cache), str(root))["installed"] is False
 
 
+def test_another_search_path_or_optimisation_level_does_not_use_the_cache(
+    tmp_path: Path,
+) -> None:
+    """A PYTHONPATH folder could hold another copy of a cached module; -O drops asserts."""
+    root = _library(tmp_path)
+    cache = tmp_path / "code.cache"
+    _python(BUILD, str(cache), str(root))
+    other = tmp_path / "patch"
+    other.mkdir()
+    assert _python(USE, str(cache), str(root), str(other))["installed"] is False
+    optimized = subprocess.run(
+        [sys.executable, "-O", "-c", "import sys; from sidecar import codecache; "
+         "print(codecache.load(sys.argv[1]) is None)", str(cache)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert optimized.stdout.strip() == "True"
+
+
+RELOAD = """
+    import importlib, json, sys
+    from sidecar import codecache
+    cache_path, root = sys.argv[1], sys.argv[2]
+    cache = codecache.install(cache_path)
+    sys.path.insert(0, root)
+    import pkg.sub.leaf
+    before = pkg.sub.leaf.LEAF
+    with open(pkg.sub.leaf.__file__, "w") as handle:
+        handle.write("LEAF = 'edited'\\n")
+    importlib.reload(pkg.sub.leaf)
+    print(json.dumps({"installed": cache is not None, "before": before,
+                      "after": pkg.sub.leaf.LEAF}))
+"""
+
+
+def test_a_reload_reads_the_file(tmp_path: Path) -> None:
+    root = _library(tmp_path)
+    cache = tmp_path / "code.cache"
+    _python(BUILD, str(cache), str(root))
+    done = _python(RELOAD, str(cache), str(root))
+    assert done == {"installed": True, "before": "leaf", "after": "edited"}
+
+
+EXTENDED = """
+    import json, sys
+    from sidecar import codecache
+    cache_path, root, elsewhere = sys.argv[1], sys.argv[2], sys.argv[3]
+    cache = codecache.install(cache_path)
+    sys.path.insert(0, root)
+    import pkg
+    pkg.__path__.insert(0, elsewhere)  # as pkgutil.extend_path or a plugin system would
+    import pkg.mod
+    print(json.dumps({"installed": cache is not None, "file": pkg.mod.__file__}))
+"""
+
+
+def test_a_package_whose_path_was_changed_is_searched_as_usual(tmp_path: Path) -> None:
+    root = _library(tmp_path)
+    cache = tmp_path / "code.cache"
+    _python(BUILD, str(cache), str(root))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mod.py").write_text("def value():\n    return 'elsewhere'\n")
+    done = _python(EXTENDED, str(cache), str(root), str(elsewhere))
+    assert done == {"installed": True, "file": str(elsewhere / "mod.py")}
+
+
+def test_a_damaged_module_is_read_from_its_file(tmp_path: Path) -> None:
+    """The header is intact, one module's code is not: that module comes from its file."""
+    root = _library(tmp_path)
+    cache = tmp_path / "code.cache"
+    _python(BUILD, str(cache), str(root))
+    loaded = codecache.load(str(cache))
+    assert loaded is not None
+    _, offset, length = loaded.index["pkg.sub.leaf"]
+    start = loaded.body + offset
+    data = bytearray(cache.read_bytes())
+    data[start : start + length] = b"\xff" * length
+    cache.write_bytes(bytes(data))
+    used = _python(USE, str(cache), str(root))
+    assert used["installed"] is True
+    assert used["loaded"] == 3  # pkg, pkg.mod, pkg.sub; leaf from its file
+    assert used["value"] == "mod:leaf"
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         lambda data: b"",
         lambda data: b"not a cache at all",
         lambda data: data[: len(codecache.SIGNATURE) + 12],  # a header cut short
+        lambda data: data[:-10],  # the last module's code cut short
         lambda data: codecache.SIGNATURE + (10**6).to_bytes(8, "little") + b"\xff" * 64,
     ],
-    ids=["empty", "foreign", "truncated", "garbage-header"],
+    ids=["empty", "foreign", "truncated-header", "truncated-body", "garbage-header"],
 )
 def test_a_broken_cache_is_not_used(tmp_path: Path, damage: object) -> None:
     root = _library(tmp_path)

@@ -412,4 +412,5 @@ def test_the_child_removes_what_it_wrote_when_a_source_is_missing(tmp_path: Path
 
 
 def test_the_child_does_nothing_without_go(tmp_path: Path) -> None:
-    assert [e["event"] for e in _child(None, line="")] == ["ready"]
+    # A checkout has no code cache (the image's: tests/integration/test_smoke.py).
+    assert _child(None, line="") == [{"event": "ready", "code_cache": False}]
