@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sidecar import alerts
-from sidecar.backup import store
+from sidecar.backup import snapshot, store
 from sidecar.containers import engine
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.logs import get_logger
@@ -61,11 +62,15 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
         schedule.validate(settings.schedule)
     wants_app = bool(settings.app or settings.app_label)
     schema_in_app = settings.schema is not None and parse(str(settings.schema))
-    apps = engine.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
-    try:
-        report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
-    except Aborted:
-        return DeployResult(DeployReport(database=str(settings.database)), aborted=True)
+    # The backup before a change needs the copier child: started now, it is ready by the
+    # time the write lock is taken (a database still to be created needs no backup).
+    ahead = not dry_run and settings.database is not None and settings.database.is_file()
+    with snapshot.copier_ahead() if ahead else nullcontext():
+        apps = engine.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
+        try:
+            report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)
+        except Aborted:
+            return DeployResult(DeployReport(database=str(settings.database)), aborted=True)
     log.info("deploy.done", **report.done_fields())
     return DeployResult(report)
 

@@ -429,3 +429,64 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     good.manifest_path.unlink()
     quiet = create_backup(db, bk_dir, environment="production", reason="scheduled")
     assert "rows_vanished" not in quiet.manifest
+
+
+def _counting_spawns(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """Every copier child the snapshot module starts (the real ones, counted)."""
+    from sidecar.backup import snapshot
+
+    started: list[subprocess.Popen[bytes]] = []
+    real = snapshot._spawn
+
+    def spawn() -> subprocess.Popen[bytes]:
+        started.append(real())
+        return started[-1]
+
+    monkeypatch.setattr(snapshot, "_spawn", spawn)
+    return started
+
+
+def test_a_backup_inside_copier_ahead_uses_the_child_started_ahead(
+    bk_db: Callable[..., Path], bk_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.backup import snapshot
+
+    started = _counting_spawns(monkeypatch)
+    db = bk_db("wal", rows=200)
+    with snapshot.copier_ahead():
+        assert len(started) == 1
+        info = create_backup(db, bk_dir, environment="production", reason="deploy")
+        assert len(started) == 1  # the backup took the one started ahead
+        second = create_backup(db, bk_dir, environment="production", reason="deploy")
+    assert len(started) == 2  # ... and a second backup starts its own
+    assert verify_backup(info) == []
+    assert verify_backup(second) == []
+    assert all(proc.returncode == 0 for proc in started)
+
+
+def test_a_child_started_ahead_and_not_used_is_stopped_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.backup import snapshot
+
+    started = _counting_spawns(monkeypatch)
+    with snapshot.copier_ahead():
+        pass
+    assert len(started) == 1
+    assert started[0].returncode is not None  # it got no job and exited
+    assert snapshot._ahead == []
+
+
+def test_a_child_started_ahead_that_died_is_replaced(
+    bk_db: Callable[..., Path], bk_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.backup import snapshot
+
+    started = _counting_spawns(monkeypatch)
+    db = bk_db("wal", rows=50)
+    with snapshot.copier_ahead():
+        started[0].kill()
+        started[0].wait()
+        info = create_backup(db, bk_dir, environment="production", reason="deploy")
+    assert len(started) == 2
+    assert verify_backup(info) == []

@@ -577,3 +577,26 @@ def test_a_failed_compression_after_the_commit_keeps_the_plain_backup(
     assert info.id == report.backup
     assert verify_backup(info) == []
     assert sorted(p.name for p in settings.backup_dir.iterdir() if "partial" in p.name) == []
+
+
+def test_a_deploy_starts_its_copier_child_ahead_and_takes_its_backup_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One copier child in all, started before the write lock (so its start-up is not in
+    the window), consumed by the backup before the change; a deploy with nothing to change
+    stops the unused one."""
+    from sidecar import cli
+    from tests.unit.test_backup import _counting_spawns
+
+    started = _counting_spawns(monkeypatch)
+    make_db(tmp_path / "data" / "portfolio.db")
+    env = env_for(tmp_path)
+    assert cli.main(["deploy"], env=env) == 0
+    backups = sorted((tmp_path / "backups").glob("portfolio_backup_*.db"))
+    assert len(backups) == 1  # the backup before the change
+    assert len(started) == 1
+    assert started[0].returncode == 0  # it did the backup's copy
+    assert cli.main(["deploy"], env=env) == 0  # nothing left to change: no backup
+    assert sorted((tmp_path / "backups").glob("portfolio_backup_*.db")) == backups
+    assert len(started) == 2
+    assert started[1].returncode is not None  # the unused one was stopped
