@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -210,12 +211,14 @@ def test_a_damaged_module_is_read_from_its_file(tmp_path: Path) -> None:
     root = _library(tmp_path)
     cache = tmp_path / "code.cache"
     _python(BUILD, str(cache), str(root))
-    loaded = codecache.load(str(cache))
-    assert loaded is not None
-    _, offset, length = loaded.index["pkg.sub.leaf"]
-    start = loaded.body + offset
     data = bytearray(cache.read_bytes())
-    data[start : start + length] = b"\xff" * length
+    # The header as load() reads it (load itself would refuse this process's search path).
+    at = len(codecache.SIGNATURE)
+    length = int.from_bytes(data[at : at + 8], "little")
+    header = marshal.loads(bytes(data[at + 8 : at + 8 + length]))  # noqa: S302 - ours
+    _, offset, size = header["modules"]["pkg.sub.leaf"]
+    start = at + 8 + length + offset
+    data[start : start + size] = b"\xff" * size
     cache.write_bytes(bytes(data))
     used = _python(USE, str(cache), str(root))
     assert used["installed"] is True
@@ -239,7 +242,6 @@ def test_a_broken_cache_is_not_used(tmp_path: Path, damage: object) -> None:
     cache = tmp_path / "code.cache"
     _python(BUILD, str(cache), str(root))
     cache.write_bytes(damage(cache.read_bytes()))  # type: ignore[operator]
-    assert codecache.load(str(cache)) is None
     used = _python(USE, str(cache), str(root))
     assert used["installed"] is False
     assert used["value"] == "mod:leaf"
