@@ -87,13 +87,16 @@ def containers(docker_client: Any) -> Iterator[Callable[..., Any]]:
             container.remove(force=True)
 
 
-def run_once(docker_client: Any, image: str, command: list[str], **kwargs: Any) -> tuple[int, str]:
-    """Run a container to completion; (exit code, combined output). Always removed."""
+def run_once(
+    docker_client: Any, image: str, command: list[str], *, stderr: bool = True, **kwargs: Any
+) -> tuple[int, str]:
+    """Run a container to completion; (exit code, output: stdout and, unless ``stderr`` is
+    false, stderr, merged line by line in the order Docker read them). Always removed."""
     labels = {TEST_LABEL: "1", **kwargs.pop("labels", {})}
     container = docker_client.containers.run(image, command, detach=True, labels=labels, **kwargs)
     try:
         status = container.wait(timeout=300)
-        output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        output = container.logs(stdout=True, stderr=stderr).decode("utf-8", "replace")
         return int(status["StatusCode"]), output
     finally:
         container.remove(force=True)
