@@ -91,33 +91,24 @@ def fmt_runs(values: list[float]) -> str:
 # ---- part a: docker run to the first line -----------------------------------------------
 
 
-START_CASES: dict[str, list[str]] = {
-    "`--entrypoint true` (baseline, no output: exit)": ["--entrypoint", "true", SIDECAR_IMAGE],
-    '`--entrypoint python3 -c "print(1)"` (baseline)': [
-        "--entrypoint",
-        "python3",
-        SIDECAR_IMAGE,
-        "-c",
-        "print(1)",
-    ],
-    "`sidecar version`": [SIDECAR_IMAGE, "version"],
-    "`sidecar health --backups-only`": [SIDECAR_IMAGE, "health", "--backups-only"],
-}
-BARE = '`--entrypoint python3 -c "print(1)"` (baseline)'
 NOCACHE_IMAGE = f"{SIDECAR_IMAGE}-nocache"
 DEPLOY_IMPORTS = (
     "from sidecar import codecache; codecache.install(); "
     "import sidecar.cli, sidecar.commands.deploy; print(1)"
 )
-for _label, _image in (("", SIDECAR_IMAGE), (", no code cache", NOCACHE_IMAGE)):
-    START_CASES[f"a deploy's imports{_label}"] = [
-        "--entrypoint", "python3", _image, "-c", DEPLOY_IMPORTS,
-    ]  # fmt: skip
-    if _label:
-        START_CASES[f"`sidecar version`{_label}"] = [_image, "version"]
-        START_CASES[f"`sidecar health --backups-only`{_label}"] = [
-            _image, "health", "--backups-only",
-        ]  # fmt: skip
+BARE = '`--entrypoint python3 -c "print(1)"` (baseline)'
+START_CASES: dict[str, list[str]] = {
+    "`--entrypoint true` (baseline, no output: exit)": ["--entrypoint", "true", SIDECAR_IMAGE],
+    BARE: ["--entrypoint", "python3", SIDECAR_IMAGE, "-c", "print(1)"],
+    "`sidecar version`": [SIDECAR_IMAGE, "version"],
+    "`sidecar health --backups-only`": [SIDECAR_IMAGE, "health", "--backups-only"],
+    "a deploy's imports": ["--entrypoint", "python3", SIDECAR_IMAGE, "-c", DEPLOY_IMPORTS],
+    "a deploy's imports, no code cache": [
+        "--entrypoint", "python3", NOCACHE_IMAGE, "-c", DEPLOY_IMPORTS,
+    ],
+    "`sidecar version`, no code cache": [NOCACHE_IMAGE, "version"],
+    "`sidecar health --backups-only`, no code cache": [NOCACHE_IMAGE, "health", "--backups-only"],
+}  # fmt: skip
 
 
 def build_nocache_image() -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -119,6 +120,7 @@ class Project:
         self.port = free_port()
         self.image = DEMO_IMAGE
         self.files = [str(ROOT / "docker-compose.yml")]
+        self.scratch: Path | None = None  # a folder of override files, removed at the end
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {
@@ -211,6 +213,7 @@ def one_run(layout: str, *, restart_v1: bool = False) -> Run:
             override = Path(tempfile.mkdtemp()) / "noop-dependency.yml"
             override.write_text(NOOP_DEPENDENCY)
             project.files.append(str(override))
+            project.scratch = override.parent
             project.compose("up", "-d", "--force-recreate", "app")
             deploy_s = 0.0
         else:
@@ -244,6 +247,8 @@ def one_run(layout: str, *, restart_v1: bool = False) -> Run:
     finally:
         probe.stop()
         project.down()
+        if project.scratch is not None:
+            shutil.rmtree(project.scratch, ignore_errors=True)
 
 
 def _target(run: Run) -> float:
