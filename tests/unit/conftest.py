@@ -70,3 +70,18 @@ def bk_other_connection(db: Path, query: str, *, in_transaction: bool) -> subpro
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
+
+
+def counting_spawns(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """Every copier child the snapshot module starts (the real ones, counted)."""
+    from sidecar.backup import snapshot
+
+    started: list[subprocess.Popen[bytes]] = []
+    real = snapshot._spawn
+
+    def spawn() -> subprocess.Popen[bytes]:
+        started.append(real())
+        return started[-1]
+
+    monkeypatch.setattr(snapshot, "_spawn", spawn)
+    return started

@@ -19,7 +19,7 @@ from sidecar.backup.restore import restore_backup
 from sidecar.backup.store import BackupInfo
 from sidecar.backup.verify import FileFacts, verify_backup
 from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
-from tests.unit.conftest import bk_other_connection
+from tests.unit.conftest import bk_other_connection, counting_spawns
 
 NOW = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
 
@@ -431,27 +431,12 @@ def test_backups_of_a_wiped_database_never_push_out_the_last_one_with_the_data(
     assert "rows_vanished" not in quiet.manifest
 
 
-def _counting_spawns(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
-    """Every copier child the snapshot module starts (the real ones, counted)."""
-    from sidecar.backup import snapshot
-
-    started: list[subprocess.Popen[bytes]] = []
-    real = snapshot._spawn
-
-    def spawn() -> subprocess.Popen[bytes]:
-        started.append(real())
-        return started[-1]
-
-    monkeypatch.setattr(snapshot, "_spawn", spawn)
-    return started
-
-
 def test_a_backup_inside_copier_ahead_uses_the_child_started_ahead(
     bk_db: Callable[..., Path], bk_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sidecar.backup import snapshot
 
-    started = _counting_spawns(monkeypatch)
+    started = counting_spawns(monkeypatch)
     db = bk_db("wal", rows=200)
     with snapshot.copier_ahead():
         assert len(started) == 1
@@ -469,7 +454,7 @@ def test_a_child_started_ahead_and_not_used_is_stopped_at_the_end(
 ) -> None:
     from sidecar.backup import snapshot
 
-    started = _counting_spawns(monkeypatch)
+    started = counting_spawns(monkeypatch)
     with snapshot.copier_ahead():
         pass
     assert len(started) == 1
@@ -482,7 +467,7 @@ def test_a_child_started_ahead_that_died_is_replaced(
 ) -> None:
     from sidecar.backup import snapshot
 
-    started = _counting_spawns(monkeypatch)
+    started = counting_spawns(monkeypatch)
     db = bk_db("wal", rows=50)
     with snapshot.copier_ahead():
         started[0].kill()

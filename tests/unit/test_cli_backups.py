@@ -13,6 +13,7 @@ import pytest
 from sidecar import cli
 from sidecar.backup import names, store
 from sidecar.errors import ExitCode
+from tests.unit.conftest import counting_spawns
 
 
 @pytest.fixture
@@ -252,3 +253,71 @@ def test_restore_over_a_damaged_database_keeps_its_raw_bytes(
     # The salvage folder is never listed as a backup.
     code, listed = _run(capsys, ["list"], bk_env)
     assert all("salvage" not in b["id"] for b in listed["backups"])
+
+
+def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    """croniter runs `file` on the interpreter when imported, and the offsite modules cost
+    ~40 ms: a backup without SIDECAR_SCHEDULE or SIDECAR_OFFSITE loads neither."""
+    import subprocess
+    import sys
+
+    db = bk_db("wal")
+    probe = (
+        "import sys; from sidecar import cli; "
+        f"code = cli.main(['backup'], env={{'SIDECAR_DATABASE': {str(db)!r}, "
+        f"'SIDECAR_BACKUP_DIR': {str(bk_dir)!r}}}); "
+        "print(code, sorted(m for m in ('croniter', 'sidecar.schedule', "
+        "'sidecar.commands.offsite', 'sidecar.offsite.store') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "0 []"
+    assert len(store.list_backups(bk_dir)) == 1
+
+
+def test_the_backup_command_copies_with_the_child_it_started_ahead(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar import database
+    from sidecar.backup import snapshot
+
+    started = counting_spawns(monkeypatch)
+    children_at_check: list[int] = []
+    real_check = database.check_database_file
+
+    def check(db: Path) -> None:
+        children_at_check.append(len(started))
+        real_check(db)
+
+    monkeypatch.setattr(database, "check_database_file", check)
+    code, doc = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    assert doc["backup"]["verified"] is True
+    assert children_at_check == [1]  # started before the database file was even checked
+    assert len(started) == 1  # ... and it made the copy
+    assert started[0].returncode == 0
+    assert snapshot._ahead == []
+
+
+def test_a_refused_file_stops_the_child_started_ahead(
+    capsys: pytest.CaptureFixture[str],
+    bk_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.backup import snapshot
+
+    started = counting_spawns(monkeypatch)
+    foreign = tmp_path / "app.db"
+    foreign.write_bytes(b"not a database at all" * 100)
+    env = {"SIDECAR_DATABASE": str(foreign), "SIDECAR_BACKUP_DIR": str(bk_dir)}
+    code = cli.main(["backup", "--json"], env=env)
+    capsys.readouterr()
+    assert code == ExitCode.REFUSED
+    assert len(started) == 1
+    assert started[0].returncode is not None  # it got no job and exited
+    assert snapshot._ahead == []
+    assert store.list_backups(bk_dir) == []

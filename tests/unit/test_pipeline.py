@@ -586,9 +586,9 @@ def test_a_deploy_starts_its_copier_child_ahead_and_takes_its_backup_with_it(
     the window), consumed by the backup before the change; a deploy with nothing to change
     stops the unused one."""
     from sidecar import cli
-    from tests.unit.test_backup import _counting_spawns
+    from tests.unit.conftest import counting_spawns
 
-    started = _counting_spawns(monkeypatch)
+    started = counting_spawns(monkeypatch)
     make_db(tmp_path / "data" / "portfolio.db")
     env = env_for(tmp_path)
     assert cli.main(["deploy"], env=env) == 0
