@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 RestartPolicy = Literal["on-change", "always", "never"]
 VerifyLevel = Literal["checksum", "quick", "full"]
 Compression = Literal["none", "zstd"]
+BackupIO = Literal["direct", "cached"]
 LogFormat = Literal["json", "console"]
 PathStyle = Literal["auto", "true", "false"]
 RenamePolicy = Literal["refuse", "copy"]
@@ -324,6 +325,15 @@ class Settings:
     compress: Compression = dataclasses.field(
         default="none",
         metadata=_row(choices=("none", "zstd"), help="compress backups", commands=_NEW_BACKUP),
+    )
+    backup_io: BackupIO = dataclasses.field(
+        default="direct",
+        metadata=_row(
+            choices=("direct", "cached"),
+            flag=False,
+            help="backups written and read back with direct I/O, or through the page cache",
+            commands=_NEW_BACKUP | {"restore"},
+        ),
     )
     backup_group: int | None = dataclasses.field(
         default=None,

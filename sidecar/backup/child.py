@@ -105,6 +105,7 @@ def _copy_one(
     on_read: Callable[[], None] | None,
     sync_range: SyncRange | None,
     kernel_copy: bool,
+    direct_io: bool,
     stable: bool,
 ) -> dict[str, Any] | None:
     raise_if_orphaned = _orphan_guard()
@@ -133,6 +134,7 @@ def _copy_one(
                 on_read=on_read,
                 sync_range=sync_range,
                 kernel_copy=in_kernel,
+                direct=direct_io,
                 stable=stable,
                 stats=stats,
             )
@@ -176,6 +178,7 @@ def _copy_pairs(
                 on_read=on_last_read if index == len(pairs) - 1 else None,
                 sync_range=sync_range,
                 kernel_copy=bool(job.get("kernel_copy", True)),
+                direct_io=bool(job.get("direct_io", False)),
                 stable=bool(rest[0]) if rest else False,
             )
             if result is not None:

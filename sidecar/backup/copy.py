@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
+import mmap
 import os
 import sys
 import threading
@@ -31,6 +33,12 @@ _CFR_UNSUPPORTED = (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, e
 # must not: a later corrupt block would be corrupt in both, and every page the app then
 # writes would be copied-on-write, fragmenting its database.
 _COPYING_FILE_SYSTEMS = frozenset({0xEF53, 0x01021994})  # ext2/3/4, tmpfs
+# Direct I/O (O_DIRECT): offsets, lengths and buffer addresses are multiples of this, which
+# every logical block size in use (512, 4096) divides; anonymous maps are page-aligned.
+DIRECT_ALIGN = 4096
+DIRECT_BUFFERS = 4  # chunks in flight between the workers and the hasher: ~12 MiB with theirs
+DIRECT_WORKERS = 2  # each reads, writes and reads back one chunk: two keep the disk busy
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 # <linux/fs.h>
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
 # sync_file_range is not there (or not for this file system): fall back to fdatasync.
@@ -86,6 +94,21 @@ def copies_bytes(fd: int) -> bool:
     return f_type in _COPYING_FILE_SYSTEMS
 
 
+def direct_mode(fd: int, on: bool = True) -> bool:
+    """Turn direct I/O (``O_DIRECT``: no page cache) on or off for ``fd``; False when the
+    system or the file system has none (tmpfs before Linux 6.6, FUSE, ...)."""
+    if not _O_DIRECT:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT if on else flags & ~_O_DIRECT)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
+
+
 class Writeback:
     """Gets written data to disk early, so dirty pages never pile up: ``sync_file_range``
     with at most ``window`` bytes in flight, else ``fdatasync`` every 64 MiB.
@@ -134,11 +157,11 @@ class Writeback:
         return True
 
 
-def _view(buf: bytearray, length: int) -> memoryview:
+def _view(buf: bytearray | mmap.mmap, length: int) -> memoryview:
     return memoryview(buf)[:length]
 
 
-def _pread_full(fd: int, buf: bytearray, offset: int, length: int) -> int:
+def _pread_full(fd: int, buf: bytearray | mmap.mmap, offset: int, length: int) -> int:
     """Read up to ``length`` bytes at ``offset`` into ``buf``; fewer only at end of file."""
     view = memoryview(buf)
     got = 0
@@ -201,19 +224,34 @@ def copy_verified(
     on_read: Callable[[], None] | None = None,
     sync_range: SyncRange | None = None,
     kernel_copy: bool = False,
+    direct: bool = False,
     stable: bool = True,
     stats: CopyStats | None = None,
 ) -> tuple[int, str]:
     """Copy ``src_fd`` into ``dst_fd`` (opened read-write); (bytes, sha256 of the bytes read).
 
     ``size`` bounds the copy (None: to end of file); ``on_read`` runs once the source will
-    not be read again; ``kernel_copy``: by ``copy_file_range``; ``stable`` False: a chunk
-    the source changed under the copy is rewritten. Raises :class:`CopyMismatch`.
-    See docs/design.md, 'The verified copy'.
+    not be read again; ``direct``: written and read back with direct I/O where the file
+    system has it (:func:`direct_mode`), else ``kernel_copy``: by ``copy_file_range``;
+    ``stable`` False: a chunk the source changed under the copy is rewritten. Raises
+    :class:`CopyMismatch`. See docs/design.md, 'The verified copy'.
     """
     stats = stats if stats is not None else CopyStats()
     with suppress(OSError, AttributeError):  # AttributeError: no posix_fadvise (macOS)
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # bigger readahead when cold
+    if direct:
+        try:
+            result = _copy_direct(
+                src_fd, dst_fd, size=size, progress=progress, raise_if_aborted=raise_if_aborted
+            )
+        except _DirectRefused:
+            pass
+        else:
+            stats.method = "direct"
+            if on_read is not None:
+                on_read()
+            os.fsync(dst_fd)  # the tail, the size, the block map, the disk's cache
+            return result
     writeback = Writeback(dst_fd, sync_range, WRITEBACK_WINDOW)
     if kernel_copy:
         try:
@@ -385,3 +423,148 @@ def _copy_in_kernel(
         raise verifier.error
     stats.method = "copy_file_range"
     return offset, verifier.digest.hexdigest()
+
+
+class _DirectRefused(Exception):
+    """Direct I/O is not available for this copy: nothing of it is left in the file."""
+
+
+def _copy_direct(
+    src_fd: int,
+    dst_fd: int,
+    *,
+    size: int | None,
+    progress: BytesDone | None,
+    raise_if_aborted: Callable[[], None] | None,
+) -> tuple[int, str]:
+    """Each byte read once from the source into an aligned buffer, written from it with
+    direct I/O, read back from the disk (not from the page cache) and compared, then hashed
+    in order; the tail after the last aligned block goes through the page cache.
+    Raises _DirectRefused where direct I/O cannot be used. See docs/design.md, 'Direct I/O'."""
+    end = os.fstat(src_fd).st_size if size is None else size
+    aligned = end - end % DIRECT_ALIGN
+    if aligned == 0 or not direct_mode(dst_fd):
+        raise _DirectRefused
+    digest = hashlib.sha256()
+    workers = _DirectWorkers(src_fd, dst_fd, aligned)
+    try:
+        try:
+            done = workers.hash_in_order(digest, progress, raise_if_aborted)
+        finally:
+            workers.stop()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or workers.verified:
+            raise
+        # The file system took the flag but refuses these I/Os: start again without it.
+        direct_mode(dst_fd, on=False)
+        os.ftruncate(dst_fd, 0)
+        raise _DirectRefused from exc
+    direct_mode(dst_fd, on=False)
+    if end > done:  # the unaligned tail (a -wal's, or a short file's): a few KiB
+        tail = bytearray(end - done)
+        if _pread_full(src_fd, tail, done, len(tail)) != len(tail):
+            raise CopyMismatch(done)  # the source shrank under the copy
+        _pwrite_all(dst_fd, memoryview(tail), done)
+        if not _holds(dst_fd, bytearray(len(tail)), done, len(tail), tail):
+            raise CopyMismatch(done)
+        digest.update(tail)
+    if progress is not None:
+        progress(end)
+    return end, digest.hexdigest()
+
+
+_libc_memcmp: Callable[[int, int, int], int] | None = None
+
+
+def _same_bytes(a: mmap.mmap, b: mmap.mmap, length: int) -> bool:
+    """memcmp of two maps (ctypes drops the GIL for the call; no copy of either)."""
+    global _libc_memcmp  # noqa: PLW0603 - looked up once
+    if _libc_memcmp is None:
+        func = ctypes.CDLL(None).memcmp
+        func.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        func.restype = ctypes.c_int
+        _libc_memcmp = func
+    first = ctypes.addressof(ctypes.c_char.from_buffer(a))
+    second = ctypes.addressof(ctypes.c_char.from_buffer(b))
+    return _libc_memcmp(first, second, length) == 0
+
+
+class _DirectWorkers:
+    """``DIRECT_WORKERS`` threads, each taking the next chunk: read from the source, written
+    with direct I/O, read back into a buffer of its own and compared. The caller hashes the
+    verified chunks in order (:meth:`hash_in_order`) and hands their buffers back."""
+
+    def __init__(self, src_fd: int, dst_fd: int, end: int) -> None:
+        self.src_fd, self.dst_fd, self.end = src_fd, dst_fd, end
+        self.free: SimpleQueue[mmap.mmap | None] = SimpleQueue()
+        for _ in range(DIRECT_BUFFERS):
+            self.free.put(mmap.mmap(-1, COPY_CHUNK))
+        self.done: SimpleQueue[tuple[int, mmap.mmap, int] | BaseException] = SimpleQueue()
+        self.claim = threading.Lock()
+        self.next = 0
+        self.stopping = False
+        self.verified = 0  # bytes hashed: once any, a later error is not a refusal
+        self.threads = [
+            threading.Thread(target=self._work, name=f"copier-direct-{n}", daemon=True)
+            for n in range(DIRECT_WORKERS)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        back = mmap.mmap(-1, COPY_CHUNK)
+        try:
+            while (buf := self.free.get()) is not None and self._copy_next(buf, back):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the hasher, raised there
+            self.done.put(exc)
+
+    def _copy_next(self, buf: mmap.mmap, back: mmap.mmap) -> bool:
+        """Copy and verify the next chunk in ``buf``; False once there is none left."""
+        with self.claim:
+            offset = self.next
+            self.next += COPY_CHUNK
+        if offset >= self.end or self.stopping:
+            self.free.put(buf)
+            return False
+        length = min(COPY_CHUNK, self.end - offset)
+        if _pread_full(self.src_fd, buf, offset, length) != length:
+            raise CopyMismatch(offset)  # the source shrank under the copy
+        _pwrite_all(self.dst_fd, _view(buf, length), offset)
+        if _pread_full(self.dst_fd, back, offset, length) != length:
+            raise CopyMismatch(offset)
+        if not _same_bytes(buf, back, length):
+            raise CopyMismatch(offset)
+        self.done.put((offset, buf, length))
+        return True
+
+    def hash_in_order(
+        self,
+        digest: hashlib._Hash,
+        progress: BytesDone | None,
+        raise_if_aborted: Callable[[], None] | None,
+    ) -> int:
+        """Hash every verified chunk in file order; the bytes done (``end``)."""
+        waiting: dict[int, tuple[mmap.mmap, int]] = {}
+        while self.verified < self.end:
+            item = self.done.get()
+            if isinstance(item, BaseException):
+                raise item
+            waiting[item[0]] = item[1:]
+            while self.verified in waiting:
+                buf, length = waiting.pop(self.verified)
+                digest.update(_view(buf, length))
+                self.free.put(buf)
+                self.verified += length
+            if raise_if_aborted is not None:
+                raise_if_aborted()
+            if progress is not None:
+                progress(self.verified)
+        return self.verified
+
+    def stop(self) -> None:
+        self.stopping = True
+        for _ in self.threads:
+            self.free.put(None)
+        for thread in self.threads:
+            thread.join()

@@ -33,7 +33,7 @@ from sidecar.backup.verify import VerifiedCopy, verify_copy, verify_decompresses
 from sidecar.errors import ConfigError, UnavailableError
 from sidecar.fs import file_mode, folder_mode, fsync_dir, write_exclusive
 from sidecar.logs import get_logger
-from sidecar.settings import Compression, VerifyLevel
+from sidecar.settings import BackupIO, Compression, VerifyLevel
 
 log = get_logger(__name__)
 
@@ -52,10 +52,12 @@ def create_backup(
     now: datetime | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     folder_locked: bool = False,
+    io: BackupIO = "direct",
 ) -> BackupInfo:
     """Take a verified, consistent backup of the live database ``db`` into ``backup_dir``.
 
     ``folder_locked``: the caller holds :func:`store.folder_lock` already (the deploy).
+    ``io``: SIDECAR_BACKUP_IO (docs/design.md, 'Direct I/O').
     Safe while the caller holds ``BEGIN IMMEDIATE`` on another connection. Raises
     UnavailableError (exit 5: disk full, database locked), HealthError (exit 4: the copy
     fails verification); leaves no file behind either way.
@@ -77,7 +79,7 @@ def create_backup(
         manifest = _write_backup(
             db, final, environment=environment, reason=reason, verify=verify,
             compress=compress, group=group, busy_timeout=busy_timeout,
-            on_progress=on_progress, started=started,
+            on_progress=on_progress, started=started, io=io,
         )  # fmt: skip
     info = BackupInfo.load(final)
     assert info is not None  # noqa: S101 - the name was built from the same pattern
@@ -110,6 +112,7 @@ def _write_backup(
     busy_timeout: float,
     on_progress: Callable[[int, int], None] | None,
     started: float,
+    io: BackupIO,
 ) -> Manifest:
     """Copy, verify, maybe compress, then publish ``final`` and its manifest."""
     # long: the manifest's fields, one a line
@@ -122,6 +125,8 @@ def _write_backup(
         snap = take_snapshot(
             db, work, mode=mode, group=group, busy_timeout=busy_timeout,
             on_progress=reporter, quick_check="quick" if verify == "quick" else None,
+            # Direct I/O leaves the copy out of the page cache: not for one read again whole.
+            direct_io=io == "direct" and verify != "full" and compress == "none",
         )  # fmt: skip
         if isinstance(reporter, ProgressReporter):
             reporter.finish()

@@ -27,6 +27,7 @@ from sidecar.fs import create_exclusive, file_mode, folder_mode, fsync_dir, pump
 from sidecar.lease import remove_restore_partial, restore_partial_path
 from sidecar.logs import get_logger
 from sidecar.progress import Progress
+from sidecar.settings import BackupIO
 
 log = get_logger(__name__)
 
@@ -70,6 +71,7 @@ def restore_backup(
     stop_app: Callable[[], AbstractContextManager[None]] | None = None,
     verified: bool = False,
     lock_timeout: float = 10.0,
+    io: BackupIO = "direct",
 ) -> RestoreOutcome:
     """Replace ``target`` with the verified backup ``info``, atomically.
 
@@ -102,7 +104,7 @@ def restore_backup(
                 rollback_mode = _write_locked(held, target, lock_timeout)
             safety, salvaged = _keep_current(
                 target, sides, exists=exists, backup_dir=backup_dir,
-                environment=environment, group=group,
+                environment=environment, group=group, io=io,
             )  # fmt: skip
             # Under the rollback-journal write lock nobody can commit, nor switch to WAL,
             # and probing would open the file here: an open+close in this process drops
@@ -157,6 +159,7 @@ def _keep_current(
     backup_dir: Path,
     environment: str,
     group: int | None,
+    io: BackupIO,
 ) -> tuple[BackupInfo | None, Path | None]:
     """Keep what ``target`` holds before it is replaced: a safety backup, or raw copies of
     files SQLite cannot read; (safety backup, salvage folder)."""
@@ -165,7 +168,7 @@ def _keep_current(
         try:
             safety = create_backup(
                 target, backup_dir, environment=environment, reason="pre-restore",
-                verify="checksum", group=group,
+                verify="checksum", group=group, io=io,
             )  # fmt: skip
         except sqlite3.DatabaseError as exc:
             if sqlite.is_busy(exc):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
@@ -61,6 +61,9 @@ class Snapshot(NamedTuple):
     # The source's quick_check, run during the copy ({"level", "problems", "seconds"}); None
     # when the copy is checked afterwards.
     quick_check: dict[str, Any] | None = None
+    # Rows of each table in the snapshot, counted during the copy where the copy holds
+    # exactly the db file (no -wal to fold in); None: count them in the copy.
+    row_counts: dict[str, int] | None = None
 
 
 def take_snapshot(
@@ -72,11 +75,14 @@ def take_snapshot(
     busy_timeout: float,
     on_progress: Callable[[int, int], None] | None = None,
     quick_check: str | None = None,
+    direct_io: bool = False,
 ) -> Snapshot:
     """Copy ``db`` (and, when needed, its ``-wal``) to ``work`` under a read transaction.
 
     ``quick_check`` ("quick" or "full"): also run it on the file while it is copied, where
-    nothing waits for it (WAL mode, no -wal needed). See docs/design.md, 'The snapshot'.
+    nothing waits for it (WAL mode, no -wal needed). ``direct_io``: copy with direct I/O
+    unless the copy is read again whole afterwards (a -wal folded in, a check of the copy).
+    See docs/design.md, 'The snapshot'.
     """
     started = time.monotonic()
     conn = database.connect(db, busy_timeout=busy_timeout)
@@ -104,7 +110,23 @@ def take_snapshot(
                     pairs.append((wal, Path(f"{work}-wal"), True, False))
                 total = sum(_size_or_zero(pair[0]) for pair in pairs)
                 overlap = quick_check if journal == "wal" and not need_wal else None
-                files, final = child.run(pairs, total, on_progress, release, quick_check=overlap)
+                direct = direct_io and not need_wal and (quick_check is None or bool(overlap))
+                counted: dict[str, int] | None = None
+
+                def count_rows() -> None:
+                    # The copy will be the db file of this very snapshot: its rows, counted
+                    # here from pages in the page cache while the child copies (a copy
+                    # written with direct I/O is not in the page cache).
+                    nonlocal counted
+                    if not need_wal:
+                        # A damaged b-tree: left to the check of the copy, which names it.
+                        with suppress(sqlite3.DatabaseError):
+                            counted = database.row_counts(conn)
+
+                files, final = child.run(
+                    pairs, total, on_progress, release, quick_check=overlap, direct_io=direct,
+                    while_copying=count_rows,
+                )  # fmt: skip
             finally:
                 release()
     except sqlite3.OperationalError as exc:
@@ -116,7 +138,8 @@ def take_snapshot(
         raise
     finally:
         conn.close()
-    return _snapshot(journal, files, final, lock_seconds, time.monotonic() - started)
+    snap = _snapshot(journal, files, final, lock_seconds, time.monotonic() - started)
+    return snap._replace(row_counts=counted)
 
 
 def _snapshot(
@@ -243,6 +266,8 @@ class _Child:
         on_release: Callable[[], None],
         *,
         quick_check: str | None = None,
+        direct_io: bool = False,
+        while_copying: Callable[[], None] | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         proc = self.proc
         assert proc.stdin is not None  # noqa: S101 - PIPE
@@ -255,9 +280,12 @@ class _Child:
             "group": self.group,
             "total": total,
             "quick_check": quick_check,
+            "direct_io": direct_io,
         }
         proc.stdin.write(b"go " + json.dumps(job).encode() + b"\n")
         proc.stdin.close()
+        if while_copying is not None:
+            while_copying()  # its events wait in the pipe meanwhile
         final: dict[str, Any] | None = None
         for line in proc.stdout:
             event = json.loads(line)

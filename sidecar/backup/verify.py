@@ -51,8 +51,9 @@ class VerifiedCopy:
     seconds: float
 
 
-def inspect_file(path: Path, full: bool | None) -> FileFacts:
-    """Facts about a database file we own; ``full`` None skips quick/integrity_check.
+def inspect_file(path: Path, full: bool | None, *, count_rows: bool = True) -> FileFacts:
+    """Facts about a database file we own; ``full`` None skips quick/integrity_check,
+    ``count_rows`` False the row counts (each reads a whole b-tree).
 
     ``immutable=1``: no locks, no ``-wal``/``-shm`` created beside a backup.
     """
@@ -66,7 +67,7 @@ def inspect_file(path: Path, full: bool | None) -> FileFacts:
                 page_size=int(conn.execute("PRAGMA page_size").fetchone()[0]),
                 page_count=int(conn.execute("PRAGMA page_count").fetchone()[0]),
                 schema_hash=database.schema_hash(conn),
-                row_counts=database.row_counts(conn),
+                row_counts=database.row_counts(conn) if count_rows else {},
             )
     except sqlite3.DatabaseError as exc:
         facts = replace(facts, problems=[f"not a readable SQLite database: {exc}"])
@@ -87,7 +88,13 @@ def verify_copy(db: Path, work: Path, snap: Snapshot, level: VerifyLevel) -> Ver
     during_copy = snap.quick_check
     if snap.wal_copied or during_copy is None or during_copy.get("level") != level:
         during_copy = None
-    facts = inspect_file(work, None if level == "checksum" or during_copy else level == "full")
+    # Rows counted in the snapshot during the copy hold for a copy proven identical to it.
+    counted = snap.row_counts if not snap.wal_copied else None
+    facts = inspect_file(
+        work,
+        None if level == "checksum" or during_copy else level == "full",
+        count_rows=counted is None,
+    )
     problems: list[str] = []
     if during_copy is not None:
         problems = [str(p) for p in during_copy.get("problems", ["the check gave no result"])]
@@ -115,7 +122,7 @@ def verify_copy(db: Path, work: Path, snap: Snapshot, level: VerifyLevel) -> Ver
         page_size=facts.page_size,
         page_count=facts.page_count,
         schema_hash=facts.schema_hash,
-        row_counts=facts.row_counts,
+        row_counts=facts.row_counts if counted is None else counted,
         wal_frames=wal_frames,
         checked_during_copy=during_copy is not None,
         seconds=time.monotonic() - t0,

@@ -197,4 +197,5 @@ def _create(
         group=settings.backup_group,
         min_free_margin=settings.min_free_margin,
         busy_timeout=settings.wait_timeout if busy_timeout is None else busy_timeout,
+        io=settings.backup_io,
     )

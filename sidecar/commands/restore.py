@@ -145,6 +145,7 @@ def _restore_from(
             stop_app=stop_app,
             verified=verified,
             lock_timeout=settings.wait_timeout,
+            io=settings.backup_io,
         )
     if not dry_run:
         store.append_history(

@@ -241,7 +241,7 @@ class _Deploy:
                 self.db, settings.backup_dir, environment=settings.environment,
                 reason="deploy", verify=settings.verify, compress="none",
                 group=settings.backup_group, min_free_margin=settings.min_free_margin,
-                folder_locked=True,
+                folder_locked=True, io=settings.backup_io,
             )  # fmt: skip
 
         def change(info: Callable[[], BackupInfo]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -85,3 +86,16 @@ def counting_spawns(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[by
 
     monkeypatch.setattr(snapshot, "_spawn", spawn)
     return started
+
+
+def has_direct_io(folder: Path) -> bool:
+    """Whether files in ``folder`` take direct I/O (tmpfs before Linux 6.6 does not)."""
+    from sidecar.backup import copy
+
+    probe = folder / "direct-probe"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        return copy.direct_mode(fd)
+    finally:
+        os.close(fd)
+        probe.unlink()

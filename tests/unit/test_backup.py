@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar import database
 from sidecar.backup import names, retention, store
 from sidecar.backup.create import create_backup
 from sidecar.backup.holders import database_in_use
@@ -19,7 +20,8 @@ from sidecar.backup.restore import restore_backup
 from sidecar.backup.store import BackupInfo
 from sidecar.backup.verify import FileFacts, verify_backup
 from sidecar.errors import ConfigError, HealthError, RefusedError, UnavailableError
-from tests.unit.conftest import bk_other_connection, counting_spawns
+from sidecar.settings import BackupIO, Compression, VerifyLevel
+from tests.unit.conftest import bk_other_connection, counting_spawns, has_direct_io
 
 NOW = datetime(2026, 11, 23, 21, 0, 0, tzinfo=UTC)
 
@@ -323,9 +325,9 @@ def test_quick_check_runs_beside_the_copy_only_where_nothing_waits_for_it(
     levels: list[bool | None] = []
     inspect = engine.inspect_file
 
-    def spy(path: Path, full: bool | None) -> FileFacts:
+    def spy(path: Path, full: bool | None, *, count_rows: bool = True) -> FileFacts:
         levels.append(full)
-        return inspect(path, full)
+        return inspect(path, full, count_rows=count_rows)
 
     monkeypatch.setattr(engine, "inspect_file", spy)
     info = create_backup(
@@ -475,3 +477,43 @@ def test_a_child_started_ahead_that_died_is_replaced(
         info = create_backup(db, bk_dir, environment="production", reason="deploy")
     assert len(started) == 2
     assert verify_backup(info) == []
+
+
+Case = tuple[str, VerifyLevel, Compression, BackupIO, bool]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("wal", "quick", "none", "direct", True),
+        ("wal", "checksum", "none", "direct", True),
+        ("delete", "checksum", "none", "direct", True),
+        # The copy is read whole again: integrity_check, compression, a rollback-journal
+        # database's quick_check (run on the copy): through the page cache.
+        ("wal", "full", "none", "direct", False),
+        ("wal", "quick", "zstd", "direct", False),
+        ("delete", "quick", "none", "direct", False),
+        ("wal", "quick", "none", "cached", False),
+    ],
+)
+def test_direct_io_is_used_where_nothing_reads_the_copy_again(
+    bk_db: Callable[..., Path], bk_dir: Path, tmp_path: Path, case: Case
+) -> None:
+    journal, verify, compress, io, direct = case
+    if not has_direct_io(tmp_path):
+        pytest.skip("this file system has no direct I/O")
+    db = bk_db(journal, rows=300)
+    info = create_backup(
+        db, bk_dir, environment="production", reason="manual", verify=verify,
+        compress=compress, io=io,
+    )  # fmt: skip
+    assert (info.manifest["copier"]["method"] == "direct") is direct
+    assert verify_backup(info) == []
+    # The rows counted in the live snapshot during the copy are the copy's.
+    copy_conn = sqlite3.connect(f"file:{info.path}?immutable=1", uri=True)
+    try:
+        if not info.compressed:
+            assert info.manifest["row_counts"] == database.row_counts(copy_conn)
+    finally:
+        copy_conn.close()
+    assert info.manifest["row_counts"]["transactions"] == 300

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import pytest
 
 from sidecar import fs
 from sidecar.backup import copy
+from tests.unit.conftest import has_direct_io
 
 CHUNK = fs.COPY_CHUNK
 
@@ -72,6 +74,111 @@ def test_copy_is_exact_and_hashes_the_bytes_read(
     if not kernel:
         assert stats.method == "read-write"
     assert stats.repaired == 0
+
+
+@pytest.fixture
+def direct_io(tmp_path: Path) -> None:
+    if not has_direct_io(tmp_path):
+        pytest.skip("this file system has no direct I/O")
+
+
+@pytest.mark.usefixtures("direct_io")
+@pytest.mark.parametrize(
+    "size", [*SIZES, copy.DIRECT_ALIGN - 1, copy.DIRECT_ALIGN, copy.DIRECT_ALIGN + 1]
+)
+def test_the_direct_copy_is_exact_and_hashes_the_bytes_read(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], size: int
+) -> None:
+    data = os.urandom(size)
+    src, dst, path = open_pair(data)
+    stats = copy.CopyStats()
+    read: list[bool] = []
+    copied, sha = copy.copy_verified(
+        src, dst, direct=True, kernel_copy=True, stats=stats, on_read=lambda: read.append(True)
+    )
+    assert (copied, sha) == (size, hashlib.sha256(data).hexdigest())
+    assert path.read_bytes() == data
+    assert read == [True]
+    # A file shorter than one aligned block has nothing to write directly.
+    assert stats.method == ("direct" if size >= copy.DIRECT_ALIGN else "copy_file_range")
+    assert os.stat(path).st_size == size
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_a_direct_write_the_disk_got_wrong_is_caught_by_the_read_back(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes that reached the disk differ from the buffer (flipped for the write, then
+    flipped back): the read-back from the disk, not the buffer, decides."""
+    src, dst, _ = open_pair(os.urandom(5 * CHUNK + 3))
+    real = os.pwrite
+    flipped: list[int] = []
+
+    def pwrite(fd: int, data: memoryview, offset: int) -> int:
+        if offset == 2 * CHUNK:
+            data[7] ^= 0x10
+            try:
+                return real(fd, data, offset)
+            finally:
+                data[7] ^= 0x10
+                flipped.append(offset)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with pytest.raises(copy.CopyMismatch) as caught:
+        copy.copy_verified(src, dst, direct=True)
+    assert flipped == [2 * CHUNK]
+    assert caught.value.offset == 2 * CHUNK
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_a_source_shorter_than_its_size_fails_the_direct_copy(
+    open_pair: Callable[[bytes], tuple[int, int, Path]],
+) -> None:
+    src, dst, _ = open_pair(os.urandom(3 * CHUNK))
+    with pytest.raises(copy.CopyMismatch):
+        copy.copy_verified(src, dst, size=4 * CHUNK, direct=True)
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_direct_io_refused_at_the_first_write_falls_back_to_the_kernel_copy(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that takes the flag but refuses the I/O (EINVAL): nothing of the
+    attempt is left, and the copy is made the other way."""
+    data = os.urandom(4 * CHUNK + 5)
+    src, dst, path = open_pair(data)
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(fd, buf, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    stats = copy.CopyStats()
+    copied, sha = copy.copy_verified(src, dst, direct=True, kernel_copy=True, stats=stats)
+    assert (copied, sha) == (len(data), hashlib.sha256(data).hexdigest())
+    assert stats.method == "copy_file_range"
+    assert path.read_bytes() == data
+    assert not fcntl.fcntl(dst, fcntl.F_GETFL) & os.O_DIRECT
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_a_direct_write_error_midway_is_raised_not_retried(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst, _ = open_pair(os.urandom(8 * CHUNK))
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        if offset >= 4 * CHUNK:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, buf, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with pytest.raises(OSError, match="No space"):
+        copy.copy_verified(src, dst, direct=True, kernel_copy=True)
 
 
 def test_the_kernel_copies_on_ext4_and_tmpfs(
@@ -389,7 +496,7 @@ def test_the_child_copies_pairs_and_skips_absent_optional_ones(tmp_path: Path) -
         "method": "?",
         "repaired_chunks": 0,
     }
-    assert done["files"][0]["method"] in ("copy_file_range", "read-write")
+    assert done["files"][0]["method"] in ("copy_file_range", "read-write")  # not asked: cached
     assert done["peak_rss_kib"] is None or done["peak_rss_kib"] < 64 << 10
     assert (tmp_path / "a.copy").read_bytes() == data
     assert (tmp_path / "a.copy").stat().st_mode & 0o777 == 0o600

@@ -202,7 +202,7 @@ def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
                "ping_url": "http://127.0.0.1:1/ping", "metrics_addr": "127.0.0.1:9473",
                "offsite": "s3://bucket/prefix", "aws_endpoint_url": "http://127.0.0.1:9000",
                "s3_path_style": "true", "age_recipients": _age_public_key(),
-               "renames": "copy"}  # fmt: skip
+               "renames": "copy", "backup_io": "cached"}  # fmt: skip
     # Offsite settings mean nothing without SIDECAR_OFFSITE (an error), drills without a schedule.
     context = {name: {"SIDECAR_OFFSITE": "s3://b/p"} for name in environ.OFFSITE_ONLY}
     context["drill_schedule"] = {"SIDECAR_OFFSITE": "s3://b/p", "SIDECAR_SCHEDULE": "1h"}
