@@ -6,10 +6,12 @@ For each size it builds (or reuses) a portfolio-like database in WAL mode under 
 (users, portfolios, transactions with indexes), then, round after round so that a noisy
 machine hurts every method alike, runs each method in its own subprocess (peak RSS per
 method: the parent's and its children's) with the database warm in the page cache and no
-dirty pages pending. It prints one markdown table per size with medians, ratios to cp+fsync
-and CPU-seconds per GB (user + system of the method's process and its children: what a
-backup costs on a 1-vCPU machine), the same backups pinned to one core (`taskset -c 0`;
-``--no-one-core`` skips them), then the latency of a writer committing every 10 ms:
+dirty pages pending. The sidecar's backups run in-process (``create_backup``) with direct I/O
+(the default) and through the page cache (``SIDECAR_BACKUP_IO=cached``), and once as the whole
+``sidecar backup`` process (start-up included). It prints one markdown table per size with
+medians, ratios to cp+fsync and CPU-seconds per GB (user + system of the method's process
+and its children: what a backup costs on a 1-vCPU machine), the same backups pinned to one
+core (`taskset -c 0`; ``--no-one-core`` skips them), then the latency of a writer committing every 10 ms:
 
 - during a plain WAL backup (the app keeps committing; compared with an idle stretch);
 - during a deploy-like window: the sidecar holds ``BEGIN IMMEDIATE``, backs up, commits, so
@@ -186,9 +188,24 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
         conn.close()
         fsync_path(out)
         seconds = time.monotonic() - started
+    elif method.startswith("command-"):
+        # The whole `sidecar backup` process: interpreter, imports, settings, the backup,
+        # retention, the JSON result (what a user or a cron job runs).
+        bk_dir = workdir / method
+        shutil.rmtree(bk_dir, ignore_errors=True)
+        env = {**os.environ, "SIDECAR_DATABASE": str(db), "SIDECAR_BACKUP_DIR": str(bk_dir)}
+        level = method.removeprefix("command-")
+        subprocess.run(
+            [sys.executable, "-m", "sidecar", "backup", "--verify", level, "--json"],
+            check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+        shutil.rmtree(bk_dir, ignore_errors=True)
     else:
-        level = method.removeprefix("sidecar-")
-        bk_dir = workdir / f"sidecar-{level}"
+        # sidecar-<level> (direct I/O, the default) or sidecar-cached-<level> (page cache)
+        name = method.removeprefix("sidecar-")
+        level = name.removeprefix("cached-")
+        bk_dir = workdir / f"sidecar-{name}"
         shutil.rmtree(bk_dir, ignore_errors=True)
         info = create_backup(
             db,
@@ -197,11 +214,13 @@ def run_method(method: str, db: Path, workdir: Path) -> dict[str, Any]:
             reason="manual",
             verify=level,  # type: ignore[arg-type]
             on_progress=lambda done, total: None,
+            io="cached" if name.startswith("cached-") else "direct",
         )
         seconds = time.monotonic() - started
         extra = {
             "lock_s": info.manifest["durations"]["read_lock_s"],
             "wal_copied": info.manifest.get("wal_copied"),
+            "copy_method": info.manifest["copier"]["method"],
             "copier_rss_mib": (info.manifest["copier"]["peak_rss_kib"] or 0) / 1024,
         }
         # Removed after the clock stopped, as the baselines' copies are (unlinking 1 GB on
@@ -387,7 +406,10 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
     real = db.stat().st_size
     ready = time.monotonic() - t0
     print(f"\n### {label(size)} database: {real / 1e6:.0f} MB (ready in {ready:.0f} s)")
-    methods = ["cp", "sqlite3-backup", "vacuum-into", "sidecar-checksum", "sidecar-quick"]
+    methods = [
+        "cp", "sqlite3-backup", "vacuum-into", "sidecar-cached-checksum",
+        "sidecar-cached-quick", "sidecar-checksum", "sidecar-quick", "command-quick",
+    ]  # fmt: skip
     if size <= full_max:
         methods.append("sidecar-full")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -459,6 +481,9 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
     writers = {
         "WAL backup, checksum": with_writer(db, workdir, backup("checksum", db)),
         "WAL backup, quick": with_writer(db, workdir, backup("quick", db)),
+        "WAL backup, quick, page cache (`SIDECAR_BACKUP_IO=cached`)": with_writer(
+            db, workdir, backup("cached-quick", db)
+        ),
         "deploy-like (BEGIN IMMEDIATE + backup + COMMIT), checksum": with_writer(
             db, workdir, lambda: deploy("checksum")
         ),
@@ -502,7 +527,10 @@ def bench_size(size: int, runs: int, workdir: Path, full_max: int) -> dict[str, 
 def _one_core(db: Path, workdir: Path, runs: int, real: int) -> dict[str, Any]:
     """cp and the sidecar's backups again, every process pinned to core 0 (a 1-vCPU VPS:
     the quick_check can no longer hide on a second core)."""
-    methods = ["cp", "sidecar-checksum", "sidecar-quick"]
+    methods = [
+        "cp", "sidecar-cached-checksum", "sidecar-cached-quick", "sidecar-checksum",
+        "sidecar-quick",
+    ]  # fmt: skip
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for run in range(runs):
         for method in methods[run % len(methods) :] + methods[: run % len(methods)]:
@@ -535,8 +563,13 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _name(method: str) -> str:
     if method == "sqlite3-backup":
         return "sqlite3 `.backup` (CLI)" if SQLITE_CLI else "backup API (Python, one step)"
+    if method.startswith("command-"):
+        return f"`sidecar backup --verify {method.removeprefix('command-')}` (whole process)"
+    if method.startswith("sidecar-cached-"):
+        level = method.removeprefix("sidecar-cached-")
+        return f"sidecar backup, verify={level}, page cache (`cached`)"
     return {"cp": "cp + fsync", "vacuum-into": "VACUUM INTO + fsync"}.get(
-        method, method.replace("sidecar-", "sidecar backup, verify=")
+        method, method.replace("sidecar-", "sidecar backup, verify=") + ", direct I/O"
     )
 
 
