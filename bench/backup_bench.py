@@ -11,7 +11,8 @@ dirty pages pending. The sidecar's backups run in-process (``create_backup``) wi
 ``sidecar backup`` process (start-up included). It prints one markdown table per size with
 medians, ratios to cp+fsync and CPU-seconds per GB (user + system of the method's process
 and its children: what a backup costs on a 1-vCPU machine), the same backups pinned to one
-core (`taskset -c 0`; ``--no-one-core`` skips them), then the latency of a writer committing every 10 ms:
+core (`taskset -c 0`; ``--no-one-core`` skips them), then the latency of a writer committing
+every 10 ms:
 
 - during a plain WAL backup (the app keeps committing; compared with an idle stretch);
 - during a deploy-like window: the sidecar holds ``BEGIN IMMEDIATE``, backs up, commits, so
