@@ -199,10 +199,14 @@ def foreign_key_problems(
     return [(str(r[0]), r[1], str(r[2]), int(r[3])) for sql in pragmas for r in conn.execute(sql)]
 
 
-def foreign_key_problems_in(path: Path) -> list[tuple[str, int | None, str, int]]:
-    """:func:`foreign_key_problems` of a file nobody writes (a backup): immutable, no lock."""
+def foreign_key_problems_in(
+    path: Path, tables: Iterable[str] | None = None
+) -> list[tuple[str, int | None, str, int]]:
+    """:func:`foreign_key_problems` of a file nobody writes (a backup): immutable, no lock;
+    ``tables`` it does not hold (new in a change) have none."""
     with immutable(path) as conn:
-        return foreign_key_problems(conn)
+        held = None if tables is None else set(tables) & set(user_tables(conn))
+        return foreign_key_problems(conn, held)
 
 
 def user_tables(conn: sqlite3.Connection) -> list[str]:

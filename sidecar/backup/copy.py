@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 
 from sidecar.fs import COPY_CHUNK, SYNC_EVERY, BytesDone
 
@@ -239,7 +239,7 @@ def copy_verified(
     stats = stats if stats is not None else CopyStats()
     with suppress(OSError, AttributeError):  # AttributeError: no posix_fadvise (macOS)
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # bigger readahead when cold
-    if direct:
+    if direct and stable:  # a chunk is read once: a source that may change is not for it
         try:
             result = _copy_direct(
                 src_fd, dst_fd, size=size, progress=progress, raise_if_aborted=raise_if_aborted
@@ -441,7 +441,8 @@ def _copy_direct(
     direct I/O, read back from the disk (not from the page cache) and compared, then hashed
     in order; the tail after the last aligned block goes through the page cache.
     Raises _DirectRefused where direct I/O cannot be used. See docs/design.md, 'Direct I/O'."""
-    end = os.fstat(src_fd).st_size if size is None else size
+    before = os.fstat(src_fd)
+    end = before.st_size if size is None else size
     aligned = end - end % DIRECT_ALIGN
     if aligned == 0 or not direct_mode(dst_fd):
         raise _DirectRefused
@@ -468,6 +469,11 @@ def _copy_direct(
         if not _holds(dst_fd, bytearray(len(tail)), done, len(tail), tail):
             raise CopyMismatch(done)
         digest.update(tail)
+    after = os.fstat(src_fd)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        # Each byte was read once: a stable source that was written meanwhile (a writer
+        # that ignores SQLite's locks) may have been copied torn.
+        raise CopyMismatch(0)
     if progress is not None:
         progress(end)
     return end, digest.hexdigest()
@@ -497,22 +503,27 @@ class _DirectWorkers:
     def __init__(self, src_fd: int, dst_fd: int, end: int) -> None:
         self.src_fd, self.dst_fd, self.end = src_fd, dst_fd, end
         self.free: SimpleQueue[mmap.mmap | None] = SimpleQueue()
-        for _ in range(DIRECT_BUFFERS):
-            self.free.put(mmap.mmap(-1, COPY_CHUNK))
         self.done: SimpleQueue[tuple[int, mmap.mmap, int] | BaseException] = SimpleQueue()
         self.claim = threading.Lock()
         self.next = 0
         self.stopping = False
         self.verified = 0  # bytes hashed: once any, a later error is not a refusal
+        # Every buffer exists before any thread starts (an mmap that fails fails here).
+        for _ in range(DIRECT_BUFFERS):
+            self.free.put(mmap.mmap(-1, COPY_CHUNK))
+        backs = [mmap.mmap(-1, COPY_CHUNK) for _ in range(DIRECT_WORKERS)]
         self.threads = [
-            threading.Thread(target=self._work, name=f"copier-direct-{n}", daemon=True)
-            for n in range(DIRECT_WORKERS)
+            threading.Thread(target=self._work, args=(back,), name="copier-direct", daemon=True)
+            for back in backs
         ]
-        for thread in self.threads:
-            thread.start()
+        try:
+            for thread in self.threads:
+                thread.start()
+        except BaseException:
+            self.stop()
+            raise
 
-    def _work(self) -> None:
-        back = mmap.mmap(-1, COPY_CHUNK)
+    def _work(self, back: mmap.mmap) -> None:
         try:
             while (buf := self.free.get()) is not None and self._copy_next(buf, back):
                 pass
@@ -547,7 +558,7 @@ class _DirectWorkers:
         """Hash every verified chunk in file order; the bytes done (``end``)."""
         waiting: dict[int, tuple[mmap.mmap, int]] = {}
         while self.verified < self.end:
-            item = self.done.get()
+            item = self._next_done()
             if isinstance(item, BaseException):
                 raise item
             waiting[item[0]] = item[1:]
@@ -562,9 +573,19 @@ class _DirectWorkers:
                 progress(self.verified)
         return self.verified
 
+    def _next_done(self) -> tuple[int, mmap.mmap, int] | BaseException:
+        """The next chunk a worker finished, or its error; never a wait on dead workers."""
+        while True:
+            try:
+                return self.done.get(timeout=1.0)
+            except Empty:
+                if not any(thread.is_alive() for thread in self.threads):
+                    return RuntimeError("the copier's direct I/O workers stopped early")
+
     def stop(self) -> None:
         self.stopping = True
         for _ in self.threads:
             self.free.put(None)
         for thread in self.threads:
-            thread.join()
+            if thread.ident is not None:  # started
+                thread.join()

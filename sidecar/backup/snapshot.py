@@ -114,11 +114,11 @@ def take_snapshot(
                 counted: dict[str, int] | None = None
 
                 def count_rows() -> None:
-                    # The copy will be the db file of this very snapshot: its rows, counted
-                    # here from pages in the page cache while the child copies (a copy
-                    # written with direct I/O is not in the page cache).
+                    # A copy written with direct I/O is not in the page cache: its rows are
+                    # those of this very snapshot (its db file alone), counted here from
+                    # pages in the page cache while the child copies.
                     nonlocal counted
-                    if not need_wal:
+                    if direct:
                         # A damaged b-tree: left to the check of the copy, which names it.
                         with suppress(sqlite3.DatabaseError):
                             counted = database.row_counts(conn)

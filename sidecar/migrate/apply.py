@@ -37,7 +37,8 @@ log = get_logger(__name__)
 # A check of the user's (health queries) run on the changed database before COMMIT.
 Guard = Callable[[sqlite3.Connection], None]
 # The foreign-key violations from before a change: rows of database.foreign_key_problems.
-FkBefore = Callable[[], Iterable[tuple[str, int | None, str, int]]]
+# The violations from before the change, of these tables' keys (None: every table's).
+FkBefore = Callable[[set[str] | None], Iterable[tuple[str, int | None, str, int]]]
 
 
 def apply_plan(
@@ -66,7 +67,7 @@ def apply_plan(
     counts = database.row_counts(conn)
     if fk_before is None:
         scanned = database.foreign_key_problems(conn)
-        fk_before = lambda: scanned  # noqa: E731 - a value, asked for like the lazy one
+        fk_before = lambda _tables: scanned  # noqa: E731 - a value, asked for like the lazy one
     conflicts, _ = row_conflicts(conn, plan, desired)
     if conflicts:
         _, refusal = conflicts[0]
@@ -164,7 +165,7 @@ def verify(
     conn: sqlite3.Connection,
     desired: Catalogue,
     counts_before: dict[str, int],
-    fk_before: FkBefore = lambda: (),
+    fk_before: FkBefore = lambda _tables: (),
     guards: Sequence[Guard] = (),
     *,
     foreign_key_tables: set[str] | None = None,
@@ -183,7 +184,7 @@ def verify(
     if problems:
         raise HealthError(f"quick_check failed after the change: {problems[0]}", hint=hint)
     after = Counter(p[:3] for p in database.foreign_key_problems(conn, foreign_key_tables))
-    known = Counter(p[:3] for p in fk_before()) if after else Counter()
+    known = Counter(p[:3] for p in fk_before(foreign_key_tables)) if after else Counter()
     new_fk = list((after - known).elements())
     if new_fk:
         table, rowid, parent = new_fk[0]

@@ -248,7 +248,11 @@ class _Deploy:
             self.stop_requested("migrate")
             apply.apply_plan(
                 conn, prisma.schema_changes(plan), self.desired, guards=self.guards,
-                fk_before=lambda: database.foreign_key_problems_in(info().path),
+                # Only the keys the check after the change reads: the backup was written
+                # past the page cache, and this runs while the app's writes wait.
+                fk_before=lambda tables: database.foreign_key_problems_in(
+                    info().path, tables
+                ),
                 # Every level but checksum runs quick_check on the database as the change
                 # found it, and a backup that fails it fails the deploy first.
                 quick_checked_before=settings.verify != "checksum",

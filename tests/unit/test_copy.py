@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,22 @@ def test_a_direct_write_the_disk_got_wrong_is_caught_by_the_read_back(
                 flipped.append(offset)
         return real(fd, data, offset)
 
+    real_preadv = os.preadv
+    back_reads: list[bool] = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if fd == dst:  # the read-back: from the disk, past the page cache
+            back_reads.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        return real_preadv(fd, buffers, offset)
+
     monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "preadv", preadv)
     with pytest.raises(copy.CopyMismatch) as caught:
         copy.copy_verified(src, dst, direct=True)
     assert flipped == [2 * CHUNK]
     assert caught.value.offset == 2 * CHUNK
+    assert back_reads
+    assert all(back_reads)
 
 
 @pytest.mark.usefixtures("direct_io")
@@ -162,6 +174,59 @@ def test_direct_io_refused_at_the_first_write_falls_back_to_the_kernel_copy(
     assert stats.method == "copy_file_range"
     assert path.read_bytes() == data
     assert not fcntl.fcntl(dst, fcntl.F_GETFL) & os.O_DIRECT
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_einval_after_chunks_were_verified_is_an_error_not_a_fallback(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst, _ = open_pair(os.urandom(12 * CHUNK))
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        if offset >= 8 * CHUNK:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(fd, buf, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    stats = copy.CopyStats()
+    with pytest.raises(OSError, match="Invalid argument"):
+        copy.copy_verified(src, dst, direct=True, kernel_copy=True, stats=stats)
+    assert stats.method == "read-write"  # unset: no other way was tried
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_a_source_written_during_the_direct_copy_fails_it(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that ignores SQLite's locks: each byte was read once, so a change anywhere
+    in the source during the copy fails it rather than risk a torn copy."""
+    src, dst, path = open_pair(os.urandom(6 * CHUNK))
+    writer = os.open(path.with_name("src"), os.O_WRONLY)
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        if offset == 3 * CHUNK:
+            time.sleep(0.01)  # the file's mtime has a clock tick's resolution
+            real(writer, b"x", 10)  # a write to the source, behind the copy
+        return real(fd, buf, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    try:
+        with pytest.raises(copy.CopyMismatch):
+            copy.copy_verified(src, dst, direct=True)
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.usefixtures("direct_io")
+def test_workers_that_stop_without_a_word_fail_the_copy_instead_of_hanging(
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst, _ = open_pair(os.urandom(3 * CHUNK))
+    monkeypatch.setattr(copy._DirectWorkers, "_work", lambda self, back: None)
+    with pytest.raises(RuntimeError, match="stopped early"):
+        copy.copy_verified(src, dst, direct=True)
 
 
 @pytest.mark.usefixtures("direct_io")
