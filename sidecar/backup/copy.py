@@ -580,7 +580,11 @@ class _DirectWorkers:
                 return self.done.get(timeout=1.0)
             except Empty:
                 if not any(thread.is_alive() for thread in self.threads):
-                    return RuntimeError("the copier's direct I/O workers stopped early")
+                    break
+        try:  # whatever the last of them put just before it ended
+            return self.done.get_nowait()
+        except Empty:
+            return RuntimeError("the copier's direct I/O workers stopped early")
 
     def stop(self) -> None:
         self.stopping = True
