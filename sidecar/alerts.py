@@ -5,7 +5,8 @@ nothing):
 
 - ``with alerts.observing("backup") as run: ...; run.result = result`` around a unit of work
   (a backup, a deploy): the ``/start`` ping before it; after it, the metrics, the success or
-  ``/fail`` ping and the notification, in that order.
+  ``/fail`` ping and the notification, in that order. A restore or a migrate
+  (``by_hand=True``) has its notification alone.
 - ``alerts.event("offsite.failed", error=..., hint=..., exit_code=5, backup=id)`` from
   anywhere, one line: the notification (when SIDECAR_NOTIFY_ON wants it) and, for
   ``<kind>.done`` / ``<kind>.failed`` of offsite and drill, the metrics.
@@ -70,6 +71,7 @@ class Run:
     work knows before it fails (the backup it took, that the app is what failed)."""
 
     kind: str
+    by_hand: bool = False  # see observing()
     result: Result | None = None
     backup: str | None = None
     restore: str | None = None
@@ -189,15 +191,18 @@ def note(
 
 
 @contextmanager
-def observing(kind: str, *, enabled: bool = True) -> Iterator[Run]:
-    """Observe one unit of work of ``kind`` (backup, deploy, plan); see the module doc."""
-    run = Run(kind)
+def observing(kind: str, *, enabled: bool = True, by_hand: bool = False) -> Iterator[Run]:
+    """Observe one unit of work of ``kind`` (backup, deploy; see the module doc).
+
+    ``by_hand``: a command a person runs (restore, migrate): its notification alone; the
+    dead-man ping and the metrics time the scheduled work (backups and deploys)."""
+    run = Run(kind, by_hand=by_hand)
     channels = _channels
     if channels is None or not enabled:
         yield run
         return
     token = _current.set(run)
-    pinger = channels.pinger
+    pinger = None if by_hand else channels.pinger
     if pinger is not None:
         pinger.start()
     try:
@@ -228,7 +233,7 @@ def _succeeded(channels: Channels, run: Run, pinger: Pinger | None) -> None:
         # Stopped by a signal before any change: no run happened to report, or to ping for.
         log.info("alert.skipped", kind=run.kind, reason="aborted before any change")
         return
-    if channels.metrics is not None:
+    if channels.metrics is not None and not run.by_hand:
         metrics = channels.metrics
         _guarded("metrics", lambda: metrics.success(run.kind, doc))
         _refresh_backups(channels)
@@ -238,6 +243,8 @@ def _succeeded(channels: Channels, run: Run, pinger: Pinger | None) -> None:
     backup = _backup_id(doc) or run.backup
     if f"{run.kind}.done" in notify.EVENTS:
         _announce(channels, _event(channels, f"{run.kind}.done", backup=backup))
+    if run.kind == "restore":  # it took an old backup: not news about the data's rows
+        return
     # "catalog" names the event catalog.failed: kept as it was, others may alert on it
     vanished = _guarded("catalog", lambda: _vanished(channels, backup))
     if vanished:
@@ -255,7 +262,7 @@ def _succeeded(channels: Channels, run: Run, pinger: Pinger | None) -> None:
 def _failed(
     channels: Channels, run: Run, pinger: Pinger | None, *, error: str, hint: str | None, code: int
 ) -> None:
-    if channels.metrics is not None:
+    if channels.metrics is not None and not run.by_hand:
         metrics = channels.metrics
         _guarded(
             "metrics", lambda: metrics.failure(run.kind, code, app_unhealthy=run.app_unhealthy)
@@ -267,8 +274,8 @@ def _failed(
     name = f"{run.kind}.failed"
     if run.kind == "deploy" and run.app_unhealthy:
         name = "deploy.unhealthy"
-    elif run.kind == "deploy" and code == ExitCode.REFUSED:
-        name = "deploy.refused"
+    elif run.kind in ("deploy", "migrate") and code == ExitCode.REFUSED:
+        name = f"{run.kind}.refused"
     if name in notify.EVENTS:
         _announce(channels, _event(channels, name, error=error, hint=hint, exit_code=code,
                                    backup=run.backup, restore=run.restore))  # fmt: skip

@@ -35,6 +35,11 @@ EVENTS: dict[str, str] = {
     "offsite.failed": "an offsite upload failed",
     "drill.done": "a restore drill passed",
     "drill.failed": "a restore drill failed",
+    "migrate.done": "a migrate finished (changed or nothing to do)",
+    "migrate.refused": "a migrate was refused by a safety rule (exit 3); nothing changed",
+    "migrate.failed": "a migrate failed (the error says whether the change was committed)",
+    "restore.done": "a backup was restored",
+    "restore.failed": "a restore failed or was refused",
 }
 
 _OUTCOME: dict[str, str] = {
@@ -50,6 +55,11 @@ _OUTCOME: dict[str, str] = {
     "offsite.failed": "offsite upload of {db} failed",
     "drill.done": "restore drill of {db} passed",
     "drill.failed": "restore drill of {db} failed",
+    "migrate.done": "migrate of {db} done",
+    "migrate.refused": "migrate of {db} refused",
+    "migrate.failed": "migrate of {db} failed",
+    "restore.done": "restore of {db} done",
+    "restore.failed": "restore of {db} failed",
 }
 
 

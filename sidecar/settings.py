@@ -63,6 +63,7 @@ _RETENTION = frozenset({"deploy", "backup", "migrate", "prune"})  # prune_by_pol
 _NEW_BACKUP = frozenset({"deploy", "backup", "migrate"})  # create_backup
 _HISTORY = _NEW_BACKUP | {"restore", "prune"}  # writes backups or history (group, environment)
 _ALERTS = frozenset({"deploy", "backup", "plan"})  # observed by sidecar.alerts
+_NOTIFY = _ALERTS | {"migrate", "restore"}  # and announced (run by hand: no pings, no metrics)
 _OFFSITE = frozenset({"deploy", "backup", "restore", "health", "list", "verify", "plan"})
 
 
@@ -408,7 +409,7 @@ class Settings:
             notifications.check_urls,
             flag=False,
             help="apprise URLs for notifications",
-            commands=_ALERTS,
+            commands=_NOTIFY,
         ),
     )
     notify_on: frozenset[str] = dataclasses.field(
@@ -417,7 +418,7 @@ class Settings:
             notifications.parse_on,
             flag=False,
             help="failure, always, or a list of events",
-            commands=_ALERTS,
+            commands=_NOTIFY,
             shown="`failure`",
         ),
     )
@@ -427,7 +428,7 @@ class Settings:
             parsers.seconds,
             flag=False,
             help="the bound of each notification and ping",
-            commands=_ALERTS,
+            commands=_NOTIFY,
             shown="`5s`",
         ),
     )

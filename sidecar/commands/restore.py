@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecar import alerts
 from sidecar.backup import store
 from sidecar.backup.names import CHANGED, same_file
 from sidecar.backup.restore import RestoreOutcome, restore_backup
@@ -75,7 +76,26 @@ def restore(
     **_: Any,
 ) -> RestoreResult:
     """Replace the database (or create ``to``) from a verified backup of it, or an offsite
-    copy. See docs/design.md, 'Which backup a restore takes'."""
+    copy; the people responsible hear how it went (:mod:`sidecar.alerts`, not a dry run).
+    See docs/design.md, 'Which backup a restore takes'."""
+    with alerts.observing("restore", enabled=not dry_run, by_hand=True) as run:
+        result = run.result = _restore(
+            settings, backup_id=backup_id, dry_run=dry_run, force=force, to=to,
+            from_other_database=from_other_database, source=source,
+        )  # fmt: skip
+    return result
+
+
+def _restore(
+    settings: Settings,
+    *,
+    backup_id: str,
+    dry_run: bool,
+    force: bool,
+    to: str | None,
+    from_other_database: bool,
+    source: str,
+) -> RestoreResult:
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}

@@ -150,6 +150,8 @@ def migrate(settings: Settings, *, dry_run: bool = False, **_: Any) -> MigrateRe
     # Imported here: the pipeline pulls in the Docker seam, which `plan` never needs.
     from sidecar.pipeline.run import run_deploy  # noqa: PLC0415 (keeps `plan` free of Docker)
 
-    report = run_deploy(settings, apps=None, dry_run=dry_run)
-    log.info("migrate.done", **report.done_fields())
-    return MigrateResult(report)
+    with alerts.observing("migrate", enabled=not dry_run, by_hand=True) as run:
+        report = run_deploy(settings, apps=None, dry_run=dry_run)
+        log.info("migrate.done", **report.done_fields())
+        result = run.result = MigrateResult(report)
+    return result

@@ -346,3 +346,81 @@ def test_a_deploy_stopped_by_sigterm_before_any_change_reports_nothing_done(
         assert "aborted" in out
         assert hc.paths() == ["/d/start"]
         assert hook.requests == []
+
+
+# ---- restore and migrate: run by hand, a notification and nothing else ---------------------
+
+
+def test_a_refused_restore_is_announced_and_pings_nothing(
+    capsys: pytest.CaptureFixture[str], al_env: dict[str, str], bk_dir: Path
+) -> None:
+    code, made, _ = _run(capsys, ["backup"], al_env)
+    assert code == 0
+    path = bk_dir / made["backup"]["id"]
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with receiver() as hook, receiver() as hc:
+        env = notifying(al_env, hook, SIDECAR_PING_URL=hc.url("/p"))
+        code, doc, _ = _run(capsys, ["restore", made["backup"]["id"]], env)
+        assert code == ExitCode.REFUSED
+        [request] = hook.wait_for(1)
+        message = request.json()
+        db = al_env["SIDECAR_DATABASE"]
+        assert message["title"].startswith(f"sidecar: restore of {db} failed (exit 3) on ")
+        assert message["type"] == "failure"
+        assert f"error: {doc['error']['message']}" in message["message"].splitlines()
+        assert f"hint: {doc['error']['hint']}" in message["message"].splitlines()
+        # The dead-man ping times scheduled backups and deploys, not a restore.
+        assert hc.paths() == []
+
+
+def test_a_restore_is_announced_done_with_its_backup_and_a_dry_run_is_not(
+    capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
+) -> None:
+    code, made, _ = _run(capsys, ["backup"], al_env)
+    assert code == 0
+    with receiver() as hook, receiver() as hc:
+        env = notifying(al_env, hook, SIDECAR_NOTIFY_ON="always", SIDECAR_PING_URL=hc.url("/p"))
+        code, _doc, _ = _run(capsys, ["restore", "latest", "--dry-run"], env)
+        assert code == 0
+        code, _doc, _ = _run(capsys, ["restore", "latest"], env)
+        assert code == 0
+        [request] = hook.wait_for(1)
+        time.sleep(0.2)  # nothing else arrives: the dry run said nothing
+        assert len(hook.requests) == 1
+        message = request.json()
+        assert " restore of " in message["title"]
+        assert " done on " in message["title"]
+        assert f"backup: {made['backup']['id']}" in message["message"].splitlines()
+        assert hc.paths() == []
+
+
+def test_a_migrate_is_announced_refused_or_done_without_pings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tests.unit.test_pipeline import V1, env_for, make_db
+
+    make_db(tmp_path / "data" / "portfolio.db")
+    bad = tmp_path / "bad.sql"
+    bad.write_text(
+        V1 + 'CREATE UNIQUE INDEX "Transaction_portfolio_once" ON "Transaction"("portfolioId");\n'
+    )
+    with receiver() as hook, receiver() as hc:
+        more = {"SIDECAR_NOTIFY": hook_url(hook), "SIDECAR_PING_URL": hc.url("/p")}
+        env = env_for(tmp_path, SIDECAR_SCHEMA=str(bad), SIDECAR_NOTIFY_TIMEOUT="2s", **more)
+        code, _doc, _ = _run(capsys, ["migrate"], env)
+        assert code == ExitCode.REFUSED
+        [refused] = hook.wait_for(1)
+        assert "migrate of" in refused.json()["title"]
+        assert "refused (exit 3)" in refused.json()["title"]
+        assert "Transaction_portfolio_once" in refused.json()["message"]
+
+        env = env_for(tmp_path, SIDECAR_NOTIFY_ON="always", SIDECAR_NOTIFY_TIMEOUT="2s", **more)
+        code, doc, _ = _run(capsys, ["migrate"], env)
+        assert code == 0
+        done = hook.wait_for(2)[1].json()
+        assert "migrate of" in done["title"]
+        assert " done on " in done["title"]
+        assert f"backup: {doc['backup']}" in done["message"].splitlines()
+        assert hc.paths() == []
