@@ -125,7 +125,7 @@ def _write_backup(
         snap = take_snapshot(
             db, work, mode=mode, group=group, busy_timeout=busy_timeout,
             on_progress=reporter, quick_check="quick" if verify == "quick" else None,
-            # Direct I/O leaves the copy out of the page cache: not for one read again whole.
+            # Direct I/O leaves the copy out of the page cache: not for a copy read again whole.
             direct_io=io == "direct" and verify != "full" and compress == "none",
         )  # fmt: skip
         if isinstance(reporter, ProgressReporter):

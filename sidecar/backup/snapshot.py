@@ -61,8 +61,8 @@ class Snapshot(NamedTuple):
     # The source's quick_check, run during the copy ({"level", "problems", "seconds"}); None
     # when the copy is checked afterwards.
     quick_check: dict[str, Any] | None = None
-    # Rows of each table in the snapshot, counted during the copy where the copy holds
-    # exactly the db file (no -wal to fold in); None: count them in the copy.
+    # Rows of each table in the snapshot, counted during a direct I/O copy (of the db file
+    # alone, so exactly the copy's); None: count them in the copy.
     row_counts: dict[str, int] | None = None
 
 
