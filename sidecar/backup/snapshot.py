@@ -118,14 +118,13 @@ def take_snapshot(
                     # those of this very snapshot (its db file alone), counted here from
                     # pages in the page cache while the child copies.
                     nonlocal counted
-                    if direct:
-                        # A damaged b-tree: left to the check of the copy, which names it.
-                        with suppress(sqlite3.DatabaseError):
-                            counted = database.row_counts(conn)
+                    # A damaged b-tree: left to the check of the copy, which names it.
+                    with suppress(sqlite3.DatabaseError):
+                        counted = database.row_counts(conn)
 
                 files, final = child.run(
                     pairs, total, on_progress, release, quick_check=overlap, direct_io=direct,
-                    while_copying=count_rows,
+                    while_copying=count_rows if direct else None,
                 )  # fmt: skip
             finally:
                 release()
@@ -216,10 +215,14 @@ _ahead: list[subprocess.Popen[bytes]] = []
 
 
 @contextmanager
-def copier_ahead() -> Iterator[None]:
-    """Start the copier child now, for a snapshot taken later in this block: its start-up
-    (~50-80 ms) then overlaps the work before it instead of the deploy's write lock. One
-    left unused is stopped at the end of the block. See docs/design.md, 'The copier child'."""
+def copier_ahead(db: Path | None) -> Iterator[None]:
+    """Start the copier child now, for a snapshot of ``db`` taken later in this block: its
+    start-up (~50-80 ms) then overlaps the work before it instead of the copy. Nothing when
+    there is nothing to back up (``db`` None or not a file). One left unused is stopped at
+    the end of the block. See docs/design.md, 'The copier child'."""
+    if db is None or not db.is_file():
+        yield
+        return
     proc = _spawn()
     _ahead.append(proc)
     try:

@@ -88,8 +88,9 @@ def verify_copy(db: Path, work: Path, snap: Snapshot, level: VerifyLevel) -> Ver
     during_copy = snap.quick_check
     if snap.wal_copied or during_copy is None or during_copy.get("level") != level:
         during_copy = None
-    # Rows counted in the snapshot during the copy hold for a copy proven identical to it.
-    counted = snap.row_counts if not snap.wal_copied else None
+    # Rows counted in the snapshot during a direct copy (of the db file alone, never with a
+    # -wal folded in) hold for a copy proven identical to it.
+    counted = snap.row_counts
     facts = inspect_file(
         work,
         None if level == "checksum" or during_copy else level == "full",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +100,7 @@ def take_backup(settings: Settings, *, reason: str, no_prune: bool) -> BackupRes
     by :mod:`sidecar.alerts` (pings, metrics, notifications), every scheduled run too."""
     # The copier child, started now: its start-up overlaps the checks and the folder's
     # preparation instead of delaying the copy (unused, e.g. a refused file, it is stopped).
-    ahead = settings.database is not None and settings.database.is_file()
-    with snapshot.copier_ahead() if ahead else nullcontext(), alerts.observing("backup") as run:
+    with snapshot.copier_ahead(settings.database), alerts.observing("backup") as run:
         result = run.result = _take_backup(settings, reason=reason, no_prune=no_prune)
     return result
 

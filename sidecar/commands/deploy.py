@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,9 +62,8 @@ def _deploy_once(settings: Settings, *, dry_run: bool, stop: Stop) -> DeployResu
     wants_app = bool(settings.app or settings.app_label)
     schema_in_app = settings.schema is not None and parse(str(settings.schema))
     # The backup before a change needs the copier child: started now, it is ready by the
-    # time the write lock is taken (a database still to be created needs no backup).
-    ahead = not dry_run and settings.database is not None and settings.database.is_file()
-    with snapshot.copier_ahead() if ahead else nullcontext():
+    # time the write lock is taken (a dry run takes no backup).
+    with snapshot.copier_ahead(None if dry_run else settings.database):
         apps = engine.connect(required=(wants_app and not dry_run) or bool(schema_in_app))
         try:
             report = run_deploy(settings, apps=apps, dry_run=dry_run, stop=stop)

@@ -440,7 +440,7 @@ def test_a_backup_inside_copier_ahead_uses_the_child_started_ahead(
 
     started = counting_spawns(monkeypatch)
     db = bk_db("wal", rows=200)
-    with snapshot.copier_ahead():
+    with snapshot.copier_ahead(db):
         assert len(started) == 1
         info = create_backup(db, bk_dir, environment="production", reason="deploy")
         assert len(started) == 1  # the backup took the one started ahead
@@ -452,16 +452,27 @@ def test_a_backup_inside_copier_ahead_uses_the_child_started_ahead(
 
 
 def test_a_child_started_ahead_and_not_used_is_stopped_at_the_end(
-    monkeypatch: pytest.MonkeyPatch,
+    bk_db: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sidecar.backup import snapshot
 
     started = counting_spawns(monkeypatch)
-    with snapshot.copier_ahead():
+    with snapshot.copier_ahead(bk_db("wal", rows=10)):
         pass
     assert len(started) == 1
     assert started[0].returncode is not None  # it got no job and exited
     assert snapshot._ahead == []
+
+
+def test_no_child_is_started_ahead_when_there_is_nothing_to_back_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.backup import snapshot
+
+    started = counting_spawns(monkeypatch)
+    with snapshot.copier_ahead(None), snapshot.copier_ahead(tmp_path / "absent.db"):
+        assert snapshot._ahead == []
+    assert started == []
 
 
 def test_a_child_started_ahead_that_died_is_replaced(
@@ -471,7 +482,7 @@ def test_a_child_started_ahead_that_died_is_replaced(
 
     started = counting_spawns(monkeypatch)
     db = bk_db("wal", rows=50)
-    with snapshot.copier_ahead():
+    with snapshot.copier_ahead(db):
         started[0].kill()
         started[0].wait()
         info = create_backup(db, bk_dir, environment="production", reason="deploy")

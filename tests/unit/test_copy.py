@@ -176,19 +176,24 @@ def test_direct_io_refused_at_the_first_write_falls_back_to_the_kernel_copy(
     assert not fcntl.fcntl(dst, fcntl.F_GETFL) & os.O_DIRECT
 
 
+def _pwrite_fails_from(monkeypatch: pytest.MonkeyPatch, start: int, code: int) -> None:
+    """os.pwrite fails with ``code`` at every offset from ``start`` on."""
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        if offset >= start:
+            raise OSError(code, os.strerror(code))
+        return real(fd, buf, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
 @pytest.mark.usefixtures("direct_io")
 def test_einval_after_chunks_were_verified_is_an_error_not_a_fallback(
     open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, dst, _ = open_pair(os.urandom(12 * CHUNK))
-    real = os.pwrite
-
-    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
-        if offset >= 8 * CHUNK:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return real(fd, buf, offset)
-
-    monkeypatch.setattr(os, "pwrite", pwrite)
+    _pwrite_fails_from(monkeypatch, 8 * CHUNK, errno.EINVAL)
     stats = copy.CopyStats()
     with pytest.raises(OSError, match="Invalid argument"):
         copy.copy_verified(src, dst, direct=True, kernel_copy=True, stats=stats)
@@ -234,14 +239,7 @@ def test_a_direct_write_error_midway_is_raised_not_retried(
     open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, dst, _ = open_pair(os.urandom(8 * CHUNK))
-    real = os.pwrite
-
-    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
-        if offset >= 4 * CHUNK:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd, buf, offset)
-
-    monkeypatch.setattr(os, "pwrite", pwrite)
+    _pwrite_fails_from(monkeypatch, 4 * CHUNK, errno.ENOSPC)
     with pytest.raises(OSError, match="No space"):
         copy.copy_verified(src, dst, direct=True, kernel_copy=True)
 
