@@ -8,8 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import IO
+
+# The copier child imports this module and starts without typing or pathlib (its RSS, issue
+# 16): names for the type checker only. Callers pass a Path or a str.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
+
+    from _typeshed import StrPath
 
 CHUNK = 1 << 20  # streaming (compression, restore, re-hashing): small and flat
 COPY_CHUNK = 2 << 20  # the live copy and re-hashing: sha256 at full speed, few syscalls
@@ -29,7 +35,7 @@ def folder_mode(group: int | None) -> int:
     return 0o750 if group is not None else 0o700
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: StrPath) -> None:
     """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -38,7 +44,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def create_exclusive(path: Path, mode: int, group: int | None, *, readable: bool = False) -> int:
+def create_exclusive(path: StrPath, mode: int, group: int | None, *, readable: bool = False) -> int:
     """A new file descriptor for writing ``path``; fails if it exists (never clobber)."""
     access = os.O_RDWR if readable else os.O_WRONLY
     fd = os.open(path, access | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -76,7 +82,7 @@ def pump(
     return written, digest.hexdigest()
 
 
-def write_exclusive(path: Path, data: bytes, mode: int, group: int | None) -> None:
+def write_exclusive(path: StrPath, data: bytes, mode: int, group: int | None) -> None:
     """Create ``path`` (never clobber) holding ``data``, fsynced."""
     fd = create_exclusive(path, mode, group)
     try:
@@ -94,7 +100,7 @@ def read_chunks(handle: IO[bytes] | int) -> Iterable[bytes]:
         yield chunk
 
 
-def sha256_file(path: Path) -> tuple[int, str]:
+def sha256_file(path: StrPath) -> tuple[int, str]:
     """(size, sha256) of a file we own. Never on a live database: closing our descriptor
     would drop this process's SQLite locks on it (see docs/design.md, 'The copier child')."""
     digest = hashlib.sha256()

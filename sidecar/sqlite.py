@@ -3,11 +3,15 @@ while it copies, and ``sidecar.database`` (tenacity, structlog: ~90 ms) would sl
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+
+TYPE_CHECKING = False  # the copier child's quick_check imports this: no pathlib (see fs.py)
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 
 def quote_ident(name: str) -> str:
@@ -15,9 +19,9 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def uri_path(path: Path) -> str:
+def uri_path(path: StrPath) -> str:
     """``path`` for a ``file:`` URI: SQLite decodes %XX, and ? and # end the path."""
-    return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
 # SQLite reads a double-quoted name that matches no column as a string literal (its
@@ -53,7 +57,7 @@ def as_sqlite_reads_it(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]
 
 
 @contextmanager
-def immutable(path: Path) -> Iterator[sqlite3.Connection]:
+def immutable(path: StrPath) -> Iterator[sqlite3.Connection]:
     """A read-only connection to a file nobody writes while it is open (a backup, or a
     database file frozen by a read transaction elsewhere): ``immutable=1`` takes no lock and
     neither reads nor creates a ``-wal`` or ``-shm``."""

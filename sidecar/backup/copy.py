@@ -36,8 +36,11 @@ _COPYING_FILE_SYSTEMS = frozenset({0xEF53, 0x01021994})  # ext2/3/4, tmpfs
 # Direct I/O (O_DIRECT): offsets, lengths and buffer addresses are multiples of this, which
 # every logical block size in use (512, 4096) divides; anonymous maps are page-aligned.
 DIRECT_ALIGN = 4096
-DIRECT_BUFFERS = 4  # chunks in flight between the workers and the hasher: ~12 MiB with theirs
+DIRECT_BUFFERS = 4  # chunks in flight between the workers and the hasher: 8 MiB
 DIRECT_WORKERS = 2  # each reads, writes and reads back one chunk: two keep the disk busy
+# Each worker reads its chunk back this much at a time, into a buffer of its own: a quarter
+# of a chunk keeps the read-back's RSS small at no measurable cost in time (issue 16).
+DIRECT_READBACK = 512 << 10
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 # <linux/fs.h>
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
@@ -482,15 +485,16 @@ def _copy_direct(
 _libc_memcmp: Callable[[int, int, int], int] | None = None
 
 
-def _same_bytes(a: mmap.mmap, b: mmap.mmap, length: int) -> bool:
-    """memcmp of two maps (ctypes drops the GIL for the call; no copy of either)."""
+def _same_bytes(a: mmap.mmap, b: mmap.mmap, length: int, at: int = 0) -> bool:
+    """memcmp of ``a[at:at + length]`` and ``b[:length]`` (ctypes drops the GIL for the call;
+    no copy of either)."""
     global _libc_memcmp  # noqa: PLW0603 - looked up once
     if _libc_memcmp is None:
         func = ctypes.CDLL(None).memcmp
         func.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
         func.restype = ctypes.c_int
         _libc_memcmp = func
-    first = ctypes.addressof(ctypes.c_char.from_buffer(a))
+    first = ctypes.addressof(ctypes.c_char.from_buffer(a)) + at
     second = ctypes.addressof(ctypes.c_char.from_buffer(b))
     return _libc_memcmp(first, second, length) == 0
 
@@ -511,7 +515,7 @@ class _DirectWorkers:
         # Every buffer exists before any thread starts (an mmap that fails fails here).
         for _ in range(DIRECT_BUFFERS):
             self.free.put(mmap.mmap(-1, COPY_CHUNK))
-        backs = [mmap.mmap(-1, COPY_CHUNK) for _ in range(DIRECT_WORKERS)]
+        backs = [mmap.mmap(-1, DIRECT_READBACK) for _ in range(DIRECT_WORKERS)]
         self.threads = [
             threading.Thread(target=self._work, args=(back,), name="copier-direct", daemon=True)
             for back in backs
@@ -542,10 +546,12 @@ class _DirectWorkers:
         if _pread_full(self.src_fd, buf, offset, length) != length:
             raise CopyMismatch(offset)  # the source shrank under the copy
         _pwrite_all(self.dst_fd, _view(buf, length), offset)
-        if _pread_full(self.dst_fd, back, offset, length) != length:
-            raise CopyMismatch(offset)
-        if not _same_bytes(buf, back, length):
-            raise CopyMismatch(offset)
+        for at in range(0, length, DIRECT_READBACK):
+            piece = min(DIRECT_READBACK, length - at)
+            if _pread_full(self.dst_fd, back, offset + at, piece) != piece:
+                raise CopyMismatch(offset + at)
+            if not _same_bytes(buf, back, piece, at):
+                raise CopyMismatch(offset + at)
         self.done.put((offset, buf, length))
         return True
 

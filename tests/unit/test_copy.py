@@ -106,22 +106,24 @@ def test_the_direct_copy_is_exact_and_hashes_the_bytes_read(
 
 
 @pytest.mark.usefixtures("direct_io")
+@pytest.mark.parametrize("at", [7, copy.DIRECT_READBACK + 1, CHUNK - 5])
 def test_a_direct_write_the_disk_got_wrong_is_caught_by_the_read_back(
-    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch
+    open_pair: Callable[[bytes], tuple[int, int, Path]], monkeypatch: pytest.MonkeyPatch, at: int
 ) -> None:
     """The bytes that reached the disk differ from the buffer (flipped for the write, then
-    flipped back): the read-back from the disk, not the buffer, decides."""
+    flipped back): the read-back from the disk, not the buffer, decides, in whichever piece
+    of the chunk it reads back (``at``: the chunk's first, second or last)."""
     src, dst, _ = open_pair(os.urandom(5 * CHUNK + 3))
     real = os.pwrite
     flipped: list[int] = []
 
     def pwrite(fd: int, data: memoryview, offset: int) -> int:
         if offset == 2 * CHUNK:
-            data[7] ^= 0x10
+            data[at] ^= 0x10
             try:
                 return real(fd, data, offset)
             finally:
-                data[7] ^= 0x10
+                data[at] ^= 0x10
                 flipped.append(offset)
         return real(fd, data, offset)
 
@@ -138,7 +140,7 @@ def test_a_direct_write_the_disk_got_wrong_is_caught_by_the_read_back(
     with pytest.raises(copy.CopyMismatch) as caught:
         copy.copy_verified(src, dst, direct=True)
     assert flipped == [2 * CHUNK]
-    assert caught.value.offset == 2 * CHUNK
+    assert caught.value.offset == 2 * CHUNK + at - at % copy.DIRECT_READBACK
     assert back_reads
     assert all(back_reads)
 
