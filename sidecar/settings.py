@@ -319,8 +319,8 @@ class Settings:
         default="quick",
         metadata=_row(
             choices=("checksum", "quick", "full"),
-            help="backup verification",
-            commands=_NEW_BACKUP | {"health", "verify"},
+            help="backup verification (restore: of its safety backup)",
+            commands=_NEW_BACKUP | {"health", "verify", "restore"},
         ),
     )
     compress: Compression = dataclasses.field(
@@ -358,7 +358,7 @@ class Settings:
             parsers.parse_size,
             flag=False,
             help="free space required beyond the database",
-            commands=_NEW_BACKUP,
+            commands=_NEW_BACKUP | {"restore"},
             shown="`64M`",
         ),
     )

@@ -20,14 +20,14 @@ from sidecar.backup.compression import decompressed_chunks
 from sidecar.backup.create import create_backup
 from sidecar.backup.holders import holders, refuse_holders
 from sidecar.backup.store import BackupInfo
-from sidecar.backup.verify import inspect_file, verify_backup
+from sidecar.backup.verify import DamagedDatabaseError, inspect_file, verify_backup
 from sidecar.database import SIDE_FILES
 from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
 from sidecar.fs import create_exclusive, file_mode, folder_mode, fsync_dir, pump, read_chunks
 from sidecar.lease import remove_restore_partial, restore_partial_path
 from sidecar.logs import get_logger
 from sidecar.progress import Progress
-from sidecar.settings import BackupIO
+from sidecar.settings import BackupIO, VerifyLevel
 
 log = get_logger(__name__)
 
@@ -72,12 +72,15 @@ def restore_backup(
     verified: bool = False,
     lock_timeout: float = 10.0,
     io: BackupIO = "direct",
+    verify: VerifyLevel = "quick",
+    min_free_margin: int = 64 << 20,
 ) -> RestoreOutcome:
     """Replace ``target`` with the verified backup ``info``, atomically.
 
     Refuses a backup that fails verification (``verified``: the caller just did it) and a
     target another process holds (``force`` passes only holders without a lock); backs up
-    an existing target first; ``stop_app`` stops the app and starts it again at the end.
+    an existing target first (verified at ``verify``; a damaged one is salvaged as raw
+    bytes); ``stop_app`` stops the app and starts it again at the end.
     See docs/design.md, 'Restore'.
     """
     started = time.monotonic()
@@ -104,7 +107,8 @@ def restore_backup(
                 rollback_mode = _write_locked(held, target, lock_timeout)
             safety, salvaged = _keep_current(
                 target, sides, exists=exists, backup_dir=backup_dir,
-                environment=environment, group=group, io=io,
+                environment=environment, group=group, io=io, verify=verify,
+                min_free_margin=min_free_margin,
             )  # fmt: skip
             # Under the rollback-journal write lock nobody can commit, nor switch to WAL,
             # and probing would open the file here: an open+close in this process drops
@@ -160,20 +164,23 @@ def _keep_current(
     environment: str,
     group: int | None,
     io: BackupIO,
+    verify: VerifyLevel,
+    min_free_margin: int,
 ) -> tuple[BackupInfo | None, Path | None]:
-    """Keep what ``target`` holds before it is replaced: a safety backup, or raw copies of
-    files SQLite cannot read; (safety backup, salvage folder)."""
+    """Keep what ``target`` holds before it is replaced: a safety backup, verified like any
+    other (it is listed, counted and restorable as one), or raw copies of files SQLite
+    cannot read or that fail that verification; (safety backup, salvage folder)."""
     if exists:
-        # checksum level: the database being replaced may well be the damaged one.
         try:
             safety = create_backup(
                 target, backup_dir, environment=environment, reason="pre-restore",
-                verify="checksum", group=group, io=io,
+                verify=verify, group=group, io=io, min_free_margin=min_free_margin,
             )  # fmt: skip
-        except sqlite3.DatabaseError as exc:
-            if sqlite.is_busy(exc):
+        except (sqlite3.DatabaseError, DamagedDatabaseError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and sqlite.is_busy(exc):
                 raise
-            # SQLite cannot read it (the very reason to restore): keep its raw bytes.
+            # The database is damaged (the very reason to restore): a backup of it would
+            # be called verified, or fail; keep its raw bytes instead.
             log.warning("backup.restore_target_damaged", target=str(target),
                         error=str(exc))  # fmt: skip
             return None, salvage(target, sides, backup_dir, group)

@@ -74,6 +74,12 @@ def inspect_file(path: Path, full: bool | None, *, count_rows: bool = True) -> F
     return facts
 
 
+class DamagedDatabaseError(HealthError):
+    """A new backup failed verification although it holds exactly the bytes read: the
+    database itself is damaged (a restore keeps its raw bytes instead, see
+    :func:`sidecar.backup.restore.salvage`)."""
+
+
 def verify_copy(db: Path, work: Path, snap: Snapshot, level: VerifyLevel) -> VerifiedCopy:
     """Fold the copied ``-wal`` (if any) into the copy ``work``, then verify it at ``level``;
     what was proved already during the copy is not redone. Raises HealthError.
@@ -103,18 +109,20 @@ def verify_copy(db: Path, work: Path, snap: Snapshot, level: VerifyLevel) -> Ver
         size, sha = rehash.result()
     else:
         size, sha = snap.db_bytes, snap.copied_sha256
-    found: list[str] = []
+    copied_wrong: list[str] = []
     # With no wal frames folded in, the file must be byte for byte what the copier read.
     if wal_frames == 0 and sha != snap.copied_sha256:
-        found.append("the written file differs from the bytes read from the database")
+        copied_wrong.append("the written file differs from the bytes read from the database")
     if size != work.stat().st_size:
-        found.append(f"the file holds {work.stat().st_size} bytes, {size} were copied")
-    found += problems + facts.problems
+        copied_wrong.append(f"the file holds {work.stat().st_size} bytes, {size} were copied")
+    # Once the copy holds exactly what was read, what is wrong with it is the database's.
+    damaged = problems + facts.problems
     if facts.page_size * facts.page_count != size:
-        found.append(f"size {size} is not page_size x page_count")
-    if found:
-        raise HealthError(
-            f"the new backup of {db} failed verification: {found[0]}",
+        damaged.append(f"size {size} is not page_size x page_count")
+    if copied_wrong or damaged:
+        error = HealthError if copied_wrong else DamagedDatabaseError
+        raise error(
+            f"the new backup of {db} failed verification: {(copied_wrong + damaged)[0]}",
             hint="the database itself may be damaged: run sidecar health --full",
         )
     return VerifiedCopy(

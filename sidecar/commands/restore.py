@@ -40,6 +40,7 @@ class RestoreResult:
             "target": str(o.target),
             "dry_run": o.dry_run,
             "safety_backup": o.safety_backup.id if o.safety_backup else None,
+            "salvaged": str(o.salvaged) if o.salvaged else None,
             "removed_side_files": o.removed_side_files,
             "actions": o.actions,
             "skipped": [{"id": k, "problems": v} for k, v in self.skipped.items()],
@@ -61,6 +62,8 @@ class RestoreResult:
         text = f"restored {o.backup.id} into {o.target}" + skipped
         if o.safety_backup:
             text += f"\nthe previous database is saved as {o.safety_backup.id}"
+        if o.salvaged:
+            text += f"\nwhat SQLite could not read is kept, byte for byte, in {o.salvaged}"
         return text
 
 
@@ -166,6 +169,8 @@ def _restore_from(
             verified=verified,
             lock_timeout=settings.wait_timeout,
             io=settings.backup_io,
+            verify=settings.verify,
+            min_free_margin=settings.min_free_margin,
         )
     if not dry_run:
         store.append_history(

@@ -171,7 +171,7 @@ def test_backup_offers_only_the_options_a_backup_reads(capsys: pytest.CaptureFix
         ("plan", {"--log-format", "--log-level", "--database", "--backup-dir", "--schema",
                   "--wait-timeout", "--strict", "--renames", "--allow-fresh", "--check"}),
         ("restore", {"--log-format", "--log-level", "--database", "--backup-dir",
-                     "--environment", "--app", "--wait-timeout", "--dry-run", "--force",
+                     "--environment", "--app", "--wait-timeout", "--verify", "--dry-run", "--force",
                      "--to", "--from-other-database", "--from"}),
     ],
 )  # fmt: skip

@@ -255,6 +255,56 @@ def test_restore_over_a_damaged_database_keeps_its_raw_bytes(
     assert all("salvage" not in b["id"] for b in listed["backups"])
 
 
+def _overwrite_a_page(db: Path) -> None:
+    """Garbage in the middle of the second page: the header still reads, a b-tree does not."""
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    data[page + 8 : page + 200] = b"\xff" * 192
+    db.write_bytes(bytes(data))
+
+
+def _damage_an_index(db: Path) -> None:
+    """An index's root page zeroed past its header: the rows read, quick_check fails."""
+    conn = sqlite3.connect(db)
+    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE type = 'index'").fetchone()
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with db.open("r+b") as handle:
+        handle.seek((root[0] - 1) * page + 12)
+        handle.write(b"\x00" * (page - 12))
+
+
+@pytest.mark.parametrize("damage", [_overwrite_a_page, _damage_an_index])
+def test_restore_over_a_database_that_fails_verification_salvages_it(
+    capsys: pytest.CaptureFixture[str],
+    bk_env: dict[str, str],
+    bk_dir: Path,
+    damage: Callable[[Path], None],
+) -> None:
+    """`health` sends a damaged database to `restore latest`: the safety backup of what it
+    replaces fails verification (or would be called verified at `checksum`), so its raw
+    bytes are kept in salvage/ and the restore goes on; no damaged backup is listed."""
+    code, _ = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    damage(db)
+    damaged = db.read_bytes()
+    code, _ = _run(capsys, ["health"], bk_env)
+    assert code == ExitCode.HEALTH
+    code, document = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0, document
+    assert document["safety_backup"] is None
+    salvaged = Path(document["salvaged"])
+    assert (salvaged / db.name).read_bytes() == damaged
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    conn.close()
+    assert [b.manifest.get("reason") for b in store.list_backups(bk_dir)] == ["manual"]
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
