@@ -31,6 +31,8 @@ from sidecar.settings import BackupIO, VerifyLevel
 
 log = get_logger(__name__)
 
+PRE_RESTORE = "pre-restore"  # the reason of the safety backup a restore takes
+
 
 @dataclass(frozen=True)
 class RestoreOutcome:
@@ -173,7 +175,7 @@ def _keep_current(
     if exists:
         try:
             safety = create_backup(
-                target, backup_dir, environment=environment, reason="pre-restore",
+                target, backup_dir, environment=environment, reason=PRE_RESTORE,
                 verify=verify, group=group, io=io, min_free_margin=min_free_margin,
             )  # fmt: skip
         except (sqlite3.DatabaseError, DamagedDatabaseError) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 from sidecar import alerts
 from sidecar.backup import store
 from sidecar.backup.names import CHANGED, same_file
-from sidecar.backup.restore import RestoreOutcome, restore_backup
+from sidecar.backup.restore import PRE_RESTORE, RestoreOutcome, restore_backup
 from sidecar.backup.store import BackupInfo
 from sidecar.backup.verify import verify_backup
 from sidecar.database import SIDE_FILES
@@ -28,6 +28,8 @@ log = get_logger(__name__)
 class RestoreResult:
     outcome: RestoreOutcome
     skipped: dict[str, list[str]] = field(default_factory=dict)  # newer backups that failed
+    # newer safety backups `latest` passed over: each holds a database a restore replaced
+    passed_over: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -44,6 +46,7 @@ class RestoreResult:
             "removed_side_files": o.removed_side_files,
             "actions": o.actions,
             "skipped": [{"id": k, "problems": v} for k, v in self.skipped.items()],
+            "passed_over": self.passed_over,
             "seconds": round(o.seconds, 3),
         }
 
@@ -52,6 +55,10 @@ class RestoreResult:
         skipped = "".join(
             f"\nskipped {backup_id}: {'; '.join(problems)}"
             for backup_id, problems in self.skipped.items()
+        ) + "".join(
+            f"\npassed over {backup_id}: the database an earlier restore replaced "
+            f"(to bring it back: sidecar restore {backup_id})"
+            for backup_id in self.passed_over
         )
         if o.dry_run:
             return (
@@ -102,13 +109,14 @@ def _restore(
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}
+    passed_over: list[str] = []
     with ExitStack() as fetching:
         if source == "offsite":
             from sidecar.commands import offsite  # noqa: PLC0415
 
             info = fetching.enter_context(offsite.fetched(settings, backup_id))
         elif backup_id == "latest":
-            info, skipped = _latest_passing(settings.backup_dir, db)
+            info, skipped, passed_over = _latest_passing(settings.backup_dir, db)
         else:
             info = store.find_backup(
                 settings.backup_dir, backup_id, verified_only=True, database=db
@@ -124,6 +132,7 @@ def _restore(
             to=to,
             verified=source != "offsite" and backup_id == "latest",
             skipped=skipped,
+            passed_over=passed_over,
         )
 
 
@@ -148,6 +157,7 @@ def _restore_from(
     to: str | None,
     verified: bool,
     skipped: dict[str, list[str]],
+    passed_over: list[str],
 ) -> RestoreResult:
     """The restore path for a verified ``info``: lease, safety backup, atomic replace."""
     in_place = to is None and not dry_run
@@ -184,7 +194,7 @@ def _restore_from(
             },
             group=settings.backup_group,
         )
-    return RestoreResult(outcome, skipped)
+    return RestoreResult(outcome, skipped, passed_over)
 
 
 def _restore_target(settings: Settings, to: str | None) -> Path:
@@ -214,10 +224,15 @@ def _restore_target(settings: Settings, to: str | None) -> Path:
     return target
 
 
-def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict[str, list[str]]]:
-    """The newest backup of ``db`` that passes verification, and the newer ones that did
-    not (each skip is logged). Without a configured database, the folder must hold the
-    backups of one database only: `latest` never picks between databases."""
+def _latest_passing(
+    backup_dir: Path, db: Path | None
+) -> tuple[BackupInfo, dict[str, list[str]], list[str]]:
+    """The newest backup of ``db`` that passes verification, the newer ones that did not
+    (each skip is logged), and the newer safety backups passed over: a ``pre-restore``
+    backup holds the database a restore replaced, which `latest` never brings back (run
+    twice, a restore would otherwise undo itself); it is restored by its ID. Without a
+    configured database, the folder must hold the backups of one database only: `latest`
+    never picks between databases. See docs/design.md, 'Which backup a restore takes'."""
     backups = store.list_backups(backup_dir)
     ours = store.backups_of(backup_dir, db)
     if db is None and len({b.database for b in ours if b.manifest}) > 1:
@@ -227,15 +242,21 @@ def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict
             hint="set SIDECAR_DATABASE (or --database), or name the backup ID",
         )
     skipped: dict[str, list[str]] = {}
+    passed_over: list[str] = []
     for info in ours:
         if not info.manifest.get("verified"):
+            continue
+        if info.manifest.get("reason") == PRE_RESTORE:
+            passed_over.append(info.id)
             continue
         # A recorded failure or a wrong size is known without reading the file again; a
         # file changed after its manifest is verified now, and may well pass.
         known = info.problem if info.problem != CHANGED else None
         problems = [known] if known else verify_backup(info)
         if not problems:
-            return info, skipped
+            if passed_over:
+                log.info("restore.passed_over", ids=passed_over, hint=_PASSED_OVER)
+            return info, skipped, passed_over
         skipped[info.id] = problems
         hint = "a newer backup failed verification; an older one is restored"
         log.warning("restore.skipped", id=info.id, problems=problems, hint=hint)
@@ -245,7 +266,16 @@ def _latest_passing(backup_dir: Path, db: Path | None) -> tuple[BackupInfo, dict
             f"({len(skipped)}: {', '.join(skipped)})",
             hint="run sidecar verify; restore nothing until a good backup is found",
         )
+    if passed_over:
+        raise RefusedError(
+            f"the only verified backups of {db or 'the database'} in {backup_dir} are of "
+            f"databases a restore replaced ({', '.join(passed_over)})",
+            hint=f"{_PASSED_OVER}: sidecar restore {passed_over[0]}",
+        )
     raise store.no_backups_of(db, backups, backup_dir, verified=True)
+
+
+_PASSED_OVER = "`latest` never brings back what a restore replaced; to do so, name it"
 
 
 def _app_stopper(settings: Settings) -> Callable[[], AbstractContextManager[None]] | None:

@@ -305,6 +305,51 @@ def test_restore_over_a_database_that_fails_verification_salvages_it(
     assert [b.manifest.get("reason") for b in store.list_backups(bk_dir)] == ["manual"]
 
 
+def test_restore_latest_run_twice_restores_the_same_backup(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    """A retried `restore latest` (a runbook, a CI step) must not bring back the database
+    the first run replaced: that is what its safety backup, now the newest, holds."""
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    code, taken = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO writes (at) VALUES (-1)")  # the change the restore undoes
+    conn.commit()
+    conn.close()
+
+    def rows() -> int:
+        conn = sqlite3.connect(db)
+        try:
+            return int(conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone()[0])
+        finally:
+            conn.close()
+
+    code, first = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0, first
+    assert (first["backup"]["id"], rows()) == (taken["backup"]["id"], 0)
+    code, second = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0, second
+    assert (second["backup"]["id"], rows()) == (taken["backup"]["id"], 0)
+    assert second["passed_over"] == [first["safety_backup"]]
+    # Named, the safety backup is restored.
+    code, undone = _run(capsys, ["restore", first["safety_backup"]], bk_env)
+    assert (code, rows()) == (0, 1), undone
+
+
+def test_restore_latest_with_only_safety_backups_left_refuses_and_names_one(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    code, taken = _run(capsys, ["backup"], bk_env)
+    code, first = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0, first
+    for path in bk_dir.glob(f"{taken['backup']['id']}*"):
+        path.unlink()
+    code, refused = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == ExitCode.REFUSED
+    assert first["safety_backup"] in refused["error"]["hint"]
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
