@@ -322,7 +322,7 @@ def _stale(channels: Channels) -> Event | None:
     from sidecar.backup import store  # noqa: PLC0415
 
     newest = store.latest_verified(channels.backup_dir)
-    age = (datetime.now(UTC) - newest.created_at).total_seconds() if newest else None
+    age = (datetime.now(UTC) - newest.taken_at).total_seconds() if newest else None
     if age is not None and age <= channels.max_backup_age:
         return None
     when = f"the newest verified backup is {age / 3600:.1f}h old" if age is not None else (
@@ -344,7 +344,7 @@ def _refresh_backups(channels: Channels) -> None:
     def refresh() -> None:
         verified = [b for b in store.list_backups(folder) if b.verified]
         newest = verified[0] if verified else None
-        metrics.backups(kept=len(verified), newest=newest.created_at if newest else None,
+        metrics.backups(kept=len(verified), newest=newest.taken_at if newest else None,
                         vanished=bool(newest and newest.rows_vanished))  # fmt: skip
 
     _guarded("metrics", refresh)

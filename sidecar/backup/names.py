@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sidecar.errors import RefusedError
+from sidecar.logs import get_logger
 from sidecar.settings import Compression
+
+log = get_logger(__name__)
 
 HISTORY_NAME = "sidecar-history.jsonl"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,8 +50,23 @@ def partial_path(final: Path) -> Path:
 def new_backup_path(
     db: Path, backup_dir: Path, environment: str, now: datetime, compress: Compression
 ) -> Path:
-    """``<stem>_backup_<env>_<UTC stamp>.db``; ``_N`` after the stamp when one already exists."""
+    """``<stem>_backup_<env>_<UTC stamp>.db``; ``_N`` after the stamp when one already exists.
+
+    Never named before a backup already in the folder: backups sort by name, and `restore
+    latest` and retention take the newest, so after the clock went back (a host clock that
+    was ahead, then corrected) the stamp is the newest one there, with the next ``_N``. When
+    the backup was taken is in its manifest (``created_at``, BackupInfo.taken_at)."""
     stamp = now.astimezone(UTC).strftime(TIMESTAMP)
+    newest = _newest_stamp(backup_dir, f"{db.stem}_backup_{environment}_")
+    if newest is not None and newest > stamp:
+        log.warning(
+            "backup.clock_behind",
+            now=stamp,
+            newest=newest,
+            hint="a backup in the folder is dated after now: the clock went back, or was "
+            "ahead; this one is named after it so that it is still the newest",
+        )
+        stamp = newest
     suffix = ".db.zst" if compress == "zstd" else ".db"
     for seq in range(1000):
         name = f"{db.stem}_backup_{environment}_{stamp}{f'_{seq}' if seq else ''}"
@@ -60,6 +78,20 @@ def new_backup_path(
         if not taken:
             return backup_dir / f"{name}{suffix}"
     raise RefusedError(f"too many backups named {name} in one second", hint="retry in a second")
+
+
+def _newest_stamp(backup_dir: Path, prefix: str) -> str | None:
+    """The latest timestamp among the backups (or partials) named ``prefix<stamp>...``."""
+    try:
+        names = os.listdir(backup_dir)
+    except OSError:
+        return None
+    stamps = [
+        match["ts"]
+        for name in names
+        if name.startswith(prefix) and (match := BACKUP_NAME.match(name)) is not None
+    ]
+    return max(stamps, default=None)
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -54,11 +54,11 @@ def retention(
     """
     verified = sorted((b for b in backups if b.verified), key=lambda b: b.sort_key, reverse=True)
     kept = {b.id for b in verified[: max(keep, 1)]}
-    kept |= {b.id for b in verified if b.created_at > now}
+    kept |= {b.id for b in verified if b.taken_at > now}
     for kind, count in (("daily", keep_daily), ("weekly", keep_weekly), ("monthly", keep_monthly)):
         seen: set[tuple[int, ...]] = set()
         for info in verified:
-            bucket = _bucket(kind, info.created_at.astimezone(UTC))
+            bucket = _bucket(kind, info.taken_at.astimezone(UTC))
             if bucket in seen:
                 continue
             if len(seen) >= count:

@@ -82,7 +82,19 @@ class BackupInfo:
 
     @property
     def sort_key(self) -> tuple[datetime, int, str]:
+        """Newest last, by name: a backup is never named before one already in the folder
+        (:func:`names.new_backup_path`), whatever the clock did meanwhile."""
         return (self.created_at, self.seq, self.id)
+
+    @property
+    def taken_at(self) -> datetime:
+        """When the backup was taken by the clock of the time (its manifest's); the name's
+        stamp may be later than that, after the clock went back (see new_backup_path)."""
+        with suppress(KeyError, TypeError, ValueError):
+            taken = datetime.fromisoformat(str(self.manifest["created_at"]))
+            if taken.tzinfo is not None:
+                return taken
+        return self.created_at
 
     @classmethod
     def load(cls, path: Path) -> BackupInfo | None:

@@ -80,7 +80,7 @@ def _backup_if_none_fresh(settings: Settings, report: DeployReport) -> None:
         return
     folder = settings.backup_dir
     latest = store.latest_verified(folder, settings.database) if folder.is_dir() else None
-    if latest is not None and (datetime.now(UTC) - latest.created_at).total_seconds() < (
+    if latest is not None and (datetime.now(UTC) - latest.taken_at).total_seconds() < (
         settings.max_backup_age / 2
     ):
         return

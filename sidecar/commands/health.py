@@ -166,10 +166,27 @@ def _backup_age(
     if latest is None:
         of = f" of {settings.database}" if settings.database else ""
         return Check("last backup", False, f"no verified backup{of} yet", required), None, None
-    age = (datetime.now(UTC) - latest.created_at).total_seconds()
+    age = (datetime.now(UTC) - latest.taken_at).total_seconds()
+    if age < -CLOCK_SLACK_S:
+        # Taken "in the future": the clock is behind now, or was ahead then. Either way its
+        # age says nothing, and every later backup is named after it (new_backup_path).
+        detail = f"{latest.id} is dated {-age / 3600:.1f}h in the future: check the host's clock"
+        return Check("last backup", False, detail, fatal=required), latest, round(age, 1)
     fresh = age <= limit
-    detail = f"{latest.id}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
+    detail = f"{latest.id}, {_hours(max(age, 0.0))} old (limit {_hours(limit)})"
     return Check("last backup", fresh, detail, fatal=required), latest, round(age, 1)
+
+
+CLOCK_SLACK_S = 300.0  # clocks of containers on one host agree far better than this
+
+
+def _hours(seconds: float) -> str:
+    """``2.5h``; under an hour in minutes or seconds (``0.0h`` said nothing)."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:.0f}s"
 
 
 def _hint(check: Check) -> str:

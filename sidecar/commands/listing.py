@@ -55,7 +55,7 @@ class ListResult:
             (
                 b.id,
                 _status(b),
-                display.age(b.created_at, self.now),
+                display.age(b.taken_at, self.now),
                 display.size(b.size),
                 b.reason,
                 _note(b, kept=b.id in anchors),

@@ -350,6 +350,57 @@ def test_restore_latest_with_only_safety_backups_left_refuses_and_names_one(
     assert first["safety_backup"] in refused["error"]["hint"]
 
 
+def test_a_clock_that_went_back_never_makes_an_older_backup_the_latest(
+    capsys: pytest.CaptureFixture[str],
+    bk_env: dict[str, str],
+    bk_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backup taken while the host's clock was 30 days ahead, then the clock corrected:
+    the next backup is still the newest (`restore latest` takes it, retention keeps it),
+    and `health` says what is wrong instead of calling a backup -720h old fresh."""
+    from datetime import datetime, timedelta
+
+    from sidecar.backup import create
+
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Ahead:
+            return cls.fromtimestamp((datetime.now(tz) + timedelta(days=30)).timestamp(), tz)
+
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    with monkeypatch.context() as patched:
+        patched.setattr(create, "datetime", Ahead)
+        code, ahead = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    code, health = _run(capsys, ["health", "--backups-only"], bk_env)
+    assert code == ExitCode.HEALTH
+    assert "in the future" in json.dumps(health)
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO writes (at) VALUES (-1)")
+    conn.commit()
+    conn.close()
+    code, now = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    newest = store.list_backups(bk_dir)[0]
+    assert newest.id == now["backup"]["id"] != ahead["backup"]["id"]
+    assert newest.id.startswith(ahead["backup"]["id"].removesuffix(".db"))  # its stamp, _1
+    code, health = _run(capsys, ["health", "--backups-only"], bk_env)
+    assert code == 0, health
+    code, _ = _run(capsys, ["prune"], {**bk_env, "SIDECAR_KEEP": "1"})
+    assert code == 0
+    assert {b.id for b in store.list_backups(bk_dir)} == {
+        now["backup"]["id"],
+        ahead["backup"]["id"],
+    }
+    code, restored = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == 0
+    assert restored["backup"]["id"] == now["backup"]["id"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (1,)
+    conn.close()
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
