@@ -86,6 +86,10 @@ def restore_backup(
     See docs/design.md, 'Restore'.
     """
     started = time.monotonic()
+    # A database path that is a symlink: SQLite follows it (the -wal is the real file's),
+    # and so does the restore; renaming over the link would leave the file the app opens,
+    # and its -wal, as they were.
+    target = Path(os.path.realpath(target))
     problems = [] if verified else verify_backup(info)
     if problems:
         raise RefusedError(

@@ -401,6 +401,29 @@ def test_a_clock_that_went_back_never_makes_an_older_backup_the_latest(
     conn.close()
 
 
+def test_restore_through_a_symlinked_database_path_restores_the_file_it_names(
+    capsys: pytest.CaptureFixture[str], bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    """SQLite follows the link (its -wal is the real file's): so must the restore, or the
+    file the app opens keeps the data that was to be replaced."""
+    real = bk_db("wal", name="real.db")
+    link = real.with_name("link.db")
+    link.symlink_to(real.name)
+    env = {"SIDECAR_DATABASE": str(link), "SIDECAR_BACKUP_DIR": str(bk_dir)}
+    code, _ = _run(capsys, ["backup"], env)
+    assert code == 0
+    conn = sqlite3.connect(link)
+    conn.execute("INSERT INTO writes (at) VALUES (-1)")
+    conn.commit()
+    conn.close()
+    code, restored = _run(capsys, ["restore", "latest"], env)
+    assert code == 0, restored
+    assert link.is_symlink()
+    conn = sqlite3.connect(real)
+    assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (0,)
+    conn.close()
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
