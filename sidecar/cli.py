@@ -299,9 +299,12 @@ def main(
         flags.get("log_level") or environ.get("SIDECAR_LOG_LEVEL") or "info",
     )
     log = logs.get_logger("sidecar.cli")
+    level = str(flags.get("log_level") or environ.get("SIDECAR_LOG_LEVEL") or "").strip()
+    # A warning, not an error (even under --strict, which is about schema drift); at
+    # SIDECAR_LOG_LEVEL=error logged as one, since it is never to go unheard.
+    say = log.error if level.lower() == "error" else log.warning
     for message in unknown_variables(environ):
-        # A warning, not an error (even under --strict, which is about schema drift).
-        log.warning("settings.unknown", variable=message.partition(":")[0], message=message)
+        say("settings.unknown", variable=message.partition(":")[0], message=message)
     started = time.monotonic()
     try:
         settings: Settings = load_settings(environ, flags)

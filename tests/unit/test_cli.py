@@ -196,6 +196,17 @@ def test_a_flag_the_command_does_not_read_is_a_usage_error(
     ]
 
 
+def test_an_unknown_variable_is_heard_at_log_level_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {"SIDECAR_KEEEP": "3", "SIDECAR_LOG_FORMAT": "json", "SIDECAR_LOG_LEVEL": "error"}
+    assert cli.main(["version"], env=env) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["event"], e["level"], e["variable"]) for e in events] == [
+        ("settings.unknown", "error", "SIDECAR_KEEEP")
+    ]
+
+
 def test_unknown_sidecar_variables_are_logged_as_warnings(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
