@@ -106,6 +106,11 @@ def _restore(
     from_other_database: bool,
     source: str,
 ) -> RestoreResult:
+    if from_other_database and backup_id == "latest" and source != "offsite":
+        raise ConfigError(
+            "--from-other-database needs a backup ID: `latest` is only ever this database's",
+            hint="name the other database's backup: sidecar restore <id> --from-other-database",
+        )
     db = settings.database
     target = _restore_target(settings, to)
     skipped: dict[str, list[str]] = {}

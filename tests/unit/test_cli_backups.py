@@ -424,6 +424,15 @@ def test_restore_through_a_symlinked_database_path_restores_the_file_it_names(
     conn.close()
 
 
+def test_restore_latest_from_other_database_is_a_usage_error_not_ignored(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str]
+) -> None:
+    code, _ = _run(capsys, ["backup"], bk_env)
+    code, refused = _run(capsys, ["restore", "latest", "--from-other-database"], bk_env)
+    assert code == ExitCode.USAGE
+    assert "needs a backup ID" in refused["error"]["message"]
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
