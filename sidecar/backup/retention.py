@@ -6,13 +6,14 @@ Only verified backups sidecar named are ever deleted; the newest verified one ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sidecar.backup.names import verification_path
 from sidecar.backup.store import BackupInfo, backups_of, folder_lock, list_backups
-from sidecar.fs import fsync_dir
+from sidecar.backup.verification import record_verification
+from sidecar.fs import fsync_dir, sha256_file
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -101,14 +102,20 @@ def prune(
     ``protect`` (the backup just taken) are never deleted.
     """
     backups = [b for b in backups_of(backup_dir, database) if environment in (None, b.environment)]
-    keep_list, delete_list = retention(
-        backups,
-        keep=keep,
-        keep_daily=keep_daily,
-        keep_weekly=keep_weekly,
-        keep_monthly=keep_monthly,
-        now=now or datetime.now(UTC),
-    )
+    policy = Retention(keep, keep_daily, keep_weekly, keep_monthly)
+    at = now or datetime.now(UTC)
+    while True:
+        keep_list, delete_list = _split(backups, policy, at)
+        if not delete_list:
+            break
+        # Nothing goes while the newest backup kept is not proven intact now: "verified"
+        # is known from size and mtime alone, and a backup that rotted in place (or was
+        # changed and its mtime put back) would otherwise push out the good ones.
+        newest = max((b for b in keep_list if b.verified), key=lambda b: b.sort_key)
+        problems = [] if newest.id in protect else _checksum(newest, record=not dry_run)
+        if not problems:
+            break
+        backups = [replace(b, problem=problems[0]) if b is newest else b for b in backups]
     keep_list += [b for b in delete_list if b.id in protect]
     delete_list = [b for b in delete_list if b.id not in protect]
     freed = sum(b.size for b in delete_list)
@@ -129,6 +136,43 @@ def prune(
         dry_run=dry_run,
     )
     return PruneOutcome(kept=keep_list, deleted=delete_list, dry_run=dry_run, freed_bytes=freed)
+
+
+def _split(
+    backups: Sequence[BackupInfo], policy: Retention, now: datetime
+) -> tuple[list[BackupInfo], list[BackupInfo]]:
+    return retention(
+        backups,
+        keep=policy.keep,
+        keep_daily=policy.keep_daily,
+        keep_weekly=policy.keep_weekly,
+        keep_monthly=policy.keep_monthly,
+        now=now,
+    )
+
+
+def _checksum(info: BackupInfo, *, record: bool) -> list[str]:
+    """Whether ``info``'s file still holds what its manifest says (size, sha256 of the stored
+    bytes); a failure is recorded (``record``) and logged, as `verify` would."""
+    try:
+        st = info.path.stat()
+        size, sha = sha256_file(info.path)
+    except OSError as exc:
+        problems = [f"the file cannot be read: {exc.strerror or exc}"]
+    else:
+        problems = []
+        if (size, sha) != (info.manifest.get("size"), info.manifest.get("stored_sha256")):
+            problems = ["sha256 differs from the manifest: the file is corrupt"]
+        if problems and record:
+            record_verification(info.path, problems, level="checksum", st=st)
+    if problems:
+        log.warning(
+            "backup.corrupt_found",
+            id=info.id,
+            problems=problems,
+            hint="prune keeps the older backups; run sidecar verify",
+        )
+    return problems
 
 
 def prune_by_policy(

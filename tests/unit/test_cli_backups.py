@@ -433,6 +433,33 @@ def test_restore_latest_from_other_database_is_a_usage_error_not_ignored(
     assert "needs a backup ID" in refused["error"]["message"]
 
 
+def test_prune_never_lets_a_backup_that_rotted_in_place_push_out_the_good_one(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    """One byte of the newest backup changed, its size and mtime put back: still "verified"
+    by what is known without reading it, so prune reads it before deleting anything."""
+    import os
+
+    code, older = _run(capsys, ["backup"], bk_env)
+    code, newer = _run(capsys, ["backup"], bk_env)
+    assert code == 0
+    path = bk_dir / newer["backup"]["id"]
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.list_backups(bk_dir)[0].verified  # nothing known against it yet
+    code, dry = _run(capsys, ["prune", "--dry-run"], {**bk_env, "SIDECAR_KEEP": "1"})
+    assert (code, dry["deleted"]) == (0, []), dry
+    code, pruned = _run(capsys, ["prune"], {**bk_env, "SIDECAR_KEEP": "1"})
+    assert (code, pruned["deleted"]) == (0, []), pruned
+    listed = {b.id: b.verified for b in store.list_backups(bk_dir)}
+    assert listed == {newer["backup"]["id"]: False, older["backup"]["id"]: True}
+    code, restored = _run(capsys, ["restore", "latest"], bk_env)
+    assert (code, restored["backup"]["id"]) == (0, older["backup"]["id"])
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -109,7 +110,8 @@ def _write_backup(
     name = f"{stem}_backup_production_{when.strftime(names.TIMESTAMP)}.db"
     (folder / name).write_bytes(b"x" * 10)
     if manifest:
-        (folder / f"{name}.json").write_text(json.dumps({"id": name, "verified": True}))
+        facts = {"size": 10, "stored_sha256": hashlib.sha256(b"x" * 10).hexdigest()}
+        (folder / f"{name}.json").write_text(json.dumps({"id": name, "verified": True, **facts}))
     return name
 
 
