@@ -67,8 +67,9 @@ def create_backup(
         if not db.is_file():
             raise FileNotFoundError(db)
     except OSError:
+        what = "is a folder, not a SQLite file" if db.is_dir() else "does not exist"
         raise ConfigError(
-            f"database {db} does not exist",
+            f"database {db} {what}",
             hint="check SIDECAR_DATABASE and that the data volume is mounted",
         ) from None
     prepare_folder(backup_dir, group)
