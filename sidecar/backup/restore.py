@@ -90,7 +90,7 @@ def restore_backup(
     # and so does the restore; renaming over the link would leave the file the app opens,
     # and its -wal, as they were.
     target = Path(os.path.realpath(target))
-    problems = [] if verified else verify_backup(info)
+    problems = [] if verified else verify_backup(info, record=not dry_run)
     if problems:
         raise RefusedError(
             f"backup {info.id} failed verification: {'; '.join(problems)}",

@@ -182,12 +182,13 @@ def _fold_wal(work: Path) -> int:
     return max(int(wal_frames), 0)
 
 
-def verify_backup(info: BackupInfo, *, full: bool = False) -> list[str]:
+def verify_backup(info: BackupInfo, *, full: bool = False, record: bool = True) -> list[str]:
     """Problems with a stored backup ([] when it is good): manifest, sha256, quick_check
     (``integrity_check`` when ``full``). Compressed backups are checked decompressed.
 
     The result is recorded beside the manifest (:func:`verification.record_verification`), so that
-    `list`, `health` and `restore latest` know it without reading the file again."""
+    `list`, `health` and `restore latest` know it without reading the file again; not with
+    ``record`` False (a dry run writes nothing)."""
     path, man = info.path, info.manifest
     if path.is_symlink() or not path.is_file():
         return ["backup file is missing" if not path.is_symlink() else "is a symlink"]
@@ -195,7 +196,8 @@ def verify_backup(info: BackupInfo, *, full: bool = False) -> list[str]:
         return ["no manifest: not written (or not finished) by sidecar"]
     st = path.stat()
     problems = _verify_file(info, full=full)
-    record_verification(path, problems, level="full" if full else "quick", st=st)
+    if record:
+        record_verification(path, problems, level="full" if full else "quick", st=st)
     return problems
 
 

@@ -121,7 +121,7 @@ def _restore(
 
             info = fetching.enter_context(offsite.fetched(settings, backup_id))
         elif backup_id == "latest":
-            info, skipped, passed_over = _latest_passing(settings.backup_dir, db)
+            info, skipped, passed_over = _latest_passing(settings.backup_dir, db, dry_run)
         else:
             info = store.find_backup(
                 settings.backup_dir, backup_id, verified_only=True, database=db
@@ -230,7 +230,7 @@ def _restore_target(settings: Settings, to: str | None) -> Path:
 
 
 def _latest_passing(
-    backup_dir: Path, db: Path | None
+    backup_dir: Path, db: Path | None, dry_run: bool
 ) -> tuple[BackupInfo, dict[str, list[str]], list[str]]:
     """The newest backup of ``db`` that passes verification, the newer ones that did not
     (each skip is logged), and the newer safety backups passed over: a ``pre-restore``
@@ -257,7 +257,7 @@ def _latest_passing(
         # A recorded failure or a wrong size is known without reading the file again; a
         # file changed after its manifest is verified now, and may well pass.
         known = info.problem if info.problem != CHANGED else None
-        problems = [known] if known else verify_backup(info)
+        problems = [known] if known else verify_backup(info, record=not dry_run)
         if not problems:
             if passed_over:
                 log.info("restore.passed_over", ids=passed_over, hint=_PASSED_OVER)

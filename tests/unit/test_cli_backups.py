@@ -460,6 +460,24 @@ def test_prune_never_lets_a_backup_that_rotted_in_place_push_out_the_good_one(
     assert (code, restored["backup"]["id"]) == (0, older["backup"]["id"])
 
 
+@pytest.mark.parametrize("which", ["latest", "by-id"])
+def test_a_restore_dry_run_writes_nothing(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path, which: str
+) -> None:
+    """Not even the record of the verification it runs on a backup touched since."""
+    import os
+
+    code, taken = _run(capsys, ["backup"], bk_env)
+    path = bk_dir / taken["backup"]["id"]
+    later = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))  # modified after its manifest: verified again
+    before = sorted(p.name for p in bk_dir.iterdir())
+    chosen = "latest" if which == "latest" else taken["backup"]["id"]
+    code, dry = _run(capsys, ["restore", chosen, "--dry-run"], bk_env)
+    assert (code, dry["dry_run"]) == (0, True), dry
+    assert sorted(p.name for p in bk_dir.iterdir()) == before
+
+
 def test_a_one_shot_backup_loads_no_schedule_nor_offsite_code(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:
