@@ -112,6 +112,7 @@ def review(
     if isinstance(desired, Desired):
         recorded = prisma.rows(conn) if desired.migrations else []
         refused += prisma.failed_refusals(recorded)
+        refused += prisma.missing_refusals(recorded, desired.migrations)
         prisma.warn_changed(recorded, desired.migrations)
         done = prisma.applied(recorded)
         renames = _pending(conn, desired, live)

@@ -39,6 +39,7 @@ class Migration:
     # What Prisma accepts as unchanged: the checksum, also with the line endings changed
     # (prisma-engines checksum.rs: git may turn LF into CRLF and back).
     checksums: tuple[str, ...] = ()
+    missing: bool = False  # the folder has no migration.sql (Prisma's P3015 when it applies it)
 
     @classmethod
     def of(cls, name: str, script: bytes) -> Migration:
@@ -134,6 +135,44 @@ def desired_files(path: Path) -> list[Path]:
     return files
 
 
+def migration_scripts(root: Path) -> list[tuple[str, Path | None]]:
+    """What ``prisma migrate deploy`` reads of a migrations folder: every folder in it is a
+    migration, named by the folder, and only its ``migration.sql`` is read (None: missing).
+    In name order; hidden entries skipped. Every other file is logged as ignored (a
+    ``down.sql``, a README). See docs/design.md, 'Loading the desired schema'."""
+    found: list[tuple[str, Path | None]] = []
+    ignored: list[str] = []
+    try:
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                if entry.name != "migration_lock.toml":
+                    ignored.append(entry.name)
+                continue
+            script = entry / "migration.sql"
+            found.append((entry.name, script if script.is_file() else None))
+            ignored += [
+                f"{entry.name}/{file.name}"
+                for file in sorted(entry.iterdir())
+                if file.name != "migration.sql" and not file.name.startswith(".")
+            ]
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the migrations folder {root}: {exc.strerror} ({exc.filename})",
+            hint="check the schema mount and its permissions",
+        ) from None
+    if ignored:
+        log.info("schema.files_ignored", folder=str(root), files=ignored,
+                 reason="prisma migrate deploy reads only <migration>/migration.sql")  # fmt: skip
+    if not found:
+        raise ConfigError(
+            f"migrations folder {root} holds no migration folders",
+            hint="point SIDECAR_SCHEMA at Prisma's migrations folder (<name>/migration.sql)",
+        )
+    return found
+
+
 def is_migration_history(path: Path) -> bool:
     """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order,
     DROP statements allowed (only the net result is compared)."""
@@ -155,9 +194,12 @@ def load_desired(path: Path) -> Desired:
         # One transaction for the whole load: much faster for big schemas. Transaction
         # statements in the files are ignored, so nothing can end it early.
         conn.execute("BEGIN")
-        for file in desired_files(path):
+        scripts = migration_scripts(path) if history else [(None, f) for f in desired_files(path)]
+        for name, file in scripts:
+            if file is None:
+                migrations.append(Migration(str(name), "", missing=True))
+                continue
             raw = _read(file)
-            name = _migration_name(path, file) if history else None
             if name is not None:
                 migrations.append(Migration.of(name, raw))
             try:
@@ -206,13 +248,6 @@ def _read(file: Path) -> bytes:
             f"cannot read {file}: {exc.strerror}",
             hint="check the schema file's mount and permissions",
         ) from None
-
-
-def _migration_name(root: Path, file: Path) -> str | None:
-    """The migration a file is, in Prisma's terms: the name of the folder holding it."""
-    if file.name == "migration.sql" and file.parent.parent == root:
-        return file.parent.name
-    return None
 
 
 def _snippet(statement: str) -> str:

@@ -235,6 +235,81 @@ def test_migrations_for_another_database_are_a_config_error(
     assert "'postgresql'" in doc["error"]["message"]
 
 
+DOWN = 'PRAGMA foreign_keys=off;\nDROP TABLE "Profile";\nPRAGMA foreign_keys=on;\n'
+PROFILE = 'CREATE TABLE "Profile" ("id" INTEGER NOT NULL PRIMARY KEY, "bio" TEXT NOT NULL);\n'
+
+
+def test_only_migration_sql_is_read_of_a_migration_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma's "generating down migrations" guide puts a down.sql beside migration.sql:
+    `prisma migrate deploy` never reads it, and neither does the sidecar (logged)."""
+    migrations = history(tmp_path)
+    (migrations / INIT / "down.sql").write_text('DROP TABLE "User";\n')
+    db = prisma_deployed(tmp_path, migrations)
+    history(tmp_path, ("20240201000000_profile", PROFILE))
+    (migrations / "20240201000000_profile" / "down.sql").write_text(DOWN)
+    (migrations / "README.md").write_text("how we migrate\n")
+    env = env_for(tmp_path, migrations)
+    code, doc, err = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK, err
+    assert [op["op"] for op in doc["operations"]] == ["create_table", "record_migrations"]
+    ignored = next(e for e in events(err) if e["event"] == "schema.files_ignored")
+    assert ignored["files"] == [
+        f"{INIT}/down.sql",
+        "20240201000000_profile/down.sql",
+        "README.md",
+    ]
+    code, _, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert query(db, 'SELECT count(*) FROM "User"') == [(2,)]
+    assert query(db, 'SELECT count(*) FROM "Profile"') == [(0,)]
+    assert prisma.to_apply(db, migrations) == []
+
+
+def test_a_migration_folder_without_migration_sql_is_refused_like_prisma_refuses_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma counts every folder as a migration and fails on one whose migration.sql is
+    missing (P3015): refused, naming it, nothing recorded; a fresh database alike."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations)
+    (migrations / "20240201000000_half").mkdir()
+    (migrations / "20240201000000_half" / "down.sql").write_text(DOWN)
+    with pytest.raises(prisma.PrismaError, match="P3015"):
+        prisma.deploy(db, migrations)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    for env in (env_for(tmp_path, migrations), env_for(tmp_path / "fresh", migrations)):
+        code, doc, _ = run(capsys, ["plan"], env)
+        assert code == ExitCode.REFUSED
+        refusal = doc["refused"][0]
+        assert refusal["summary"].startswith("Prisma migration 20240201000000_half")
+        assert "P3015" in refusal["reason"]
+        assert "20240201000000_half/migration.sql" in refusal["hint"]
+        assert not any(op["op"] == "record_migrations" for op in doc["operations"])
+    code, doc, _ = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.REFUSED
+    assert "20240201000000_half" in doc["error"]["message"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+
+
+def test_an_applied_migration_whose_migration_sql_is_gone_is_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma never reads an applied migration again; its folder without migration.sql is a
+    warning naming it (what it made is drift: the desired schema lacks it)."""
+    migrations = history(tmp_path, ("20240150000000_profile", PROFILE))
+    db = prisma_deployed(tmp_path, migrations)
+    (migrations / "20240150000000_profile" / "migration.sql").unlink()
+    assert prisma.deploy(db, migrations) == []
+    code, doc, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.OK, err
+    warning = next(e for e in events(err) if e["event"] == "prisma.migration_file_missing")
+    assert warning["migration"] == "20240150000000_profile"
+    assert any(d.startswith('"Profile": table not in the desired schema') for d in doc["drift"])
+    assert query(db, 'SELECT count(*) FROM "Profile"') == [(0,)]
+
+
 # --------------------------------------------------------------------------- story 4
 
 AUDIT = 'CREATE TABLE "AuditLog" ("id" INTEGER NOT NULL PRIMARY KEY, "what" TEXT);\n'
