@@ -377,28 +377,121 @@ def test_prismas_own_redefine_tables_is_no_rename(
     assert prisma.to_apply(db, migrations) == []
 
 
-def test_a_declarative_schema_reports_a_possible_rename_with_the_hint(
+def test_a_declarative_schema_refuses_a_possible_rename_unless_told_it_is_none(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    plain_db(tmp_path, V1 + AUDIT + AUDIT_SEED)
+    db = plain_db(tmp_path, V1 + AUDIT + AUDIT_SEED)
     desired = tmp_path / "schema.sql"
     desired.write_text(
         V1.replace('"name" TEXT, "createdAt"', '"displayName" TEXT, "createdAt"')
         + AUDIT.replace('"AuditLog"', '"Event"')
     )
     env = env_for(tmp_path, desired)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
     code, doc, _ = run(capsys, ["plan"], env)
-    assert code == ExitCode.OK
-    possible = {d["object"]: d for d in doc["drift"] if d["kind"] == "possible_rename"}
+    assert code == ExitCode.REFUSED
+    possible = {r["object"]: r for r in doc["refused"]}
     assert set(possible) == {'"AuditLog" -> "Event"', '"User"."name" -> "User"."displayName"'}
-    assert "3 row(s)" in possible['"AuditLog" -> "Event"']["detail"]
-    assert all("expand and contract" in d["detail"] for d in possible.values())
-    text = cli.main(["plan"], env=env)
-    assert text == ExitCode.OK
+    assert "3 row(s)" in possible['"AuditLog" -> "Event"']["reason"]
+    assert "possibly a rename" in possible['"AuditLog" -> "Event"']["reason"]
+    assert all("expand and contract" in r["hint"] for r in possible.values())
+    assert "SIDECAR_NOT_RENAMED=Event" in possible['"AuditLog" -> "Event"']["hint"]
+    # Neither the empty table nor the empty column is listed as to apply.
+    assert doc["operations"] == []
+    assert cli.main(["plan"], env=env) == ExitCode.REFUSED
     assert "possibly a rename" in capsys.readouterr().out
     code, doc, _ = run(capsys, ["migrate"], env)
-    assert code == ExitCode.OK
-    assert any("possibly a rename" in item for item in doc["drift"])
+    assert code == ExitCode.REFUSED
+    assert '"AuditLog" -> "Event": possibly a rename' in doc["error"]["message"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    # Told they are no renames: created empty beside the old ones, which keep their rows.
+    told = {**env, "SIDECAR_NOT_RENAMED": "event, user.displayName"}
+    code, doc, err = run(capsys, ["migrate"], told)
+    assert code == ExitCode.OK, err
+    confirmed = [e for e in events(err) if e["event"] == "history.not_a_rename"]
+    assert {(e["old"], e["new"]) for e in confirmed} == {
+        ("AuditLog", "Event"),
+        ("User.name", "User.displayName"),
+    }
+    assert query(db, 'SELECT count(*) FROM "Event"') == [(0,)]
+    assert query(db, 'SELECT count(*) FROM "AuditLog"') == [(3,)]
+    assert query(db, 'SELECT name, "displayName" FROM "User" ORDER BY id') == [
+        ("Ada", None),
+        ("Bo", None),
+    ]
+
+
+# Prisma's own output for `@@map("users")` and `fullName String? @map("full_name")`: the drop
+# and the create of the same shape, in one migration.
+MAP_TABLE = (
+    'PRAGMA foreign_keys=off;\nDROP TABLE "AuditLog";\nPRAGMA foreign_keys=on;\n'
+    + AUDIT.replace('"AuditLog"', '"audit_logs"')
+)
+MAP_COLUMN = REDEFINE.replace('"displayName"', '"display_name"').replace(
+    '("createdAt", "display_name", "email", "id") SELECT "createdAt", "name", "email", "id"',
+    '("createdAt", "email", "id") SELECT "createdAt", "email", "id"',
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (MAP_TABLE, '"AuditLog"', '"audit_logs"', "audit_logs"),
+        (
+            'ALTER TABLE "User" DROP COLUMN "name";\n'
+            'ALTER TABLE "User" ADD COLUMN "display_name" TEXT;\n',
+            '"User"."name"',
+            '"User"."display_name"',
+            "User.display_name",
+        ),
+    ],
+    ids=["map-table", "map-column"],
+)
+def test_a_migration_that_drops_and_creates_the_same_shape_is_refused_as_a_possible_rename(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: tuple[str, str, str, str]
+) -> None:
+    """Prisma writes a rename by @@map/@map as a drop and a create: applied by its end state,
+    the app would read an empty table (or column) while its rows stay under the old name."""
+    sql, old, new, named = case
+    migrations = history(tmp_path, ("20240150000000_audit", AUDIT))
+    db = prisma_deployed(tmp_path, migrations, seed=AUDIT_SEED)
+    history(tmp_path, ("20240201000000_map", sql))
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    env = env_for(tmp_path, migrations)
+    for command in ("plan", "migrate"):
+        code, doc, _ = run(capsys, [command], env)
+        assert code == ExitCode.REFUSED
+        error = doc["refused"][0] if command == "plan" else doc["error"]
+        summary = error["summary"] if command == "plan" else error["message"]
+        assert f"{old} -> {new}: possibly a rename" in summary
+        assert f"SIDECAR_NOT_RENAMED={named}" in error["hint"]
+        if "." in named:
+            assert "RENAME COLUMN" in error["hint"]
+            assert "SIDECAR_RENAMES=copy" in error["hint"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    code, _, err = run(capsys, ["migrate"], {**env, "SIDECAR_NOT_RENAMED": named})
+    assert code == ExitCode.OK, err
+    assert prisma.to_apply(db, migrations) == []
+
+
+def test_a_possible_column_rename_made_explicit_is_copied_with_the_opt_in(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The hint's way: the migration says RENAME COLUMN, and SIDECAR_RENAMES=copy copies."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations)
+    history(tmp_path, ("20240201000000_map", MAP_COLUMN))
+    assert '("createdAt", "email", "id") SELECT' in MAP_COLUMN
+    env = {**env_for(tmp_path, migrations), "SIDECAR_RENAMES": "copy"}
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert 'RENAME COLUMN "name" TO "display_name"' in doc["refused"][0]["hint"]
+    (migrations / "20240201000000_map" / "migration.sql").write_text(
+        'ALTER TABLE "User" RENAME COLUMN "name" TO "display_name";\n'
+    )
+    code, _, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert query(db, 'SELECT "display_name" FROM "User" ORDER BY id') == [("Ada",), ("Bo",)]
 
 
 # --------------------------------------------------------------------------- issue 11 item 8
