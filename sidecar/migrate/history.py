@@ -13,7 +13,7 @@ from typing import TypeVar
 from sidecar.logs import get_logger
 from sidecar.migrate import prisma
 from sidecar.schema.catalogue import Catalogue, read_catalogue
-from sidecar.schema.desired import Desired, Rename
+from sidecar.schema.desired import Desired, NotExecuted, Rename
 from sidecar.schema.diff import TOOL_TABLES
 from sidecar.schema.operations import AddColumn, Drift, Operation, Plan, Refusal
 from sidecar.schema.sql import fold
@@ -123,12 +123,7 @@ def review(
         unsafe = [r for r in renames if (fold(r.table), fold(r.new)) not in copied]
         refusals = [_refusal(r, conn) for r in unsafe]
         drift += [
-            Drift(
-                "not_executed",
-                f"migration {item.migration}",
-                f"`{item.statement}` ({item.where}): a data statement, not executed "
-                "(run it yourself if the new app needs it)",
-            )
+            Drift("not_executed", f"migration {item.migration}", _not_executed(item))
             for item in desired.not_executed
             if item.migration not in done
         ]
@@ -145,6 +140,19 @@ def review(
     if bookkeeping is not None and not refused:
         operations.append(bookkeeping)
     return replace(plan, operations=tuple(operations), drift=tuple(drift), refused=tuple(refused))
+
+
+def _not_executed(item: NotExecuted) -> str:
+    if item.column:
+        return (
+            f"the table rebuild's copy computes {_q(item.table, item.column)} ({item.where}), "
+            f"a data statement, not executed: `{item.statement}` (run it yourself if the new "
+            "app needs it)"
+        )
+    return (
+        f"`{item.statement}` ({item.where}): a data statement, not executed "
+        "(run it yourself if the new app needs it)"
+    )
 
 
 def _unconfirmed(possible: list[Rename], not_renamed: Sequence[str]) -> list[Rename]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +91,14 @@ def make_preview(
         created = make_plan(Catalogue(), desired, row_counts={})
         return Preview(history.review(None, created, desired), fresh=True)
     copied = history.copies(conn, desired, renames)
-    plan = make_plan(
-        read_catalogue(conn), desired, row_counts=database.row_counts(conn), copies=copied
-    )
+    live = read_catalogue(conn)
+    plan = make_plan(live, desired, row_counts=database.row_counts(conn), copies=copied)
     if screen_rows:
         found, unchecked = conflicts.row_conflicts(conn, plan, desired)
         plan = plan.refusing(found, unchecked)
+    # Rows the app could have written since the preflight: counted under the lock too.
+    nulls = conflicts.required_nulls(conn, live, desired)
+    plan = replace(plan, refused=(*plan.refused, *nulls)) if nulls else plan
     plan = history.review(conn, plan, desired, copied, not_renamed)
     return Preview(plan, growth=growth.of_plan(conn, plan) if measure_growth else None)
 

@@ -559,6 +559,88 @@ def test_data_statements_of_a_migration_are_listed_as_not_executed(
     assert doc["drift"] == []
 
 
+# Prisma's RedefineTables for `name String?` made `name String @default("anon")`, and made
+# `String` without a default (its copy is bare: Prisma's own deploy fails on a NULL).
+REQUIRED = (
+    "PRAGMA defer_foreign_keys=ON;\nPRAGMA foreign_keys=OFF;\n"
+    'CREATE TABLE "new_User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, '
+    '"email" TEXT NOT NULL, "name" TEXT NOT NULL DEFAULT \'anon\', '
+    '"createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);\n'
+    'INSERT INTO "new_User" ("createdAt", "email", "id", "name") '
+    'SELECT "createdAt", "email", "id", coalesce("name", \'anon\') AS "name" FROM "User";\n'
+    'DROP TABLE "User";\nALTER TABLE "new_User" RENAME TO "User";\n'
+    'CREATE UNIQUE INDEX "User_email_key" ON "User"("email");\n'
+    "PRAGMA foreign_keys=ON;\nPRAGMA defer_foreign_keys=OFF;\n"
+)
+BACKFILL = 'UPDATE "User" SET "name" = coalesce("name", \'anon\') WHERE "name" IS NULL;'
+WITH_NULL = SEED + "INSERT INTO \"User\" (email) VALUES ('c@example.com'), ('d@example.com');\n"
+
+
+def test_a_field_made_required_is_refused_while_rows_hold_null_naming_the_backfill(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Applied by its end state the column stays nullable and its NULLs stay: the new app
+    would read a required field as NULL. Refused with the count and the migration's own
+    backfill; the coalesce copy is listed as a data statement not executed."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations, seed=WITH_NULL)
+    history(tmp_path, ("20240201000000_required", REQUIRED))
+    env = env_for(tmp_path, migrations)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    refusal = doc["refused"][0]
+    assert refusal["object"] == '"User"."name"'
+    assert refusal["reason"].startswith("2 row(s) hold NULL")
+    assert BACKFILL in refusal["hint"]
+    listed = [d for d in doc["drift"] if d["kind"] == "not_executed"]
+    assert len(listed) == 1
+    assert 'computes "User"."name"' in listed[0]["detail"]
+    assert "coalesce(\"name\", 'anon')" in listed[0]["detail"]
+    code, doc, _ = run(capsys, ["migrate"], env)
+    assert code == ExitCode.REFUSED
+    assert doc["error"]["message"].startswith('refused: "User"."name": 2 row(s) hold NULL')
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    # The hint's backfill, run by hand: the deploy goes through, the copy still reported.
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(BACKFILL)
+    conn.close()
+    code, doc, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert sum("not executed" in item for item in doc["drift"]) == 1
+    assert query(db, 'SELECT name FROM "User" ORDER BY id') == [
+        ("Ada",),
+        ("Bo",),
+        ("anon",),
+        ("anon",),
+    ]
+    assert prisma.to_apply(db, migrations) == []
+
+
+def test_a_field_made_required_without_a_default_is_refused_while_rows_hold_null(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations, seed=WITH_NULL)
+    bare = REQUIRED.replace(" DEFAULT 'anon'", "").replace(
+        'coalesce("name", \'anon\') AS "name"', '"name"'
+    )
+    history(tmp_path, ("20240201000000_required", bare))
+    code, doc, _ = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.REFUSED
+    assert "2 row(s) hold NULL" in doc["error"]["message"]
+    assert 'UPDATE "User" SET "name" = ... WHERE "name" IS NULL;' in doc["error"]["hint"]
+    assert "keep the field optional" in doc["error"]["hint"]
+    # Without NULLs: applied; the column kept nullable (drift), every row the new app reads
+    # holds a value, and the new app's rows always give one.
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE \"User\" SET name = 'x' WHERE name IS NULL")
+    conn.close()
+    code, doc, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.OK, err
+    assert any(item.startswith('"User"."name": is `"name" TEXT`') for item in doc["drift"])
+
+
 # --------------------------------------------------------------------------- other tools
 
 
