@@ -15,6 +15,8 @@ import pytest
 
 from sidecar import cli
 from sidecar.errors import ExitCode
+from sidecar.migrate.preview import make_preview
+from sidecar.schema.desired import load_desired
 from tests import prisma_emulation as prisma
 from tests.unit.test_schema_cli import run
 
@@ -639,6 +641,27 @@ def test_a_field_made_required_without_a_default_is_refused_while_rows_hold_null
     code, doc, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
     assert code == ExitCode.OK, err
     assert any(item.startswith('"User"."name": is `"name" TEXT`') for item in doc["drift"])
+
+
+def test_the_nulls_of_a_field_made_required_are_counted_under_the_lock_too(
+    tmp_path: Path,
+) -> None:
+    """The deploy plans again under the write lock without screening rows (apply_plan does,
+    by operation): the app may have written a NULL since the preflight, so they are counted
+    there too."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations)
+    history(tmp_path, ("20240201000000_required", REQUIRED))
+    desired = load_desired(migrations)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert make_preview(conn, desired, screen_rows=False).plan.refused == ()
+        conn.execute("INSERT INTO \"User\" (email) VALUES ('late@example.com')")
+        refused = make_preview(conn, desired, screen_rows=False).plan.refused
+    finally:
+        conn.close()
+    assert [str(r).split(":")[0] for r in refused] == ['"User"."name"']
+    assert "1 row(s) hold NULL" in refused[0].reason
 
 
 # --------------------------------------------------------------------------- other tools
