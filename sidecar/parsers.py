@@ -156,6 +156,11 @@ def endpoint(value: str) -> str:
     return raw
 
 
+def names(value: str) -> tuple[str, ...]:
+    """A comma-separated list of names (blanks around them and empty items dropped)."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 def recipients(value: str) -> tuple[str, ...]:
     """age public keys (comma- or newline-separated), or the path of a file of them."""
     from sidecar.offsite.codec import parse_recipients  # noqa: PLC0415

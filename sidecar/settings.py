@@ -377,6 +377,17 @@ class Settings:
             commands=_SCHEMA,
         ),
     )
+    not_renamed: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_row(
+            parsers.names,
+            commands=_SCHEMA,
+            metavar="NAMES",
+            shown="none",
+            help="new tables or columns (`table`, `table.column`, comma-separated) that are "
+            "no rename of a dropped one of the same shape",
+        ),
+    )
     allow_fresh: bool = dataclasses.field(
         default=False,
         metadata=_row(

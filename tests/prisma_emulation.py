@@ -3,8 +3,10 @@
 Prisma cannot run on these machines (no npm registry), so the tests check the sidecar's
 bookkeeping against this emulation, written from prisma-engines' own source:
 
-* ``schema-engine/core/src/commands/apply_migrations.rs``: the migrations are the folders of
-  ``migrations/`` (name order), each with its ``migration.sql``; the persistence is
+* ``packages/migrate/src/utils/listMigrations.ts`` (prisma/prisma): the migrations are the
+  folders of ``migrations/`` (name order), every one of them; only its ``migration.sql`` is
+  read, and reading a missing one fails when it is applied (P3015).
+* ``schema-engine/core/src/commands/apply_migrations.rs``: the persistence is
   initialized; a row with ``finished_at`` NULL and ``rolled_back_at`` NULL is a failed
   migration and stops everything (P3009); a folder is applied unless a row with its
   ``migration_name`` has ``rolled_back_at`` NULL. Each one applied: a row is inserted (v4
@@ -53,7 +55,7 @@ class PrismaError(Exception):
 
 
 def migration_folders(migrations: Path) -> list[Path]:
-    return sorted(d for d in migrations.iterdir() if (d / "migration.sql").is_file())
+    return sorted(d for d in migrations.iterdir() if d.is_dir())
 
 
 def _check_lock(migrations: Path) -> None:
@@ -101,7 +103,10 @@ def deploy(db: Path, migrations: Path) -> list[str]:
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         for name in names:
-            script = (migrations / name / "migration.sql").read_bytes()
+            path = migrations / name / "migration.sql"
+            if not path.is_file():
+                raise PrismaError("P3015", f"Could not find the migration file at {path}")
+            script = path.read_bytes()
             row_id = str(uuid.uuid4())
             conn.execute(
                 "INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) "

@@ -78,6 +78,47 @@ def row_conflicts(
     return found, unchecked
 
 
+def required_nulls(conn: sqlite3.Connection, live: Catalogue, desired: Catalogue) -> list[Refusal]:
+    """Kept columns that the desired schema makes NOT NULL while rows hold NULL in them: the
+    new app reads a required field as NULL (Prisma's client fails the query), so refused. The
+    column itself is never tightened (drift); only its rows are counted. With the backfill
+    a migration's table rebuild computes for it (``coalesce``), the hint gives it."""
+    backfills = {
+        (fold(item.table), fold(item.column)): item.statement
+        for item in getattr(desired, "not_executed", ())
+        if item.column
+    }
+    found = []
+    for wanted in desired.tables:
+        table = live.table(wanted.name)
+        if table is None or table.virtual or wanted.virtual:
+            continue
+        for column in wanted.columns:
+            current = table.column(column.name)
+            if not column.notnull or current is None or current.notnull or current.hidden:
+                continue
+            name = quote_ident(current.name)
+            sql = f"SELECT count(*) FROM {quote_ident(table.name)} WHERE {name} IS NULL"
+            nulls = int(conn.execute(sql).fetchone()[0])
+            if not nulls:
+                continue
+            backfill = backfills.get((fold(table.name), fold(column.name)))
+            how = (
+                f"`{backfill.rstrip(';')} WHERE {name} IS NULL;` (the migration's own backfill)"
+                if backfill
+                else f"`UPDATE {quote_ident(table.name)} SET {name} = ... WHERE {name} IS NULL;`"
+            )
+            found.append(
+                Refusal(
+                    f"{quote_ident(table.name)}.{name}",
+                    f"{nulls} row(s) hold NULL, and the desired schema makes the column NOT "
+                    "NULL (a required field): the new app cannot read them",
+                    f"backfill them before deploying, {how}, or keep the field optional",
+                )
+            )
+    return found
+
+
 New = AddColumn | CopyColumn | RebuildTable  # operations adding columns
 
 

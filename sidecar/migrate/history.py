@@ -13,9 +13,9 @@ from typing import TypeVar
 from sidecar.logs import get_logger
 from sidecar.migrate import prisma
 from sidecar.schema.catalogue import Catalogue, read_catalogue
-from sidecar.schema.desired import Desired, Rename
+from sidecar.schema.desired import Desired, NotExecuted, Rename
 from sidecar.schema.diff import TOOL_TABLES
-from sidecar.schema.operations import AddColumn, CreateTable, Drift, Operation, Plan, Refusal
+from sidecar.schema.operations import AddColumn, Drift, Operation, Plan, Refusal
 from sidecar.schema.sql import fold
 from sidecar.sqlite import quote_ident
 
@@ -98,10 +98,12 @@ def review(
     plan: Plan,
     desired: Catalogue,
     copied: Copies | None = None,
+    not_renamed: Sequence[str] = (),
 ) -> Plan:
     """``plan`` amended by the desired schema's history (module docstring). Read-only;
     ``conn`` None plans a database that does not exist yet. ``copied``: the renames the
-    plan makes safe (:func:`copies`, given to :func:`make_plan`): not refused."""
+    plan makes safe (:func:`copies`, given to :func:`make_plan`): not refused.
+    ``not_renamed``: the new names the user says are no rename (``SIDECAR_NOT_RENAMED``)."""
     copied = copied or {}
     # The live catalogue again only when something needs it: planning 1,000 tables reads it once.
     dropped = any(d.kind in ("table_missing", "column_missing") for d in plan.drift)
@@ -109,33 +111,62 @@ def review(
     live = read_catalogue(conn) if conn is not None and needed else Catalogue()
     operations, drift, refused = list(plan.operations), list(plan.drift), list(plan.refused)
     renames: Sequence[Rename] = ()
+    unsafe: list[Rename] = []
+    refusals: list[Refusal] = []
     if isinstance(desired, Desired):
         recorded = prisma.rows(conn) if desired.migrations else []
         refused += prisma.failed_refusals(recorded)
+        refused += prisma.missing_refusals(recorded, desired.migrations)
         prisma.warn_changed(recorded, desired.migrations)
         done = prisma.applied(recorded)
         renames = _pending(conn, desired, live)
         unsafe = [r for r in renames if (fold(r.table), fold(r.new)) not in copied]
-        # A refused rename first, in place of what the end state says of its new name.
-        made = {_q(r.table, r.new) for r in unsafe if r.column}
-        refused = [_refusal(r, conn) for r in unsafe] + [x for x in refused if x.object not in made]
-        # What the end state would make of a refused rename is refused with it, not applied.
-        operations = [op for op in operations if not any(_makes(op, r) for r in unsafe)]
+        refusals = [_refusal(r, conn) for r in unsafe]
         drift += [
-            Drift(
-                "not_executed",
-                f"migration {item.migration}",
-                f"`{item.statement}` ({item.where}): a data statement, not executed "
-                "(run it yourself if the new app needs it)",
-            )
+            Drift("not_executed", f"migration {item.migration}", _not_executed(item))
             for item in desired.not_executed
             if item.migration not in done
         ]
-        bookkeeping = prisma.bookkeeping(conn, desired)
-        if bookkeeping is not None and not refused:
-            operations.append(bookkeeping)
-    drift += possible_renames(live, desired, conn, known=renames)
+    possible = _unconfirmed(possible_renames(live, desired, conn, known=renames), not_renamed)
+    history = isinstance(desired, Desired) and bool(desired.migrations)
+    unsafe += possible
+    refusals += [_possible_refusal(r, conn, history=history) for r in possible]
+    # A refused rename first, in place of what the end state says of its new name.
+    made = {_q(r.table, r.new) for r in unsafe if r.column}
+    refused = refusals + [x for x in refused if x.object not in made]
+    # What the end state would make of a refused rename is refused with it, not applied.
+    operations = [op for op in operations if not any(_makes(op, r) for r in unsafe)]
+    bookkeeping = prisma.bookkeeping(conn, desired)
+    if bookkeeping is not None and not refused:
+        operations.append(bookkeeping)
     return replace(plan, operations=tuple(operations), drift=tuple(drift), refused=tuple(refused))
+
+
+def _not_executed(item: NotExecuted) -> str:
+    if item.column:
+        return (
+            f"the table rebuild's copy computes {_q(item.table, item.column)} ({item.where}), "
+            f"a data statement, not executed: `{item.statement}` (run it yourself if the new "
+            "app needs it)"
+        )
+    return (
+        f"`{item.statement}` ({item.where}): a data statement, not executed "
+        "(run it yourself if the new app needs it)"
+    )
+
+
+def _unconfirmed(possible: list[Rename], not_renamed: Sequence[str]) -> list[Rename]:
+    """The possible renames not named in ``SIDECAR_NOT_RENAMED`` (``table``,
+    ``table.column``: the new name); those named are logged, and created as new."""
+    confirmed = {fold(name.strip()) for name in not_renamed}
+    left = []
+    for rename in possible:
+        if fold(_new_name(rename)) in confirmed:
+            log.info("history.not_a_rename", old=_old_name(rename), new=_new_name(rename),
+                     setting="SIDECAR_NOT_RENAMED")  # fmt: skip
+        else:
+            left.append(rename)
+    return left
 
 
 def _still_to_do(rename: Rename, live: Catalogue) -> bool:
@@ -155,7 +186,8 @@ def _makes(op: Operation, rename: Rename) -> bool:
             fold(rename.table),
             fold(rename.new),
         )
-    return isinstance(op, CreateTable) and fold(op.table) == fold(rename.new)
+    # The new table, and what the end state builds on it (its indexes, triggers).
+    return fold(getattr(op, "table", "")) == fold(rename.new)
 
 
 def _refusal(rename: Rename, conn: sqlite3.Connection | None) -> Refusal:
@@ -182,9 +214,10 @@ def possible_renames(
     conn: sqlite3.Connection | None,
     *,
     known: Sequence[Rename] = (),
-) -> list[Drift]:
+) -> list[Rename]:
     """A table or column the desired schema lacks while exactly one of the same shape
-    appears: possibly a rename, which the end state alone would make an empty copy."""
+    appears: possibly a rename, which the end state alone would make an empty copy while the
+    rows stay under the old name. As :class:`Rename` (no migration: found by shape)."""
     if conn is None:
         return []
     seen = {(fold(r.table), fold(r.old)) for r in known}
@@ -195,7 +228,7 @@ def possible_renames(
         lambda t: tuple((fold(c.name), c.shape) for c in t.columns),
     ):
         if (fold(old.name), fold(old.name)) not in seen:
-            found.append(_possible(_q(old.name), _q(new.name), _rows(conn, old.name), "table"))
+            found.append(Rename("", "", old.name, old.name, new.name))
     for table in desired.tables:
         current = live.table(table.name)
         if current is None:
@@ -204,16 +237,19 @@ def possible_renames(
         added = [c for c in table.columns if c.hidden != 1 and current.column(c.name) is None]
         for old_column, new_column in _pairs(gone, added, lambda c: c.shape):
             if (fold(current.name), fold(old_column.name)) not in seen:
-                rows = _rows(conn, current.name)
                 found.append(
-                    _possible(
-                        _q(current.name, old_column.name),
-                        _q(current.name, new_column.name),
-                        rows,
-                        "column",
-                    )
+                    Rename("", "", current.name, old_column.name, new_column.name, column=True)
                 )
     return found
+
+
+def _old_name(rename: Rename) -> str:
+    """``table`` or ``table.column``: how SIDECAR_NOT_RENAMED names things."""
+    return f"{rename.table}.{rename.old}" if rename.column else rename.old
+
+
+def _new_name(rename: Rename) -> str:
+    return f"{rename.table}.{rename.new}" if rename.column else rename.new
 
 
 def _kept(name: str, desired: Catalogue) -> bool:
@@ -228,12 +264,28 @@ def _pairs(old: list[T], new: list[T], key: Callable[[T], object]) -> Iterator[t
             yield item, matches[0]
 
 
-def _possible(old: str, new: str, rows: int, what: str) -> Drift:
-    return Drift(
-        "possible_rename",
+def _possible_refusal(rename: Rename, conn: sqlite3.Connection | None, *, history: bool) -> Refusal:
+    if rename.column:
+        old, new = _q(rename.table, rename.old), _q(rename.table, rename.new)
+        what = "column"
+    else:
+        old, new = _q(rename.old), _q(rename.new)
+        what = "table"
+    rows = _rows(conn, rename.table)
+    if rename.column and history:
+        how = (
+            f"make the migration say so (`ALTER TABLE {_q(rename.table)} RENAME COLUMN "
+            f"{_q(rename.old)} TO {_q(rename.new)};` in place of the drop and the add) and "
+            "deploy with SIDECAR_RENAMES=copy, or rename in steps (expand and contract)"
+        )
+    else:
+        how = RENAME_HINT.format(what=what)
+    return Refusal(
         f"{old} -> {new}",
         f"possibly a rename: {new} would be created empty beside {old} ({rows} row(s)), "
-        f"which has the same shape. If it is one: {RENAME_HINT.format(what=what)}",
+        "which has the same shape",
+        f"if it is a rename: {how}; if {new} is a new {what}, not {old} renamed: "
+        f"SIDECAR_NOT_RENAMED={_new_name(rename)}",
     )
 
 

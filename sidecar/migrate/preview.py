@@ -8,7 +8,8 @@ preflight and again under the write lock; one function holds the refusal rules
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ def make_preview(
     desired: Catalogue,
     *,
     renames: str = "refuse",
+    not_renamed: Sequence[str] = (),
     screen_rows: bool = True,
     measure_growth: bool = False,
 ) -> Preview:
@@ -83,18 +85,21 @@ def make_preview(
 
     Read-only: the diff, the live rows screened for what they rule out (``screen_rows``;
     under the write lock :func:`sidecar.migrate.apply.apply_plan` screens them beside the backup),
-    and what the desired schema's history says (:func:`sidecar.migrate.history.review`)."""
+    and what the desired schema's history says (:func:`sidecar.migrate.history.review`;
+    ``not_renamed``: ``SIDECAR_NOT_RENAMED``)."""
     if conn is None:
         created = make_plan(Catalogue(), desired, row_counts={})
         return Preview(history.review(None, created, desired), fresh=True)
     copied = history.copies(conn, desired, renames)
-    plan = make_plan(
-        read_catalogue(conn), desired, row_counts=database.row_counts(conn), copies=copied
-    )
+    live = read_catalogue(conn)
+    plan = make_plan(live, desired, row_counts=database.row_counts(conn), copies=copied)
     if screen_rows:
         found, unchecked = conflicts.row_conflicts(conn, plan, desired)
         plan = plan.refusing(found, unchecked)
-    plan = history.review(conn, plan, desired, copied)
+    # Rows the app could have written since the preflight: counted under the lock too.
+    nulls = conflicts.required_nulls(conn, live, desired)
+    plan = replace(plan, refused=(*plan.refused, *nulls)) if nulls else plan
+    plan = history.review(conn, plan, desired, copied, not_renamed)
     return Preview(plan, growth=growth.of_plan(conn, plan) if measure_growth else None)
 
 
@@ -105,6 +110,7 @@ def read_preview(
     for_deploy: bool,
     wait_timeout: float,
     renames: str,
+    not_renamed: Sequence[str] = (),
     backup_dir: Path,
     allow_fresh: bool,
 ) -> Preview:
@@ -124,7 +130,8 @@ def read_preview(
         database.begin_snapshot(conn, wait=0.0 if for_deploy else wait_timeout)
         if for_deploy:
             _require_quick_check(conn, db)
-        return make_preview(conn, desired, renames=renames, measure_growth=not for_deploy)
+        return make_preview(conn, desired, renames=renames, not_renamed=not_renamed,
+                            measure_growth=not for_deploy)  # fmt: skip
     except sqlite3.DatabaseError as exc:
         if not sqlite.is_busy(exc):
             raise database.damaged(db, exc) from None

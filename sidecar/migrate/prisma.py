@@ -119,15 +119,41 @@ def failed_refusals(recorded: Sequence[Row]) -> list[Refusal]:
     ]
 
 
+def missing_refusals(recorded: Sequence[Row], migrations: Sequence[Migration]) -> list[Refusal]:
+    """The migrations Prisma would still apply whose folder lacks ``migration.sql``: Prisma's
+    ``migrate deploy`` stops on each (P3015), and the desired schema lacks its changes."""
+    return [
+        Refusal(
+            f"Prisma migration {m.name}",
+            "its folder has no migration.sql: `prisma migrate deploy` fails on it (P3015), "
+            "and the desired schema lacks its changes",
+            f"restore {m.name}/migration.sql (from git), or delete the folder if the "
+            "migration was abandoned",
+        )
+        for m in pending(recorded, migrations)
+        if m.missing
+    ]
+
+
 def warn_changed(recorded: Sequence[Row], migrations: Sequence[Migration]) -> list[str]:
-    """Migrations whose file no longer matches the checksum Prisma recorded: a warning each."""
+    """Migrations whose file no longer matches the checksum Prisma recorded, or is gone: a
+    warning each."""
     files = {m.name: m for m in migrations}
     changed = []
     for row in recorded:
         migration = files.get(row.migration_name)
         if migration is None or row.rolled_back_at is not None:
             continue
-        if row.checksum not in migration.checksums:
+        if migration.missing:
+            changed.append(migration.name)
+            log.warning(
+                "prisma.migration_file_missing",
+                migration=migration.name,
+                hint="Prisma recorded it as applied and never reads it again; the desired "
+                "schema lacks its changes, so what it made is reported as drift: restore its "
+                "migration.sql",
+            )
+        elif row.checksum not in migration.checksums:
             changed.append(migration.name)
             log.warning(
                 "prisma.checksum_changed",
@@ -147,7 +173,7 @@ def bookkeeping(conn: sqlite3.Connection | None, desired: Catalogue) -> RecordMi
         return None
     recorded = rows(conn)
     missing = pending(recorded, desired.migrations)
-    if not missing or any(r.failed for r in recorded):
+    if not missing or any(r.failed for r in recorded) or any(m.missing for m in missing):
         return None
     return RecordMigrations(
         tuple(m.name for m in missing),

@@ -110,6 +110,7 @@ def settings_preview(
         for_deploy=for_deploy,
         wait_timeout=settings.wait_timeout,
         renames=settings.renames,
+        not_renamed=settings.not_renamed,
         backup_dir=settings.backup_dir,
         allow_fresh=settings.allow_fresh,
     )

@@ -218,6 +218,7 @@ class _Deploy:
         """The preview again, on the state the change is made to. Its rows are screened
         by :func:`sidecar.migrate.apply.apply_plan`, beside the backup."""
         preview = make_preview(conn, self.desired, renames=self.settings.renames,
+                               not_renamed=self.settings.not_renamed,
                                screen_rows=False)  # fmt: skip
         if self.apps is not None and not self.report.app_stopped and preview.copies_rename:
             # The preview did not see the copy (the app held the database, or the schema

@@ -21,6 +21,7 @@ from sidecar.schema.sql import (
     fold,
     iter_tokens,
     parenthesised,
+    quoted,
     split_statements,
     split_top,
     tokenize,
@@ -39,6 +40,7 @@ class Migration:
     # What Prisma accepts as unchanged: the checksum, also with the line endings changed
     # (prisma-engines checksum.rs: git may turn LF into CRLF and back).
     checksums: tuple[str, ...] = ()
+    missing: bool = False  # the folder has no migration.sql (Prisma's P3015 when it applies it)
 
     @classmethod
     def of(cls, name: str, script: bytes) -> Migration:
@@ -61,11 +63,16 @@ class Rename:
 
 @dataclass(frozen=True)
 class NotExecuted:
-    """A data statement of a migrations history: never run against the live database."""
+    """A data statement of a migrations history: never run against the live database.
+    A table rebuild's copy that computes a column (Prisma's ``coalesce("c", default) AS "c"``
+    for a field made required) is one too: ``statement`` is the ``UPDATE`` that would give
+    the live table the same values, and ``table``, ``column`` name what it fills."""
 
     migration: str
     where: str
     statement: str
+    table: str = ""
+    column: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,44 @@ def desired_files(path: Path) -> list[Path]:
     return files
 
 
+def migration_scripts(root: Path) -> list[tuple[str, Path | None]]:
+    """What ``prisma migrate deploy`` reads of a migrations folder: every folder in it is a
+    migration, named by the folder, and only its ``migration.sql`` is read (None: missing).
+    In name order; hidden entries skipped. Every other file is logged as ignored (a
+    ``down.sql``, a README). See docs/design.md, 'Loading the desired schema'."""
+    found: list[tuple[str, Path | None]] = []
+    ignored: list[str] = []
+    try:
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                if entry.name != "migration_lock.toml":
+                    ignored.append(entry.name)
+                continue
+            script = entry / "migration.sql"
+            found.append((entry.name, script if script.is_file() else None))
+            ignored += [
+                f"{entry.name}/{file.name}"
+                for file in sorted(entry.iterdir())
+                if file.name != "migration.sql" and not file.name.startswith(".")
+            ]
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the migrations folder {root}: {exc.strerror} ({exc.filename})",
+            hint="check the schema mount and its permissions",
+        ) from None
+    if ignored:
+        log.info("schema.files_ignored", folder=str(root), files=ignored,
+                 reason="prisma migrate deploy reads only <migration>/migration.sql")  # fmt: skip
+    if not found:
+        raise ConfigError(
+            f"migrations folder {root} holds no migration folders",
+            hint="point SIDECAR_SCHEMA at Prisma's migrations folder (<name>/migration.sql)",
+        )
+    return found
+
+
 def is_migration_history(path: Path) -> bool:
     """A Prisma-style migrations folder: ``<folder>/migration.sql`` files replayed in order,
     DROP statements allowed (only the net result is compared)."""
@@ -155,9 +200,12 @@ def load_desired(path: Path) -> Desired:
         # One transaction for the whole load: much faster for big schemas. Transaction
         # statements in the files are ignored, so nothing can end it early.
         conn.execute("BEGIN")
-        for file in desired_files(path):
+        scripts = migration_scripts(path) if history else [(None, f) for f in desired_files(path)]
+        for name, file in scripts:
+            if file is None:
+                migrations.append(Migration(str(name), "", missing=True))
+                continue
             raw = _read(file)
-            name = _migration_name(path, file) if history else None
             if name is not None:
                 migrations.append(Migration.of(name, raw))
             try:
@@ -208,13 +256,6 @@ def _read(file: Path) -> bytes:
         ) from None
 
 
-def _migration_name(root: Path, file: Path) -> str | None:
-    """The migration a file is, in Prisma's terms: the name of the folder holding it."""
-    if file.name == "migration.sql" and file.parent.parent == root:
-        return file.parent.name
-    return None
-
-
 def _snippet(statement: str) -> str:
     snippet = " ".join(statement.split())
     return snippet if len(snippet) <= 100 else snippet[:97] + "..."
@@ -261,7 +302,7 @@ class _Loader:
                 hint="end every statement with ';'",
             )
         if first in _DATA_STATEMENTS or _is_temporary(tokens):
-            self._data(tokens, where, snippet)
+            self._data(statement, tokens, where, snippet)
             return
         if first == "alter":
             self._alter(tokens, where)
@@ -277,15 +318,25 @@ class _Loader:
             if name is not None:
                 self.created[fold(name)] = name
 
-    def _data(self, tokens: list[Token], where: str, snippet: str) -> None:
-        """A data statement in a history: the copy of a table rebuild, or not executed."""
+    def _data(self, statement: str, tokens: list[Token], where: str, snippet: str) -> None:
+        """A data statement in a history: the copy of a table rebuild, or not executed. A
+        copy's computed column is a data statement of its own (never silently dropped)."""
         copy = _rebuild_copy(tokens)
         if copy is not None and fold(copy[0]) in self.created:
             target, source, pairs = copy
             self.copied_from[fold(target)] = source
             columns = self._columns(source)
-            for new, old in pairs:
-                if fold(old) != fold(new) and fold(old) in columns:
+            for new, value in pairs:
+                old = value[0].value if len(value) == 1 and value[0].is_name else None
+                if old is None or fold(old) not in columns:
+                    expression = " ".join(statement[value[0].start : value[-1].end].split())
+                    update = f"UPDATE {quoted(source)} SET {quoted(new)} = {expression};"
+                    self.not_executed.append(
+                        NotExecuted(self.migration, where, update, table=source, column=new)
+                    )
+                    log.debug("schema.statement_not_executed", migration=self.migration,
+                              where=where, statement=update)  # fmt: skip
+                elif fold(old) != fold(new):
                     self.renames.append(
                         Rename(self.migration, where, source, columns[fold(old)], new, column=True)
                     )
@@ -380,8 +431,9 @@ def _created_name(tokens: list[Token]) -> str | None:
     return None if end is None else tokens[end - 1].value
 
 
-def _rebuild_copy(tokens: list[Token]) -> tuple[str, str, list[tuple[str, str]]] | None:
-    """``INSERT INTO t (c, ...) SELECT e, ... FROM s``: (t, s, [(c, e)] for bare names e)."""
+def _rebuild_copy(tokens: list[Token]) -> tuple[str, str, list[tuple[str, list[Token]]]] | None:
+    """``INSERT INTO t (c, ...) SELECT e, ... FROM s``: (t, s, [(c, e)]), each ``e`` without
+    a trailing ``AS alias`` (Prisma's ``coalesce("c", 'x') AS "c"``)."""
     if len(tokens) < 4 or not tokens[0].is_word("insert") or not tokens[1].is_word("into"):
         return None
     target = tokens[2].value
@@ -398,8 +450,14 @@ def _rebuild_copy(tokens: list[Token]) -> tuple[str, str, list[tuple[str, str]]]
     columns = [item for _, item in split_top("", tokens[opening + 1 : closing])]
     values = [item for _, item in split_top("", rest[:at])]
     pairs = [
-        (column[0].value, value[0].value)
+        (column[0].value, _unaliased(value))
         for column, value in zip(columns, values, strict=False)
-        if len(column) == 1 and len(value) == 1 and value[0].is_name
+        if len(column) == 1
     ]
     return target, rest[at + 1].value, pairs
+
+
+def _unaliased(value: list[Token]) -> list[Token]:
+    if len(value) > 2 and value[-2].is_word("as") and value[-1].is_name:
+        return value[:-2]
+    return value

@@ -15,6 +15,8 @@ import pytest
 
 from sidecar import cli
 from sidecar.errors import ExitCode
+from sidecar.migrate.preview import make_preview
+from sidecar.schema.desired import load_desired
 from tests import prisma_emulation as prisma
 from tests.unit.test_schema_cli import run
 
@@ -235,6 +237,81 @@ def test_migrations_for_another_database_are_a_config_error(
     assert "'postgresql'" in doc["error"]["message"]
 
 
+DOWN = 'PRAGMA foreign_keys=off;\nDROP TABLE "Profile";\nPRAGMA foreign_keys=on;\n'
+PROFILE = 'CREATE TABLE "Profile" ("id" INTEGER NOT NULL PRIMARY KEY, "bio" TEXT NOT NULL);\n'
+
+
+def test_only_migration_sql_is_read_of_a_migration_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma's "generating down migrations" guide puts a down.sql beside migration.sql:
+    `prisma migrate deploy` never reads it, and neither does the sidecar (logged)."""
+    migrations = history(tmp_path)
+    (migrations / INIT / "down.sql").write_text('DROP TABLE "User";\n')
+    db = prisma_deployed(tmp_path, migrations)
+    history(tmp_path, ("20240201000000_profile", PROFILE))
+    (migrations / "20240201000000_profile" / "down.sql").write_text(DOWN)
+    (migrations / "README.md").write_text("how we migrate\n")
+    env = env_for(tmp_path, migrations)
+    code, doc, err = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK, err
+    assert [op["op"] for op in doc["operations"]] == ["create_table", "record_migrations"]
+    ignored = next(e for e in events(err) if e["event"] == "schema.files_ignored")
+    assert ignored["files"] == [
+        f"{INIT}/down.sql",
+        "20240201000000_profile/down.sql",
+        "README.md",
+    ]
+    code, _, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert query(db, 'SELECT count(*) FROM "User"') == [(2,)]
+    assert query(db, 'SELECT count(*) FROM "Profile"') == [(0,)]
+    assert prisma.to_apply(db, migrations) == []
+
+
+def test_a_migration_folder_without_migration_sql_is_refused_like_prisma_refuses_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma counts every folder as a migration and fails on one whose migration.sql is
+    missing (P3015): refused, naming it, nothing recorded; a fresh database alike."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations)
+    (migrations / "20240201000000_half").mkdir()
+    (migrations / "20240201000000_half" / "down.sql").write_text(DOWN)
+    with pytest.raises(prisma.PrismaError, match="P3015"):
+        prisma.deploy(db, migrations)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    for env in (env_for(tmp_path, migrations), env_for(tmp_path / "fresh", migrations)):
+        code, doc, _ = run(capsys, ["plan"], env)
+        assert code == ExitCode.REFUSED
+        refusal = doc["refused"][0]
+        assert refusal["summary"].startswith("Prisma migration 20240201000000_half")
+        assert "P3015" in refusal["reason"]
+        assert "20240201000000_half/migration.sql" in refusal["hint"]
+        assert not any(op["op"] == "record_migrations" for op in doc["operations"])
+    code, doc, _ = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.REFUSED
+    assert "20240201000000_half" in doc["error"]["message"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+
+
+def test_an_applied_migration_whose_migration_sql_is_gone_is_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma never reads an applied migration again; its folder without migration.sql is a
+    warning naming it (what it made is drift: the desired schema lacks it)."""
+    migrations = history(tmp_path, ("20240150000000_profile", PROFILE))
+    db = prisma_deployed(tmp_path, migrations)
+    (migrations / "20240150000000_profile" / "migration.sql").unlink()
+    assert prisma.deploy(db, migrations) == []
+    code, doc, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.OK, err
+    warning = next(e for e in events(err) if e["event"] == "prisma.migration_file_missing")
+    assert warning["migration"] == "20240150000000_profile"
+    assert any(d.startswith('"Profile": table not in the desired schema') for d in doc["drift"])
+    assert query(db, 'SELECT count(*) FROM "Profile"') == [(0,)]
+
+
 # --------------------------------------------------------------------------- story 4
 
 AUDIT = 'CREATE TABLE "AuditLog" ("id" INTEGER NOT NULL PRIMARY KEY, "what" TEXT);\n'
@@ -302,28 +379,121 @@ def test_prismas_own_redefine_tables_is_no_rename(
     assert prisma.to_apply(db, migrations) == []
 
 
-def test_a_declarative_schema_reports_a_possible_rename_with_the_hint(
+def test_a_declarative_schema_refuses_a_possible_rename_unless_told_it_is_none(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    plain_db(tmp_path, V1 + AUDIT + AUDIT_SEED)
+    db = plain_db(tmp_path, V1 + AUDIT + AUDIT_SEED)
     desired = tmp_path / "schema.sql"
     desired.write_text(
         V1.replace('"name" TEXT, "createdAt"', '"displayName" TEXT, "createdAt"')
         + AUDIT.replace('"AuditLog"', '"Event"')
     )
     env = env_for(tmp_path, desired)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
     code, doc, _ = run(capsys, ["plan"], env)
-    assert code == ExitCode.OK
-    possible = {d["object"]: d for d in doc["drift"] if d["kind"] == "possible_rename"}
+    assert code == ExitCode.REFUSED
+    possible = {r["object"]: r for r in doc["refused"]}
     assert set(possible) == {'"AuditLog" -> "Event"', '"User"."name" -> "User"."displayName"'}
-    assert "3 row(s)" in possible['"AuditLog" -> "Event"']["detail"]
-    assert all("expand and contract" in d["detail"] for d in possible.values())
-    text = cli.main(["plan"], env=env)
-    assert text == ExitCode.OK
+    assert "3 row(s)" in possible['"AuditLog" -> "Event"']["reason"]
+    assert "possibly a rename" in possible['"AuditLog" -> "Event"']["reason"]
+    assert all("expand and contract" in r["hint"] for r in possible.values())
+    assert "SIDECAR_NOT_RENAMED=Event" in possible['"AuditLog" -> "Event"']["hint"]
+    # Neither the empty table nor the empty column is listed as to apply.
+    assert doc["operations"] == []
+    assert cli.main(["plan"], env=env) == ExitCode.REFUSED
     assert "possibly a rename" in capsys.readouterr().out
     code, doc, _ = run(capsys, ["migrate"], env)
-    assert code == ExitCode.OK
-    assert any("possibly a rename" in item for item in doc["drift"])
+    assert code == ExitCode.REFUSED
+    assert '"AuditLog" -> "Event": possibly a rename' in doc["error"]["message"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    # Told they are no renames: created empty beside the old ones, which keep their rows.
+    told = {**env, "SIDECAR_NOT_RENAMED": "event, user.displayName"}
+    code, doc, err = run(capsys, ["migrate"], told)
+    assert code == ExitCode.OK, err
+    confirmed = [e for e in events(err) if e["event"] == "history.not_a_rename"]
+    assert {(e["old"], e["new"]) for e in confirmed} == {
+        ("AuditLog", "Event"),
+        ("User.name", "User.displayName"),
+    }
+    assert query(db, 'SELECT count(*) FROM "Event"') == [(0,)]
+    assert query(db, 'SELECT count(*) FROM "AuditLog"') == [(3,)]
+    assert query(db, 'SELECT name, "displayName" FROM "User" ORDER BY id') == [
+        ("Ada", None),
+        ("Bo", None),
+    ]
+
+
+# Prisma's own output for `@@map("users")` and `fullName String? @map("full_name")`: the drop
+# and the create of the same shape, in one migration.
+MAP_TABLE = (
+    'PRAGMA foreign_keys=off;\nDROP TABLE "AuditLog";\nPRAGMA foreign_keys=on;\n'
+    + AUDIT.replace('"AuditLog"', '"audit_logs"')
+)
+MAP_COLUMN = REDEFINE.replace('"displayName"', '"display_name"').replace(
+    '("createdAt", "display_name", "email", "id") SELECT "createdAt", "name", "email", "id"',
+    '("createdAt", "email", "id") SELECT "createdAt", "email", "id"',
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (MAP_TABLE, '"AuditLog"', '"audit_logs"', "audit_logs"),
+        (
+            'ALTER TABLE "User" DROP COLUMN "name";\n'
+            'ALTER TABLE "User" ADD COLUMN "display_name" TEXT;\n',
+            '"User"."name"',
+            '"User"."display_name"',
+            "User.display_name",
+        ),
+    ],
+    ids=["map-table", "map-column"],
+)
+def test_a_migration_that_drops_and_creates_the_same_shape_is_refused_as_a_possible_rename(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: tuple[str, str, str, str]
+) -> None:
+    """Prisma writes a rename by @@map/@map as a drop and a create: applied by its end state,
+    the app would read an empty table (or column) while its rows stay under the old name."""
+    sql, old, new, named = case
+    migrations = history(tmp_path, ("20240150000000_audit", AUDIT))
+    db = prisma_deployed(tmp_path, migrations, seed=AUDIT_SEED)
+    history(tmp_path, ("20240201000000_map", sql))
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    env = env_for(tmp_path, migrations)
+    for command in ("plan", "migrate"):
+        code, doc, _ = run(capsys, [command], env)
+        assert code == ExitCode.REFUSED
+        error = doc["refused"][0] if command == "plan" else doc["error"]
+        summary = error["summary"] if command == "plan" else error["message"]
+        assert f"{old} -> {new}: possibly a rename" in summary
+        assert f"SIDECAR_NOT_RENAMED={named}" in error["hint"]
+        if "." in named:
+            assert "RENAME COLUMN" in error["hint"]
+            assert "SIDECAR_RENAMES=copy" in error["hint"]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    code, _, err = run(capsys, ["migrate"], {**env, "SIDECAR_NOT_RENAMED": named})
+    assert code == ExitCode.OK, err
+    assert prisma.to_apply(db, migrations) == []
+
+
+def test_a_possible_column_rename_made_explicit_is_copied_with_the_opt_in(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The hint's way: the migration says RENAME COLUMN, and SIDECAR_RENAMES=copy copies."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations)
+    history(tmp_path, ("20240201000000_map", MAP_COLUMN))
+    assert '("createdAt", "email", "id") SELECT' in MAP_COLUMN
+    env = {**env_for(tmp_path, migrations), "SIDECAR_RENAMES": "copy"}
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert 'RENAME COLUMN "name" TO "display_name"' in doc["refused"][0]["hint"]
+    (migrations / "20240201000000_map" / "migration.sql").write_text(
+        'ALTER TABLE "User" RENAME COLUMN "name" TO "display_name";\n'
+    )
+    code, _, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert query(db, 'SELECT "display_name" FROM "User" ORDER BY id') == [("Ada",), ("Bo",)]
 
 
 # --------------------------------------------------------------------------- issue 11 item 8
@@ -389,6 +559,109 @@ def test_data_statements_of_a_migration_are_listed_as_not_executed(
     code, doc, _ = run(capsys, ["plan", "--strict"], env)
     assert code == ExitCode.OK
     assert doc["drift"] == []
+
+
+# Prisma's RedefineTables for `name String?` made `name String @default("anon")`, and made
+# `String` without a default (its copy is bare: Prisma's own deploy fails on a NULL).
+REQUIRED = (
+    "PRAGMA defer_foreign_keys=ON;\nPRAGMA foreign_keys=OFF;\n"
+    'CREATE TABLE "new_User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, '
+    '"email" TEXT NOT NULL, "name" TEXT NOT NULL DEFAULT \'anon\', '
+    '"createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);\n'
+    'INSERT INTO "new_User" ("createdAt", "email", "id", "name") '
+    'SELECT "createdAt", "email", "id", coalesce("name", \'anon\') AS "name" FROM "User";\n'
+    'DROP TABLE "User";\nALTER TABLE "new_User" RENAME TO "User";\n'
+    'CREATE UNIQUE INDEX "User_email_key" ON "User"("email");\n'
+    "PRAGMA foreign_keys=ON;\nPRAGMA defer_foreign_keys=OFF;\n"
+)
+BACKFILL = 'UPDATE "User" SET "name" = coalesce("name", \'anon\') WHERE "name" IS NULL;'
+WITH_NULL = SEED + "INSERT INTO \"User\" (email) VALUES ('c@example.com'), ('d@example.com');\n"
+
+
+def test_a_field_made_required_is_refused_while_rows_hold_null_naming_the_backfill(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Applied by its end state the column stays nullable and its NULLs stay: the new app
+    would read a required field as NULL. Refused with the count and the migration's own
+    backfill; the coalesce copy is listed as a data statement not executed."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations, seed=WITH_NULL)
+    history(tmp_path, ("20240201000000_required", REQUIRED))
+    env = env_for(tmp_path, migrations)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    refusal = doc["refused"][0]
+    assert refusal["object"] == '"User"."name"'
+    assert refusal["reason"].startswith("2 row(s) hold NULL")
+    assert BACKFILL in refusal["hint"]
+    listed = [d for d in doc["drift"] if d["kind"] == "not_executed"]
+    assert len(listed) == 1
+    assert 'computes "User"."name"' in listed[0]["detail"]
+    assert "coalesce(\"name\", 'anon')" in listed[0]["detail"]
+    code, doc, _ = run(capsys, ["migrate"], env)
+    assert code == ExitCode.REFUSED
+    assert doc["error"]["message"].startswith('refused: "User"."name": 2 row(s) hold NULL')
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    # The hint's backfill, run by hand: the deploy goes through, the copy still reported.
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(BACKFILL)
+    conn.close()
+    code, doc, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert sum("not executed" in item for item in doc["drift"]) == 1
+    assert query(db, 'SELECT name FROM "User" ORDER BY id') == [
+        ("Ada",),
+        ("Bo",),
+        ("anon",),
+        ("anon",),
+    ]
+    assert prisma.to_apply(db, migrations) == []
+
+
+def test_a_field_made_required_without_a_default_is_refused_while_rows_hold_null(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations, seed=WITH_NULL)
+    bare = REQUIRED.replace(" DEFAULT 'anon'", "").replace(
+        'coalesce("name", \'anon\') AS "name"', '"name"'
+    )
+    history(tmp_path, ("20240201000000_required", bare))
+    code, doc, _ = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.REFUSED
+    assert "2 row(s) hold NULL" in doc["error"]["message"]
+    assert 'UPDATE "User" SET "name" = ... WHERE "name" IS NULL;' in doc["error"]["hint"]
+    assert "keep the field optional" in doc["error"]["hint"]
+    # Without NULLs: applied; the column kept nullable (drift), every row the new app reads
+    # holds a value, and the new app's rows always give one.
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE \"User\" SET name = 'x' WHERE name IS NULL")
+    conn.close()
+    code, doc, err = run(capsys, ["migrate"], env_for(tmp_path, migrations))
+    assert code == ExitCode.OK, err
+    assert any(item.startswith('"User"."name": is `"name" TEXT`') for item in doc["drift"])
+
+
+def test_the_nulls_of_a_field_made_required_are_counted_under_the_lock_too(
+    tmp_path: Path,
+) -> None:
+    """The deploy plans again under the write lock without screening rows (apply_plan does,
+    by operation): the app may have written a NULL since the preflight, so they are counted
+    there too."""
+    migrations = history(tmp_path)
+    db = prisma_deployed(tmp_path, migrations)
+    history(tmp_path, ("20240201000000_required", REQUIRED))
+    desired = load_desired(migrations)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert make_preview(conn, desired, screen_rows=False).plan.refused == ()
+        conn.execute("INSERT INTO \"User\" (email) VALUES ('late@example.com')")
+        refused = make_preview(conn, desired, screen_rows=False).plan.refused
+    finally:
+        conn.close()
+    assert [str(r).split(":")[0] for r in refused] == ['"User"."name"']
+    assert "1 row(s) hold NULL" in refused[0].reason
 
 
 # --------------------------------------------------------------------------- other tools

@@ -126,7 +126,8 @@ def test_plan_renders_three_sections(capsys: pytest.CaptureFixture[str], tmp_pat
         V1.replace('"name" TEXT, ', "").replace(
             '"createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);',
             '"createdAt" DATETIME NOT '
-            'NULL DEFAULT CURRENT_TIMESTAMP, "phone" TEXT NOT NULL, "nick" TEXT);',
+            # "nick" not TEXT: "name" TEXT dropped beside it would be a possible rename
+            'NULL DEFAULT CURRENT_TIMESTAMP, "phone" TEXT NOT NULL, "nick" INTEGER);',
             1,
         )
     )
