@@ -494,7 +494,7 @@ POSTS = ["INSERT INTO \"Post\" (title) VALUES ('a');", "INSERT INTO \"Post\" (ti
 
 def refused_untouched(
     capsys: pytest.CaptureFixture[str], env: dict[str, str], *words: str
-) -> dict[str, Any]:
+) -> None:
     """``plan`` and ``migrate`` both exit 3 naming ``words``, and the file is byte-identical."""
     before = Path(env["SIDECAR_DATABASE"]).read_bytes()
     code, doc, _ = run(capsys, ["plan"], env)
@@ -506,7 +506,6 @@ def refused_untouched(
     assert all(word in error for word in words), error
     assert "hint: " in err
     assert Path(env["SIDECAR_DATABASE"]).read_bytes() == before
-    return doc
 
 
 @pytest.mark.parametrize(
