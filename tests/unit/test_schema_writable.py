@@ -492,9 +492,7 @@ POST_INT = (
 POSTS = ["INSERT INTO \"Post\" (title) VALUES ('a');", "INSERT INTO \"Post\" (title) VALUES ('b');"]
 
 
-def refused_untouched(
-    capsys: pytest.CaptureFixture[str], env: dict[str, str], *words: str
-) -> None:
+def refused_untouched(capsys: pytest.CaptureFixture[str], env: dict[str, str], *words: str) -> None:
     """``plan`` and ``migrate`` both exit 3 naming ``words``, and the file is byte-identical."""
     before = Path(env["SIDECAR_DATABASE"]).read_bytes()
     code, doc, _ = run(capsys, ["plan"], env)
