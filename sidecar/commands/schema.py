@@ -75,7 +75,10 @@ class PlanResult:
             head += f": refused: {p.refused[0]}{and_more(p.refused)}"
         sections = [
             ("Will apply", [str(op) for op in p.operations]),
-            ("Relax (so the new app can write)", [str(item) for item in p.relax]),
+            (
+                "Relax (so the new app can write)",
+                [str(item) for item in (*p.relax, *p.foreign_keys)],
+            ),
             (
                 "Kept constraints that reject rows the desired schema accepts "
                 "(not changed; --strict fails)",

@@ -28,6 +28,7 @@ from sidecar.schema.operations import (
     Operation,
     Plan,
     RebuildTable,
+    ReplaceView,
 )
 from sidecar.schema.sql import fold
 from sidecar.sqlite import quote_ident
@@ -234,6 +235,11 @@ def apply_operation(conn: sqlite3.Connection, op: Operation) -> None:
             duplicates = find_duplicates(conn, op, rows=Rows(table, []) if table else None)
             refusal = duplicates_refusal(op, duplicates)
             raise RefusedError(f"refused: {refusal}", hint=refusal.hint) from None
+    elif isinstance(op, ReplaceView):
+        # DROP VIEW deletes the triggers on it too: they are created again as they were.
+        conn.execute(f"DROP VIEW {quote_ident(op.name)}")
+        for sql in (op.sql, *op.triggers):
+            conn.execute(sql)
     elif isinstance(op, CreateTable | CreateView | CreateTrigger):
         conn.execute(op.sql)
     else:  # pragma: no cover (every operation type is handled above)

@@ -59,13 +59,26 @@ def rebuild_table(conn: sqlite3.Connection, op: RebuildTable) -> None:
 
 def _kept_definitions(table: Table, op: RebuildTable) -> dict[str, str]:
     """Folded name -> definition of every live column, verbatim (a relaxed one without its
-    NOT NULL, nothing else changed)."""
+    NOT NULL, one whose foreign key changes with it changed, nothing else)."""
     relax = {fold(c) for c in op.relax}
-    return {
-        fold(c.name): drop_not_null(c.definition) if fold(c.name) in relax else c.definition
-        for c in table.columns
-        if c.hidden != 1
-    }
+    changed = dict(op.foreign_keys)
+    kept = {}
+    for column in table.columns:
+        if column.hidden == 1:
+            continue
+        definition = changed.get(column.definition, column.definition)
+        kept[fold(column.name)] = (
+            drop_not_null(definition) if fold(column.name) in relax else definition
+        )
+    return kept
+
+
+def _kept_constraints(table: Table, op: RebuildTable) -> list[str]:
+    """The live table constraints, verbatim (a foreign key the plan changes changed, or left
+    out when the plan drops it), then the new ones."""
+    changed = dict(op.foreign_keys)
+    kept = [changed.get(text, text) for text in table.constraints]
+    return [text for text in (*kept, *op.constraints) if text]
 
 
 def _swap_in_new_table(
@@ -75,7 +88,7 @@ def _swap_in_new_table(
     the old table dropped and the new one given its name."""
     name = quote_ident(table.name)
     temp = _temp_name(conn, table.name)
-    body = ",\n  ".join((*columns, *op.columns, *table.constraints, *op.constraints))
+    body = ",\n  ".join((*columns, *op.columns, *_kept_constraints(table, op)))
     conn.execute(f"CREATE TABLE {quote_ident(temp)} (\n  {body}\n) {table.options}".rstrip())
     # Step 5: copy. Generated columns are computed, never copied; rowids are kept.
     copied = [quote_ident(c.name) for c in table.columns if c.hidden == 0]
@@ -130,6 +143,11 @@ def _prove_rebuild(
                 f"rebuild of {name} changed the definition of column {folded}",
                 hint="the change was rolled back; please report this as a bug",
             )
+    if rebuilt is None or list(rebuilt.constraints) != _kept_constraints(table, op):
+        raise HealthError(
+            f"rebuild of {name} changed its table constraints beyond the plan",
+            hint="the change was rolled back; please report this as a bug",
+        )
     for new, old in op.copies:
         verify_copy(conn, table.name, old, new)
 

@@ -119,6 +119,7 @@ class DeployReport:
         plan = self._recorded_plan()
         lines = [f"  {op}" for op in plan.operations]
         lines += [f"  relax: {item}" for item in plan.relax]
+        lines += [f"  foreign key changed: {item}" for item in plan.foreign_keys]
         lines += [f"  kept, rejects the new app's rows: {item}" for item in plan.rejects]
         lines += [f"  drift (never executed): {item}" for item in plan.drift]
         return "\n".join(lines) or "  (no changes)"
@@ -137,7 +138,7 @@ class DeployReport:
 
     def _writable_parts(self) -> list[str]:
         """The new app's writes: kept constraints that reject its rows (prominent), and the
-        columns relaxed for it."""
+        columns relaxed and foreign keys changed for it."""
         plan, parts = self._recorded_plan(), []
         if plan.rejects:
             parts.append(
@@ -146,6 +147,10 @@ class DeployReport:
             )
         if plan.relax:
             parts.append(f"{len(plan.relax)} column(s) relaxed so the new app can write")
+        if plan.foreign_keys:
+            parts.append(
+                f"{len(plan.foreign_keys)} foreign key(s) changed so the new app can write"
+            )
         return parts
 
     def _drift_parts(self) -> list[str]:

@@ -196,3 +196,100 @@ def drop_not_null(definition: str) -> str:
         head, tail = text[:begin].rstrip(), text[finish:].lstrip()
         text = f"{head} {tail}" if tail else head
     return text
+
+
+_ACTIONS = {"cascade": 1, "restrict": 1, "set": 2, "no": 2}  # first word -> the action's words
+
+
+def _foreign_key_clause(tokens: Sequence[Token]) -> tuple[int, int, int] | None:
+    """(REFERENCES, end of the parent table and its columns, end of the whole clause) of the
+    first foreign-key clause among ``tokens``, as token indexes; None without one. The clause
+    runs on over its ``ON DELETE/UPDATE``, ``MATCH`` and ``[NOT] DEFERRABLE`` parts."""
+    at = next((i for i, t in top_level(tokens) if t.is_word("references")), None)
+    if at is None or at + 1 >= len(tokens):
+        return None
+    parent_end = at + 2
+    if parent_end < len(tokens) and tokens[parent_end].text == "(":
+        parent_end = parenthesised(tokens, parent_end)[1] + 1
+    end = parent_end
+    while end < len(tokens):
+        token, after = tokens[end], tokens[end + 1 :]
+        if token.is_word("on") and len(after) > 1 and after[0].is_word("delete", "update"):
+            end += 2 + _ACTIONS.get(after[1].norm, 1)
+        elif token.is_word("match") and after:
+            end += 2
+        elif token.is_word("deferrable") or (
+            token.is_word("not") and after and after[0].is_word("deferrable")
+        ):
+            end += 1 if token.is_word("deferrable") else 2
+            if end + 1 < len(tokens) and tokens[end].is_word("initially"):
+                end += 2
+        else:
+            break
+    return at, parent_end, min(end, len(tokens))
+
+
+def _action_spans(tokens: Sequence[Token], start: int, end: int) -> list[tuple[int, int]]:
+    """The token spans of the ``ON DELETE x`` / ``ON UPDATE x`` clauses in [start, end)."""
+    spans, i = [], start
+    while i < end:
+        if i + 2 < end and tokens[i].is_word("on") and tokens[i + 1].is_word("delete", "update"):
+            stop = min(i + 2 + _ACTIONS.get(tokens[i + 2].norm, 1), end)
+            spans.append((i, stop))
+            i = stop
+        else:
+            i += 1
+    return spans
+
+
+def foreign_key_actions(text: str) -> tuple[str, str]:
+    """(ON DELETE, ON UPDATE) of the foreign key of a column definition or table constraint,
+    each as folded words (``no action`` when not written)."""
+    tokens = tokens_of(text)
+    clause = _foreign_key_clause(tokens)
+    found = {"delete": "no action", "update": "no action"}
+    if clause is not None:
+        for begin, stop in _action_spans(tokens, clause[1], clause[2]):
+            found[tokens[begin + 1].norm] = " ".join(t.norm for t in tokens[begin + 2 : stop])
+    return found["delete"], found["update"]
+
+
+def with_actions(text: str, wanted: str) -> str:
+    """``text`` (a column definition or table constraint with a foreign key) with its
+    ``ON DELETE`` / ``ON UPDATE`` clauses replaced by those of ``wanted``, as written there,
+    right after the parent table; every other character of ``text`` as written."""
+    tokens, theirs = tokens_of(text), tokens_of(wanted)
+    clause, other = _foreign_key_clause(tokens), _foreign_key_clause(theirs)
+    if clause is None or other is None:
+        return text
+    added = " ".join(
+        wanted[theirs[b].start : theirs[e - 1].end] for b, e in _action_spans(theirs, *other[1:])
+    )
+    text = _cut(text, tokens, _action_spans(tokens, clause[1], clause[2]))
+    tokens = tokens_of(text)
+    clause = _foreign_key_clause(tokens)
+    if not added or clause is None:
+        return text
+    at = tokens[clause[1] - 1].end
+    return f"{text[:at]} {added}{text[at:]}"
+
+
+def drop_references(definition: str) -> str:
+    """A column definition without its foreign-key clause (and a ``CONSTRAINT name`` before
+    it); every other character as written."""
+    tokens = tokens_of(definition)
+    clause = _foreign_key_clause(tokens)
+    if clause is None:
+        return definition
+    start = clause[0]
+    if start >= 3 and tokens[start - 2].is_word("constraint"):
+        start -= 2
+    return _cut(definition, tokens, [(start, clause[2])])
+
+
+def _cut(text: str, tokens: Sequence[Token], spans: list[tuple[int, int]]) -> str:
+    """``text`` without the token spans (each [begin, end)), one space where each was."""
+    for begin, finish in reversed(spans):
+        head, tail = text[: tokens[begin].start].rstrip(), text[tokens[finish - 1].end :].lstrip()
+        text = f"{head} {tail}" if tail and not tail.startswith((",", ")")) else head + tail
+    return text

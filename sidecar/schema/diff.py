@@ -11,7 +11,13 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from sidecar.schema.catalogue import Catalogue, Column, Entity, Table
-from sidecar.schema.clauses import default_clause, is_constant, is_null, is_unique_index
+from sidecar.schema.clauses import (
+    default_clause,
+    drop_not_null,
+    is_constant,
+    is_null,
+    is_unique_index,
+)
 from sidecar.schema.operations import (
     AddColumn,
     CopyColumn,
@@ -20,15 +26,23 @@ from sidecar.schema.operations import (
     CreateTrigger,
     CreateView,
     Drift,
+    ForeignKeyChange,
     Operation,
     Plan,
     RebuildTable,
     Refusal,
     Reject,
     Relax,
+    ReplaceView,
 )
 from sidecar.schema.sql import fold, names_in, quoted, shape, tokens_of, top_words
-from sidecar.schema.writable import indexes_by_table, rejecting, relaxing
+from sidecar.schema.writable import (
+    foreign_key_changes,
+    indexes_by_table,
+    kept_types,
+    rejecting,
+    relaxing,
+)
 
 
 @dataclass
@@ -43,6 +57,7 @@ class _Diff:
     refused: list[Refusal] = field(default_factory=list)
     relax: list[Relax] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    foreign_keys: list[ForeignKeyChange] = field(default_factory=list)
     refused_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
 
     def rows(self, table: str) -> int:
@@ -99,6 +114,7 @@ def make_plan(
         tuple(diff.refused),
         tuple(diff.relax),
         tuple(diff.rejects),
+        foreign_keys=tuple(diff.foreign_keys),
     )
 
 
@@ -118,16 +134,20 @@ def _diff_tables(live: Catalogue, desired: Catalogue, diff: _Diff) -> None:
                 continue
             diff.creates.append(CreateTable(table.name, table.sql))
         else:
-            _diff_table(current, table, diff)
+            _diff_table(current, table, diff, desired)
     for table in live.tables:
         if desired.table(table.name) is None and fold(table.name) not in TOOL_TABLES:
+            changes = () if table.virtual else tuple(foreign_key_changes(table, None, desired))
             diff.drift.append(
                 Drift(
                     "table_missing",
                     quoted(table.name),
-                    "table not in the desired schema (kept, never dropped)",
+                    "table not in the desired schema (kept, never dropped"
+                    + ("; its foreign keys to desired tables dropped)" if changes else ")"),
                 )
             )
+            if changes:
+                _classify_columns(table, [], (), diff, foreign_keys=changes)
 
 
 def _over_refused(op: Operation, refused: set[tuple[str, str]]) -> bool:
@@ -137,7 +157,7 @@ def _over_refused(op: Operation, refused: set[tuple[str, str]]) -> bool:
     return any(table == fold(op.table) and column in names for table, column in refused)
 
 
-def _diff_table(live: Table, desired: Table, diff: _Diff) -> None:
+def _diff_table(live: Table, desired: Table, diff: _Diff, catalogue: Catalogue) -> None:
     name = quoted(live.name)
     if live.virtual or desired.virtual:
         if shape(live.sql) != shape(desired.sql):
@@ -149,50 +169,77 @@ def _diff_table(live: Table, desired: Table, diff: _Diff) -> None:
     ):
         if flag:
             diff.drift.append(Drift("table_changed", name, f"{label} differs (not changed)"))
+    diff.refused += kept_types(live, desired)
     new_columns: list[Column] = []
     relax = {fold(r.column): r for r in relaxing(live, desired)}
+    changes = foreign_key_changes(live, desired, catalogue)
+    changed = {c.before: c.after for c in changes}
     for column in desired.columns:
         if column.hidden == 1:
             continue
         current = live.column(column.name)
-        relaxed = relax.get(fold(column.name))
         if current is None:
             new_columns.append(column)
-        elif relaxed and shape(relaxed.after, 1) == column.shape:
-            continue  # NOT NULL was the only difference, and the relax removes it
-        elif current.shape != column.shape:
+            continue
+        relaxed = fold(column.name) in relax
+        after = changed.get(current.definition, current.definition)
+        after = drop_not_null(after) if relaxed else after
+        notes = ["NOT NULL relaxed"] if relaxed else []
+        notes += ["foreign key changed"] if current.definition in changed else []
+        if notes and shape(after, 1) == column.shape:
+            continue  # the rebuild removes the only differences
+        if current.shape != column.shape:
             diff.drift.append(
                 Drift(
                     "column_changed",
                     quoted(live.name, column.name),
                     f"is `{current.definition}`, desired `{column.definition}` "
-                    + ("(NOT NULL relaxed, otherwise not changed)" if relaxed else "(not changed)"),
+                    + (
+                        f"({', '.join(notes)}, otherwise not changed)" if notes else "(not changed)"
+                    ),
                 )
             )
     for column in live.columns:
         if column.hidden != 1 and desired.column(column.name) is None:
+            notes = ["NOT NULL relaxed"] if fold(column.name) in relax else []
+            notes += ["foreign key dropped"] if column.definition in changed else []
             diff.drift.append(
                 Drift(
                     "column_missing",
                     quoted(live.name, column.name),
                     "column not in the desired schema (kept, never dropped"
-                    + ("; NOT NULL relaxed)" if fold(column.name) in relax else ")"),
+                    + "".join(f"; {note}" for note in notes)
+                    + ")",
                 )
             )
-    new_constraints = _diff_constraints(live, desired, new_columns, diff)
-    _classify_columns(live, new_columns, new_constraints, diff, tuple(relax.values()))
+    new_constraints = _diff_constraints(live, desired, new_columns, diff, changed)
+    _classify_columns(
+        live,
+        new_columns,
+        new_constraints,
+        diff,
+        relax=tuple(relax.values()),
+        foreign_keys=tuple(changes),
+    )
 
 
 def _diff_constraints(
-    live: Table, desired: Table, new_columns: list[Column], diff: _Diff
+    live: Table,
+    desired: Table,
+    new_columns: list[Column],
+    diff: _Diff,
+    changed: Mapping[str, str],
 ) -> tuple[str, ...]:
-    """New table constraints over new columns only (applied by the rebuild); the rest drift."""
+    """New table constraints over new columns only (applied by the rebuild); the rest drift,
+    but for the foreign keys a rebuild ``changed`` (live text -> its new text, "" dropped)."""
     name = quoted(live.name)
     new_names = {fold(c.name) for c in new_columns}
-    live_constraints = {shape(c) for c in live.constraints}
+    live_constraints = {shape(changed.get(c, c)) for c in live.constraints}
     desired_constraints = {shape(c) for c in desired.constraints}
     new_constraints = []
     for text in live.constraints:
+        if text in changed and (not changed[text] or shape(changed[text]) in desired_constraints):
+            continue  # the change is listed (ForeignKeyChange), not drift
         if shape(text) not in desired_constraints:
             diff.drift.append(
                 Drift(
@@ -223,7 +270,9 @@ def _classify_columns(
     columns: list[Column],
     constraints: tuple[str, ...],
     diff: _Diff,
+    *,
     relax: tuple[Relax, ...] = (),
+    foreign_keys: tuple[ForeignKeyChange, ...] = (),
 ) -> None:
     rows = diff.rows(live.name)
     in_place: list[Column] = []
@@ -231,7 +280,7 @@ def _classify_columns(
     refused = False
     if constraints:
         reasons.append("new table constraint")
-    if relax:
+    if relax or foreign_keys:
         reasons.append("so the new app can write")
     copies: list[tuple[Column, str]] = []
     for column in columns:
@@ -251,10 +300,11 @@ def _classify_columns(
             reasons.append(f"{column.name}: {verdict}")
         else:
             in_place.append(column)
-    if refused or not (columns or relax):
+    if refused or not (columns or relax or foreign_keys):
         return
     if reasons:
         diff.relax += relax
+        diff.foreign_keys += foreign_keys
         diff.rebuilds.append(
             RebuildTable(
                 live.name,
@@ -264,6 +314,7 @@ def _classify_columns(
                 rows,
                 tuple(r.column for r in relax),
                 tuple((c.name, source) for c, source in copies),
+                tuple((c.before, c.after) for c in foreign_keys),
             )
         )
     else:
@@ -345,6 +396,8 @@ def _diff_entities(
             )
         elif existing is None:
             diff.others.append(_create(entity, diff, catalogue))
+        elif existing.shape != entity.shape and entity.type == "view":
+            _replace_view(existing, entity, diff, catalogue, wanted_catalogue)
         elif existing.shape != entity.shape:
             diff.drift.append(
                 Drift(
@@ -368,6 +421,40 @@ def _diff_entities(
                     f"{entity.type} not in the desired schema (kept)",
                 )
             )
+
+
+def _replace_view(
+    live: Entity, view: Entity, diff: _Diff, catalogue: Catalogue, wanted: Catalogue
+) -> None:
+    """A view whose definition changed is replaced (it holds no data), the triggers on it
+    kept as they are; refused when a view or trigger the desired schema lacks (or has
+    otherwise, for a trigger) reads it: the new definition could break that one."""
+    name = fold(view.name)
+    on_it = [t.sql for t in catalogue.triggers if fold(t.table) == name]
+    wanted_views = {fold(v.name) for v in wanted.views}
+    wanted_triggers = {fold(t.name): t.shape for t in wanted.triggers}
+    for other in (*catalogue.views, *catalogue.triggers):
+        if fold(other.name) == name or other.sql in on_it:
+            continue
+        if name not in names_in(tokens_of(other.sql)[2:]):
+            continue
+        same = (
+            fold(other.name) in wanted_views
+            if other.type == "view"
+            else wanted_triggers.get(fold(other.name)) == other.shape
+        )
+        if not same:
+            diff.refused.append(
+                Refusal(
+                    quoted(view.name),
+                    f"its definition changed, and the {other.type} {quoted(other.name)}, kept "
+                    "as it is, reads it: the new definition could break it",
+                    f"add {quoted(other.name)} to the desired schema as it should read the new "
+                    f"view, or drop it yourself (a {other.type} holds no data)",
+                )
+            )
+            return
+    diff.others.append(ReplaceView(view.name, view.sql, tuple(on_it)))
 
 
 def _create(entity: Entity, diff: _Diff, catalogue: Catalogue) -> Operation:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
+from sidecar.schema.clauses import references
 from sidecar.schema.sql import quoted
 
 
@@ -75,6 +76,9 @@ class RebuildTable(Operation):
     rows: int = 0
     relax: tuple[str, ...] = ()  # live columns whose NOT NULL is dropped (see Relax)
     copies: tuple[tuple[str, str], ...] = ()  # (new column, old column): a rename copied
+    # (live text, new text) of each foreign key changed so the new app can write (see
+    # ForeignKeyChange): a column definition or table constraint; "" drops a constraint.
+    foreign_keys: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         added = "; ".join((*self.columns, *self.constraints))
@@ -85,6 +89,12 @@ class RebuildTable(Operation):
         what += [f"add {added}"] if added else []
         if self.relax:
             what.append("relax NOT NULL of " + ", ".join(quoted(c) for c in self.relax))
+        dropped = sum(1 for _, after in self.foreign_keys if references(after) is None)
+        if dropped:
+            what.append(f"drop {dropped} foreign key(s) of columns or a table the app dropped")
+        if len(self.foreign_keys) > dropped:
+            given = len(self.foreign_keys) - dropped
+            what.append(f"give {given} foreign key(s) the desired ON DELETE/UPDATE")
         why = "; ".join(self.reasons)
         return (
             f"rebuild table {quoted(self.table)} to {' and '.join(what)} ({why}; "
@@ -118,6 +128,22 @@ class CreateView(Operation):
 
     def __str__(self) -> str:
         return f"create view {quoted(self.name)}"
+
+
+@dataclass(frozen=True)
+class ReplaceView(Operation):
+    """A view whose definition changed: dropped and created as desired in the transaction (a
+    view holds no data), and the triggers on it (which its drop deletes) created again as
+    they were."""
+
+    kind: ClassVar[str] = "replace_view"
+    name: str
+    sql: str
+    triggers: tuple[str, ...] = ()  # the live triggers on the view, as they are
+
+    def __str__(self) -> str:
+        again = f", its {len(self.triggers)} trigger(s) kept" if self.triggers else ""
+        return f"replace view {quoted(self.name)} with the desired definition{again}"
 
 
 @dataclass(frozen=True)
@@ -184,6 +210,27 @@ class Relax:
 
 
 @dataclass(frozen=True)
+class ForeignKeyChange:
+    """A kept foreign key that would make the new app's writes fail or take its rows, changed
+    by the verified rebuild (never a column, never a row): given the desired schema's
+    ``ON DELETE`` / ``ON UPDATE`` when only those differ, or dropped when it guards a column
+    or table the desired schema no longer has (its parent's rows, which the new app deletes
+    and updates, would be blocked, or its own rows deleted by a CASCADE)."""
+
+    table: str
+    before: str  # the live text: a table constraint, or a column definition with REFERENCES
+    after: str  # the same text changed; "" when a table constraint is dropped
+    reason: str
+
+    def __str__(self) -> str:
+        after = f"`{self.after}`" if self.after else "dropped"
+        return f"{quoted(self.table)}: `{self.before}` -> {after} ({self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": str(self)}
+
+
+@dataclass(frozen=True)
 class Reject(Drift):
     """A kept constraint that would reject a row the desired schema accepts (a UNIQUE index
     or constraint, a CHECK, a foreign key the desired schema lacks; ``kind``: unique, check,
@@ -198,6 +245,7 @@ class Plan:
     refused: tuple[Refusal, ...] = ()
     relax: tuple[Relax, ...] = ()
     rejects: tuple[Reject, ...] = ()
+    foreign_keys: tuple[ForeignKeyChange, ...] = ()  # changed by a rebuild so the app can write
     # What the preview could not test against the live rows, tested when applied (the
     # name is the JSON document's key, which only ever grows).
     unchecked: tuple[str, ...] = ()
@@ -210,6 +258,7 @@ class Plan:
             "relax": [item.to_dict() for item in self.relax],
             "rejects": [item.to_dict() for item in self.rejects],
             "unchecked": list(self.unchecked),
+            "foreign_keys": [item.to_dict() for item in self.foreign_keys],
         }
 
     def refusing(

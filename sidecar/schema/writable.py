@@ -1,25 +1,31 @@
 """The new app can write: the live database must accept every row the desired schema accepts.
 
-A kept column that would reject one only by its NOT NULL is relaxed (:func:`relaxing`); every
-other kept constraint that would reject one is reported (:func:`rejecting`). See
-docs/design.md, 'The new app can write (issue 17)'.
+A kept column that would reject one only by its NOT NULL is relaxed (:func:`relaxing`); a
+kept foreign key that would block the new app's writes to its parent is changed by the same
+rebuild (:func:`foreign_key_changes`); a kept key or STRICT type that rejects values the
+desired schema accepts refuses the change (:func:`kept_types`); every other kept constraint
+that would reject one is reported (:func:`rejecting`). See docs/design.md, 'The new app can
+write (issue 17)'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sidecar.schema.catalogue import Catalogue, Entity, Table
+from sidecar.schema.catalogue import Catalogue, Column, Entity, Table
 from sidecar.schema.clauses import (
     check_expressions,
     constraint_body,
     drop_not_null,
+    drop_references,
+    foreign_key_actions,
     index_parts,
     is_unique_index,
     null_default,
     paren_names,
+    with_actions,
 )
-from sidecar.schema.operations import Reject, Relax
+from sidecar.schema.operations import ForeignKeyChange, Refusal, Reject, Relax
 from sidecar.schema.sql import Token, fold, quoted, shape, tokens_of, top_level, top_words
 
 
@@ -62,8 +68,10 @@ def _check_clauses(table: Table) -> list[tuple[tuple[str, ...], str]]:
     return [(shape(e), e) for text in texts for e in check_expressions(text)]
 
 
-def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str]]:
-    """(child columns folded, parent table folded) of every foreign key of ``table``."""
+def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str, str, bool]]:
+    """(child columns folded, parent table folded, text, inline) of every foreign key of
+    ``table``: the text is the column definition (inline ``REFERENCES``) or the table
+    constraint (``FOREIGN KEY``) that holds it."""
     found = []
     for column in table.columns:
         if "references" not in column.definition.lower():
@@ -71,14 +79,151 @@ def _foreign_keys(table: Table) -> list[tuple[frozenset[str], str]]:
         tokens: Sequence[Token] = tokens_of(column.definition)
         for i, token in top_level(tokens):
             if token.is_word("references") and i + 1 < len(tokens):
-                found.append((frozenset({fold(column.name)}), tokens[i + 1].norm))
+                found.append(
+                    (frozenset({fold(column.name)}), tokens[i + 1].norm, column.definition, True)
+                )
     for text in table.constraints:
         tokens = constraint_body(tokens_of(text))
         if len(tokens) > 2 and tokens[0].is_word("foreign"):
             children, after = paren_names(tokens, 1)
             if after + 1 < len(tokens) and tokens[after].is_word("references"):
-                found.append((frozenset(children), tokens[after + 1].norm))
+                found.append((frozenset(children), tokens[after + 1].norm, text, False))
     return found
+
+
+def foreign_key_changes(
+    live: Table, desired: Table | None, desired_catalogue: Catalogue
+) -> list[ForeignKeyChange]:
+    """The kept foreign keys of ``live`` that would fail the new app's writes or take its
+    rows, and what the rebuild makes of each (``desired``: None when the desired schema lacks
+    the table). Only the constraint changes, never a column or a row:
+
+    - the desired table has the same key (child columns, parent) with other ``ON DELETE`` /
+      ``ON UPDATE``: it takes the desired ones (a kept RESTRICT fails the new app's delete
+      that the desired CASCADE or SET NULL allows; a kept CASCADE deletes rows the desired
+      RESTRICT protects);
+    - a child column is gone from the desired table, or the whole table is (and the parent is
+      a desired table): dropped, since nothing the new app reads relies on it, and kept it
+      blocks the new app's deletes and updates of the parent's rows (or its CASCADE deletes
+      kept rows with them).
+
+    See docs/design.md, 'The new app can write (issue 17)'."""
+    wanted = {} if desired is None else {(c, p): t for c, p, t, _ in _foreign_keys(desired)}
+    found = []
+    for children, parent, text, inline in _foreign_keys(live):
+        parent_table = desired_catalogue.table(parent)
+        target = quoted(parent_table.name if parent_table else parent)
+        theirs = wanted.get((children, parent))
+        gone = sorted(c for c in children if desired is None or desired.column(c) is None)
+        if desired is None or gone:
+            if desired is None and (parent_table is None or fold(parent) == fold(live.name)):
+                continue  # its parent is no desired table: the new app never writes it
+            names = ", ".join(quoted(c.name) for c in live.columns if fold(c.name) in gone)
+            what = "its table is" if desired is None else f"{names} is"
+            reason = (
+                f"{what} not in the desired schema: kept, it would block (or cascade into kept "
+                f"rows) the new app's DELETE and UPDATE of {target} rows"
+            )
+            after = drop_references(text) if inline else ""
+        elif theirs is not None and foreign_key_actions(theirs) != foreign_key_actions(text):
+            delete, update = (a.upper() for a in foreign_key_actions(theirs))
+            reason = (
+                f"the desired schema's ON DELETE {delete} ON UPDATE {update}: the new app's "
+                f"deletes and updates of {target} rows rely on them"
+            )
+            after = with_actions(text, theirs)
+        else:
+            continue
+        found.append(ForeignKeyChange(live.name, text, after, reason))
+    return found
+
+
+def _rowid_alias(table: Table, column: Column) -> bool:
+    """SQLite's rowid alias: the one INTEGER PRIMARY KEY column of a rowid table (not
+    ``INTEGER PRIMARY KEY DESC``), which stores integers only and is given one when left out."""
+    return (
+        not table.without_rowid
+        and column.pk == 1
+        and sum(1 for c in table.columns if c.pk) == 1
+        and column.type.upper() == "INTEGER"
+        and "desc" not in top_words(tokens_of(column.definition)[1:])
+    )
+
+
+def _strict_type(declared: str) -> str:
+    """A STRICT table's column type as it checks values (INT and INTEGER are the same)."""
+    upper = declared.upper()
+    return "INTEGER" if upper == "INT" else upper
+
+
+def kept_types(live: Table, desired: Table) -> list[Refusal]:
+    """Kept type facts of ``live`` that reject values ``desired`` accepts, which no rebuild
+    can change without rewriting stored values (a deploy never does): refused.
+
+    - a rowid alias (INTEGER PRIMARY KEY) where the desired column is not an integer: the
+      new app's text key fails with "datatype mismatch" (Prisma's Int -> String @id);
+    - a desired rowid alias where the kept key is not one: the new app leaves the key out
+      for the database to assign, and the kept key does not assign it;
+    - a STRICT table whose desired table is not STRICT, or whose kept column's desired type
+      differs: the kept type rejects values of the desired one.
+
+    See docs/design.md, 'The new app can write (issue 17)'."""
+    found = []
+    for column in live.columns:
+        wanted = desired.column(column.name)
+        if wanted is None or column.hidden != 0:
+            continue
+        kept, alias = _rowid_alias(live, column), _rowid_alias(desired, wanted)
+        if kept and not alias and "INT" not in wanted.type.upper():
+            reason = (
+                f"the kept `{column.definition}` is the table's rowid, which holds integers "
+                f"only; the desired `{wanted.definition}` takes other keys (the new app's "
+                "INSERT would fail: datatype mismatch)"
+            )
+        elif alias and not kept:
+            reason = (
+                f"the desired `{wanted.definition}` is the table's rowid, given a value when "
+                f"the new app leaves it out; the kept `{column.definition}` is not (the new "
+                "app's INSERT would fail or store no key)"
+            )
+        else:
+            continue
+        found.append(
+            Refusal(
+                quoted(live.name, column.name),
+                reason,
+                "a deploy never rewrites stored keys (nor the rows that reference them): keep "
+                "the key's type in the desired schema, or add the new key as a new column and "
+                "move to it in steps",
+            )
+        )
+    if live.strict:
+        found += _kept_strict(live, desired)
+    return found
+
+
+def _kept_strict(live: Table, desired: Table) -> list[Refusal]:
+    """A kept STRICT table's column types that reject values the desired table accepts."""
+    narrower = [
+        column.name
+        for column in live.columns
+        if (wanted := desired.column(column.name)) is not None
+        and column.hidden == 0
+        and _strict_type(column.type) != "ANY"
+        and (not desired.strict or _strict_type(wanted.type) != _strict_type(column.type))
+    ]
+    if not narrower:
+        return []
+    why = "is not STRICT" if not desired.strict else "declares other types"
+    return [
+        Refusal(
+            quoted(live.name),
+            f"the kept STRICT table checks the types of {', '.join(quoted(n) for n in narrower)}; "
+            f"the desired table {why}, so the new app's values of another type would fail",
+            "a deploy never changes a table's STRICT types (that would rewrite or refuse stored "
+            "values): keep the table and its types as they are in the desired schema",
+        )
+    ]
 
 
 def indexes_by_table(catalogue: Catalogue) -> dict[str, list[Entity]]:
@@ -140,9 +285,10 @@ def rejecting(
             found.append(
                 Reject("check", quoted(live.name), f"CHECK {text}: not in the desired schema")
             )
-    wanted_keys = set(_foreign_keys(desired))
-    for children, parent in _foreign_keys(live):
-        if (children, parent) in wanted_keys or children & gone_null:
+    wanted_keys = {(c, p) for c, p, _, _ in _foreign_keys(desired)}
+    for children, parent, _, _ in _foreign_keys(live):
+        gone = any(desired.column(c) is None for c in children)
+        if (children, parent) in wanted_keys or gone:  # gone: dropped (foreign_key_changes)
             continue
         why = (
             f"the desired schema lacks table {quoted(parent)}"
@@ -155,7 +301,8 @@ def rejecting(
                 "foreign_key",
                 quoted(live.name),
                 f"foreign key ({cols}) -> {quoted(parent)}: {why} (enforced when the app turns "
-                "foreign keys on, as Prisma does)",
+                "foreign keys on, as Prisma does: on its inserts, and on its deletes and updates "
+                "of the parent's rows)",
             )
         )
     return found

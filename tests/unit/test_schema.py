@@ -16,7 +16,7 @@ from sidecar.schema.catalogue import Catalogue, parse_create_table, read_catalog
 from sidecar.schema.clauses import index_parts
 from sidecar.schema.desired import desired_files, is_migration_history, load_desired
 from sidecar.schema.diff import make_plan
-from sidecar.schema.operations import CreateIndex, Plan
+from sidecar.schema.operations import CreateIndex, Plan, RebuildTable
 from sidecar.schema.sql import split_statements, tokenize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,7 +237,8 @@ CASES = [
         "missing table and its index",
         V1.split('-- CreateTable\nCREATE TABLE "Transaction"')[0],
         True,
-        [],
+        # Kept, its foreign key to "Portfolio" would block the new app's deletes there.
+        ["rebuild_table"],
         ["table_missing"],
         0,
     ),
@@ -384,7 +385,12 @@ def test_destructive_demo_schema_is_only_drift(tmp_path: Path) -> None:
     conn = database.connect(db, readonly=True)
     plan = make_plan(read_catalogue(conn), desired, row_counts={})
     conn.close()
-    assert not plan.operations
+    # The kept "Transaction" loses only its foreign key to "Portfolio" (which the new app's
+    # deletes there would hit); no column, no row.
+    [rebuild] = plan.operations
+    assert isinstance(rebuild, RebuildTable)
+    assert (rebuild.table, rebuild.columns, rebuild.relax) == ("Transaction", (), ())
+    assert [after for _, after in rebuild.foreign_keys] == [""]
     assert not plan.refused
     assert {item.kind for item in plan.drift} == {
         "column_missing",
@@ -454,9 +460,9 @@ def test_names_compare_case_insensitively_for_ascii_only(tmp_path: Path) -> None
             ["add_column"],
             [],
         ),
-        (
-            "CREATE TABLE s (id INTEGER PRIMARY KEY, n INTEGER) STRICT;",
+        (  # STRICT added: the kept table accepts more (the other way is refused: test_schema_kept)
             "CREATE TABLE s (id INTEGER PRIMARY KEY, n INTEGER);",
+            "CREATE TABLE s (id INTEGER PRIMARY KEY, n INTEGER) STRICT;",
             [],
             ["table_changed"],
         ),
@@ -481,8 +487,8 @@ def test_names_compare_case_insensitively_for_ascii_only(tmp_path: Path) -> None
         (
             "CREATE TABLE t (a INT); CREATE VIEW v AS SELECT a FROM t;",
             "CREATE TABLE t (a INT); CREATE VIEW v AS SELECT a + 1 AS a FROM t;",
+            ["replace_view"],  # a view holds no data
             [],
-            ["view_changed"],
         ),
         (
             "CREATE TABLE t (a INT); CREATE VIEW v AS SELECT a FROM t;",

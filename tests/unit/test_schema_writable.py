@@ -20,7 +20,12 @@ import pytest
 
 from sidecar import cli, database, health, sqlite
 from sidecar.errors import ExitCode
-from sidecar.schema.clauses import drop_not_null
+from sidecar.schema.clauses import (
+    drop_not_null,
+    drop_references,
+    foreign_key_actions,
+    with_actions,
+)
 
 USER = 'CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL'
 PRISMA_HANDLE = """
@@ -476,3 +481,305 @@ def test_an_index_over_a_refused_new_column_is_listed_only_as_refused(
     assert [r["object"] for r in doc["refused"]] == ['"User"."handle"']
     # The index over the refused column goes with it; the unrelated index stays.
     assert [op["name"] for op in doc["operations"]] == ["User_email_idx"]
+
+
+# --------------------------------------------------------------------------- kept keys, types,
+# foreign keys and views (the audit's cases: each exited 0 while the new app's writes failed)
+
+POST_INT = (
+    'CREATE TABLE "Post" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "title" TEXT NOT NULL);'
+)
+POSTS = ["INSERT INTO \"Post\" (title) VALUES ('a');", "INSERT INTO \"Post\" (title) VALUES ('b');"]
+
+
+def refused_untouched(capsys: pytest.CaptureFixture[str], env: dict[str, str], *words: str) -> None:
+    """``plan`` and ``migrate`` both exit 3 naming ``words``, and the file is byte-identical."""
+    before = Path(env["SIDECAR_DATABASE"]).read_bytes()
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.REFUSED
+    assert all(word in doc["refused"][0]["summary"] for word in words), doc["refused"]
+    code, _, err = run(capsys, ["migrate"], env, json_out=False)
+    assert code == ExitCode.REFUSED
+    error = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert all(word in error for word in words), error
+    assert "hint: " in err
+    assert Path(env["SIDECAR_DATABASE"]).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "words"),
+    [
+        # Prisma: id Int @id @default(autoincrement()) -> id String @id @default(cuid())
+        (
+            POST_INT,
+            'CREATE TABLE "Post" ("id" TEXT NOT NULL PRIMARY KEY, "title" TEXT NOT NULL);',
+            ['"Post"."id"', "rowid", "datatype mismatch"],
+        ),
+        # And back: the desired key is assigned by the database, the kept one is not.
+        (
+            'CREATE TABLE "Post" ("id" TEXT NOT NULL PRIMARY KEY, "title" TEXT NOT NULL);',
+            POST_INT,
+            ['"Post"."id"', "leaves it out"],
+        ),
+        # A kept STRICT table whose desired table is not STRICT, or declares another type.
+        (
+            'CREATE TABLE "Post" ("id" INTEGER PRIMARY KEY, "title" TEXT NOT NULL) STRICT;',
+            'CREATE TABLE "Post" ("id" INTEGER PRIMARY KEY, "title" TEXT NOT NULL);',
+            ['"Post"', "STRICT", '"title"'],
+        ),
+        (
+            'CREATE TABLE "Post" ("id" INTEGER PRIMARY KEY, "title" INTEGER NOT NULL) STRICT;',
+            'CREATE TABLE "Post" ("id" INTEGER PRIMARY KEY, "title" TEXT NOT NULL) STRICT;',
+            ['"Post"', "other types", '"title"'],
+        ),
+    ],
+)
+def test_a_kept_key_or_strict_type_that_rejects_the_new_apps_values_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, live: str, desired: str, words: list[str]
+) -> None:
+    rows = ['INSERT INTO "Post" (id, title) VALUES (1, 7);'] if "STRICT" in live else POSTS
+    if "TEXT NOT NULL PRIMARY KEY" in live:
+        rows = ["INSERT INTO \"Post\" (id, title) VALUES ('clx0', 'a');"]
+    env = setup(tmp_path, live, desired, rows)
+    refused_untouched(capsys, env, *words)
+
+
+def test_a_kept_integer_key_under_another_integer_type_is_not_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # BigInt @id: the app writes integers, which the kept rowid takes.
+    desired = POST_INT.replace(
+        '"id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT', '"id" BIGINT NOT NULL PRIMARY KEY'
+    )
+    env = setup(tmp_path, POST_INT, desired, POSTS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    assert doc["refused"] == []
+
+
+USER_POST = (
+    f"{USER});\n"
+    'CREATE TABLE "Post" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "title" TEXT NOT NULL, '
+    '"authorId" INTEGER NOT NULL, CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") '
+    'REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE);'
+)
+USER_POST_ROWS = [
+    *USERS,
+    "INSERT INTO \"Post\" (title, \"authorId\") VALUES ('p1', 1), ('p2', 1), ('p3', 2);",
+]
+# Prisma's RedefineTables for `onDelete: Cascade` on the relation.
+ON_DELETE_CASCADE = """-- RedefineTables
+PRAGMA defer_foreign_keys=ON;
+PRAGMA foreign_keys=OFF;
+CREATE TABLE "new_Post" (
+    "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "title" TEXT NOT NULL,
+    "authorId" INTEGER NOT NULL,
+    CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User" ("id") \
+ON DELETE CASCADE ON UPDATE CASCADE
+);
+INSERT INTO "new_Post" ("authorId", "id", "title") SELECT "authorId", "id", "title" FROM "Post";
+DROP TABLE "Post";
+ALTER TABLE "new_Post" RENAME TO "Post";
+PRAGMA foreign_keys=ON;
+PRAGMA defer_foreign_keys=OFF;
+"""
+
+
+def prisma_history(tmp_path: Path, env: dict[str, str], *migrations: str) -> None:
+    """The desired schema as a Prisma migrations folder: the live schema first, then these."""
+    root = tmp_path / "migrations"
+    sql = "SELECT sql FROM sqlite_master WHERE sql NOT NULL AND name NOT LIKE 'sqlite%'"
+    live = [r[0] for r in query(env, sql)]
+    for n, sql in enumerate([";\n".join(live) + ";\n", *migrations]):
+        folder = root / f"2024010{n + 1}000000_m{n}"
+        folder.mkdir(parents=True)
+        (folder / "migration.sql").write_text(sql)
+    (root / "migration_lock.toml").write_text('provider = "sqlite"\n')
+    env["SIDECAR_SCHEMA"] = str(root)
+
+
+def app_write(env: dict[str, str], sql: str) -> None:
+    """One write of the new app: foreign keys on, as Prisma turns them on."""
+    conn = sqlite3.connect(env["SIDECAR_DATABASE"], isolation_level=None)
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(sql)
+    finally:
+        conn.close()
+
+
+def test_a_foreign_keys_changed_actions_are_taken_so_the_new_apps_deletes_succeed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env = setup(tmp_path, USER_POST, USER_POST, USER_POST_ROWS)
+    prisma_history(tmp_path, env, ON_DELETE_CASCADE)
+    before = query(env, 'SELECT id, title, "authorId" FROM "Post" ORDER BY id')
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    [change] = doc["foreign_keys"]
+    assert "ON DELETE RESTRICT" in change["before"]
+    assert "ON DELETE CASCADE ON UPDATE CASCADE" in change["after"]
+    assert doc["drift"] == []  # not "a new constraint could reject existing rows"
+    assert [op["op"] for op in doc["operations"]] == ["rebuild_table", "record_migrations"]
+    code, out, _ = run(capsys, ["plan"], env, json_out=False)
+    assert "ON DELETE CASCADE" in out.split("Relax (so the new app can write):")[1]
+    code, out, _ = run(capsys, ["migrate"], env, json_out=False)
+    assert code == ExitCode.OK
+    assert "1 foreign key(s) changed so the new app can write" in out
+    assert query(env, 'SELECT id, title, "authorId" FROM "Post" ORDER BY id') == before
+    app_write(env, 'DELETE FROM "User" WHERE id = 1')  # was: FOREIGN KEY constraint failed
+    assert query(env, 'SELECT id FROM "Post"') == [(3,)]
+    code, doc, _ = run(capsys, ["plan", "--check"], env)
+    assert code == ExitCode.OK
+    assert doc["foreign_keys"] == []
+
+
+def test_an_inline_reference_made_optional_with_set_null_is_relaxed_and_takes_the_action(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = (
+        f"{USER});\n"
+        'CREATE TABLE "Post" ("id" INTEGER PRIMARY KEY, '
+        '"authorId" INTEGER NOT NULL REFERENCES "User" ("id"));'
+    )
+    desired = live.replace("NOT NULL REFERENCES", "REFERENCES").replace(
+        '("id"));', '("id") ON DELETE SET NULL);'
+    )
+    env = setup(tmp_path, live, desired, [*USERS, 'INSERT INTO "Post" ("authorId") VALUES (1);'])
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    assert [r["column"] for r in doc["relax"]] == ["authorId"]
+    assert len(doc["foreign_keys"]) == 1
+    assert doc["drift"] == []  # the rebuilt column is the desired one
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    app_write(env, 'DELETE FROM "User" WHERE id = 1')
+    assert query(env, 'SELECT id, "authorId" FROM "Post"') == [(1, None)]
+    assert run(capsys, ["plan", "--check"], env)[0] == ExitCode.OK
+
+
+CATEGORY_POST = (
+    'CREATE TABLE "Category" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, '
+    '"name" TEXT NOT NULL);\n'
+    'CREATE TABLE "Post" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "title" TEXT NOT NULL, '
+    '"categoryId" INTEGER NOT NULL, CONSTRAINT "Post_categoryId_fkey" FOREIGN KEY ("categoryId") '
+    'REFERENCES "Category" ("id") ON DELETE {action} ON UPDATE CASCADE);'
+)
+CATEGORY_ROWS = [
+    "INSERT INTO \"Category\" (name) VALUES ('a'), ('b');",
+    "INSERT INTO \"Post\" (title, \"categoryId\") VALUES ('p1', 1), ('p2', 1);",
+]
+
+
+def test_a_removed_relation_field_loses_its_foreign_key_never_its_values(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = CATEGORY_POST.format(action="RESTRICT")
+    desired = live.split('CREATE TABLE "Post"')[0] + (
+        'CREATE TABLE "Post" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, '
+        '"title" TEXT NOT NULL);'
+    )
+    env = setup(tmp_path, live, desired, CATEGORY_ROWS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    [change] = doc["foreign_keys"]
+    assert change["after"] == ""
+    assert '"categoryId" is not in the desired schema' in change["reason"]
+    assert '"Category" rows' in change["reason"]
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    app_write(env, "INSERT INTO \"Post\" (title) VALUES ('new')")
+    app_write(env, 'DELETE FROM "Category" WHERE id = 1')  # was: FOREIGN KEY constraint failed
+    assert query(env, 'SELECT id, "categoryId" FROM "Post" ORDER BY id') == [
+        (1, 1), (2, 1), (3, None)
+    ]  # fmt: skip
+    assert query(env, 'PRAGMA foreign_key_list("Post")') == []
+    assert run(capsys, ["plan", "--check"], env)[0] == ExitCode.OK
+
+
+@pytest.mark.parametrize("action", ["RESTRICT", "CASCADE"])
+def test_a_removed_child_model_keeps_its_rows_and_stops_blocking_its_parent(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, action: str
+) -> None:
+    live = CATEGORY_POST.format(action=action)
+    desired = live.split('CREATE TABLE "Post"')[0]  # the Post model removed
+    env = setup(tmp_path, live, desired, CATEGORY_ROWS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    assert [fk["table"] for fk in doc["foreign_keys"]] == ["Post"]
+    assert [d["kind"] for d in doc["drift"]] == ["table_missing"]
+    before = query(env, 'SELECT * FROM "Post" ORDER BY id')
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    # RESTRICT failed the delete; CASCADE would have deleted kept rows with it.
+    app_write(env, 'DELETE FROM "Category" WHERE id = 1')
+    app_write(env, 'UPDATE "Category" SET id = 10 WHERE id = 2')
+    assert query(env, 'SELECT * FROM "Post" ORDER BY id') == before
+    assert run(capsys, ["plan", "--check"], env)[0] == ExitCode.OK
+
+
+VIEW_LIVE = f'{USER});\nCREATE VIEW "V" AS SELECT email FROM "User";\n'
+
+
+def test_a_changed_view_is_replaced_and_its_triggers_kept(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    trigger = (
+        'CREATE TRIGGER "V_insert" INSTEAD OF INSERT ON "V" BEGIN '
+        'INSERT INTO "User" (email) VALUES (NEW.email); END;\n'
+    )
+    desired = VIEW_LIVE.replace("SELECT email", "SELECT id, email") + trigger
+    env = setup(tmp_path, VIEW_LIVE + trigger, desired, USERS)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    assert [op["op"] for op in doc["operations"]] == ["replace_view"]
+    assert doc["drift"] == []
+    assert run(capsys, ["migrate"], env)[0] == ExitCode.OK
+    assert query(env, 'SELECT id, email FROM "V" ORDER BY id')[0] == (1, "u0@x")
+    app_write(env, "INSERT INTO \"V\" (email) VALUES ('via@view')")  # the trigger is there
+    assert query(env, "SELECT count(*) FROM \"User\" WHERE email = 'via@view'") == [(1,)]
+    assert run(capsys, ["plan", "--check"], env)[0] == ExitCode.OK
+
+
+def test_a_changed_view_that_a_kept_view_reads_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    live = VIEW_LIVE + 'CREATE VIEW "W" AS SELECT email FROM "V";\n'
+    desired = VIEW_LIVE.replace("SELECT email", "SELECT id")  # W is gone from the schema
+    env = setup(tmp_path, live, desired, USERS)
+    refused_untouched(capsys, env, '"V"', '"W"')
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted", "expected"),
+    [
+        (
+            'CONSTRAINT "f" FOREIGN KEY ("a") REFERENCES "P" ON DELETE RESTRICT ON UPDATE SET NULL',
+            'CONSTRAINT "f" FOREIGN KEY ("a") REFERENCES "P" ON DELETE CASCADE',
+            'CONSTRAINT "f" FOREIGN KEY ("a") REFERENCES "P" ON DELETE CASCADE',
+        ),
+        (
+            '"a" INT NOT NULL REFERENCES p ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED',
+            '"a" INT REFERENCES p',
+            '"a" INT NOT NULL REFERENCES p DEFERRABLE INITIALLY DEFERRED',
+        ),
+        (
+            '"a" INT REFERENCES p(id) NOT NULL',
+            '"a" INT REFERENCES p(id) ON UPDATE NO ACTION ON DELETE SET DEFAULT',
+            '"a" INT REFERENCES p(id) ON UPDATE NO ACTION ON DELETE SET DEFAULT NOT NULL',
+        ),
+    ],
+)
+def test_with_actions_changes_only_the_actions(text: str, wanted: str, expected: str) -> None:
+    assert with_actions(text, wanted) == expected
+    assert foreign_key_actions(expected) == foreign_key_actions(wanted)
+
+
+@pytest.mark.parametrize(
+    ("definition", "without"),
+    [
+        ('"a" INT NOT NULL REFERENCES p ON DELETE CASCADE DEFAULT 1', '"a" INT NOT NULL DEFAULT 1'),
+        ('"a" INT CONSTRAINT fk REFERENCES p(id) MATCH FULL NOT NULL', '"a" INT NOT NULL'),
+        ('"a" INT REFERENCES "p"', '"a" INT'),
+    ],
+)
+def test_drop_references_keeps_every_other_character(definition: str, without: str) -> None:
+    assert drop_references(definition) == without
