@@ -322,12 +322,19 @@ def _stale(channels: Channels) -> Event | None:
     from sidecar.backup import store  # noqa: PLC0415
 
     newest = store.latest_verified(channels.backup_dir)
-    age = (datetime.now(UTC) - newest.taken_at).total_seconds() if newest else None
-    if age is not None and age <= channels.max_backup_age:
+    now = datetime.now(UTC)
+    age = newest.age_s(now) if newest else None
+    if newest is not None and newest.in_future(now):
+        when = (
+            f"the newest verified backup is dated {-newest.age_s(now) / 3600:.1f}h in the "
+            "future: check the host's clock"
+        )
+    elif age is not None and age <= channels.max_backup_age:
         return None
-    when = f"the newest verified backup is {age / 3600:.1f}h old" if age is not None else (
-        "there is no verified backup"
-    )  # fmt: skip
+    elif age is not None:
+        when = f"the newest verified backup is {age / 3600:.1f}h old"
+    else:
+        when = "there is no verified backup"
     return _event(
         channels, "backups.stale", backup=newest.id if newest else None,
         error=f"{when} (SIDECAR_MAX_BACKUP_AGE is {channels.max_backup_age / 3600:g}h)",

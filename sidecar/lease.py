@@ -61,8 +61,10 @@ def lease_path(db: Path) -> Path:
 
 
 def restore_partial_path(db: Path) -> Path:
-    """Where a restore writes ``db``'s new content before renaming it into place."""
-    return db.with_name(f".{db.name}{RESTORE_PARTIAL_SUFFIX}")
+    """Where a restore writes ``db``'s new content before renaming it into place: beside
+    the file a symlinked ``db`` names, which the restore replaces."""
+    real = Path(os.path.realpath(db))
+    return real.with_name(f".{real.name}{RESTORE_PARTIAL_SUFFIX}")
 
 
 def remove_restore_partial(db: Path) -> bool:

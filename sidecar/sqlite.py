@@ -85,6 +85,13 @@ def is_access_error(exc: BaseException) -> bool:
     return code is not None and (code & 0xFF) in ACCESS_CODES | {SQLITE_FULL}
 
 
+def says_damaged(exc: BaseException) -> bool:
+    """SQLite's error says the file itself is bad (SQLITE_CORRUPT, SQLITE_NOTADB), not that
+    it could not be read here (I/O, open, memory, a full volume: the file may be fine)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in DAMAGED_CODES
+
+
 def is_busy(exc: BaseException) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock (retry, or exit 5)."""
     return isinstance(exc, sqlite3.OperationalError) and (

@@ -51,7 +51,11 @@ class _SourceQuickCheck(threading.Thread):
         super().__init__(name="copier-check", daemon=True)
         self.path = path
         self.level = level
-        self.outcome: dict[str, Any] = {"level": level, "problems": ["check did not run"]}
+        self.outcome: dict[str, Any] = {
+            "level": level,
+            "problems": ["check did not run"],
+            "unread": True,
+        }
 
     def run(self) -> None:
         started = time.monotonic()
@@ -63,7 +67,14 @@ class _SourceQuickCheck(threading.Thread):
                     conn.execute(f"PRAGMA cache_size = -{QUICK_CHECK_CACHE_KIB}")
                 problems = sqlite.quick_check(conn, full=self.level == "full")
         except Exception as exc:  # noqa: BLE001 - any failure is a failed check, reported
-            problems = [f"not a readable SQLite database: {exc}"]
+            from sidecar import sqlite  # noqa: PLC0415 - loaded above unless that failed
+
+            if sqlite.says_damaged(exc):
+                problems = [f"not a readable SQLite database: {exc}"]
+            else:  # I/O, open, memory: nothing known about the file
+                self.outcome = {"level": self.level, "problems": [f"check failed: {exc}"],
+                                "unread": True}  # fmt: skip
+                return
         self.outcome = {
             "level": self.level,
             "problems": problems,

@@ -11,7 +11,6 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sidecar.errors import RefusedError
 from sidecar.logs import get_logger
 from sidecar.settings import Compression
 
@@ -50,26 +49,30 @@ def partial_path(final: Path) -> Path:
 def new_backup_path(
     db: Path, backup_dir: Path, environment: str, now: datetime, compress: Compression
 ) -> Path:
-    """``<stem>_backup_<env>_<UTC stamp>.db``; ``_N`` after the stamp when one already exists.
+    """``<stem>_backup_<env>_<UTC stamp>.db``, with ``_N`` after the stamp when one with that
+    stamp is there already.
 
-    Never named before a backup already in the folder: backups sort by name, and `restore
-    latest` and retention take the newest, so after the clock went back (a host clock that
-    was ahead, then corrected) the stamp is the newest one there, with the next ``_N``. When
-    the backup was taken is in its manifest (``created_at``, BackupInfo.taken_at)."""
-    stamp = now.astimezone(UTC).strftime(TIMESTAMP)
-    newest = _newest_stamp(backup_dir, f"{db.stem}_backup_{environment}_")
-    if newest is not None and newest > stamp:
-        log.warning(
-            "backup.clock_behind",
-            now=stamp,
-            newest=newest,
-            hint="a backup in the folder is dated after now: the clock went back, or was "
-            "ahead; this one is named after it so that it is still the newest",
-        )
-        stamp = newest
+    Never named before a backup already in the folder: backups sort by (stamp, N), and
+    `restore latest` and retention take the newest. After the clock went back (a host clock
+    that was ahead, then corrected) the name takes the newest stamp there and the N after the
+    highest one with it (never a lower N freed by prune). When the backup was taken is in its
+    manifest (``created_at``, BackupInfo.taken_at)."""
+    prefix = f"{db.stem}_backup_{environment}_"
+    stamp, seq = now.astimezone(UTC).strftime(TIMESTAMP), 0
+    newest = _newest(backup_dir, prefix)
+    if newest is not None and newest[0] >= stamp:
+        if newest[0] > stamp:
+            log.warning(
+                "backup.clock_behind",
+                now=stamp,
+                newest=newest[0],
+                hint="a backup in the folder is dated after now: the clock went back, or was "
+                "ahead; this one is named after it so that it is still the newest",
+            )
+        stamp, seq = newest[0], newest[1] + 1
     suffix = ".db.zst" if compress == "zstd" else ".db"
-    for seq in range(1000):
-        name = f"{db.stem}_backup_{environment}_{stamp}{f'_{seq}' if seq else ''}"
+    while True:  # a name nothing else has taken meanwhile (another database's, ...)
+        name = f"{prefix}{stamp}{f'_{seq}' if seq else ''}"
         taken = any(
             os.path.lexists(backup_dir / f"{name}{ext}{extra}")
             for ext in (".db", ".db.zst")
@@ -77,21 +80,22 @@ def new_backup_path(
         )
         if not taken:
             return backup_dir / f"{name}{suffix}"
-    raise RefusedError(f"too many backups named {name} in one second", hint="retry in a second")
+        seq += 1
 
 
-def _newest_stamp(backup_dir: Path, prefix: str) -> str | None:
-    """The latest timestamp among the backups (or partials) named ``prefix<stamp>...``."""
+def _newest(backup_dir: Path, prefix: str) -> tuple[str, int] | None:
+    """The latest (stamp, N) among the backups and manifests named ``prefix<stamp>[_N]...``."""
     try:
         names = os.listdir(backup_dir)
     except OSError:
         return None
-    stamps = [
-        match["ts"]
+    found = [
+        (match["ts"], int(match["seq"] or 0))
         for name in names
-        if name.startswith(prefix) and (match := BACKUP_NAME.match(name)) is not None
+        if name.startswith(prefix)
+        and (match := BACKUP_NAME.match(name.removesuffix(".json"))) is not None
     ]
-    return max(stamps, default=None)
+    return max(found, default=None)
 
 
 def same_file(a: Path, b: Path) -> bool:

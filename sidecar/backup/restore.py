@@ -23,7 +23,15 @@ from sidecar.backup.store import BackupInfo
 from sidecar.backup.verify import DamagedDatabaseError, inspect_file, verify_backup
 from sidecar.database import SIDE_FILES
 from sidecar.errors import ConfigError, RefusedError, SidecarError, UnavailableError
-from sidecar.fs import create_exclusive, file_mode, folder_mode, fsync_dir, pump, read_chunks
+from sidecar.fs import (
+    create_exclusive,
+    file_mode,
+    folder_mode,
+    fsync_dir,
+    pump,
+    read_chunks,
+    sha256_file,
+)
 from sidecar.lease import remove_restore_partial, restore_partial_path
 from sidecar.logs import get_logger
 from sidecar.progress import Progress
@@ -87,30 +95,31 @@ def restore_backup(
     """
     started = time.monotonic()
     # A database path that is a symlink: SQLite follows it (the -wal is the real file's),
-    # and so does the restore; renaming over the link would leave the file the app opens,
-    # and its -wal, as they were.
-    target = Path(os.path.realpath(target))
+    # and so does the replace; renaming over the link would leave the file the app opens,
+    # and its -wal, as they were. The safety backup is taken, and named, by the path
+    # configured, as every backup of this database is.
+    real = Path(os.path.realpath(target))
     problems = [] if verified else verify_backup(info, record=not dry_run)
     if problems:
         raise RefusedError(
             f"backup {info.id} failed verification: {'; '.join(problems)}",
             hint="pick another backup from: sidecar list",
         )
-    exists = os.path.lexists(target)
-    sides = [f"{target}{s}" for s in SIDE_FILES if os.path.lexists(f"{target}{s}")]
+    exists = os.path.lexists(real)
+    sides = [f"{real}{s}" for s in SIDE_FILES if os.path.lexists(f"{real}{s}")]
     actions = _actions(info, target, exists=exists, sides=sides)
     if dry_run:
         return RestoreOutcome(info, target, True, actions=actions, removed_side_files=sides)
 
     def refuse_if_held() -> None:
-        refuse_holders(target, holders(target), force=force, can_stop=stop_app is not None)
+        refuse_holders(real, holders(real), force=force, can_stop=stop_app is not None)
 
     with stop_app() if stop_app is not None else nullcontext():
         refuse_if_held()
         with ExitStack() as held:
-            rollback_mode = exists and _is_wal(target) is False
+            rollback_mode = exists and _is_wal(real) is False
             if rollback_mode:
-                rollback_mode = _write_locked(held, target, lock_timeout)
+                rollback_mode = _write_locked(held, real, lock_timeout)
             safety, salvaged = _keep_current(
                 target, sides, exists=exists, backup_dir=backup_dir,
                 environment=environment, group=group, io=io, verify=verify,
@@ -121,7 +130,7 @@ def restore_backup(
             # every POSIX lock it holds on the file, that write lock included.
             _replace(
                 info,
-                target,
+                real,
                 group,
                 before_replace=(lambda: None) if rollback_mode else refuse_if_held,
             )
@@ -183,8 +192,15 @@ def _keep_current(
                 verify=verify, group=group, io=io, min_free_margin=min_free_margin,
             )  # fmt: skip
         except (sqlite3.DatabaseError, DamagedDatabaseError) as exc:
-            if isinstance(exc, sqlite3.DatabaseError) and sqlite.is_busy(exc):
-                raise
+            if isinstance(exc, sqlite3.DatabaseError):
+                not_damaged = database.cannot_open(target, exc)
+                if not_damaged is not None:  # locked, unreadable here, a hot journal...
+                    raise not_damaged from exc
+                if not sqlite.says_damaged(exc):
+                    raise UnavailableError(
+                        f"could not back up {target} before replacing it: {exc}",
+                        hint=f"{target} is unchanged; check the data volume, then retry",
+                    ) from exc
             # The database is damaged (the very reason to restore): a backup of it would
             # be called verified, or fail; keep its raw bytes instead.
             log.warning("backup.restore_target_damaged", target=str(target),
@@ -210,12 +226,19 @@ def salvage(target: Path | None, sides: list[str], backup_dir: Path, group: int 
     sources = ([target] if target is not None else []) + [Path(s) for s in sides]
     mode = file_mode(group)
     for source in sources:
-        fd = create_exclusive(folder / source.name, mode, group)
+        kept = folder / source.name
+        fd = create_exclusive(kept, mode, group)
         try:
             with source.open("rb") as handle:
-                pump(read_chunks(handle), fd)
+                size, sha = pump(read_chunks(handle), fd)
         finally:
             os.close(fd)
+        # Read back: nothing else keeps what is about to be replaced.
+        if sha256_file(kept) != (size, sha):
+            raise UnavailableError(
+                f"the raw copy {kept} differs from {source} read back",
+                hint=f"{target or source} is unchanged; check the backups volume, then retry",
+            )
     fsync_dir(folder)
     fsync_dir(folder.parent)
     log.warning(

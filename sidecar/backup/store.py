@@ -33,6 +33,9 @@ from sidecar.logs import get_logger
 log = get_logger(__name__)
 
 
+CLOCK_SLACK_S = 300.0  # the clocks of containers on one host agree far better than this
+
+
 @dataclass(frozen=True)
 class BackupInfo:
     """One backup in the backups folder, as named and described by its manifest."""
@@ -85,6 +88,16 @@ class BackupInfo:
         """Newest last, by name: a backup is never named before one already in the folder
         (:func:`names.new_backup_path`), whatever the clock did meanwhile."""
         return (self.created_at, self.seq, self.id)
+
+    def age_s(self, now: datetime) -> float:
+        """Seconds since the backup was taken; negative when it is dated in the future."""
+        return (now - self.taken_at).total_seconds()
+
+    def in_future(self, now: datetime) -> bool:
+        """Taken more than :data:`CLOCK_SLACK_S` after ``now``: the clock is behind now, or
+        was ahead then; its age says nothing (health, alerts and the deploy treat it as no
+        fresh backup)."""
+        return self.age_s(now) < -CLOCK_SLACK_S
 
     @property
     def taken_at(self) -> datetime:

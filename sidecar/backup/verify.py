@@ -34,6 +34,9 @@ class FileFacts:
     page_count: int = 0
     schema_hash: str = ""
     row_counts: dict[str, int] = field(default_factory=dict)
+    # SQLite could not read the file here (I/O, open, memory...): ``problems`` then say
+    # nothing about its content.
+    unread: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,10 @@ def inspect_file(path: Path, full: bool | None, *, count_rows: bool = True) -> F
                 row_counts=database.row_counts(conn) if count_rows else {},
             )
     except sqlite3.DatabaseError as exc:
-        facts = replace(facts, problems=[f"not a readable SQLite database: {exc}"])
+        if sqlite.says_damaged(exc):
+            facts = replace(facts, problems=[f"not a readable SQLite database: {exc}"])
+        else:
+            facts = replace(facts, problems=[f"SQLite could not read it: {exc}"], unread=True)
     return facts
 
 
@@ -115,8 +121,13 @@ def verify_copy(db: Path, work: Path, snap: Snapshot, level: VerifyLevel) -> Ver
         copied_wrong.append("the written file differs from the bytes read from the database")
     if size != work.stat().st_size:
         copied_wrong.append(f"the file holds {work.stat().st_size} bytes, {size} were copied")
-    # Once the copy holds exactly what was read, what is wrong with it is the database's.
-    damaged = problems + facts.problems
+    # Once the copy holds exactly what was read, what is wrong with it is the database's;
+    # a check that could not read the file says nothing about it.
+    if facts.unread:
+        copied_wrong += facts.problems
+    elif during_copy is not None and during_copy.get("unread"):
+        copied_wrong += problems
+    damaged = [] if copied_wrong else problems + facts.problems
     if facts.page_size * facts.page_count != size:
         damaged.append(f"size {size} is not page_size x page_count")
     if copied_wrong or damaged:

@@ -80,8 +80,11 @@ def _backup_if_none_fresh(settings: Settings, report: DeployReport) -> None:
         return
     folder = settings.backup_dir
     latest = store.latest_verified(folder, settings.database) if folder.is_dir() else None
-    if latest is not None and (datetime.now(UTC) - latest.taken_at).total_seconds() < (
-        settings.max_backup_age / 2
+    now = datetime.now(UTC)
+    if (
+        latest is not None
+        and not latest.in_future(now)
+        and latest.age_s(now) < settings.max_backup_age / 2
     ):
         return
     from sidecar.commands.backup import take_backup  # noqa: PLC0415 - long-running only

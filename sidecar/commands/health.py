@@ -166,8 +166,8 @@ def _backup_age(
     if latest is None:
         of = f" of {settings.database}" if settings.database else ""
         return Check("last backup", False, f"no verified backup{of} yet", required), None, None
-    age = (datetime.now(UTC) - latest.taken_at).total_seconds()
-    if age < -CLOCK_SLACK_S:
+    age = latest.age_s(datetime.now(UTC))
+    if latest.in_future(datetime.now(UTC)):
         # Taken "in the future": the clock is behind now, or was ahead then. Either way its
         # age says nothing, and every later backup is named after it (new_backup_path).
         detail = f"{latest.id} is dated {-age / 3600:.1f}h in the future: check the host's clock"
@@ -175,9 +175,6 @@ def _backup_age(
     fresh = age <= limit
     detail = f"{latest.id}, {_hours(max(age, 0.0))} old (limit {_hours(limit)})"
     return Check("last backup", fresh, detail, fatal=required), latest, round(age, 1)
-
-
-CLOCK_SLACK_S = 300.0  # clocks of containers on one host agree far better than this
 
 
 def _hours(seconds: float) -> str:

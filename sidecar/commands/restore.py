@@ -251,12 +251,12 @@ def _latest_passing(
     for info in ours:
         if not info.manifest.get("verified"):
             continue
-        if info.manifest.get("reason") == PRE_RESTORE:
-            passed_over.append(info.id)
-            continue
         # A recorded failure or a wrong size is known without reading the file again; a
         # file changed after its manifest is verified now, and may well pass.
         known = info.problem if info.problem != CHANGED else None
+        if info.manifest.get("reason") == PRE_RESTORE and known is None:
+            passed_over.append(info.id)
+            continue
         problems = [known] if known else verify_backup(info, record=not dry_run)
         if not problems:
             if passed_over:

@@ -222,6 +222,32 @@ def test_a_failed_backup_past_the_max_age_also_says_backups_are_stale(
         assert f"backup: {first['backup']['id']}" in stale.splitlines()
 
 
+def test_a_failed_backup_after_one_dated_in_the_future_says_check_the_clock(
+    capsys: pytest.CaptureFixture[str], al_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newest backup taken with the clock a day ahead is no fresh backup: when backups
+    then fail, the people responsible hear that, and why its age says nothing."""
+    from datetime import datetime, timedelta
+
+    from sidecar.backup import create
+
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Ahead:
+            return cls.fromtimestamp((datetime.now(tz) + timedelta(days=1)).timestamp(), tz)
+
+    with receiver() as hook:
+        env = notifying(al_env, hook)
+        with monkeypatch.context() as patched:
+            patched.setattr(create, "datetime", Ahead)
+            assert _run(capsys, ["backup"], env)[0] == 0
+        _break(Path(al_env["SIDECAR_DATABASE"]))
+        assert _run(capsys, ["backup"], env)[0] == ExitCode.REFUSED
+        stale = [r.json() for r in hook.wait_for(2) if "are stale" in r.json()["title"]]
+        assert len(stale) == 1
+        assert "in the future: check the host's clock" in stale[0]["message"]
+
+
 def test_an_event_from_anywhere_is_one_line(al_env: dict[str, str]) -> None:
     """The hook other parts (offsite uploads, drills) call: ``alerts.event(name, ...)``."""
     with receiver() as hook:

@@ -78,6 +78,26 @@ def test_same_second_names_are_unique_and_sort_newest_first(
     assert [b.id for b in store.list_backups(bk_dir)] == ids[::-1]
 
 
+def test_backups_taken_after_the_clock_went_back_sort_in_the_order_taken(
+    bk_db: Callable[..., Path], bk_dir: Path
+) -> None:
+    """One backup named a day ahead, then the clock corrected, with prune freeing the lower
+    _N in between: each new backup is still the newest (it took a freed _N before)."""
+    from datetime import timedelta
+
+    db = bk_db("wal")
+    create_backup(db, bk_dir, environment="production", reason="manual",
+                  now=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    for _ in range(4):
+        info = create_backup(db, bk_dir, environment="production", reason="manual")
+        assert store.list_backups(bk_dir)[0].id == info.id
+        assert store.latest_verified(bk_dir, db) == info
+        pruned = retention.prune(
+            bk_dir, keep=2, database=db, environment="production", protect=[info.id]
+        )
+        assert info.id not in {b.id for b in pruned.deleted}
+
+
 def test_backup_files_are_private_or_group_readable(
     bk_db: Callable[..., Path], bk_dir: Path
 ) -> None:

@@ -305,6 +305,41 @@ def test_restore_over_a_database_that_fails_verification_salvages_it(
     assert [b.manifest.get("reason") for b in store.list_backups(bk_dir)] == ["manual"]
 
 
+def test_a_safety_backup_sqlite_could_not_read_stops_the_restore_never_salvages(
+    capsys: pytest.CaptureFixture[str],
+    bk_env: dict[str, str],
+    bk_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An I/O error while checking the safety backup says nothing about the database: the
+    restore stops with it unchanged; it is not taken for damage and replaced."""
+    from sidecar import sqlite as sidecar_sqlite
+
+    code, _ = _run(capsys, ["backup"], bk_env)
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO writes (at) VALUES (-1)")
+    conn.commit()
+    conn.close()
+
+    real = sidecar_sqlite.quick_check
+
+    def failing(conn: sqlite3.Connection, *, full: bool = False, **kw: Any) -> list[str]:
+        if not full:  # the backup restored is checked at quick; the safety backup at full
+            return real(conn, full=full, **kw)
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = 10  # SQLITE_IOERR
+        raise error
+
+    monkeypatch.setattr(sidecar_sqlite, "quick_check", failing)
+    code, failed = _run(capsys, ["restore", "latest"], {**bk_env, "SIDECAR_VERIFY": "full"})
+    assert code == ExitCode.HEALTH, failed
+    assert not (bk_dir / "salvage").exists()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (1,)
+    conn.close()
+
+
 def test_restore_latest_run_twice_restores_the_same_backup(
     capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
 ) -> None:
@@ -348,6 +383,17 @@ def test_restore_latest_with_only_safety_backups_left_refuses_and_names_one(
     code, refused = _run(capsys, ["restore", "latest"], bk_env)
     assert code == ExitCode.REFUSED
     assert first["safety_backup"] in refused["error"]["hint"]
+    # Known corrupt, it is not offered: it is skipped as any corrupt backup is.
+    safety = bk_dir / first["safety_backup"]
+    data = bytearray(safety.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    safety.write_bytes(bytes(data))
+    code, _ = _run(capsys, ["verify"], bk_env)
+    assert code == ExitCode.HEALTH
+    code, refused = _run(capsys, ["restore", "latest"], bk_env)
+    assert code == ExitCode.REFUSED
+    assert "fails verification" in refused["error"]["message"]
+    assert first["safety_backup"] not in refused["error"]["hint"]
 
 
 def test_a_clock_that_went_back_never_makes_an_older_backup_the_latest(
@@ -419,6 +465,7 @@ def test_restore_through_a_symlinked_database_path_restores_the_file_it_names(
     code, restored = _run(capsys, ["restore", "latest"], env)
     assert code == 0, restored
     assert link.is_symlink()
+    assert restored["safety_backup"].startswith("link_backup_")  # as every backup of it
     conn = sqlite3.connect(real)
     assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (0,)
     conn.close()
