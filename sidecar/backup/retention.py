@@ -49,12 +49,18 @@ def retention(
 ) -> tuple[list[BackupInfo], list[BackupInfo]]:
     """Split ``backups`` into (keep, delete). Pure: reads nothing, deletes nothing.
 
-    Never deletes an unverified file, the newest verified backup, one dated in the future,
-    or one a kept backup names as the last holding data since lost.
+    Never deletes an unverified file, the newest verified backup, the newest one that is not
+    a restore's safety backup, one dated in the future, or one a kept backup names as the
+    last holding data since lost.
     See docs/design.md, 'Retention'.
     """
     verified = sorted((b for b in backups if b.verified), key=lambda b: b.sort_key, reverse=True)
     kept = {b.id for b in verified[: max(keep, 1)]}
+    # And the newest that `restore latest` would take: a restore's safety backup, newest
+    # right after it, must not push that out (the restore it replaced is never taken again).
+    regular = next((b for b in verified if b.reason != "pre-restore"), None)
+    if regular is not None:
+        kept.add(regular.id)
     kept |= {b.id for b in verified if b.taken_at > now}
     for kind, count in (("daily", keep_daily), ("weekly", keep_weekly), ("monthly", keep_monthly)):
         seen: set[tuple[int, ...]] = set()

@@ -372,6 +372,20 @@ def test_restore_latest_run_twice_restores_the_same_backup(
     assert (code, rows()) == (0, 1), undone
 
 
+def test_prune_right_after_a_restore_keeps_what_restore_latest_takes(
+    capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
+) -> None:
+    """SIDECAR_KEEP=1: the restore's safety backup is now the newest, but `latest` never
+    takes it; the backup `latest` takes is kept beside it."""
+    code, taken = _run(capsys, ["backup"], bk_env)
+    code, restored = _run(capsys, ["restore", "latest"], bk_env)
+    assert restored["safety_backup"] is not None
+    code, pruned = _run(capsys, ["prune"], {**bk_env, "SIDECAR_KEEP": "1"})
+    assert (code, pruned["deleted"]) == (0, []), pruned
+    code, again = _run(capsys, ["restore", "latest"], bk_env)
+    assert (code, again["backup"]["id"]) == (0, taken["backup"]["id"]), again
+
+
 def test_restore_latest_with_only_safety_backups_left_refuses_and_names_one(
     capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
 ) -> None:
