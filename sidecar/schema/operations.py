@@ -233,9 +233,9 @@ class ForeignKeyChange:
 @dataclass(frozen=True)
 class Reject(Drift):
     """A kept constraint that would reject a row the desired schema accepts (a UNIQUE index
-    or constraint, a CHECK, a foreign key the desired schema lacks; ``kind``: unique, check,
-    foreign_key). Never changed (dropping a constraint narrows what the database guarantees):
-    reported, like drift, and ``--strict`` fails."""
+    or constraint, a CHECK, a foreign key the desired schema lacks, a narrower PRIMARY KEY;
+    ``kind``: unique, check, foreign_key, primary_key). Never changed (dropping a constraint
+    narrows what the database guarantees): reported, like drift, and ``--strict`` fails."""
 
 
 @dataclass(frozen=True)

@@ -241,10 +241,12 @@ def _uniques(
     (and its PRIMARY KEY when ``keys``). An expression or partial index has no plain columns:
     its columns set is empty and only an identical index in the other schema covers it."""
     found: list[tuple[frozenset[str], str]] = []
+    # A column of a composite key is not unique alone: that key is its table constraint.
+    single_key = sum(1 for c in table.columns if c.pk) == 1
     for column in table.columns:
         maybe = "unique" in column.definition.lower()
         words = top_words(tokens_of(column.definition)[1:]) if maybe else []
-        if "unique" in words or (keys and column.pk):
+        if "unique" in words or (keys and column.pk and single_key):
             found.append((frozenset({fold(column.name)}), f"UNIQUE ({column.name})"))
     for text in table.constraints:
         tokens = constraint_body(tokens_of(text))
@@ -279,6 +281,7 @@ def rejecting(
         if desired.column(c.name) is None and c.hidden == 0 and null_default(c.definition)
     }
     found = _rejecting_uniques(live, desired, live_indexes, desired_indexes, gone_null)
+    found += _rejecting_key(live, desired, desired_indexes)
     wanted_checks = {norm for norm, _ in _check_clauses(desired)}
     for norm, text in _check_clauses(live):
         if norm not in wanted_checks:
@@ -306,6 +309,28 @@ def rejecting(
             )
         )
     return found
+
+
+def _rejecting_key(live: Table, desired: Table, desired_indexes: Sequence[Entity]) -> list[Reject]:
+    """The kept PRIMARY KEY, when no desired key or unique constraint over the same or fewer
+    columns makes it redundant (Prisma's ``@id`` -> ``@@id([a, b])``: the kept single key
+    rejects the new app's second row with the same ``a``). A key column the new app no longer
+    writes is harmless (a rowid alias is assigned; other keys take NULL)."""
+    key = [c for c in live.columns if c.pk]
+    if not key or any(desired.column(c.name) is None for c in key):
+        return []
+    columns = frozenset(fold(c.name) for c in key)
+    if any(d and d <= columns for d, _ in _uniques(desired, desired_indexes, keys=True)):
+        return []
+    names = ", ".join(c.name for c in sorted(key, key=lambda c: c.pk))
+    return [
+        Reject(
+            "primary_key",
+            quoted(live.name),
+            f"PRIMARY KEY ({names}): the desired schema allows two rows with the same "
+            f"{names} (its key is wider); a deploy never changes a table's key",
+        )
+    ]
 
 
 def _rejecting_uniques(

@@ -289,6 +289,35 @@ def test_kept_constraints_the_desired_schema_also_has_are_not_reported(
     assert doc["rejects"] == []
 
 
+def test_a_kept_key_narrower_than_the_desired_one_is_reported_and_fails_strict(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Prisma's ``@id`` -> ``@@id([userId, day])``: the kept key on userId alone rejects the
+    new app's second row for a user. A deploy never changes a key: reported, like a kept
+    UNIQUE, and --strict fails; a desired key the kept one covers is not reported."""
+    live = 'CREATE TABLE "Stat" ("userId" INTEGER NOT NULL PRIMARY KEY, "day" TEXT NOT NULL);'
+    desired = (
+        'CREATE TABLE "Stat" ("userId" INTEGER NOT NULL, "day" TEXT NOT NULL,\n'
+        '  PRIMARY KEY ("userId", "day"));'
+    )
+    env = setup(tmp_path, live, desired, ["INSERT INTO \"Stat\" VALUES (1, 'mon');"])
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert code == ExitCode.OK
+    assert [(r["kind"], r["object"]) for r in doc["rejects"]] == [("primary_key", '"Stat"')]
+    assert "PRIMARY KEY (userId)" in doc["rejects"][0]["detail"]
+    assert run(capsys, ["plan", "--strict"], env)[0] == ExitCode.REFUSED
+    # The other way round (a narrower desired key) rejects nothing the new app may write.
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    wide = (
+        'CREATE TABLE "Tag" ("name" TEXT NOT NULL, "lang" TEXT NOT NULL,\n'
+        '  PRIMARY KEY ("name", "lang"));'
+    )
+    one = 'CREATE TABLE "Tag" ("name" TEXT NOT NULL PRIMARY KEY, "lang" TEXT NOT NULL);'
+    code, doc, _ = run(capsys, ["plan"], setup(narrow, wide, one))
+    assert (code, doc["rejects"]) == (ExitCode.OK, [])
+
+
 # --------------------------------------------------------------------------- double-quoted strings
 
 
