@@ -128,9 +128,13 @@ def review(
             if item.migration not in done
         ]
     possible = _unconfirmed(possible_renames(live, desired, conn, known=renames), not_renamed)
+    # Refused only where the old name holds data the new one would be created without; an
+    # empty old table or an all-NULL old column moves nothing: said, as drift.
+    holding = [r for r in possible if _holds_data(conn, r)]
+    drift += [_possible_drift(r, conn) for r in possible if r not in holding]
     history = isinstance(desired, Desired) and bool(desired.migrations)
-    unsafe += possible
-    refusals += [_possible_refusal(r, conn, history=history) for r in possible]
+    unsafe += holding
+    refusals += [_possible_refusal(r, conn, history=history) for r in holding]
     # A refused rename first, in place of what the end state says of its new name.
     made = {_q(r.table, r.new) for r in unsafe if r.column}
     refused = refusals + [x for x in refused if x.object not in made]
@@ -286,6 +290,28 @@ def _possible_refusal(rename: Rename, conn: sqlite3.Connection | None, *, histor
         "which has the same shape",
         f"if it is a rename: {how}; if {new} is a new {what}, not {old} renamed: "
         f"SIDECAR_NOT_RENAMED={_new_name(rename)}",
+    )
+
+
+def _holds_data(conn: sqlite3.Connection | None, rename: Rename) -> bool:
+    """Whether the old table has a row, or the old column a non-NULL value."""
+    if conn is None:
+        return False
+    where = f" WHERE {quote_ident(rename.old)} IS NOT NULL" if rename.column else ""
+    sql = f"SELECT EXISTS (SELECT 1 FROM {quote_ident(rename.table)}{where})"
+    return bool(conn.execute(sql).fetchone()[0])
+
+
+def _possible_drift(rename: Rename, conn: sqlite3.Connection | None) -> Drift:
+    what = "column" if rename.column else "table"
+    old = _q(rename.table, rename.old) if rename.column else _q(rename.old)
+    new = _q(rename.table, rename.new) if rename.column else _q(rename.new)
+    held = f"{_rows(conn, rename.table)} row(s), all NULL there" if rename.column else "no rows"
+    return Drift(
+        "possible_rename",
+        f"{old} -> {new}",
+        f"possibly a rename: {new} is created empty beside {old} ({held}: nothing to move), "
+        f"which has the same shape. If it is one: {RENAME_HINT.format(what=what)}",
     )
 
 

@@ -423,6 +423,28 @@ def test_a_declarative_schema_refuses_a_possible_rename_unless_told_it_is_none(
     ]
 
 
+def test_a_possible_rename_with_nothing_to_move_is_applied_and_said_not_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An old table with no rows, an old column NULL in every row: a rename would move
+    nothing, so the new ones are created (drift says "possibly a rename"), no refusal."""
+    db = plain_db(tmp_path, V1 + AUDIT + SEED + 'UPDATE "User" SET name = NULL;')
+    desired = tmp_path / "schema.sql"
+    desired.write_text(
+        V1.replace('"name" TEXT, "createdAt"', '"displayName" TEXT, "createdAt"')
+        + AUDIT.replace('"AuditLog"', '"Event"')
+    )
+    env = env_for(tmp_path, desired)
+    code, doc, _ = run(capsys, ["plan"], env)
+    assert (code, doc["refused"]) == (ExitCode.OK, []), doc
+    possible = {d["object"] for d in doc["drift"] if d["kind"] == "possible_rename"}
+    assert possible == {'"AuditLog" -> "Event"', '"User"."name" -> "User"."displayName"'}
+    code, doc, err = run(capsys, ["migrate"], env)
+    assert code == ExitCode.OK, err
+    assert query(db, 'SELECT count(*) FROM "Event"') == [(0,)]
+    assert query(db, 'SELECT count(*) FROM "User" WHERE "displayName" IS NULL') == [(2,)]
+
+
 # Prisma's own output for `@@map("users")` and `fullName String? @map("full_name")`: the drop
 # and the create of the same shape, in one migration.
 MAP_TABLE = (
