@@ -189,6 +189,8 @@ def _prune_remote(settings: Settings, offsite: Offsite, protect: list[str]) -> l
 def _remember(settings: Settings, ours: copies.RemoteListing) -> None:
     """What a listing showed wrong with this database's copies, for `health` (no network):
     a copy the listing shows damaged, or no longer lists, is never called ok there."""
+    if not settings.backup_dir.is_dir():
+        return  # nothing to remember it in (a fresh host): health has no record either
     listed = {c.id for c in ours.copies}
     damaged = {c.id: c.problems for c in ours.copies if c.problems}
     success = state.load(settings.backup_dir).get("last_success") or {}
@@ -317,6 +319,10 @@ def _verify_remote(settings: Settings, *, backup_id: str | None, every: bool) ->
             hint="run sidecar backup first (it uploads a copy); check SIDECAR_OFFSITE",
         )
     identities = offsite.identities() if any(c.encrypted for c in targets) else None
+    if targets:
+        from sidecar.backup.create import prepare_folder  # noqa: PLC0415
+
+        prepare_folder(settings.backup_dir, settings.backup_group)  # the drill's scratch file
     checked: dict[str, list[str]] = {}
     level = "full" if settings.verify == "full" else "quick"
     for copy in targets:

@@ -131,6 +131,7 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
     encrypted = bool(recipients)
     key = store.remote.key(data_name(copy_id, encrypted=encrypted))
     manifest_key = store.remote.key(copy_id + MANIFEST_SUFFIX)
+    _refuse_another_databases(store, manifest_key, info)
     tally = _Tally(part_size(info.size))
     store.put(
         key,
@@ -169,6 +170,20 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
         seconds=round(done.seconds, 3),
     )
     return done
+
+
+def _refuse_another_databases(store: ObjectStore, manifest_key: str, info: BackupInfo) -> None:
+    """Never overwrite another database's copy: two databases of one file name sharing a
+    prefix give their backups of the same second the same name."""
+    if not info.source or store.head(manifest_key) is None:
+        return
+    there = BackupInfo(id=info.id, path=info.path, manifest=_read_manifest(store, manifest_key))
+    if there.source and not there.belongs_to(Path(info.source)):
+        raise ConfigError(
+            f"offsite copy {remote_id(info.id)} at {store.remote.where} is a copy of "
+            f"{there.source}, not of {info.source}: not overwritten",
+            hint="give each database its own SIDECAR_OFFSITE prefix (s3://bucket/prefix)",
+        )
 
 
 def _prove(store: ObjectStore, key: str, tally: _Tally) -> str:

@@ -72,6 +72,9 @@ class Remote:
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
 
 
+_STATUS_403 = re.compile(r"(?<![\w:./-])403(?![\w:./-])")
+
+
 def redact(text: str) -> str:
     """``text`` with the ``user:password@`` of every URL in it replaced by ``***@``."""
     return _USERINFO.sub(r"\1***@", text)
@@ -299,10 +302,9 @@ def _denied(exc: BaseException | None) -> bool:
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
         return True
     text = str(exc)
-    return any(
-        word in text
-        for word in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")
-    )
+    words = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+    # A status 403, never a port or an address that holds the digits (127.0.0.1:45031).
+    return any(word in text for word in words) or bool(_STATUS_403.search(text))
 
 
 def _no_bucket(exc: BaseException | None) -> bool:
