@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import schedule
+from sidecar import alerts, schedule
 from sidecar.backup.names import verification_path
-from sidecar.backup.store import BackupInfo, append_history, list_backups
+from sidecar.backup.store import BackupInfo, append_history, backups_of
 from sidecar.commands import display
 from sidecar.commands.verify import VerifyResult
 from sidecar.errors import ConfigError, ExitCode, RefusedError, SidecarError
@@ -98,6 +99,7 @@ def upload_backup(settings: Settings, info: BackupInfo) -> dict[str, Any] | None
             hint="set SIDECAR_AGE_RECIPIENTS to encrypt offsite copies",
         )
     group = settings.backup_group
+    started = time.monotonic()
     try:
         done = copies.upload(offsite.store, info, recipients=offsite.recipients)
     except SidecarError as exc:
@@ -114,31 +116,67 @@ def upload_backup(settings: Settings, info: BackupInfo) -> dict[str, Any] | None
         )
         exc.message = f"backup {info.id} is kept locally, but its offsite copy failed: {exc}"
         exc.args = (exc.message,)
+        upload_failed(exc, info.id)
+        raise
+    except Exception as exc:
+        upload_failed(exc, info.id)
         raise
     state.record_upload(info, done.to_dict(), group)
-    pruned = _prune_remote(settings, offsite, protect=[done.id])
+    try:
+        pruned = _prune_remote(settings, offsite, protect=[done.id])
+    except SidecarError as exc:
+        alerts.event("offsite.done", backup=info.id, seconds=time.monotonic() - started)
+        exc.message = (
+            f"backup {info.id} was uploaded offsite and proved, but the remote retention "
+            f"failed: {exc}"
+        )
+        exc.args = (exc.message,)
+        upload_failed(exc, info.id)
+        raise
     append_history(
         settings.backup_dir,
         {"event": "offsite", "id": info.id, **done.to_dict(), "pruned": pruned},
         group=group,
     )
+    alerts.event(
+        "offsite.done",
+        backup=info.id,
+        seconds=time.monotonic() - started,
+        pruned=", ".join(pruned) or None,
+    )
     return {**done.to_dict(), "pruned": pruned}
 
 
+def upload_failed(exc: BaseException, backup_id: str | None) -> None:
+    """``offsite.failed`` (notification and the offsite metrics) for ``exc``: whoever runs
+    the upload (`backup` exits 5, `deploy` warns and exits 0) does not decide who hears."""
+    if isinstance(exc, SidecarError):
+        alerts.event("offsite.failed", error=exc.message, hint=exc.hint,
+                     exit_code=int(exc.exit_code), backup=backup_id)  # fmt: skip
+    else:
+        alerts.event("offsite.failed", error=f"unexpected {type(exc).__name__}: {exc}",
+                     hint="this is a bug in sidecar; please report it with the log",
+                     exit_code=int(ExitCode.BUG), backup=backup_id)  # fmt: skip
+
+
 def _prune_remote(settings: Settings, offsite: Offsite, protect: list[str]) -> list[str]:
-    """Remote retention: never the newest copy a drill passed, nor one a kept local backup
-    names as the last holding data since lost (store.rows_vanished)."""
+    """Remote retention of this database's copies only: never the newest copy a drill
+    passed, nor one a kept local backup names as the last holding data since lost
+    (store.rows_vanished)."""
     listing = copies.list_copies(offsite.store)
+    ours = listing.of(settings.database)
+    _remember(settings, ours)
     drills = state.load(settings.backup_dir).get("drills", {})
-    passed = [c.id for c in listing.copies if drills.get(c.id, {}).get("ok")]
+    passed = [c.id for c in ours.copies if drills.get(c.id, {}).get("ok")]
     anchors = [
         str(lost.get("since"))
-        for b in list_backups(settings.backup_dir)
+        for b in backups_of(settings.backup_dir, settings.database)
         if (lost := b.rows_vanished) is not None
     ]
     gone = copies.prune_copies(
         offsite.store,
-        listing,
+        ours,
+        database=settings.database,
         keep=offsite.keep,
         keep_daily=offsite.keep_daily,
         keep_weekly=offsite.keep_weekly,
@@ -146,6 +184,20 @@ def _prune_remote(settings: Settings, offsite: Offsite, protect: list[str]) -> l
         protect=[*protect, *passed[:1], *anchors],
     )
     return [c.id for c in gone]
+
+
+def _remember(settings: Settings, ours: copies.RemoteListing) -> None:
+    """What a listing showed wrong with this database's copies, for `health` (no network):
+    a copy the listing shows damaged, or no longer lists, is never called ok there."""
+    if not settings.backup_dir.is_dir():
+        return  # nothing to remember it in (a fresh host): health has no record either
+    listed = {c.id for c in ours.copies}
+    damaged = {c.id: c.problems for c in ours.copies if c.problems}
+    success = state.load(settings.backup_dir).get("last_success") or {}
+    if success.get("id") and success["id"] not in listed:
+        damaged[success["id"]] = ["no longer in the store's listing (deleted?)"]
+    at = datetime.now(UTC).isoformat()
+    state.update(settings.backup_dir, settings.backup_group, listed={"at": at, "damaged": damaged})
 
 
 @dataclass(frozen=True)
@@ -165,11 +217,15 @@ class RemoteListResult:
                 {**c.to_dict(), "drill": self.drills.get(c.id)} for c in self.listing.copies
             ],
             "orphans": self.listing.orphans,
+            "other_databases": len(self.listing.others),
         }
 
     def render(self) -> str:
+        others = len(self.listing.others)
+        note = f"\n({others} copies of other databases under this prefix not shown)"
+        note = note if others else ""
         if not self.listing.copies and not self.listing.orphans:
-            return "no offsite copies"
+            return "no offsite copies of this database" + note if others else "no offsite copies"
         rows = [("ID", "SIZE", "AGE", "ENCRYPTED", "DRILL", "NOTE")]
         for c in self.listing.copies:
             drill = self.drills.get(c.id)
@@ -191,33 +247,82 @@ class RemoteListResult:
             )
         rows += [(o, "", "", "", "", "no manifest: not a valid copy") for o in self.listing.orphans]
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        return "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows
+        return (
+            "\n".join(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                for row in rows
+            )
+            + note
         )
 
 
 def list_remote(settings: Settings) -> RemoteListResult:
+    """This database's copies (every copy without a configured database)."""
     offsite = require(settings)
-    listing = copies.list_copies(offsite.store)
+    ours = copies.list_copies(offsite.store).of(settings.database)
+    _remember(settings, ours)
     drills = state.load(settings.backup_dir).get("drills", {})
-    log.info("offsite.listed", count=len(listing.copies), orphans=len(listing.orphans))
-    return RemoteListResult(listing, drills, bool(offsite.recipients))
+    log.info(
+        "offsite.listed",
+        count=len(ours.copies),
+        orphans=len(ours.orphans),
+        other_databases=len(ours.others),
+    )
+    return RemoteListResult(ours, drills, bool(offsite.recipients))
 
 
 def verify_remote(settings: Settings, *, backup_id: str | None, every: bool) -> VerifyResult:
-    """Restore drills: ``every`` copy, one ``backup_id``, or the newest; id -> problems.
-    Data objects no manifest names are bad copies (with ``every``, or newer than the one
-    drilled). Each result is recorded (state and history)."""
+    """Restore drills of this database's copies: ``every`` one, one ``backup_id``, or the
+    newest, whatever the listing shows wrong with it (then that is the finding); id ->
+    problems. Each result is recorded (state and history) and announced (``drill.done`` /
+    ``drill.failed``, with the drill metrics); so is a drill that could not run."""
+    started = time.monotonic()
+    try:
+        result = _verify_remote(settings, backup_id=backup_id, every=every)
+    except SidecarError as exc:
+        alerts.event("drill.failed", error=exc.message, hint=exc.hint,
+                     exit_code=int(exc.exit_code), backup=backup_id)  # fmt: skip
+        raise
+    except Exception as exc:
+        alerts.event("drill.failed", error=f"unexpected {type(exc).__name__}: {exc}",
+                     hint="this is a bug in sidecar; please report it with the log",
+                     exit_code=int(ExitCode.BUG), backup=backup_id)  # fmt: skip
+        raise
+    failure = result.failure
+    if failure is not None:
+        alerts.event("drill.failed", error=failure.message, hint=failure.hint,
+                     exit_code=int(failure.exit_code), backup=result.bad[0])  # fmt: skip
+    else:
+        alerts.event("drill.done", backup=", ".join(result.checked),
+                     seconds=time.monotonic() - started, level=result.level)  # fmt: skip
+    return result
+
+
+def _verify_remote(settings: Settings, *, backup_id: str | None, every: bool) -> VerifyResult:
     offsite = require(settings)
     listing = copies.list_copies(offsite.store)
-    if every:
-        targets = listing.copies
+    ours = listing.of(settings.database)
+    _remember(settings, ours)
+    if backup_id is not None:
+        targets = [copies.find_copy(listing, backup_id)]
     else:
-        targets = [copies.find_copy(listing, backup_id or "latest")] if listing.copies else []
+        # The newest copy, damaged or not: a drill that passed an older one instead would
+        # call the backups good while the newest is not.
+        targets = ours.copies if every else ours.copies[:1]
     newest = max((c.id for c in targets), default="")
-    orphans = [o for o in listing.orphans if every or copies.data_id(Path(o).name) > newest]
+    orphans = [o for o in ours.orphans if every or copies.data_id(Path(o).name) > newest]
+    if not targets and not orphans:
+        others = f" ({len(ours.others)} of other databases)" if ours.others else ""
+        raise RefusedError(
+            f"no offsite copies of {settings.database or 'the database'} to verify at "
+            f"{offsite.store.remote.where}{others}",
+            hint="run sidecar backup first (it uploads a copy); check SIDECAR_OFFSITE",
+        )
     identities = offsite.identities() if any(c.encrypted for c in targets) else None
+    if targets:
+        from sidecar.backup.create import prepare_folder  # noqa: PLC0415
+
+        prepare_folder(settings.backup_dir, settings.backup_group)  # the drill's scratch file
     checked: dict[str, list[str]] = {}
     level = "full" if settings.verify == "full" else "quick"
     for copy in targets:
@@ -241,23 +346,34 @@ def verify_remote(settings: Settings, *, backup_id: str | None, every: bool) -> 
         log.info("offsite.drilled", id=copy.id, ok=not problems, problems=problems, level=level)
     for orphan in orphans:
         checked[orphan] = ["data object without a manifest: not a valid copy"]
-    if not targets and not orphans:
-        raise RefusedError("no offsite copies to verify", hint="run sidecar backup first")
-    result = VerifyResult(checked, level)
+    result = VerifyResult(checked, level, remote=True)
     log.info("offsite.verified", checked=len(checked), bad=result.bad, level=level)
     return result
 
 
 @contextmanager
-def fetched(settings: Settings, backup_id: str) -> Iterator[BackupInfo]:
-    """The offsite copy ``backup_id`` downloaded, decrypted and decompressed into a scratch
-    file in the backups folder, as a BackupInfo whose manifest expects the copy's own size and
-    sha256: the existing restore path checks it (verify_backup: sha256, quick_check) before
-    anything is replaced. The scratch file is removed afterwards."""
+def fetched(
+    settings: Settings, backup_id: str, *, skipped: dict[str, list[str]] | None = None
+) -> Iterator[BackupInfo]:
+    """The offsite copy ``backup_id`` (``latest``: this database's newest complete copy;
+    the newer damaged ones it skipped go into ``skipped``) downloaded, decrypted and
+    decompressed into a scratch file in the backups folder, as a BackupInfo whose manifest
+    expects the copy's own size and sha256: the existing restore path checks it
+    (verify_backup: sha256, quick_check) before anything is replaced. The scratch file is
+    removed afterwards."""
     from sidecar.backup.create import prepare_folder  # noqa: PLC0415
 
     offsite = require(settings)
-    copy = copies.find_copy(copies.list_copies(offsite.store), backup_id)
+    listing = copies.list_copies(offsite.store)
+    _remember(settings, listing.of(settings.database))
+    if backup_id == "latest":
+        copy, passed = copies.latest_copy(
+            listing, settings.database, where=offsite.store.remote.where
+        )
+        if skipped is not None:
+            skipped.update(passed)
+    else:
+        copy = copies.find_copy(listing, backup_id)
     if copy.problems:
         raise RefusedError(
             f"offsite copy {copy.id}: {'; '.join(copy.problems)}",
@@ -341,7 +457,16 @@ def health_checks(settings: Settings, *, now: datetime | None = None) -> list[Ch
     else:
         age = (now - datetime.fromisoformat(success["at"])).total_seconds()
         detail = f"{success['id']}, {age / 3600:.1f}h old (limit {limit / 3600:.1f}h)"
-        found.append(Check("offsite copy", age <= limit, detail, fatal=False))
+        # Proved when uploaded; what a later listing or drill found against it stands.
+        listed = record.get("listed") or {}
+        damaged = (listed.get("damaged") or {}).get(success["id"])
+        drilled = record.get("drills", {}).get(success["id"]) or {}
+        if damaged:
+            detail += f": DAMAGED in the listing at {listed.get('at')}: {'; '.join(damaged)}"
+        elif drilled and not drilled.get("ok"):
+            detail += f": its restore drill FAILED at {drilled.get('at')}"
+        ok = age <= limit and not damaged and not (drilled and not drilled.get("ok"))
+        found.append(Check("offsite copy", ok, detail, fatal=False))
     upload = record.get("last_upload")
     if upload and not upload.get("ok"):
         detail = f"{upload.get('id')} at {upload.get('at')}: {upload.get('error')}"

@@ -106,7 +106,7 @@ def _restore(
     from_other_database: bool,
     source: str,
 ) -> RestoreResult:
-    if from_other_database and backup_id == "latest" and source != "offsite":
+    if from_other_database and backup_id == "latest":
         raise ConfigError(
             "--from-other-database needs a backup ID: `latest` is only ever this database's",
             hint="name the other database's backup: sidecar restore <id> --from-other-database",
@@ -119,7 +119,7 @@ def _restore(
         if source == "offsite":
             from sidecar.commands import offsite  # noqa: PLC0415
 
-            info = fetching.enter_context(offsite.fetched(settings, backup_id))
+            info = fetching.enter_context(offsite.fetched(settings, backup_id, skipped=skipped))
         elif backup_id == "latest":
             info, skipped, passed_over = _latest_passing(settings.backup_dir, db, dry_run)
         else:

@@ -19,6 +19,7 @@ log = get_logger(__name__)
 class VerifyResult:
     checked: dict[str, list[str]]  # id -> problems ([] when good)
     level: str
+    remote: bool = False  # restore drills of offsite copies
 
     @property
     def bad(self) -> list[str]:
@@ -34,6 +35,14 @@ class VerifyResult:
         if not self.bad:
             return None
         first = self.bad[0]
+        if self.remote:
+            return HealthError(
+                f"{len(self.bad)} of {len(self.checked)} offsite copies failed the restore "
+                f"drill: {first}: " + "; ".join(self.checked[first][:2]),
+                hint=f"never restore {first}; take a new backup (sidecar backup uploads it) "
+                "and drill it (sidecar verify --remote); sidecar list --remote shows the "
+                "copies that passed",
+            )
         return HealthError(
             f"{len(self.bad)} of {len(self.checked)} backup(s) failed verification: {first}: "
             + "; ".join(self.checked[first][:2]),

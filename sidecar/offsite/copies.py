@@ -131,6 +131,7 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
     encrypted = bool(recipients)
     key = store.remote.key(data_name(copy_id, encrypted=encrypted))
     manifest_key = store.remote.key(copy_id + MANIFEST_SUFFIX)
+    _refuse_another_databases(store, manifest_key, info)
     tally = _Tally(part_size(info.size))
     store.put(
         key,
@@ -169,6 +170,20 @@ def upload(store: ObjectStore, info: BackupInfo, *, recipients: Sequence[str]) -
         seconds=round(done.seconds, 3),
     )
     return done
+
+
+def _refuse_another_databases(store: ObjectStore, manifest_key: str, info: BackupInfo) -> None:
+    """Never overwrite another database's copy: two databases of one file name sharing a
+    prefix give their backups of the same second the same name."""
+    if not info.source or store.head(manifest_key) is None:
+        return
+    there = BackupInfo(id=info.id, path=info.path, manifest=_read_manifest(store, manifest_key))
+    if there.source and not there.belongs_to(Path(info.source)):
+        raise ConfigError(
+            f"offsite copy {remote_id(info.id)} at {store.remote.where} is a copy of "
+            f"{there.source}, not of {info.source}: not overwritten",
+            hint="give each database its own SIDECAR_OFFSITE prefix (s3://bucket/prefix)",
+        )
 
 
 def _prove(store: ObjectStore, key: str, tally: _Tally) -> str:
@@ -235,6 +250,11 @@ class RemoteCopy:
             return [f"data object is {self.data.size} bytes, the manifest says {self.size}"]
         return []
 
+    def belongs_to(self, database: Path) -> bool:
+        """Whether this is a copy of ``database``: its manifest's ``source``, judged as a
+        local backup's (:meth:`BackupInfo.belongs_to`)."""
+        return self.as_backup().belongs_to(database)
+
     def as_backup(self) -> BackupInfo:
         """This copy as retention sees a backup (verified: complete by the listing)."""
         match = BACKUP_NAME.match(self.id)
@@ -267,6 +287,19 @@ class RemoteCopy:
 class RemoteListing:
     copies: list[RemoteCopy] = field(default_factory=list)  # newest first
     orphans: list[str] = field(default_factory=list)  # data objects without a manifest
+    others: list[RemoteCopy] = field(default_factory=list)  # copies of other databases
+
+    def of(self, database: Path | None) -> RemoteListing:
+        """This database's copies (every copy when None): the one notion of "this
+        database's copies" for list, latest, drills and retention, as
+        :func:`sidecar.backup.store.backups_of` for local backups. An orphan has no
+        manifest: its name's stem is all that is known of it."""
+        if database is None:
+            return self
+        ours = [c for c in self.copies if c.belongs_to(database)]
+        others = [c for c in self.copies if not c.belongs_to(database)]
+        orphans = [o for o in self.orphans if _stem(data_id(o.rsplit("/", 1)[-1])) == database.stem]
+        return RemoteListing(ours, orphans, [*self.others, *others])
 
 
 def list_copies(store: ObjectStore) -> RemoteListing:
@@ -293,6 +326,11 @@ def list_copies(store: ObjectStore) -> RemoteListing:
     return RemoteListing(copies, orphans)
 
 
+def _stem(copy_id: str) -> str:
+    match = BACKUP_NAME.match(copy_id)
+    return match["stem"] if match else ""
+
+
 def _is_copy_id(name: str) -> bool:
     return bool(BACKUP_NAME.match(name)) and not name.endswith(".zst")
 
@@ -312,16 +350,45 @@ def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def latest_copy(
+    listing: RemoteListing, database: Path | None, *, where: str = "the store"
+) -> tuple[RemoteCopy, dict[str, list[str]]]:
+    """The newest complete copy of ``database`` (:meth:`RemoteListing.of`), and the newer
+    copies of it skipped for what the listing shows wrong with them (each logged as
+    ``offsite.skipped``). Never another database's copy. Raises RefusedError."""
+    ours = listing.of(database)
+    skipped: dict[str, list[str]] = {}
+    for copy in ours.copies:
+        if not copy.problems:
+            return copy, skipped
+        skipped[copy.id] = copy.problems
+        log.warning(
+            "offsite.skipped",
+            id=copy.id,
+            problems=copy.problems,
+            hint="a newer offsite copy is damaged; an older one is taken",
+        )
+    if skipped:
+        raise RefusedError(
+            f"every offsite copy of {database or 'the database'} at {where} is damaged "
+            f"({len(skipped)}: {', '.join(skipped)})",
+            hint="run sidecar list --remote; take a new backup (sidecar backup uploads it)",
+        )
+    others = sorted({str(c.as_backup().database) for c in ours.others})
+    held = f"; it holds copies of {', '.join(others)}" if others else ""
+    raise RefusedError(
+        f"no offsite copy of {database or 'the database'} at {where}{held}",
+        hint="check SIDECAR_DATABASE and SIDECAR_OFFSITE (sidecar list --remote); "
+        "a copy of another database is restored only by its ID, with --from-other-database",
+    )
+
+
 def find_copy(listing: RemoteListing, copy_id: str) -> RemoteCopy:
-    """The listed copy ``copy_id`` (a local name with or without ``.zst``, or ``latest``:
-    the newest complete one). Raises RefusedError."""
-    if copy_id == "latest":
-        good = [c for c in listing.copies if not c.problems]
-        if not good:
-            raise RefusedError("no complete offsite copy", hint="run sidecar list --remote")
-        return good[0]
+    """The listed copy ``copy_id`` (a local name with or without ``.zst``), whichever
+    database it is of: the caller decides what it may be used for (``latest``:
+    :func:`latest_copy`). Raises RefusedError."""
     wanted = remote_id(copy_id)
-    for copy in listing.copies:
+    for copy in [*listing.copies, *listing.others]:
         if copy.id == wanted:
             return copy
     raise RefusedError(f"no offsite copy named {copy_id}", hint="run sidecar list --remote")
@@ -337,19 +404,45 @@ def fetch(
             f"offsite copy {copy.id} is encrypted and no age identity is configured",
             hint="set SIDECAR_AGE_IDENTITY_FILE to the file age-keygen wrote",
         )
+    if copy.encrypted:
+        _check_identity(copy, identities or ())
     fd = create_exclusive(dest, 0o600, None)
     try:
         chunks = store.get(str(copy.offsite.get("key")))
         return pump(codec.decode(chunks, identities=identities if copy.encrypted else None), fd)
     except codec.CodecError as exc:
+        unsure = copy.encrypted and not copy.offsite.get("recipients")
         raise RefusedError(
             f"offsite copy {copy.id} cannot be decrypted or decompressed: "
             f"{type(exc).__name__}: {exc}",
-            hint="check SIDECAR_AGE_IDENTITY_FILE is the key of SIDECAR_AGE_RECIPIENTS; "
-            "else the copy is damaged: pick another from sidecar list --remote",
+            hint=(
+                "check SIDECAR_AGE_IDENTITY_FILE is the key of SIDECAR_AGE_RECIPIENTS; else "
+                if unsure
+                else ""
+            )
+            + "the copy is damaged: pick another from sidecar list --remote",
         ) from None
     finally:
         os.close(fd)
+
+
+def _check_identity(copy: RemoteCopy, identities: Sequence[Any]) -> None:
+    """A configuration error (exit 2), not a damaged copy, when none of ``identities`` is
+    the key of a recipient the manifest says the copy was encrypted to."""
+    recipients = [str(r) for r in copy.offsite.get("recipients") or []]
+    if not recipients:
+        return  # not recorded: only the decryption can tell
+    ours = {str(i.to_public()) for i in identities if hasattr(i, "to_public")}
+    if ours & set(recipients):
+        return
+    shown = ", ".join(r[:16] + "..." for r in recipients)
+    mine = ", ".join(r[:16] + "..." for r in sorted(ours)) or "no x25519 key"
+    raise ConfigError(
+        f"offsite copy {copy.id} is encrypted to {shown}; SIDECAR_AGE_IDENTITY_FILE holds "
+        f"the key of {mine}",
+        hint="set SIDECAR_AGE_IDENTITY_FILE to the identity of one of the copy's recipients "
+        "(`age-keygen -y <file>` prints its public key); the copy is not known to be damaged",
+    )
 
 
 def drill(
@@ -388,6 +481,7 @@ def prune_copies(
     store: ObjectStore,
     listing: RemoteListing,
     *,
+    database: Path | None,
     keep: int,
     keep_daily: int = 0,
     keep_weekly: int = 0,
@@ -398,7 +492,10 @@ def prune_copies(
 ) -> list[RemoteCopy]:
     """Delete the copies :func:`sidecar.backup.retention.retention` does not keep (the same policy
     as local backups: the newest complete copy is always kept, and every copy a kept one
-    names as holding data since lost); ids in ``protect`` are kept too. Manifest first."""
+    names as holding data since lost); ids in ``protect`` are kept too. Manifest first.
+    Only ``database``'s copies are weighed (:meth:`RemoteListing.of`): a copy of another
+    database sharing the prefix is never deleted by this one's retention."""
+    listing = listing.of(database)
     by_id = {c.id: c for c in listing.copies}
     _, delete = retention(
         [c.as_backup() for c in listing.copies],

@@ -9,6 +9,7 @@ never a secret.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ class Remote:
 
     bucket: str
     prefix: str = ""
-    endpoint: str | None = None
+    endpoint: str | None = field(default=None, repr=False)  # may hold user:password@
     region: str | None = None
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
@@ -57,10 +58,26 @@ class Remote:
     @property
     def where(self) -> str:
         """The store as named in messages: the URL and the endpoint, never a credential."""
-        return f"{self.url} at {self.endpoint or 'AWS S3'}"
+        return f"{self.url} at {self.shown_endpoint or 'AWS S3'}"
+
+    @property
+    def shown_endpoint(self) -> str | None:
+        """The endpoint for logs and messages: a ``user:password@`` in it redacted."""
+        return redact(self.endpoint) if self.endpoint else None
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+_STATUS_403 = re.compile(r"(?<![\w:./-])403(?![\w:./-])")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it replaced by ``***@``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def parse_url(value: str) -> tuple[str, str]:
@@ -199,6 +216,12 @@ class S3Store:
         self._call("delete", key, lambda: obstore.delete(self._store, key))
 
     def _call(self, what: str, key: str, run: Callable[[], T]) -> T:
+        attempts = [0]
+
+        def counted() -> T:
+            attempts[0] += 1
+            return run()
+
         def log_retry(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
@@ -206,7 +229,7 @@ class S3Store:
                 op=what,
                 key=key,
                 attempt=state.attempt_number,
-                endpoint=self.remote.endpoint,
+                endpoint=self.remote.shown_endpoint,
                 error=_short(exc),
             )
 
@@ -218,25 +241,39 @@ class S3Store:
             reraise=True,
         )
         try:
-            return retrying(run)
+            return retrying(counted)
         except UnavailableError:
             raise
         except Exception as exc:
             if _is_store_error(exc):
-                raise self._unavailable(what, key, exc) from None
+                raise self._unavailable(what, key, exc, attempts=attempts[0]) from None
             raise
 
-    def _unavailable(self, what: str, key: str, exc: BaseException) -> UnavailableError:
+    def _unavailable(
+        self, what: str, key: str, exc: BaseException, *, attempts: int = 1
+    ) -> UnavailableError:
         if _denied(exc):
             return UnavailableError(
                 f"offsite store {self.remote.where} refused the credentials ({what} {key})",
                 hint="check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE "
                 "variants), the bucket name and the key's permissions on it",
             )
+        if _no_bucket(exc):
+            return UnavailableError(
+                f"offsite store {self.remote.where}: bucket {self.remote.bucket!r} does not "
+                f"exist ({what} {key})",
+                hint=f"create the bucket {self.remote.bucket!r}, or fix the bucket in "
+                "SIDECAR_OFFSITE (s3://bucket/prefix) or AWS_ENDPOINT_URL",
+            )
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        then = {
+            "download": "; then retry (sidecar list --remote shows the copies)",
+            "list": "; then retry",
+        }.get(what, "")
         return UnavailableError(
-            f"offsite store {self.remote.where} unavailable: {what} {key} failed after "
-            f"{self._attempts} attempts: {_short(exc)}",
-            hint="check AWS_ENDPOINT_URL, the network and the bucket; the local backup is kept",
+            f"offsite store {self.remote.where} unavailable: {what} {key} failed{tried}: "
+            f"{_short(exc)}",
+            hint=f"check AWS_ENDPOINT_URL, the network and the bucket{then}",
         )
 
 
@@ -265,17 +302,26 @@ def _denied(exc: BaseException | None) -> bool:
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
         return True
     text = str(exc)
-    return any(
-        word in text
-        for word in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")
-    )
+    words = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+    # A status 403, never a port or an address that holds the digits (127.0.0.1:45031).
+    return any(word in text for word in words) or bool(_STATUS_403.search(text))
+
+
+def _no_bucket(exc: BaseException | None) -> bool:
+    return "NoSuchBucket" in str(exc)
 
 
 def _transient(exc: BaseException) -> bool:
-    return _is_store_error(exc) and not _denied(exc) and not isinstance(exc, FileNotFoundError)
+    return (
+        _is_store_error(exc)
+        and not _denied(exc)
+        and not _no_bucket(exc)
+        and not isinstance(exc, FileNotFoundError)
+    )
 
 
 def _short(exc: BaseException | None) -> str:
     """The first line of an error, bounded: obstore's messages carry whole response bodies."""
-    text = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    text = redact(str(exc)).strip() if exc is not None else ""
+    text = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {text[:300]}" if exc is not None else ""

@@ -96,13 +96,18 @@ def compress(settings: Settings, report: DeployReport) -> None:
 
 def offsite(settings: Settings, report: DeployReport) -> None:
     """Upload the deploy's backup offsite, after the commit and the restart (never while
-    the app's writes wait). A failure is a warning: the change stays, `health` shows it."""
+    the app's writes wait). A failure is a warning: the change stays, `health` shows it, and
+    ``offsite.failed`` is announced (the deploy exits 0: without it nobody would hear)."""
     if settings.offsite is None or not report.backup:
         return
     from sidecar.commands import offsite  # noqa: PLC0415 - only offsite pays for it
 
     try:
-        info = store.find_backup(settings.backup_dir, report.backup)
+        try:
+            info = store.find_backup(settings.backup_dir, report.backup)
+        except SidecarError as exc:
+            offsite.upload_failed(exc, report.backup)  # upload_backup announces its own
+            raise
         report.offsite = offsite.upload_backup(settings, info)
     except SidecarError as exc:
         log.warning("offsite.upload_failed", id=report.backup, error=exc.message, hint=exc.hint)
