@@ -298,6 +298,44 @@ def test_a_failed_backup_past_the_max_age_also_says_backups_are_stale(
         assert f"backup: {first['backup']['id']}" in stale.splitlines()
 
 
+def test_stale_backups_and_their_metrics_are_this_databases_in_a_shared_folder(
+    capsys: pytest.CaptureFixture[str],
+    al_env: dict[str, str],
+    bk_db: Callable[..., Path],
+    bk_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Two databases, one backups folder (a layout the README supports): b's fresh backup
+    neither hides that a's are stale nor stands in a's metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    other = {**al_env, "SIDECAR_DATABASE": str(bk_db("wal", name="other.db"))}
+    textfile = tmp_path / "sidecar.prom"
+    with receiver() as hook:
+        env = notifying(al_env, hook, SIDECAR_MAX_BACKUP_AGE="2s",
+                        SIDECAR_METRICS_FILE=str(textfile))  # fmt: skip
+        code, first, _ = _run(capsys, ["backup"], env)
+        assert code == 0
+        time.sleep(2.2)
+        assert _run(capsys, ["backup"], other)[0] == 0
+        assert len(store.list_backups(bk_dir)) == 2
+        _break(Path(al_env["SIDECAR_DATABASE"]))
+        assert _run(capsys, ["backup"], env)[0] == ExitCode.REFUSED
+        titles = [r.json()["title"] for r in hook.wait_for(2)]
+        assert any("are stale" in title for title in titles), titles
+        stale = next(r.json() for r in hook.requests if "are stale" in r.json()["title"])
+        assert f"backup: {first['backup']['id']}" in stale["message"].splitlines()
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for s in family.samples
+        if s.labels.get("database") == Path(al_env["SIDECAR_DATABASE"]).name
+    }
+    assert samples["sidecar_backups_kept"] == 1
+    mine = store.find_backup(bk_dir, first["backup"]["id"])
+    assert samples["sidecar_backup_newest_timestamp_seconds"] == mine.taken_at.timestamp()
+
+
 def test_a_failed_backup_after_one_dated_in_the_future_says_check_the_clock(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
