@@ -321,7 +321,8 @@ def _stale(channels: Channels) -> Event | None:
         return None
     from sidecar.backup import store  # noqa: PLC0415
 
-    newest = store.latest_verified(channels.backup_dir)
+    # This database's backups only: two databases may share one backups folder.
+    newest = store.latest_verified(channels.backup_dir, channels.database)
     now = datetime.now(UTC)
     age = newest.age_s(now) if newest else None
     if newest is not None and newest.in_future(now):
@@ -349,7 +350,7 @@ def _refresh_backups(channels: Channels) -> None:
     from sidecar.backup import store  # noqa: PLC0415
 
     def refresh() -> None:
-        verified = [b for b in store.list_backups(folder) if b.verified]
+        verified = [b for b in store.backups_of(folder, channels.database) if b.verified]
         newest = verified[0] if verified else None
         metrics.backups(kept=len(verified), newest=newest.taken_at if newest else None,
                         vanished=bool(newest and newest.rows_vanished))  # fmt: skip

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sidecar import __version__, alerts, logs
+from sidecar import __version__, alerts, logs, notify
 from sidecar.environ import load_settings, unknown_variables
 from sidecar.errors import ExitCode, SidecarError
 from sidecar.report import Result
-from sidecar.settings import ENV_NAMES, Settings, for_command
+from sidecar.settings import ENV_NAMES, SETTINGS, Settings, for_command
 
 EXIT_CODES_HELP = """exit codes:
   0  done, or nothing to do
@@ -310,7 +310,7 @@ def main(
         settings: Settings = load_settings(environ, flags)
         # Now from the validated settings (case, spaces, *_FILE), as every other setting.
         logs.configure(settings.log_format, settings.log_level)
-        _configure_alerts(settings)
+        _configure_alerts(settings, args.command)
         command = _resolve(args.command)
         if imported is not None:
             imported()  # the command's module and what it imports at the top are loaded
@@ -381,8 +381,15 @@ def _print_result(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _configure_alerts(settings: Settings) -> None:
-    """Pings, notifications and metrics (sidecar.alerts): plain values from the settings."""
+_NOTIFIES = next(s.commands for s in SETTINGS if s.name == "notify")
+
+
+def _configure_alerts(settings: Settings, command: str) -> None:
+    """Pings, notifications and metrics (sidecar.alerts): plain values from the settings. A
+    command that notifies first has apprise read every SIDECAR_NOTIFY URL: one it cannot use
+    is exit 2 now, not a lost notification later (the others never pay for apprise)."""
+    if settings.notify and command in _NOTIFIES:
+        notify.check_services(settings.notify)
     alerts.configure(
         database=settings.database,
         environment=settings.environment,

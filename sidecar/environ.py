@@ -91,8 +91,21 @@ def load_settings(
             values[name] = PARSERS[name](raw)
         except ValueError as exc:
             raise ConfigError(f"{label(name)}: {exc}", hint=fix_hint(name)) from None
+    _check_long_running(values)
     _check_offsite(values)
     return Settings(**values)
+
+
+def _check_long_running(values: Mapping[str, Any]) -> None:
+    """/metrics is served only by the long-running mode: SIDECAR_METRICS_ADDR without
+    SIDECAR_SCHEDULE (or --schedule) would be accepted and ignored. As SIDECAR_DRILL_SCHEDULE."""
+    if values.get("metrics_addr") and not values.get("schedule"):
+        raise ConfigError(
+            "SIDECAR_METRICS_ADDR set but SIDECAR_SCHEDULE is not: /metrics is served only in "
+            "the long-running mode",
+            hint="set SIDECAR_SCHEDULE too, or, for one-shot runs, SIDECAR_METRICS_FILE (a "
+            "node_exporter textfile) instead of SIDECAR_METRICS_ADDR",
+        )
 
 
 # Offsite settings that mean nothing without SIDECAR_OFFSITE. Set without it, the SIDECAR_*

@@ -139,18 +139,19 @@ class Notifier:
 
     def _client(self) -> Any:
         if self._apprise is None:
-            import apprise  # noqa: PLC0415 - see the class docstring
-
-            # apprise logs through the standard library; we report failures ourselves.
-            logging.getLogger("apprise").addHandler(logging.NullHandler())
-            logging.getLogger("apprise").propagate = False
-            client = apprise.Apprise()
-            if not client.add(self.urls) or not len(client):
+            usable, unusable = read_urls(self.urls)
+            for problem in unusable:  # the commands that notify refused these at start
+                log.warning("notify.bad_url", error=problem.message, hint=problem.hint)
+            if not usable:
                 raise ConfigError(
                     "SIDECAR_NOTIFY: apprise understands none of the URLs given",
-                    hint="use apprise URLs such as ntfy://topic, mailtos://... or "
-                    "json://host/path, separated by spaces or commas",
+                    hint=_URL_HINT,
                 )
+            import apprise  # noqa: PLC0415 - loaded by read_urls
+
+            client = apprise.Apprise()
+            for service in usable:  # one bad URL never silences the good ones
+                client.add(service)
             self._apprise = client
         return self._apprise
 
@@ -182,10 +183,85 @@ class Notifier:
 
 
 def check_urls(value: str) -> str:
-    """SIDECAR_NOTIFY's parser: one or more ``scheme://...`` URLs, by spaces or commas.
-    apprise itself judges the schemes when the first message goes out."""
+    """SIDECAR_NOTIFY's parser: one or more ``scheme://...`` URLs, by spaces or commas. Light
+    (every command, the HEALTHCHECK too, reads it): apprise judges each URL in
+    :func:`check_services`, which the commands that notify call as they start."""
     urls = value.strip()
     # Commas may also sit inside a URL (mailto://...?to=a@x,b@y): check each word's start.
     if not urls or any("://" not in word.split(",")[0] for word in urls.split()):
         raise ValueError("expected apprise URLs like ntfy://topic or json://host/path")
     return urls
+
+
+_URL_HINT = (
+    "fix or remove that URL in SIDECAR_NOTIFY: apprise URLs such as ntfy://topic, "
+    "mailtos://... or json://host/path (https://github.com/caronc/apprise/wiki), separated "
+    "by spaces or commas"
+)
+
+
+def redacted(url: str) -> str:
+    """How a URL is named in messages: its scheme alone. The rest may be a secret (a token,
+    a password, a private ntfy topic), and apprise's own messages quote it whole."""
+    scheme, sep, _ = url.strip().partition("://")
+    return f"{scheme}://..." if sep else "..."
+
+
+def _apprise() -> Any:
+    """apprise, imported (about a second in the image) with its logging silenced: it logs a
+    bad URL whole, secrets included, and sidecar reports every failure itself."""
+    import apprise  # noqa: PLC0415 - see the docstring
+
+    logging.getLogger("apprise").addHandler(logging.NullHandler())
+    logging.getLogger("apprise").propagate = False
+    return apprise
+
+
+def read_urls(urls: str) -> tuple[list[Any], list[ConfigError]]:
+    """apprise's reading of SIDECAR_NOTIFY, URL by URL: the services it can send to, and one
+    error (exit 2, the URL redacted) for each URL it cannot use."""
+    apprise = _apprise()
+    from apprise.utils.parse import parse_urls  # noqa: PLC0415
+
+    found: list[str] = parse_urls(urls)  # type: ignore[no-untyped-call]
+    usable: list[Any] = []
+    unusable: list[ConfigError] = []
+    for number, url in enumerate(found, 1):
+        service = apprise.Apprise.instantiate(url)
+        if service:
+            usable.append(service)
+            continue
+        where = f"URL {number} of {len(found)} ({redacted(url)})"
+        scheme = url.partition("://")[0].lower()
+        if _known_scheme(scheme) is False:
+            import difflib  # noqa: PLC0415
+
+            close = difflib.get_close_matches(scheme, _schemes(), n=1)
+            guess = f"; did you mean {close[0]}://?" if close else ""
+            problem = f"no apprise service is called {scheme}://{guess}"
+        else:
+            problem = f"apprise cannot use it as a {scheme}:// URL (a part missing or wrong)"
+        unusable.append(ConfigError(f"SIDECAR_NOTIFY: {where}: {problem}", hint=_URL_HINT))
+    return usable, unusable
+
+
+def check_services(urls: str) -> None:
+    """Refuse (exit 2) SIDECAR_NOTIFY when apprise cannot use one of its URLs: a typo would
+    otherwise be found only when a failure needs sending, and that failure would be lost."""
+    _usable, unusable = read_urls(urls)
+    if unusable:
+        raise unusable[0]
+
+
+def _schemes() -> list[str]:
+    try:
+        from apprise.apprise import N_MGR  # noqa: PLC0415
+
+        return sorted(str(scheme) for scheme in N_MGR.schemas())  # type: ignore[no-untyped-call]
+    except (ImportError, AttributeError):  # another apprise: no suggestion, same refusal
+        return []
+
+
+def _known_scheme(scheme: str) -> bool | None:
+    schemes = _schemes()
+    return (scheme in schemes) if schemes else None

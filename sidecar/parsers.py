@@ -118,9 +118,27 @@ def seconds(value: str) -> float:
 
 
 def http_url(value: str) -> str:
+    """An http(s) URL that urllib can reach: a host, a numeric port if any, no user name or
+    password (urllib sends none: it would look them up as part of the host name). The value is
+    never quoted in the error: a ping URL's path is its secret."""
+    from urllib.parse import urlsplit  # noqa: PLC0415 - light, and only when one is set
+
     url = value.strip()
-    if not re.match(r"https?://[^/\s]+", url):
+    if not re.match(r"https?://[^/\s]+", url) or any(c.isspace() for c in url):
         raise ValueError("expected an http:// or https:// URL")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "a user name or password in the URL is not supported (pings send no credentials)"
+        )
+    if not parts.hostname:
+        raise ValueError("expected a host name after http:// or https://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port after the host must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("the port after the host must be a number from 1 to 65535")
     return url
 
 

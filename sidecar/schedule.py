@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from croniter import croniter
 
 from sidecar import alerts
-from sidecar.errors import ConfigError, SidecarError
+from sidecar.errors import ConfigError, ExitCode, SidecarError
 from sidecar.logs import get_logger
 from sidecar.parsers import parse_duration
 from sidecar.signals import Stop
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 def next_run(schedule: str, after: datetime) -> datetime:
@@ -45,6 +48,31 @@ def validate(schedule: str) -> None:
     next_run(schedule, datetime.now(UTC))
 
 
+def run_once(job: Callable[[], T], *, fatal: frozenset[ExitCode] = frozenset()) -> T | Exception:
+    """Run one job of the long-running mode: its result, or its failure logged and returned,
+    not raised (the job's own alerts announced it): the schedule outlives any one run. A
+    failure whose exit code is in ``fatal`` is raised."""
+    try:
+        return job()
+    except SidecarError as exc:
+        if exc.exit_code in fatal:
+            raise
+        log.error(  # noqa: TRY400 (expected failure: one line, no traceback)
+            "schedule.job_failed",
+            error=exc.message,
+            hint=exc.hint,
+            exit_code=int(exc.exit_code),
+        )
+        return exc
+    except Exception as exc:  # logged with its traceback, retried at the next slot
+        log.exception(
+            "schedule.job_crashed",
+            error=repr(exc),
+            hint="retried at the next slot; please report this with the log",
+        )
+        return exc
+
+
 def run_forever(
     schedule: str,
     job: Callable[[], object],
@@ -62,20 +90,6 @@ def run_forever(
         if stop.wait(max(0.0, (due - now()).total_seconds())):
             break
         runs += 1
-        try:
-            job()
-        except SidecarError as exc:
-            log.error(  # noqa: TRY400 (expected failure: one line, no traceback)
-                "schedule.job_failed",
-                error=exc.message,
-                hint=exc.hint,
-                exit_code=int(exc.exit_code),
-            )
-        except Exception as exc:  # the schedule outlives any one run: log, retry next slot
-            log.exception(
-                "schedule.job_crashed",
-                error=repr(exc),
-                hint="retried at the next slot; please report this with the log",
-            )
+        run_once(job)
     log.info("schedule.stopped", runs=runs)
     return runs

@@ -16,7 +16,7 @@ from sidecar.backup.retention import PruneOutcome
 from sidecar.backup.store import BackupInfo
 from sidecar.commands import display
 from sidecar.commands.prune import apply_retention
-from sidecar.errors import ConfigError, ExitCode, UnavailableError
+from sidecar.errors import ConfigError, ExitCode, SidecarError, UnavailableError
 from sidecar.lease import hold_lease, remove_restore_partial_if_free
 from sidecar.logs import get_logger
 from sidecar.settings import Settings
@@ -63,9 +63,39 @@ class BackupResult:
         return text
 
 
+@dataclass(frozen=True)
+class FirstBackupFailed:
+    """The long-running mode stopped (SIGTERM) after its first backup failed: announced then,
+    as any scheduled backup's failure is; the stop itself exits 0, as it always does."""
+
+    error: Exception
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        error = self.error
+        if isinstance(error, SidecarError):
+            failed = {"message": error.message, "hint": error.hint,
+                      "exit_code": int(error.exit_code)}  # fmt: skip
+        else:
+            failed = {"message": f"unexpected {type(error).__name__}: {error}",
+                      "hint": "this is a bug in sidecar; please report it with the log",
+                      "exit_code": int(ExitCode.BUG)}  # fmt: skip
+        return {"backup": None, "first_backup_failed": failed}
+
+    def render(self) -> str:
+        failed = self.to_dict()["first_backup_failed"]
+        return (
+            f"the first backup failed (exit {failed['exit_code']}): {failed['message']}; "
+            "the scheduled backups ran until SIGTERM"
+        )
+
+
 def backup(
     settings: Settings, *, reason: str = "manual", no_prune: bool = False, **_: Any
-) -> BackupResult:
+) -> BackupResult | FirstBackupFailed:
     """A verified backup now, then prune (unless ``no_prune``); with SIDECAR_SCHEDULE, then one
     at every slot until SIGTERM. See docs/design.md, 'The long-running backup mode'."""
     if not settings.schedule:
@@ -75,9 +105,15 @@ def backup(
 
     schedule.validate(settings.schedule)
     with stop_on_sigterm() as stop:
-        first = take_backup(settings, reason=reason, no_prune=no_prune)
+        # The first backup is one of the schedule's: a failure (the database locked, the
+        # offsite store away) is announced and logged, and the process stays up. Only a
+        # configuration error (exit 2), which no later slot can mend, ends it now.
+        first = schedule.run_once(
+            lambda: take_backup(settings, reason=reason, no_prune=no_prune),
+            fatal=frozenset({ExitCode.USAGE}),
+        )
         run_scheduled(settings, stop, no_prune=no_prune)
-    return first
+    return first if isinstance(first, BackupResult) else FirstBackupFailed(first)
 
 
 def run_scheduled(settings: Settings, stop: Stop, *, no_prune: bool = False) -> None:

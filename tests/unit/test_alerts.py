@@ -148,6 +148,82 @@ def test_notify_on_a_list_of_events_and_unknown_names_are_a_config_error(
         assert "SIDECAR_NOTIFY" in doc["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "argv", [["backup"], ["deploy"], ["plan"], ["migrate"], ["restore", "latest"]]
+)
+def test_a_notify_url_apprise_cannot_use_is_exit_2_before_any_work(
+    capsys: pytest.CaptureFixture[str], al_env: dict[str, str], bk_dir: Path, argv: list[str]
+) -> None:
+    """A typo in one SIDECAR_NOTIFY URL would silence every notification, found only when a
+    failure needed sending: every command that notifies refuses it at start, naming the URL
+    without its secrets."""
+    with receiver() as hook:
+        env = notifying(al_env, hook)
+        env["SIDECAR_NOTIFY"] += " jsno://alice:s3cret@127.0.0.1/t0ken"
+        code = cli.main([*argv, "--json"], env=env)
+        captured = capsys.readouterr()
+        assert code == ExitCode.USAGE
+        error = json.loads(captured.out)["error"]
+        assert error["message"] == (
+            "SIDECAR_NOTIFY: URL 2 of 2 (jsno://...): no apprise service is called jsno://; "
+            "did you mean json://?"
+        )
+        assert "SIDECAR_NOTIFY" in error["hint"]
+        assert "s3cret" not in captured.out + captured.err
+        assert "t0ken" not in captured.out + captured.err
+        assert f"error: {error['message']}" in captured.err.splitlines()
+        assert hook.requests == []
+    assert store.list_backups(bk_dir) == []
+
+
+def test_a_notify_url_of_a_known_service_missing_a_part_is_exit_2(
+    capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
+) -> None:
+    code, doc, _ = _run(capsys, ["backup"], {**al_env, "SIDECAR_NOTIFY": "slack://T0KEN/x"})
+    assert code == ExitCode.USAGE
+    assert doc["error"]["message"].startswith("SIDECAR_NOTIFY: URL 1 of 1 (slack://...): ")
+    assert "T0KEN" not in json.dumps(doc)
+
+
+def test_one_bad_notify_url_never_silences_the_good_ones(
+    al_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past the start-up check (alerts configured directly), the good URL still hears."""
+    with receiver() as hook:
+        alerts.configure(
+            database=Path(al_env["SIDECAR_DATABASE"]),
+            environment="test",
+            notify_urls=f"{hook_url(hook)} jsno://x",
+            notify_on=frozenset({"offsite.failed"}),
+        )
+        alerts.event("offsite.failed", error="bucket gone", exit_code=5)
+        [request] = hook.wait_for(1)
+        assert "offsite upload of" in request.json()["title"]
+    assert "notify.bad_url" in capsys.readouterr().err
+
+
+def test_commands_that_never_notify_never_import_apprise(
+    al_env: dict[str, str], bk_dir: Path
+) -> None:
+    """The HEALTHCHECK (health) and list, verify, prune do not read SIDECAR_NOTIFY: they
+    never pay for apprise, whatever it holds (the long-running backup refused it at start)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **al_env, "SIDECAR_NOTIFY": "jsno://x"}
+    probe = (
+        "import sys; from sidecar import cli; code = cli.main(['list']); "
+        "print('apprise' in sys.modules); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 @pytest.mark.parametrize("mode", ["hang", "fail"])
 def test_a_receiver_that_hangs_or_fails_costs_at_most_the_bound_and_changes_nothing(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str], bk_dir: Path, mode: str
@@ -220,6 +296,44 @@ def test_a_failed_backup_past_the_max_age_also_says_backups_are_stale(
         assert "are stale" in titles[1]
         stale = hook.requests[1].json()["message"]
         assert f"backup: {first['backup']['id']}" in stale.splitlines()
+
+
+def test_stale_backups_and_their_metrics_are_this_databases_in_a_shared_folder(
+    capsys: pytest.CaptureFixture[str],
+    al_env: dict[str, str],
+    bk_db: Callable[..., Path],
+    bk_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Two databases, one backups folder (a layout the README supports): b's fresh backup
+    neither hides that a's are stale nor stands in a's metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    other = {**al_env, "SIDECAR_DATABASE": str(bk_db("wal", name="other.db"))}
+    textfile = tmp_path / "sidecar.prom"
+    with receiver() as hook:
+        env = notifying(al_env, hook, SIDECAR_MAX_BACKUP_AGE="2s",
+                        SIDECAR_METRICS_FILE=str(textfile))  # fmt: skip
+        code, first, _ = _run(capsys, ["backup"], env)
+        assert code == 0
+        time.sleep(2.2)
+        assert _run(capsys, ["backup"], other)[0] == 0
+        assert len(store.list_backups(bk_dir)) == 2
+        _break(Path(al_env["SIDECAR_DATABASE"]))
+        assert _run(capsys, ["backup"], env)[0] == ExitCode.REFUSED
+        titles = [r.json()["title"] for r in hook.wait_for(2)]
+        assert any("are stale" in title for title in titles), titles
+        stale = next(r.json() for r in hook.requests if "are stale" in r.json()["title"])
+        assert f"backup: {first['backup']['id']}" in stale["message"].splitlines()
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for s in family.samples
+        if s.labels.get("database") == Path(al_env["SIDECAR_DATABASE"]).name
+    }
+    assert samples["sidecar_backups_kept"] == 1
+    mine = store.find_backup(bk_dir, first["backup"]["id"])
+    assert samples["sidecar_backup_newest_timestamp_seconds"] == mine.taken_at.timestamp()
 
 
 def test_a_failed_backup_after_one_dated_in_the_future_says_check_the_clock(

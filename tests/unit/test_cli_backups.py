@@ -230,6 +230,112 @@ def test_backup_schedule_stays_up_until_sigterm_then_exits_0(
     assert out.startswith("backup ")
 
 
+def _long_running(env: dict[str, str], tmp_path: Path, schedule: str) -> Any:
+    """``backup --schedule <schedule> --json`` in a real process, its log in a file."""
+    import os
+    import subprocess
+    import sys
+
+    log = (tmp_path / "stderr.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "backup", "--schedule", schedule, "--json"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+
+
+def _events_until(tmp_path: Path, event: str, count: int = 1) -> list[dict[str, Any]]:
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = (tmp_path / "stderr.log").read_text()
+        events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        if sum(e["event"] == event for e in events) >= count:
+            return events
+        time.sleep(0.1)
+    raise AssertionError(f"no {event} in: {text}")
+
+
+def test_the_long_running_mode_outlives_its_first_backups_offsite_failure(
+    bk_env: dict[str, str], bk_dir: Path, tmp_path: Path
+) -> None:
+    """A store away when the process starts (exit 5 for a one-shot backup) is announced
+    and logged, as at any later slot: the process stays up, SIGTERM ends it with 0."""
+    import signal
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: the store is away
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **bk_env,
+        "SIDECAR_OFFSITE": "s3://bucket/prod",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    proc = _long_running(env, tmp_path, "1h")
+    try:
+        events = _events_until(tmp_path, "schedule.next")
+        assert proc.poll() is None  # still up after the first backup failed
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    failed = next(e for e in events if e["event"] == "schedule.job_failed")
+    assert failed["exit_code"] == ExitCode.UNAVAILABLE
+    assert "offsite" in failed["error"]
+    document = json.loads(out)
+    assert document["ok"] is True
+    assert document["backup"] is None
+    assert document["first_backup_failed"]["exit_code"] == ExitCode.UNAVAILABLE
+    assert document["first_backup_failed"]["message"] == failed["error"]
+    assert [b.verified for b in store.list_backups(bk_dir)] == [True]  # kept locally
+
+
+def test_the_long_running_mode_outlives_a_failed_first_local_backup(
+    bk_env: dict[str, str], bk_dir: Path, tmp_path: Path
+) -> None:
+    """A first backup refused (exit 3: no SQLite file yet) is a failed slot: the next backs up."""
+    import signal
+
+    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    good = db.read_bytes()
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    db.write_bytes(b"not a database" * 100)
+    proc = _long_running(bk_env, tmp_path, "1s")
+    try:
+        _events_until(tmp_path, "schedule.job_failed")
+        db.write_bytes(good)
+        _events_until(tmp_path, "backup.created")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert json.loads(out)["first_backup_failed"]["exit_code"] == ExitCode.REFUSED
+    assert store.latest_verified(bk_dir) is not None
+
+
+def test_a_configuration_error_of_the_first_backup_still_ends_the_long_running_mode(
+    bk_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Exit 2 (here: the database is a folder) no later slot can mend: it ends the process."""
+    folder = tmp_path / "a-folder.db"
+    folder.mkdir()
+    proc = _long_running({**bk_env, "SIDECAR_DATABASE": str(folder)}, tmp_path, "1s")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.USAGE
+    assert json.loads(out)["exit_code"] == ExitCode.USAGE
+    assert "schedule.next" not in (tmp_path / "stderr.log").read_text()
+
+
 def _cut_in_half(db: Path) -> None:
     """Half the file gone: SQLite cannot open it as a database at all."""
     db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])

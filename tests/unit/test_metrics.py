@@ -233,6 +233,18 @@ def test_the_healthcheck_never_serves_nor_imports_the_metrics(
     assert "metrics." not in done.stderr
 
 
+def test_a_metrics_address_without_the_long_running_mode_is_exit_2(
+    capsys: pytest.CaptureFixture[str], mx_env: dict[str, str], bk_dir: Path
+) -> None:
+    """A one-shot backup would serve /metrics for nobody: refused, as a drill schedule is."""
+    env = {**mx_env, "SIDECAR_METRICS_ADDR": f"127.0.0.1:{_free_port()}"}
+    assert cli.main(["backup"], env=env) == 2
+    err = capsys.readouterr().err
+    assert "error: SIDECAR_METRICS_ADDR set but SIDECAR_SCHEDULE is not" in err
+    assert "hint: " in err
+    assert not bk_dir.exists() or not list(bk_dir.iterdir())
+
+
 def test_a_textfile_that_cannot_be_written_is_a_warning_not_a_failed_backup(
     capsys: pytest.CaptureFixture[str], mx_env: dict[str, str], tmp_path: Path
 ) -> None:

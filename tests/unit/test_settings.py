@@ -90,6 +90,14 @@ def test_both_value_and_file_is_an_error(tmp_path: Path) -> None:
         ({"SIDECAR_STRICT": "perhaps"}, "SIDECAR_STRICT"),
         ({"SIDECAR_DATABASE": "mysql://h/db"}, "SIDECAR_DATABASE"),
         ({"SIDECAR_MIN_FREE_MARGIN": "lots"}, "SIDECAR_MIN_FREE_MARGIN"),
+        # Ping URLs urllib can never reach (its error would say "Name or service not known").
+        ({"SIDECAR_PING_URL": "http://hc.example:notaport/x"}, "SIDECAR_PING_URL"),
+        ({"SIDECAR_PING_URL": "https://hc.example:99999/x"}, "SIDECAR_PING_URL"),
+        ({"SIDECAR_PING_URL": "https://alice:s3cret@hc.example/x"}, "SIDECAR_PING_URL"),
+        ({"SIDECAR_PING_URL": "https://alice@hc.example/x"}, "SIDECAR_PING_URL"),
+        ({"SIDECAR_PING_URL": "http://:80/x"}, "SIDECAR_PING_URL"),
+        # /metrics is served only in the long-running mode: never accepted and ignored.
+        ({"SIDECAR_METRICS_ADDR": "127.0.0.1:9473"}, "SIDECAR_METRICS_ADDR"),
     ],
 )
 def test_invalid_values_name_the_field(env: dict[str, str], field: str) -> None:
@@ -98,6 +106,19 @@ def test_invalid_values_name_the_field(env: dict[str, str], field: str) -> None:
     assert field in caught.value.message
     assert caught.value.hint
     assert caught.value.exit_code == ExitCode.USAGE
+    assert "s3cret" not in caught.value.message
+
+
+def test_ping_urls_urllib_can_reach_are_accepted() -> None:
+    for url in ("https://hc-ping.com/5a1c-uuid", "http://127.0.0.1:8000/ping/x",
+                "http://[::1]:8000/p", "https://hc.example/ping/key/slug"):  # fmt: skip
+        assert load_settings({"SIDECAR_PING_URL": url}).ping_url == url
+
+
+def test_the_metrics_address_with_a_schedule_is_accepted() -> None:
+    env = {"SIDECAR_METRICS_ADDR": "127.0.0.1:9473"}
+    assert load_settings({**env, "SIDECAR_SCHEDULE": "6h"}).metrics_addr == "127.0.0.1:9473"
+    assert load_settings(env, {"schedule": "6h"}).metrics_addr == "127.0.0.1:9473"
 
 
 def test_durations_and_sizes() -> None:
@@ -206,6 +227,7 @@ def test_every_setting_reads_its_file_twin(tmp_path: Path) -> None:
     # Offsite settings mean nothing without SIDECAR_OFFSITE (an error), drills without a schedule.
     context = {name: {"SIDECAR_OFFSITE": "s3://b/p"} for name in environ.OFFSITE_ONLY}
     context["drill_schedule"] = {"SIDECAR_OFFSITE": "s3://b/p", "SIDECAR_SCHEDULE": "1h"}
+    context["metrics_addr"] = {"SIDECAR_SCHEDULE": "1h"}
     for setting in settings.SETTINGS:
         value = samples.get(setting.name, "7")
         secret = tmp_path / setting.name
