@@ -221,7 +221,10 @@ def read_urls(urls: str) -> tuple[list[Any], list[ConfigError]]:
     """apprise's reading of SIDECAR_NOTIFY, URL by URL: the services it can send to, and one
     error (exit 2, the URL redacted) for each URL it cannot use."""
     apprise = _apprise()
-    from apprise.utils.parse import parse_urls  # noqa: PLC0415
+    try:
+        from apprise.utils.parse import parse_urls  # noqa: PLC0415 - apprise >= 1.9
+    except ImportError:  # the older home of the same function (pyproject allows >= 1.7)
+        from apprise.utils import parse_urls  # type: ignore[attr-defined,no-redef]  # noqa: PLC0415
 
     found: list[str] = parse_urls(urls)  # type: ignore[no-untyped-call]
     usable: list[Any] = []
