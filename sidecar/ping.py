@@ -39,7 +39,7 @@ class Pinger:
         return self._send("fail", f"exit_code={exit_code}\n{error}")
 
     def _send(self, suffix: str, body: str | None) -> bool:
-        url = self.url.rstrip("/") + (f"/{suffix}" if suffix else "")
+        url = with_suffix(self.url, suffix)
         data = body.encode("utf-8") if body is not None else None
         ends = time.monotonic() + self.timeout
 
@@ -68,3 +68,13 @@ class Pinger:
             return False
 
         return deadline.within(self.timeout, attempt, what="ping")
+
+
+def with_suffix(url: str, suffix: str) -> str:
+    """``url`` with ``/<suffix>`` at the end of its path, before any query or fragment
+    (healthchecks.io's ``.../<uuid>?create=1`` pings ``.../<uuid>/start?create=1``)."""
+    from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - only when pinging
+
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/") + (f"/{suffix}" if suffix else "")
+    return urlunsplit(parts._replace(path=path))

@@ -75,6 +75,20 @@ def test_a_backup_pings_start_then_success(
         ]
 
 
+def test_a_ping_url_with_a_query_keeps_it_after_start_and_fail(
+    capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
+) -> None:
+    """healthchecks.io's ``.../<uuid>?create=1``: /start goes on the path, not the query."""
+    with receiver() as hc:
+        env = {**al_env, "SIDECAR_PING_URL": hc.url("/ping/abc?create=1")}
+        code, _doc, _ = _run(capsys, ["backup"], env)
+        assert code == 0
+        assert [(r.method, r.path) for r in hc.requests] == [
+            ("POST", "/ping/abc/start?create=1"),
+            ("POST", "/ping/abc?create=1"),
+        ]
+
+
 def test_a_failed_backup_pings_fail_with_the_error_and_exit_code(
     capsys: pytest.CaptureFixture[str], al_env: dict[str, str]
 ) -> None:
