@@ -13,7 +13,7 @@ from pathlib import Path
 from sidecar.backup.names import verification_path
 from sidecar.backup.store import BackupInfo, backups_of, folder_lock, list_backups
 from sidecar.backup.verification import record_verification
-from sidecar.fs import fsync_dir, sha256_file
+from sidecar.fs import fsync_dir
 from sidecar.logs import get_logger
 
 log = get_logger(__name__)
@@ -108,10 +108,16 @@ def prune(
     ``protect`` (the backup just taken) are never deleted.
     """
     backups = [b for b in backups_of(backup_dir, database) if environment in (None, b.environment)]
-    policy = Retention(keep, keep_daily, keep_weekly, keep_monthly)
     at = now or datetime.now(UTC)
     while True:
-        keep_list, delete_list = _split(backups, policy, at)
+        keep_list, delete_list = retention(
+            backups,
+            keep=keep,
+            keep_daily=keep_daily,
+            keep_weekly=keep_weekly,
+            keep_monthly=keep_monthly,
+            now=at,
+        )
         if not delete_list:
             break
         # Nothing goes while the newest backup kept is not proven intact now: "verified"
@@ -144,31 +150,17 @@ def prune(
     return PruneOutcome(kept=keep_list, deleted=delete_list, dry_run=dry_run, freed_bytes=freed)
 
 
-def _split(
-    backups: Sequence[BackupInfo], policy: Retention, now: datetime
-) -> tuple[list[BackupInfo], list[BackupInfo]]:
-    return retention(
-        backups,
-        keep=policy.keep,
-        keep_daily=policy.keep_daily,
-        keep_weekly=policy.keep_weekly,
-        keep_monthly=policy.keep_monthly,
-        now=now,
-    )
-
-
 def _checksum(info: BackupInfo, *, record: bool) -> list[str]:
     """Whether ``info``'s file still holds what its manifest says (size, sha256 of the stored
     bytes); a failure is recorded (``record``) and logged, as `verify` would."""
+    from sidecar.backup.verify import stored_problems  # noqa: PLC0415 - only with deletions
+
     try:
         st = info.path.stat()
-        size, sha = sha256_file(info.path)
+        problems = stored_problems(info)
     except OSError as exc:
         problems = [f"the file cannot be read: {exc.strerror or exc}"]
     else:
-        problems = []
-        if (size, sha) != (info.manifest.get("size"), info.manifest.get("stored_sha256")):
-            problems = ["sha256 differs from the manifest: the file is corrupt"]
         if problems and record:
             record_verification(info.path, problems, level="checksum", st=st)
     if problems:

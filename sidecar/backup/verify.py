@@ -212,14 +212,26 @@ def verify_backup(info: BackupInfo, *, full: bool = False, record: bool = True) 
     return problems
 
 
+SHA_DIFFERS = "sha256 differs from the manifest: the file is corrupt"
+
+
+def stored_problems(info: BackupInfo) -> list[str]:
+    """The stored file's size and sha256 against its manifest's ([] when both match): what
+    `verify` checks first, and `prune` of the backup it keeps. Raises OSError."""
+    size, sha = sha256_file(info.path)
+    problems = []
+    if size != info.manifest.get("size"):
+        problems.append(f"size {size} differs from the manifest's {info.manifest.get('size')}")
+    if sha != info.manifest.get("stored_sha256"):
+        problems.append(SHA_DIFFERS)
+    return problems
+
+
 def _verify_file(info: BackupInfo, *, full: bool) -> list[str]:
     path, man = info.path, info.manifest
-    problems: list[str] = []
-    size, sha = sha256_file(path)
-    if size != man.get("size"):
-        problems.append(f"size {size} differs from the manifest's {man.get('size')}")
-    if sha != man.get("stored_sha256"):
-        return [*problems, "sha256 differs from the manifest: the file is corrupt"]
+    problems = stored_problems(info)
+    if SHA_DIFFERS in problems:
+        return problems
     if not info.compressed:
         return problems + inspect_file(path, full).problems
     # A name of its own: a verify killed earlier, or one running beside us, never collides.
