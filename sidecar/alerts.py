@@ -325,9 +325,9 @@ def _stale(channels: Channels) -> Event | None:
     newest = store.latest_verified(channels.backup_dir, channels.database)
     now = datetime.now(UTC)
     age = newest.age_s(now) if newest else None
-    if newest is not None and newest.in_future(now):
+    if newest is not None and age is not None and newest.in_future(now):
         when = (
-            f"the newest verified backup is dated {-newest.age_s(now) / 3600:.1f}h in the "
+            f"the newest verified backup is dated {-age / 3600:.1f}h in the "
             "future: check the host's clock"
         )
     elif age is not None and age <= channels.max_backup_age:

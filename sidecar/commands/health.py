@@ -166,8 +166,9 @@ def _backup_age(
     if latest is None:
         of = f" of {settings.database}" if settings.database else ""
         return Check("last backup", False, f"no verified backup{of} yet", required), None, None
-    age = latest.age_s(datetime.now(UTC))
-    if latest.in_future(datetime.now(UTC)):
+    now = datetime.now(UTC)
+    age = latest.age_s(now)
+    if latest.in_future(now):
         # Taken "in the future": the clock is behind now, or was ahead then. Either way its
         # age says nothing, and every later backup is named after it (new_backup_path).
         detail = f"{latest.id} is dated {-age / 3600:.1f}h in the future: check the host's clock"
