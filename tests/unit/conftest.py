@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,33 @@ def has_direct_io(folder: Path) -> bool:
     finally:
         os.close(fd)
         probe.unlink()
+
+
+def clock_ahead(days: int) -> type[datetime]:
+    """A ``datetime`` whose ``now()`` is ``days`` ahead: patched into a module, the host's
+    clock as it was before someone corrected it."""
+
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Ahead:
+            return cls.fromtimestamp((datetime.now(tz) + timedelta(days=days)).timestamp(), tz)
+
+    return Ahead
+
+
+def imports_of(
+    argv: list[str], env: dict[str, str], modules: list[str]
+) -> tuple[int, list[bool], str]:
+    """``cli.main(argv)`` in a new interpreter with ``env``: its exit code, whether it
+    imported each of ``modules`` (in order), and its stderr."""
+    probe = (
+        f"import json, sys; from sidecar import cli; code = cli.main({argv!r}); "
+        f"print(json.dumps([m in sys.modules for m in {modules!r}])); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    loaded: list[bool] = json.loads(lines[-1]) if lines else []
+    return done.returncode, loaded, done.stderr

@@ -20,6 +20,7 @@ from sidecar import alerts, cli
 from sidecar.backup import store
 from sidecar.errors import ExitCode
 from tests.receiver import Receiver, receiver
+from tests.unit.conftest import clock_ahead, imports_of
 
 
 @pytest.fixture(autouse=True)
@@ -222,20 +223,11 @@ def test_commands_that_never_notify_never_import_apprise(
     """The HEALTHCHECK (health) and list, verify, prune do not read SIDECAR_NOTIFY: they
     never pay for apprise, whatever it holds (the long-running backup refused it at start)."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, **al_env, "SIDECAR_NOTIFY": "jsno://x"}
-    probe = (
-        "import sys; from sidecar import cli; code = cli.main(['list']); "
-        "print('apprise' in sys.modules); sys.exit(code)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    code, loaded, err = imports_of(["list"], env, ["apprise"])
+    assert code == 0, err
+    assert loaded == [False]
 
 
 @pytest.mark.parametrize("mode", ["hang", "fail"])
@@ -355,19 +347,12 @@ def test_a_failed_backup_after_one_dated_in_the_future_says_check_the_clock(
 ) -> None:
     """A newest backup taken with the clock a day ahead is no fresh backup: when backups
     then fail, the people responsible hear that, and why its age says nothing."""
-    from datetime import datetime, timedelta
-
     from sidecar.backup import create
-
-    class Ahead(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Ahead:
-            return cls.fromtimestamp((datetime.now(tz) + timedelta(days=1)).timestamp(), tz)
 
     with receiver() as hook:
         env = notifying(al_env, hook)
         with monkeypatch.context() as patched:
-            patched.setattr(create, "datetime", Ahead)
+            patched.setattr(create, "datetime", clock_ahead(1))
             assert _run(capsys, ["backup"], env)[0] == 0
         _break(Path(al_env["SIDECAR_DATABASE"]))
         assert _run(capsys, ["backup"], env)[0] == ExitCode.REFUSED

@@ -13,7 +13,7 @@ import pytest
 from sidecar import cli
 from sidecar.backup import names, store
 from sidecar.errors import ExitCode
-from tests.unit.conftest import counting_spawns
+from tests.unit.conftest import clock_ahead, counting_spawns
 
 
 @pytest.fixture
@@ -32,6 +32,28 @@ def _run(
     code = cli.main([*argv, "--json"], env=env)
     out = capsys.readouterr().out
     return code, json.loads(out)
+
+
+def _db_of(env: dict[str, str]) -> Path:
+    """The database file a test's SIDECAR_DATABASE (a Prisma-style URL) names."""
+    return Path(env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+
+
+def _mark(db: Path) -> None:
+    """A change a restore undoes: one row in `writes` with at = -1."""
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO writes (at) VALUES (-1)")
+    conn.commit()
+    conn.close()
+
+
+def _marks(db: Path) -> int:
+    """How many rows :func:`_mark` wrote that ``db`` holds."""
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def test_backup_then_list_then_verify(
@@ -101,7 +123,7 @@ def test_verify_exits_4_and_names_corrupt_and_missing_backups(
 def test_restore_latest_round_trip_and_dry_run(
     capsys: pytest.CaptureFixture[str], bk_env: dict[str, str], bk_dir: Path
 ) -> None:
-    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    db = _db_of(bk_env)
     _, made = _run(capsys, ["backup"], bk_env)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DELETE FROM users")
@@ -303,7 +325,7 @@ def test_the_long_running_mode_outlives_a_failed_first_local_backup(
     """A first backup refused (exit 3: no SQLite file yet) is a failed slot: the next backs up."""
     import signal
 
-    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    db = _db_of(bk_env)
     good = db.read_bytes()
     for side in ("-wal", "-shm"):
         Path(f"{db}{side}").unlink(missing_ok=True)
@@ -372,7 +394,7 @@ def test_restore_over_a_database_that_fails_verification_salvages_it(
     bytes are kept in salvage/ and the restore goes on; no damaged backup is listed."""
     code, _ = _run(capsys, ["backup"], bk_env)
     assert code == 0
-    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    db = _db_of(bk_env)
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -405,11 +427,8 @@ def test_a_safety_backup_sqlite_could_not_read_stops_the_restore_never_salvages(
     from sidecar import sqlite as sidecar_sqlite
 
     code, _ = _run(capsys, ["backup"], bk_env)
-    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
-    conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO writes (at) VALUES (-1)")
-    conn.commit()
-    conn.close()
+    db = _db_of(bk_env)
+    _mark(db)
 
     real = sidecar_sqlite.quick_check
 
@@ -424,9 +443,7 @@ def test_a_safety_backup_sqlite_could_not_read_stops_the_restore_never_salvages(
     code, failed = _run(capsys, ["restore", "latest"], {**bk_env, "SIDECAR_VERIFY": "full"})
     assert code == ExitCode.HEALTH, failed
     assert not (bk_dir / "salvage").exists()
-    conn = sqlite3.connect(db)
-    assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (1,)
-    conn.close()
+    assert _marks(db) == 1
 
 
 def test_restore_latest_run_twice_restores_the_same_backup(
@@ -434,31 +451,21 @@ def test_restore_latest_run_twice_restores_the_same_backup(
 ) -> None:
     """A retried `restore latest` (a runbook, a CI step) must not bring back the database
     the first run replaced: that is what its safety backup, now the newest, holds."""
-    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    db = _db_of(bk_env)
     code, taken = _run(capsys, ["backup"], bk_env)
     assert code == 0
-    conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO writes (at) VALUES (-1)")  # the change the restore undoes
-    conn.commit()
-    conn.close()
-
-    def rows() -> int:
-        conn = sqlite3.connect(db)
-        try:
-            return int(conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone()[0])
-        finally:
-            conn.close()
+    _mark(db)  # the change the restore undoes
 
     code, first = _run(capsys, ["restore", "latest"], bk_env)
     assert code == 0, first
-    assert (first["backup"]["id"], rows()) == (taken["backup"]["id"], 0)
+    assert (first["backup"]["id"], _marks(db)) == (taken["backup"]["id"], 0)
     code, second = _run(capsys, ["restore", "latest"], bk_env)
     assert code == 0, second
-    assert (second["backup"]["id"], rows()) == (taken["backup"]["id"], 0)
+    assert (second["backup"]["id"], _marks(db)) == (taken["backup"]["id"], 0)
     assert second["passed_over"] == [first["safety_backup"]]
     # Named, the safety backup is restored.
     code, undone = _run(capsys, ["restore", first["safety_backup"]], bk_env)
-    assert (code, rows()) == (0, 1), undone
+    assert (code, _marks(db)) == (0, 1), undone
 
 
 def test_prune_right_after_a_restore_keeps_what_restore_latest_takes(
@@ -508,27 +515,17 @@ def test_a_clock_that_went_back_never_makes_an_older_backup_the_latest(
     """A backup taken while the host's clock was 30 days ahead, then the clock corrected:
     the next backup is still the newest (`restore latest` takes it, retention keeps it),
     and `health` says what is wrong instead of calling a backup -720h old fresh."""
-    from datetime import datetime, timedelta
-
     from sidecar.backup import create
 
-    class Ahead(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Ahead:
-            return cls.fromtimestamp((datetime.now(tz) + timedelta(days=30)).timestamp(), tz)
-
-    db = Path(bk_env["SIDECAR_DATABASE"].removeprefix("file:").split("?")[0])
+    db = _db_of(bk_env)
     with monkeypatch.context() as patched:
-        patched.setattr(create, "datetime", Ahead)
+        patched.setattr(create, "datetime", clock_ahead(30))
         code, ahead = _run(capsys, ["backup"], bk_env)
     assert code == 0
     code, health = _run(capsys, ["health", "--backups-only"], bk_env)
     assert code == ExitCode.HEALTH
     assert "in the future" in json.dumps(health)
-    conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO writes (at) VALUES (-1)")
-    conn.commit()
-    conn.close()
+    _mark(db)
     code, now = _run(capsys, ["backup"], bk_env)
     assert code == 0
     newest = store.list_backups(bk_dir)[0]
@@ -545,9 +542,7 @@ def test_a_clock_that_went_back_never_makes_an_older_backup_the_latest(
     code, restored = _run(capsys, ["restore", "latest"], bk_env)
     assert code == 0
     assert restored["backup"]["id"] == now["backup"]["id"]
-    conn = sqlite3.connect(db)
-    assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (1,)
-    conn.close()
+    assert _marks(db) == 1
 
 
 def test_restore_through_a_symlinked_database_path_restores_the_file_it_names(
@@ -561,17 +556,12 @@ def test_restore_through_a_symlinked_database_path_restores_the_file_it_names(
     env = {"SIDECAR_DATABASE": str(link), "SIDECAR_BACKUP_DIR": str(bk_dir)}
     code, _ = _run(capsys, ["backup"], env)
     assert code == 0
-    conn = sqlite3.connect(link)
-    conn.execute("INSERT INTO writes (at) VALUES (-1)")
-    conn.commit()
-    conn.close()
+    _mark(link)
     code, restored = _run(capsys, ["restore", "latest"], env)
     assert code == 0, restored
     assert link.is_symlink()
     assert restored["safety_backup"].startswith("link_backup_")  # as every backup of it
-    conn = sqlite3.connect(real)
-    assert conn.execute("SELECT count(*) FROM writes WHERE at = -1").fetchone() == (0,)
-    conn.close()
+    assert _marks(real) == 0
 
 
 def test_restore_latest_from_other_database_is_a_usage_error_not_ignored(

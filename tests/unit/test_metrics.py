@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import alerts, cli
 from sidecar.metrics import METRICS, Metrics
+from tests.unit.conftest import imports_of
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -220,17 +221,12 @@ def test_the_healthcheck_never_serves_nor_imports_the_metrics(
     port = _free_port()
     env = {**os.environ, **mx_env, "SIDECAR_SCHEDULE": "1h",
            "SIDECAR_METRICS_ADDR": f"127.0.0.1:{port}"}  # fmt: skip
-    probe = (
-        "import sys; from sidecar import cli; code = cli.main(['health', '--backups-only']); "
-        "print('prometheus_client' in sys.modules, 'apprise' in sys.modules); sys.exit(code)"
+    code, loaded, err = imports_of(
+        ["health", "--backups-only"], env, ["prometheus_client", "apprise"]
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False False"
-    assert "metrics." not in done.stderr
+    assert code == 0, err
+    assert loaded == [False, False]
+    assert "metrics." not in err
 
 
 def test_a_metrics_address_without_the_long_running_mode_is_exit_2(
